@@ -1,0 +1,656 @@
+//! Vendor comparison for static files: nginx vs proxflow's `static_server` vs tower-http's
+//! `ServeDir` (the `servedir_server` baseline), on the same files, load and core.
+//!
+//! Every server is pinned to CPU 0 and wrk to CPU 1 (`taskset`); each (server, file) pair gets a
+//! short warm-up, then `--rounds` measured wrk runs with the servers interleaved, and the median
+//! req/s is reported as a markdown table with the targets from DESIGN.md.
+//!
+//! Build both packages first so `static_server` sits next to this binary:
+//!
+//! ```text
+//! cargo build --release -p proxflow-benches -p proxflow-examples
+//! target/release/static_vs_nginx --duration 10 --rounds 3 --markdown benches/RESULTS.md
+//! ```
+//!
+//! A server binary that is missing is skipped with a message; nginx is required.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const WRK: &str = "/usr/bin/wrk";
+const SERVER_CPU: &str = "0";
+const WRK_CPU: &str = "1";
+const CONNECTIONS: u32 = 32;
+
+/// Files served, with their sizes. The extensions map to types nobody compresses by default, and
+/// wrk sends no `Accept-Encoding`, so every server sends the bytes as they are.
+const FILES: [(&str, usize); 2] = [("1k.txt", 1024), ("100k.bin", 100 * 1024)];
+
+/// Column order of the report.
+const SERVERS: [&str; 3] = ["nginx", "proxflow", "ServeDir"];
+
+/// (description, file, baseline server, minimum proxflow/baseline ratio), from DESIGN.md.
+const TARGETS: [(&str, &str, &str, f64); 3] = [
+    ("proxflow >= 1.0x nginx at 1 KiB", "1k.txt", "nginx", 1.0),
+    (
+        "proxflow >= 0.8x nginx at 100 KiB",
+        "100k.bin",
+        "nginx",
+        0.8,
+    ),
+    (
+        "proxflow >= 10x ServeDir at 1 KiB",
+        "1k.txt",
+        "ServeDir",
+        10.0,
+    ),
+];
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(about = "Compare static-file throughput: nginx, proxflow static_server, ServeDir")]
+struct Args {
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    duration: u32,
+    /// Measured rounds; the report gives the median per (server, file).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds of the warm-up run per (server, file), not measured.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    warmup: u32,
+    /// Append the report to this file as well.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+fn main() {
+    // `run` returns before we exit, so every server guard has been dropped (and its process
+    // stopped) by then; `process::exit` itself would skip destructors.
+    if let Err(err) = run(Args::parse()) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let docroot = tmp.path().join("www");
+    fs::create_dir(&docroot)?;
+    for (name, len) in FILES {
+        fs::write(docroot.join(name), file_contents(name, len))?;
+    }
+
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .ok_or("executable has no parent directory")?
+        .to_path_buf();
+    let mut servers = vec![start_nginx(tmp.path(), &docroot)?];
+    let docroot_arg = docroot.to_str().ok_or("temp dir path is not UTF-8")?;
+    // (column, binary, args, how to build it); both get port 0 and report the port they bound.
+    let optional = [
+        (
+            "proxflow",
+            "static_server",
+            vec![
+                "--prod",
+                "--quiet",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                "0",
+                docroot_arg,
+            ],
+            "cargo build --release -p proxflow-examples --bin static_server",
+        ),
+        (
+            "ServeDir",
+            "servedir_server",
+            vec!["--port", "0", "--dir", docroot_arg],
+            "cargo build --release -p proxflow-benches --bin servedir_server",
+        ),
+    ];
+    let mut skipped = Vec::new();
+    for (name, bin, bin_args, build) in optional {
+        let path = bin_dir.join(bin);
+        if path.is_file() {
+            servers.push(start_printing_port(name, &path, &bin_args, tmp.path())?);
+        } else {
+            eprintln!(
+                "skipping {name}: {} not found (build it: `{build}`)",
+                path.display()
+            );
+            skipped.push(name);
+        }
+    }
+
+    for server in &servers {
+        check_responses(server, &docroot)?;
+    }
+    eprintln!("all servers return 200 and the exact bytes; warming up");
+    for server in &servers {
+        for (file, _) in FILES {
+            wrk(&server.url(file), args.warmup)
+                .map_err(|e| format!("{} warm-up: {e}", server.name))?;
+        }
+    }
+
+    let mut rps: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for (file, _) in FILES {
+            // Rotating the start spreads any drift (thermal, the neighbour's build) over all servers.
+            for i in 0..servers.len() {
+                let server = &servers[(i + round as usize) % servers.len()];
+                let result = wrk(&server.url(file), args.duration)
+                    .map_err(|e| format!("{} {file}: {e}", server.name))?;
+                eprintln!(
+                    "round {}/{} {file:<9} {:<9} {:>10} req/s  p50 {:>8}  p99 {:>8}",
+                    round + 1,
+                    args.rounds,
+                    server.name,
+                    thousands(result.rps),
+                    result.p50,
+                    result.p99
+                );
+                rps.entry((server.name, file)).or_default().push(result.rps);
+            }
+        }
+    }
+    drop(servers);
+
+    let medians = rps
+        .into_iter()
+        .map(|(key, mut values)| (key, median(&mut values)))
+        .collect();
+    let report = report(&args, &medians, &skipped);
+    print!("{report}");
+    if let Some(path) = &args.markdown {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(format!("\n{report}").as_bytes())?;
+        eprintln!("appended to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Deterministic contents: printable lines for the text file, pseudo-random bytes for the binary.
+fn file_contents(name: &str, len: usize) -> Vec<u8> {
+    if name.ends_with(".txt") {
+        b"proxflow static file benchmark, line of text 0123456789\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect()
+    } else {
+        let mut x: u32 = 0x9e37_79b9;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+}
+
+/// A running server; dropping it stops the process.
+struct Server {
+    name: &'static str,
+    port: u16,
+    child: Child,
+    /// Where the server's stderr (or nginx's error log) goes, quoted in error messages.
+    log: PathBuf,
+}
+
+impl Server {
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("\n--- {} ---\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM first, so nginx's master takes its worker down with it; std can only SIGKILL
+        // (and `unsafe` for libc::kill is forbidden in this workspace), hence the `kill` program.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskset -c CPU program`: taskset execs the program, so the child's pid is the server's.
+fn pinned(cpu: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpu]).arg(program).stdin(Stdio::null());
+    cmd
+}
+
+fn start_nginx(tmp: &Path, docroot: &Path) -> Result<Server> {
+    let dir = tmp.join("nginx");
+    fs::create_dir(&dir)?;
+    let port = free_port()?;
+    let error_log = dir.join("error.log");
+    // One worker behind its master, as nginx runs in production. `user root` keeps the worker
+    // able to read the private temp dir when we run as root (nginx ignores it otherwise); the
+    // temp paths keep nginx out of /var/lib/nginx.
+    let config = format!(
+        r#"daemon off;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {error_log} warn;
+events {{ worker_connections 1024; }}
+http {{
+    types {{ text/plain txt; application/octet-stream bin; }}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {docroot};
+    }}
+}}
+"#,
+        dir = dir.display(),
+        error_log = error_log.display(),
+        docroot = docroot.display(),
+    );
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, config)?;
+
+    let child = pinned(SERVER_CPU, Path::new(NGINX))
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(&error_log)
+        .stdout(File::create(dir.join("stdout.log"))?)
+        .stderr(File::create(dir.join("stderr.log"))?)
+        .spawn()
+        .map_err(|e| format!("cannot start {NGINX}: {e}"))?;
+    let mut server = Server {
+        name: "nginx",
+        port,
+        child,
+        log: error_log,
+    };
+    // nginx prints nothing on start; poll the port, watching for an early exit (bad config).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            return Err(format!("nginx exited at start ({status}){}", server.log_tail()).into());
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "nginx not accepting on port {port} after 5 s{}",
+                server.log_tail()
+            )
+            .into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Binding port 0 and releasing it leaves a small race with other programs; acceptable for nginx,
+/// which cannot report the port it got.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a server given port 0 and reads the port from its `listening on ...:PORT` line.
+fn start_printing_port(
+    name: &'static str,
+    program: &Path,
+    args: &[&str],
+    tmp: &Path,
+) -> Result<Server> {
+    let log = tmp.join(format!("{name}.stderr.log"));
+    let mut child = pinned(SERVER_CPU, program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut server = Server {
+        name,
+        port: 0,
+        child,
+        log,
+    };
+
+    // The reader thread keeps draining stdout after the line so the server never blocks on a
+    // full pipe; it ends when the server exits.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+            if line.contains("listening on") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+        format!(
+            "{name} did not print `listening on ...` within 10 s{}",
+            server.log_tail()
+        )
+    })?;
+    server.port = line
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(|| format!("{name}: no port in {line:?}"))?;
+    Ok(server)
+}
+
+/// Before any load: 200, no content coding, and exactly the bytes on disk, for every file.
+fn check_responses(server: &Server, docroot: &Path) -> Result<()> {
+    for (file, _) in FILES {
+        let expected = fs::read(docroot.join(file))?;
+        let Response {
+            status,
+            headers,
+            body,
+        } = http_get(server.port, file)
+            .map_err(|e| format!("{} GET /{file}: {e}{}", server.name, server.log_tail()))?;
+        let problem = if status != 200 {
+            format!("status {status}")
+        } else if let Some((_, coding)) = headers.iter().find(|(n, _)| n == "content-encoding") {
+            format!("content-encoding {coding}")
+        } else if body != expected {
+            format!(
+                "body differs from the file ({} bytes, expected {})",
+                body.len(),
+                expected.len()
+            )
+        } else {
+            continue;
+        };
+        return Err(format!("{} GET /{file}: {problem}; not benchmarking", server.name).into());
+    }
+    Ok(())
+}
+
+struct Response {
+    status: u16,
+    /// Names lower-cased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A minimal HTTP/1.1 GET on a fresh connection.
+fn http_get(port: u16, file: &str) -> Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /{file} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..head_end])?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+
+    let rest = &raw[head_end + 4..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len.parse()?;
+        rest.get(..len)
+            .ok_or("body shorter than content-length")?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_field = std::str::from_utf8(&data[..line_end])?;
+        let size = usize::from_str_radix(size_field.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = data
+            .get(line_end + 2..line_end + 2 + size)
+            .ok_or("truncated chunk")?;
+        body.extend_from_slice(chunk);
+        data = data.get(line_end + 4 + size..).ok_or("truncated chunk")?;
+    }
+}
+
+struct WrkResult {
+    rps: f64,
+    p50: String,
+    p99: String,
+}
+
+/// One wrk run on the load core. Any socket error or non-2xx/3xx response fails the benchmark:
+/// a fast server that drops or refuses requests is not fast.
+fn wrk(url: &str, secs: u32) -> Result<WrkResult> {
+    let output = pinned(WRK_CPU, Path::new(WRK))
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {WRK}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("wrk failed ({}):\n{text}{stderr}", output.status).into());
+    }
+    let (mut rps, mut p50, mut p99) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("Requests/sec:") {
+            rps = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("50%") {
+            p50 = Some(value.trim().to_string());
+        } else if let Some(value) = line.strip_prefix("99%") {
+            p99 = Some(value.trim().to_string());
+        } else if line.starts_with("Non-2xx or 3xx responses") {
+            return Err(format!("wrk saw error responses:\n{text}").into());
+        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            let any = counts
+                .split(',')
+                .filter_map(|kv| kv.split_whitespace().nth(1))
+                .any(|n| n != "0");
+            if any {
+                return Err(format!("wrk saw socket errors:\n{text}").into());
+            }
+        }
+    }
+    Ok(WrkResult {
+        rps: rps.ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?,
+        p50: p50.unwrap_or_default(),
+        p99: p99.unwrap_or_default(),
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) -> String {
+    let get = |server: &str, file: &str| medians.get(&(server, file)).copied();
+    let ratio = |file: &str, base: &str| Some(get("proxflow", file)? / get(base, file)?);
+    let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.2}x"));
+
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let mut out = String::from("### Static files: nginx vs proxflow vs ServeDir\n\n");
+    out += &format!("Command: `{}`", command.join(" "));
+    if let Some(date) = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]) {
+        out += &format!(" ({date})");
+    }
+    out += &format!(
+        "\n\nServers pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}: \
+         `wrk -t1 -c{CONNECTIONS} -d{}s --latency`, median of {} round(s) after a {} s warm-up, \
+         servers interleaved. {}, 1 worker, sendfile, open_file_cache, access_log off.\n",
+        args.duration,
+        args.rounds,
+        args.warmup,
+        command_output(NGINX, &["-v"]).unwrap_or_else(|| "nginx".into()),
+    );
+    for name in skipped {
+        out += &format!("\n**{name} skipped: binary not built.**\n");
+    }
+
+    out += "\n| file | nginx req/s | proxflow req/s | ServeDir req/s | proxflow/nginx | proxflow/ServeDir |\n";
+    out += "|---|--:|--:|--:|--:|--:|\n";
+    for (file, _) in FILES {
+        let cells: Vec<String> = SERVERS
+            .iter()
+            .map(|server| get(server, file).map_or("n/a".into(), thousands))
+            .collect();
+        out += &format!(
+            "| {file} | {} | {} | {} | {} | {} |\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            fmt_ratio(ratio(file, "nginx")),
+            fmt_ratio(ratio(file, "ServeDir")),
+        );
+    }
+
+    out += "\n| target | measured | result |\n|---|--:|---|\n";
+    for (description, file, base, min) in TARGETS {
+        let measured = ratio(file, base);
+        let verdict = match measured {
+            Some(r) if r >= min => "PASS",
+            Some(_) => "FAIL",
+            None => "SKIP",
+        };
+        out += &format!("| {description} | {} | {verdict} |\n", fmt_ratio(measured));
+    }
+    out
+}
+
+/// First line of a command's output (stdout, else stderr: `nginx -v` writes to stderr).
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    let text = if output.stdout.is_empty() {
+        output.stderr
+    } else {
+        output.stdout
+    };
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().next()?.trim();
+    Some(
+        line.strip_prefix("nginx version: ")
+            .unwrap_or(line)
+            .to_string(),
+    )
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,204 @@
+//! The serde configuration, with Kalgan's names (`folders`, `path`, `version`, `is_prod`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Everything a [`StaticLayer`](crate::StaticLayer) can be told, as read from JSON, YAML or TOML.
+///
+/// Every field has a default, so `{}` is a valid config:
+///
+/// ```
+/// let yaml = r#"
+/// path: /static
+/// folders: [public]
+/// version: v001
+/// is_prod: true
+/// "#;
+/// # let _ = yaml;
+/// let config: proxflow_static::StaticConfig = serde_json::from_str(
+///     r#"{ "path": "/static", "folders": ["public"], "version": "v001", "is_prod": true }"#,
+/// ).unwrap();
+/// assert_eq!(config.cache_max_bytes, 64 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticConfig {
+    /// URL prefix the files are served under (Kalgan `static.path`). Default `"/static"`.
+    pub path: String,
+    /// Folders to serve, searched in order for each request (Kalgan `static.folders`).
+    /// Default `["public"]`.
+    pub folders: Vec<PathBuf>,
+    /// Query-string version appended to asset URLs in production (Kalgan `static.version`),
+    /// e.g. `"v001"` renders `/static/app.js?v001`. Default: none.
+    pub version: Option<String>,
+    /// Version asset URLs by a hash of each file's contents instead (`app.3f2a9c1e.js`).
+    /// Default `false`. Cannot be combined with `version`.
+    pub content_hash: bool,
+    /// A manifest written at build time (logical path -> versioned path) to load at start.
+    pub manifest: Option<PathBuf>,
+    /// Production mode (Kalgan `environment.is_prod`): memory cache, long-lived caching of
+    /// versioned URLs, versioned asset URLs. Default `false` (development: `no-cache`, every
+    /// request reads the disk).
+    pub is_prod: bool,
+    /// Serve `index.html` for paths without an extension (Caflax `--spa`). Default `false`.
+    pub spa: bool,
+    /// Path prefixes that never get the SPA fallback. Default `["/api"]`.
+    pub spa_exclude: Vec<String>,
+    /// The file served for a directory. Default `"index.html"`.
+    pub index: String,
+    /// List directories without an index, as HTML or JSON. Default `false`.
+    pub listing: bool,
+    /// A page (relative to the first folder) sent with status 404. Default: a short text body.
+    pub not_found_page: Option<PathBuf>,
+    /// Serve `.br`, `.zst` and `.gz` siblings. Default `true`.
+    pub precompressed: bool,
+    /// Production mode: compress compressible files once in memory when no sibling exists.
+    /// Default `true`.
+    pub compress: bool,
+    /// Production mode: bytes the memory cache may hold. Default 64 MiB.
+    pub cache_max_bytes: u64,
+    /// Production mode: larger files are streamed from disk, not cached. Default 1 MiB.
+    pub cache_max_file_size: u64,
+    /// Production mode: how stale cached metadata may be before the file is checked again,
+    /// e.g. `"1s"`. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub revalidate_interval: Duration,
+    /// `max-age` for unversioned URLs in production, e.g. `"10m"`. Default: none, which sends
+    /// `no-cache` (always revalidate).
+    #[serde(with = "humantime_serde")]
+    pub unversioned_max_age: Option<Duration>,
+    /// Serve symlinks that resolve outside the folder. Default `false`.
+    pub follow_symlinks_outside: bool,
+    /// Serve dotfiles; `/.well-known/` is served either way. Default `false`.
+    pub dotfiles: bool,
+    /// Pass methods other than GET and HEAD to the inner service instead of answering 405.
+    /// Default `false`.
+    pub pass_other_methods: bool,
+    /// Pass requests for missing files to the inner service instead of answering 404.
+    /// Default `false`.
+    pub fallthrough: bool,
+    /// More ranges than this in one `Range` header and the whole file is sent. Default 16.
+    pub max_ranges: usize,
+}
+
+impl Default for StaticConfig {
+    fn default() -> Self {
+        StaticConfig {
+            path: "/static".into(),
+            folders: vec![PathBuf::from("public")],
+            version: None,
+            content_hash: false,
+            manifest: None,
+            is_prod: false,
+            spa: false,
+            spa_exclude: vec!["/api".into()],
+            index: "index.html".into(),
+            listing: false,
+            not_found_page: None,
+            precompressed: true,
+            compress: true,
+            cache_max_bytes: 64 * 1024 * 1024,
+            cache_max_file_size: 1024 * 1024,
+            revalidate_interval: Duration::from_secs(1),
+            unversioned_max_age: None,
+            follow_symlinks_outside: false,
+            dotfiles: false,
+            pass_other_methods: false,
+            fallthrough: false,
+            max_ranges: 16,
+        }
+    }
+}
+
+impl StaticConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if !self.path.starts_with('/') || self.path.contains(['?', '#', '\\']) {
+            return invalid("path", "must start with `/` and hold no `?`, `#` or `\\`");
+        }
+        if self.folders.is_empty() {
+            return invalid("folders", "needs at least one folder");
+        }
+        if let Some(version) = &self.version {
+            let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~=".contains(c);
+            if version.is_empty() || !version.chars().all(url_safe) {
+                return invalid("version", "must be non-empty and use only letters, digits and `-._~=`");
+            }
+            if self.content_hash {
+                return invalid("version", "cannot be combined with `content_hash`");
+            }
+        }
+        if self.index.is_empty() || self.index.contains(['/', '\\']) {
+            return invalid("index", "must be a file name without separators");
+        }
+        if self.cache_max_file_size > self.cache_max_bytes {
+            return invalid("cache_max_file_size", "must not exceed `cache_max_bytes`");
+        }
+        if self.revalidate_interval.is_zero() {
+            return invalid("revalidate_interval", "must be positive, e.g. \"1s\"");
+        }
+        if self.max_ranges == 0 {
+            return invalid("max_ranges", "must be at least 1");
+        }
+        if let Some(prefix) = self.spa_exclude.iter().find(|p| !p.starts_with('/')) {
+            return Err(ConfigError::Invalid {
+                field: "spa_exclude",
+                reason: format!("{prefix:?} must start with `/`"),
+            });
+        }
+        for folder in &self.folders {
+            std::fs::read_dir(folder).map_err(|source| ConfigError::Folder { path: folder.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_json_yaml_and_toml() {
+        let json: StaticConfig =
+            serde_json::from_str(r#"{"path":"/assets","revalidate_interval":"2s","is_prod":true}"#).unwrap();
+        assert_eq!(json.path, "/assets");
+        assert_eq!(json.revalidate_interval, Duration::from_secs(2));
+        let yaml: StaticConfig = serde_yaml::from_str("version: v001\nunversioned_max_age: 10m\n").unwrap();
+        assert_eq!(yaml.version.as_deref(), Some("v001"));
+        assert_eq!(yaml.unversioned_max_age, Some(Duration::from_secs(600)));
+        let toml: StaticConfig = toml::from_str("folders = [\"a\", \"b\"]\nspa = true\n").unwrap();
+        assert_eq!(toml.folders.len(), 2);
+        assert!(toml.spa);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let error = serde_json::from_str::<StaticConfig>(r#"{"folder":"x"}"#).unwrap_err();
+        assert!(error.to_string().contains("unknown field `folder`"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = StaticConfig { folders: vec![dir.path().into()], ..StaticConfig::default() };
+        assert!(base.validate().is_ok());
+        let cases = [
+            (StaticConfig { path: "static".into(), ..base.clone() }, "`path`"),
+            (StaticConfig { version: Some("v 1".into()), ..base.clone() }, "`version`"),
+            (StaticConfig { version: Some("v1".into()), content_hash: true, ..base.clone() }, "`version`"),
+            (StaticConfig { cache_max_file_size: u64::MAX, ..base.clone() }, "`cache_max_file_size`"),
+            (StaticConfig { max_ranges: 0, ..base.clone() }, "`max_ranges`"),
+            (StaticConfig { folders: vec!["/no/such/dir".into()], ..base.clone() }, "`folders`"),
+            (StaticConfig { spa_exclude: vec!["api".into()], ..base.clone() }, "`spa_exclude`"),
+        ];
+        for (config, field) in cases {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.starts_with(field), "{message}");
+        }
+    }
+}

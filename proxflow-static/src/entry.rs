@@ -1,0 +1,413 @@
+//! A file ready to be served: its representations (identity and compressed), validators and
+//! headers, computed once per load so that answering a request only copies prepared values.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::body::Chunk;
+use crate::conditional::unix_seconds;
+use crate::encoding::Encoding;
+
+/// What identifies one version of a file on disk without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    len: u64,
+    modified_nanos: u128,
+    inode: u64,
+}
+
+impl Fingerprint {
+    pub(crate) fn of(metadata: &Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        let modified_nanos = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Fingerprint { len: metadata.len(), modified_nanos, inode }
+    }
+
+    /// A strong entity tag from metadata alone, for files that are streamed and never hashed
+    /// (the same inputs nginx uses, plus the inode).
+    fn etag(&self) -> String {
+        format!("\"{:x}-{:x}-{:x}\"", self.len, self.modified_nanos, self.inode)
+    }
+}
+
+/// Where a representation's bytes are.
+pub(crate) enum Source {
+    Memory(Bytes),
+    Disk { path: PathBuf, fingerprint: Fingerprint },
+}
+
+/// One encoding of a file.
+pub(crate) struct Representation {
+    pub(crate) encoding: Encoding,
+    pub(crate) len: u64,
+    pub(crate) etag: HeaderValue,
+    source: Source,
+}
+
+impl Representation {
+    /// The body chunk for `range` of this representation.
+    pub(crate) fn chunk(&self, range: std::ops::Range<u64>) -> Chunk {
+        match &self.source {
+            Source::Memory(bytes) => Chunk::Memory(bytes.slice(range.start as usize..range.end as usize)),
+            Source::Disk { path, fingerprint } => Chunk::File { path: path.clone(), range, expected: *fingerprint },
+        }
+    }
+
+    /// The ETag without quotes, for building the tags of derived representations.
+    fn opaque_tag(&self) -> &str {
+        let text = self.etag.to_str().unwrap_or("\"\"");
+        text.trim_matches('"')
+    }
+}
+
+/// How a file is loaded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadOptions {
+    /// Keep files up to this many bytes in memory; `None` streams every file (development).
+    pub(crate) memory_limit: Option<u64>,
+    /// Look for `.br`, `.zst` and `.gz` siblings.
+    pub(crate) precompressed: bool,
+    /// Compress compressible in-memory files on first demand when no sibling exists.
+    pub(crate) compress: bool,
+    /// Hash streamed files too (content-hash versioning needs every file's hash).
+    pub(crate) hash_streamed: bool,
+}
+
+/// Smaller files gain nothing from compression once headers are counted.
+const MIN_COMPRESS_LEN: u64 = 256;
+
+/// A file and everything needed to answer requests for it.
+pub(crate) struct Entry {
+    pub(crate) path: PathBuf,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) content_type: HeaderValue,
+    pub(crate) last_modified: Option<HeaderValue>,
+    pub(crate) modified_secs: Option<u64>,
+    /// The content hash of the identity representation, when it was read.
+    pub(crate) hash: Option<u64>,
+    identity: Representation,
+    siblings: [Option<Representation>; 3],
+    generated: [OnceLock<Option<Representation>>; 3],
+    can_generate: bool,
+    /// Milliseconds after the owner's clock base when the metadata was last checked.
+    pub(crate) verified_at_ms: AtomicU64,
+}
+
+/// Which representation a negotiation picked.
+pub(crate) enum Selected<'a> {
+    Ready(&'a Representation),
+    /// The coding may be generated but has not been yet.
+    NeedsCompression(Encoding),
+}
+
+impl Entry {
+    /// Reads `path` (known to be a regular file) as the options say. Blocking.
+    pub(crate) fn load(path: &Path, options: LoadOptions, now_ms: u64) -> io::Result<Entry> {
+        let (identity, metadata, hash) = load_representation(path, Encoding::Identity, options)?;
+        let mime = mime_guess::from_path(path).first_or_octet_stream();
+        let compressible = is_compressible(&mime);
+        let siblings = if options.precompressed && compressible {
+            Encoding::COMPRESSED.map(|encoding| load_sibling(path, encoding, &identity, options))
+        } else {
+            [None, None, None]
+        };
+        let modified = metadata.modified().ok();
+        Ok(Entry {
+            path: path.to_path_buf(),
+            fingerprint: Fingerprint::of(&metadata),
+            content_type: content_type(&mime),
+            last_modified: modified.and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()),
+            modified_secs: modified.map(unix_seconds),
+            hash,
+            can_generate: options.compress
+                && compressible
+                && identity.len >= MIN_COMPRESS_LEN
+                && matches!(identity.source, Source::Memory(_)),
+            identity,
+            siblings,
+            generated: Default::default(),
+            verified_at_ms: AtomicU64::new(now_ms),
+        })
+    }
+
+    /// Whether the answer depends on `Accept-Encoding` (then `Vary` is sent).
+    pub(crate) fn negotiable(&self) -> bool {
+        self.can_generate || self.siblings.iter().any(Option::is_some)
+    }
+
+    /// Whether a request may be answered in `encoding`, possibly after compressing.
+    pub(crate) fn offers(&self, encoding: Encoding) -> bool {
+        if encoding == Encoding::Identity {
+            return true;
+        }
+        let i = encoding.index();
+        self.siblings[i].is_some()
+            || match self.generated[i].get() {
+                Some(generated) => generated.is_some(),
+                None => self.can_generate,
+            }
+    }
+
+    pub(crate) fn select(&self, encoding: Encoding) -> Selected<'_> {
+        if encoding == Encoding::Identity {
+            return Selected::Ready(&self.identity);
+        }
+        let i = encoding.index();
+        if let Some(sibling) = &self.siblings[i] {
+            return Selected::Ready(sibling);
+        }
+        match self.generated[i].get() {
+            Some(Some(generated)) => Selected::Ready(generated),
+            Some(None) => Selected::Ready(&self.identity),
+            None if self.can_generate => Selected::NeedsCompression(encoding),
+            None => Selected::Ready(&self.identity),
+        }
+    }
+
+    /// Compresses the identity bytes into `encoding` once; concurrent callers wait for the first.
+    /// Returns true when this call did the work. Blocking.
+    pub(crate) fn generate(&self, encoding: Encoding) -> bool {
+        let mut compressed_now = false;
+        self.generated[encoding.index()].get_or_init(|| {
+            compressed_now = true;
+            let Source::Memory(plain) = &self.identity.source else { return None };
+            let compressed = compress(encoding, plain).ok()?;
+            // Not worth a second copy unless it saves at least a tenth.
+            if compressed.len() as u64 * 10 > plain.len() as u64 * 9 {
+                return None;
+            }
+            let etag = format!("\"{}-{}\"", self.identity.opaque_tag(), encoding.token());
+            Some(Representation {
+                encoding,
+                len: compressed.len() as u64,
+                etag: HeaderValue::from_str(&etag).ok()?,
+                source: Source::Memory(Bytes::from(compressed)),
+            })
+        });
+        compressed_now
+    }
+
+    /// Bytes this entry keeps in memory, for the cache's weigher.
+    pub(crate) fn memory_weight(&self) -> u64 {
+        let in_memory = |rep: &Representation| match rep.source {
+            Source::Memory(_) => rep.len,
+            Source::Disk { .. } => 0,
+        };
+        let generated: u64 = self.generated.iter().filter_map(|g| g.get()?.as_ref()).map(in_memory).sum();
+        let siblings: u64 = self.siblings.iter().flatten().map(in_memory).sum();
+        // The fixed part (paths, header values) is a few hundred bytes.
+        512 + in_memory(&self.identity) + siblings + generated
+    }
+
+    /// Whether every byte is served from memory (no file is opened per request).
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(self.identity.source, Source::Memory(_))
+    }
+}
+
+fn load_representation(
+    path: &Path,
+    encoding: Encoding,
+    options: LoadOptions,
+) -> io::Result<(Representation, Metadata, Option<u64>)> {
+    let metadata = fs::metadata(path)?;
+    let fits = options.memory_limit.is_some_and(|limit| metadata.len() <= limit);
+    if fits {
+        let (bytes, metadata) = read_consistent(path)?;
+        let hash = xxh3_64(&bytes);
+        let representation = Representation {
+            encoding,
+            len: bytes.len() as u64,
+            etag: etag_value(format!("\"{hash:016x}\"")),
+            source: Source::Memory(bytes),
+        };
+        return Ok((representation, metadata, Some(hash)));
+    }
+    let fingerprint = Fingerprint::of(&metadata);
+    let hash = if options.hash_streamed { Some(hash_file(path)?) } else { None };
+    let representation = Representation {
+        encoding,
+        len: metadata.len(),
+        etag: etag_value(fingerprint.etag()),
+        source: Source::Disk { path: path.to_path_buf(), fingerprint },
+    };
+    Ok((representation, metadata, hash))
+}
+
+fn etag_value(text: String) -> HeaderValue {
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn load_sibling(path: &Path, encoding: Encoding, identity: &Representation, options: LoadOptions) -> Option<Representation> {
+    let mut sibling_path = path.as_os_str().to_owned();
+    sibling_path.push(encoding.file_suffix());
+    let sibling_path = PathBuf::from(sibling_path);
+    if !fs::metadata(&sibling_path).ok()?.is_file() {
+        return None;
+    }
+    let options = LoadOptions { hash_streamed: false, ..options };
+    let (mut sibling, _, _) = load_representation(&sibling_path, encoding, options).ok()?;
+    // Tie the sibling's tag to the identity's, so an edit of either changes it.
+    let etag = format!("\"{}-{}-{}\"", identity.opaque_tag(), encoding.token(), sibling.opaque_tag());
+    sibling.etag = etag_value(etag);
+    Some(sibling)
+}
+
+/// Reads a whole file and returns the metadata it had while being read; a file that changes
+/// under the read is read again, so the bytes and the metadata always belong together.
+fn read_consistent(path: &Path) -> io::Result<(Bytes, Metadata)> {
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        let mut file = File::open(path)?;
+        let before = file.metadata()?;
+        let mut bytes = Vec::with_capacity(before.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        let after = file.metadata()?;
+        if Fingerprint::of(&before) == Fingerprint::of(&after) && bytes.len() as u64 == after.len() {
+            return Ok((Bytes::from(bytes), after));
+        }
+    }
+    Err(io::Error::other(format!("{} kept changing while being read", path.display())))
+}
+
+/// The content hash of a file, read in blocks. Blocking.
+pub(crate) fn hash_file(path: &Path) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut hasher = Xxh3::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+fn is_compressible(mime: &mime_guess::Mime) -> bool {
+    let essence = mime.essence_str();
+    mime.type_() == mime_guess::mime::TEXT
+        || mime.suffix().is_some_and(|suffix| suffix == "json" || suffix == "xml")
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "application/wasm"
+                | "image/svg+xml"
+                | "image/x-icon"
+                | "image/vnd.microsoft.icon"
+                | "font/ttf"
+                | "font/otf"
+                | "application/x-font-ttf"
+        )
+}
+
+fn content_type(mime: &mime_guess::Mime) -> HeaderValue {
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(mime.essence_str(), "application/javascript" | "application/json" | "image/svg+xml")
+        || mime.suffix().is_some_and(|suffix| suffix == "json" || suffix == "xml");
+    let value = if textual && mime.get_param("charset").is_none() {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.to_string()
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+#[cfg(feature = "compress")]
+fn compress(encoding: Encoding, plain: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    // Compression runs once per file per coding, so the levels favour size over speed, short of
+    // the slowest settings (brotli 11 takes seconds on a 1 MiB script).
+    match encoding {
+        Encoding::Brotli => {
+            let mut out = Vec::new();
+            let params = brotli::enc::BrotliEncoderParams { quality: 9, ..Default::default() };
+            brotli::BrotliCompress(&mut &plain[..], &mut out, &params)?;
+            Ok(out)
+        }
+        Encoding::Zstd => zstd::bulk::compress(plain, 15),
+        Encoding::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(plain)?;
+            encoder.finish()
+        }
+        Encoding::Identity => Ok(plain.to_vec()),
+    }
+}
+
+#[cfg(not(feature = "compress"))]
+fn compress(_: Encoding, _: &[u8]) -> io::Result<Vec<u8>> {
+    Err(io::Error::other("built without the `compress` feature"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMORY: LoadOptions =
+        LoadOptions { memory_limit: Some(1 << 20), precompressed: true, compress: true, hash_streamed: false };
+
+    #[test]
+    fn text_gets_a_charset_and_compresses_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.js");
+        fs::write(&path, "console.log('hello');\n".repeat(100)).unwrap();
+        let entry = Entry::load(&path, MEMORY, 0).unwrap();
+        assert_eq!(entry.content_type, "text/javascript; charset=utf-8");
+        assert!(entry.negotiable());
+        assert!(matches!(entry.select(Encoding::Gzip), Selected::NeedsCompression(Encoding::Gzip)));
+        assert!(entry.generate(Encoding::Gzip));
+        assert!(!entry.generate(Encoding::Gzip), "second call reuses the first result");
+        let Selected::Ready(gzip) = entry.select(Encoding::Gzip) else { panic!("not generated") };
+        assert!(gzip.len < 200);
+        assert_ne!(gzip.etag, entry.select_identity_etag());
+    }
+
+    #[test]
+    fn precompressed_siblings_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("style.css");
+        fs::write(&path, "body{}").unwrap();
+        fs::write(dir.path().join("style.css.br"), "fake brotli").unwrap();
+        let entry = Entry::load(&path, MEMORY, 0).unwrap();
+        assert!(entry.offers(Encoding::Brotli));
+        assert!(!entry.offers(Encoding::Gzip), "too small to generate");
+        let Selected::Ready(br) = entry.select(Encoding::Brotli) else { panic!() };
+        assert_eq!(br.len, 11);
+    }
+
+    #[test]
+    fn streamed_files_get_a_metadata_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.bin");
+        fs::write(&path, vec![7u8; 4096]).unwrap();
+        let options = LoadOptions { memory_limit: Some(1024), ..MEMORY };
+        let entry = Entry::load(&path, options, 0).unwrap();
+        assert!(!entry.is_in_memory());
+        assert!(entry.hash.is_none());
+        assert!(entry.select_identity_etag().to_str().unwrap().starts_with("\"1000-"));
+    }
+
+    impl Entry {
+        fn select_identity_etag(&self) -> HeaderValue {
+            self.identity.etag.clone()
+        }
+    }
+}

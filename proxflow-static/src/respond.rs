@@ -1,0 +1,165 @@
+//! Building the response for a file once it is known: negotiation, preconditions, ranges,
+//! headers. Pure: no I/O happens here (bodies of files on disk are opened when polled).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::body::{Chunk, FileBody};
+use crate::conditional::{self, Precondition, Validators};
+use crate::encoding::{negotiate, Encoding};
+use crate::entry::{Entry, Representation, Selected};
+use crate::range::{self, RangeAnswer};
+use crate::stats::Counters;
+
+pub(crate) const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+pub(crate) const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
+
+/// What the request asks of a file, and how the answer may be cached.
+pub(crate) struct FileRequest<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) cache_control: HeaderValue,
+    pub(crate) max_ranges: usize,
+}
+
+/// The answer for `entry`, or the coding that has to be compressed first.
+pub(crate) fn respond(entry: &Entry, request: &FileRequest<'_>, counters: &Counters) -> Result<Response<FileBody>, Encoding> {
+    let encoding = negotiate(request.headers.get(header::ACCEPT_ENCODING), |e| entry.offers(e));
+    let representation = match entry.select(encoding) {
+        Selected::Ready(representation) => representation,
+        Selected::NeedsCompression(encoding) => return Err(encoding),
+    };
+    let validators = Validators {
+        etag: representation.etag.to_str().unwrap_or_default(),
+        last_modified: entry.modified_secs,
+    };
+    let honor_range = match conditional::evaluate(request.method, request.headers, validators) {
+        Precondition::NotModified => {
+            Counters::add(&counters.not_modified);
+            let mut response = Response::new(FileBody::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            validator_headers(entry, representation, request, response.headers_mut());
+            return Ok(response);
+        }
+        Precondition::Failed => {
+            Counters::add(&counters.precondition_failed);
+            return Ok(status_only(StatusCode::PRECONDITION_FAILED));
+        }
+        Precondition::Proceed { honor_range } => honor_range,
+    };
+    let range_header = request.headers.get(header::RANGE).filter(|_| honor_range && request.method == Method::GET);
+    let answer = match range_header.and_then(|value| value.to_str().ok()) {
+        Some(text) => range::parse(text, representation.len, request.max_ranges),
+        None => RangeAnswer::Whole,
+    };
+    let mut headers = HeaderMap::with_capacity(12);
+    validator_headers(entry, representation, request, &mut headers);
+    headers.insert(header::ACCEPT_RANGES, BYTES);
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    let (status, chunks) = match answer {
+        RangeAnswer::Whole => {
+            Counters::add(&counters.ok);
+            headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
+            (StatusCode::OK, vec![representation.chunk(0..representation.len)])
+        }
+        RangeAnswer::Partial(ranges) => {
+            Counters::add(&counters.partial);
+            (StatusCode::PARTIAL_CONTENT, partial(entry, representation, &ranges, &mut headers))
+        }
+        RangeAnswer::Unsatisfiable => {
+            Counters::add(&counters.not_satisfiable);
+            let mut response = status_only(StatusCode::RANGE_NOT_SATISFIABLE);
+            let unsatisfied = format!("bytes */{}", representation.len);
+            response.headers_mut().insert(header::CONTENT_RANGE, header_value(&unsatisfied));
+            return Ok(response);
+        }
+    };
+    let body = if request.method == Method::HEAD {
+        let len: u64 = chunks.iter().map(Chunk::len).sum();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        FileBody::empty()
+    } else {
+        FileBody::chunks(chunks)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// The headers a 304 repeats from the 200 (RFC 9110 §15.4.5).
+fn validator_headers(entry: &Entry, representation: &Representation, request: &FileRequest<'_>, headers: &mut HeaderMap) {
+    headers.insert(header::ETAG, representation.etag.clone());
+    if let Some(last_modified) = &entry.last_modified {
+        headers.insert(header::LAST_MODIFIED, last_modified.clone());
+    }
+    headers.insert(header::CACHE_CONTROL, request.cache_control.clone());
+    if entry.negotiable() {
+        headers.insert(header::VARY, ACCEPT_ENCODING);
+    }
+    if representation.encoding != Encoding::Identity {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(representation.encoding.token()));
+    }
+}
+
+/// One range as a plain 206, several as `multipart/byteranges` (RFC 9110 §14.6).
+fn partial(entry: &Entry, representation: &Representation, ranges: &[std::ops::Range<u64>], headers: &mut HeaderMap) -> Vec<Chunk> {
+    let len = representation.len;
+    if let [range] = ranges {
+        let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
+        headers.insert(header::CONTENT_RANGE, header_value(&content_range));
+        headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
+        return vec![representation.chunk(range.clone())];
+    }
+    let boundary = boundary(representation);
+    let content_type = entry.content_type.to_str().unwrap_or("application/octet-stream");
+    let mut chunks = Vec::with_capacity(ranges.len() * 2 + 1);
+    for range in ranges {
+        let part_head = format!(
+            "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+            range.start,
+            range.end - 1
+        );
+        chunks.push(Chunk::Memory(part_head.into()));
+        chunks.push(representation.chunk(range.clone()));
+    }
+    chunks.push(Chunk::Memory(format!("\r\n--{boundary}--\r\n").into()));
+    let multipart = format!("multipart/byteranges; boundary={boundary}");
+    headers.insert(header::CONTENT_TYPE, header_value(&multipart));
+    chunks
+}
+
+/// A boundary that differs per response; the parts it separates are files whose bytes could
+/// contain any fixed string.
+fn boundary(representation: &Representation) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = xxh3_64(representation.etag.as_bytes()) ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("proxflow-{seed:016x}")
+}
+
+pub(crate) fn status_only(status: StatusCode) -> Response<FileBody> {
+    let mut response = Response::new(FileBody::empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// A short plain-text answer for an error, as the design asks for refusals.
+pub(crate) fn text(status: StatusCode, message: &'static str) -> Response<FileBody> {
+    let mut response = Response::new(FileBody::full(message));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    response
+}
+
+/// Values built from numbers and header values already checked are always valid.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
