@@ -78,8 +78,17 @@ impl Assets {
         manifest: Option<AssetManifest>,
     ) -> Self {
         let mount = mount.trim_end_matches('/').to_string();
-        let inner = AssetsInner { mount, folders, version, prod, manifest, hashes: Mutex::default() };
-        Assets { inner: Arc::new(inner) }
+        let inner = AssetsInner {
+            mount,
+            folders,
+            version,
+            prod,
+            manifest,
+            hashes: Mutex::default(),
+        };
+        Assets {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The URL of the asset at `logical` (relative to the served folders, with or without a
@@ -88,7 +97,13 @@ impl Assets {
     pub fn url(&self, logical: &str) -> String {
         let inner = &*self.inner;
         let relative = logical.trim_start_matches('/');
-        let plain = || format!("{}/{}", inner.mount, utf8_percent_encode(relative, URL_PATH));
+        let plain = || {
+            format!(
+                "{}/{}",
+                inner.mount,
+                utf8_percent_encode(relative, URL_PATH)
+            )
+        };
         if !inner.prod {
             return plain();
         }
@@ -103,7 +118,11 @@ impl Assets {
                         None => return plain(),
                     },
                 };
-                format!("{}/{}", inner.mount, utf8_percent_encode(&versioned, URL_PATH))
+                format!(
+                    "{}/{}",
+                    inner.mount,
+                    utf8_percent_encode(&versioned, URL_PATH)
+                )
             }
         }
     }
@@ -121,9 +140,18 @@ impl Assets {
             .folders
             .iter()
             .map(|folder| folder.join(safe.relative()))
-            .find_map(|path| fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| (path, m)))?;
+            .find_map(|path| {
+                fs::metadata(&path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| (path, m))
+            })?;
         let fingerprint = Fingerprint::of(&metadata);
-        let mut hashes = self.inner.hashes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut hashes = self
+            .inner
+            .hashes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((known, hash)) = hashes.get(relative) {
             if *known == fingerprint {
                 return Some(*hash);
@@ -171,7 +199,9 @@ impl tera::Filter for TeraAssetFilter {
         value: &tera::Value,
         _: &HashMap<String, tera::Value>,
     ) -> tera::Result<tera::Value> {
-        let path = value.as_str().ok_or_else(|| tera::Error::msg("the `asset` filter takes a string path"))?;
+        let path = value
+            .as_str()
+            .ok_or_else(|| tera::Error::msg("the `asset` filter takes a string path"))?;
         Ok(tera::Value::String(self.0.url(path)))
     }
 
@@ -203,13 +233,22 @@ fn hashed_name(relative: &str, hash: u64) -> String {
 pub(crate) fn split_hashed(key: &str) -> Option<(String, &str)> {
     let name_start = key.rfind('/').map_or(0, |i| i + 1);
     let name = &key[name_start..];
-    let is_hash = |text: &str| text.len() == HASH_DIGITS && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hash =
+        |text: &str| text.len() == HASH_DIGITS && text.bytes().all(|b| b.is_ascii_hexdigit());
     // `stem.HASH.ext`
     if let Some(ext_dot) = name.rfind('.') {
         let stem = &name[..ext_dot];
-        if let Some(hash_dot) = stem.rfind('.').filter(|&d| d > 0 && is_hash(&stem[d + 1..])) {
+        if let Some(hash_dot) = stem
+            .rfind('.')
+            .filter(|&d| d > 0 && is_hash(&stem[d + 1..]))
+        {
             let hash = &stem[hash_dot + 1..];
-            let logical = format!("{}{}{}", &key[..name_start], &stem[..hash_dot], &name[ext_dot..]);
+            let logical = format!(
+                "{}{}{}",
+                &key[..name_start],
+                &stem[..hash_dot],
+                &name[ext_dot..]
+            );
             return Some((logical, hash));
         }
         // `name.HASH` (a file without extension)
@@ -249,7 +288,9 @@ impl AssetManifest {
 
     /// The versioned path of `logical` (without a leading slash).
     pub fn get(&self, logical: &str) -> Option<&str> {
-        self.entries.get(logical.trim_start_matches('/')).map(String::as_str)
+        self.entries
+            .get(logical.trim_start_matches('/'))
+            .map(String::as_str)
     }
 
     /// Number of files listed.
@@ -275,7 +316,10 @@ impl AssetManifest {
     /// Reads a manifest written by [`AssetManifest::write`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let error = |reason: String| ConfigError::Manifest { path: path.to_path_buf(), reason };
+        let error = |reason: String| ConfigError::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| error(e.to_string()))
     }
@@ -285,11 +329,17 @@ fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -
     for item in fs::read_dir(dir)? {
         let item = item?;
         let name = item.file_name().to_string_lossy().into_owned();
-        let is_sibling = [".br", ".gz", ".zst"].iter().any(|suffix| name.ends_with(suffix));
+        let is_sibling = [".br", ".gz", ".zst"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix));
         if name.starts_with('.') || is_sibling {
             continue;
         }
-        let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let file_type = item.file_type()?;
         if file_type.is_dir() {
             collect_files(&item.path(), relative, out)?;
@@ -312,23 +362,38 @@ mod tests {
             "/static/vendor/jquery/dist/jquery.min.js?v001"
         );
         let dev = Assets::new("/static", vec![], AssetVersion::Query("v001".into()), false);
-        assert_eq!(dev.url("/vendor/jquery/dist/jquery.min.js"), "/static/vendor/jquery/dist/jquery.min.js");
+        assert_eq!(
+            dev.url("/vendor/jquery/dist/jquery.min.js"),
+            "/static/vendor/jquery/dist/jquery.min.js"
+        );
     }
 
     #[test]
     fn rendered_urls_are_html_safe() {
         let assets = Assets::new("/static/", vec![], AssetVersion::None, true);
-        assert_eq!(assets.url("a b/\"><script>.js"), "/static/a%20b/%22%3E%3Cscript%3E.js");
+        assert_eq!(
+            assets.url("a b/\"><script>.js"),
+            "/static/a%20b/%22%3E%3Cscript%3E.js"
+        );
     }
 
     #[test]
     fn hashed_names_round_trip() {
         let hash = 0x3f2a_9c1e_0000_0000;
-        assert_eq!(hashed_name("vendor/app.min.js", hash), "vendor/app.min.3f2a9c1e.js");
+        assert_eq!(
+            hashed_name("vendor/app.min.js", hash),
+            "vendor/app.min.3f2a9c1e.js"
+        );
         assert_eq!(hashed_name("LICENSE", hash), "LICENSE.3f2a9c1e");
         assert_eq!(hashed_name(".well-known/x", hash), ".well-known/x.3f2a9c1e");
-        assert_eq!(split_hashed("vendor/app.min.3f2a9c1e.js"), Some(("vendor/app.min.js".into(), "3f2a9c1e")));
-        assert_eq!(split_hashed("LICENSE.3f2a9c1e"), Some(("LICENSE".into(), "3f2a9c1e")));
+        assert_eq!(
+            split_hashed("vendor/app.min.3f2a9c1e.js"),
+            Some(("vendor/app.min.js".into(), "3f2a9c1e"))
+        );
+        assert_eq!(
+            split_hashed("LICENSE.3f2a9c1e"),
+            Some(("LICENSE".into(), "3f2a9c1e"))
+        );
         assert_eq!(split_hashed("vendor/app.min.js"), None);
         assert_eq!(split_hashed("app.3f2a9c1.js"), None);
     }
@@ -337,14 +402,26 @@ mod tests {
     fn content_hash_follows_the_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("app.js"), "one").unwrap();
-        let assets = Assets::new("/static", vec![dir.path().into()], AssetVersion::ContentHash, true);
+        let assets = Assets::new(
+            "/static",
+            vec![dir.path().into()],
+            AssetVersion::ContentHash,
+            true,
+        );
         let first = assets.url("/app.js");
-        assert!(first.starts_with("/static/app.") && first.ends_with(".js") && first.len() == 23, "{first}");
+        assert!(
+            first.starts_with("/static/app.") && first.ends_with(".js") && first.len() == 23,
+            "{first}"
+        );
         assert_eq!(assets.url("app.js"), first);
         fs::write(dir.path().join("app.js"), "two, longer").unwrap();
         assert_ne!(assets.url("/app.js"), first);
         assert_eq!(assets.url("/missing.js"), "/static/missing.js");
-        assert_eq!(assets.url("/../etc/passwd"), "/static/../etc/passwd", "never hashed, never read");
+        assert_eq!(
+            assets.url("/../etc/passwd"),
+            "/static/../etc/passwd",
+            "never hashed, never read"
+        );
     }
 
     #[test]
@@ -361,7 +438,13 @@ mod tests {
         let file = dir.path().join("manifest.json");
         manifest.write(&file).unwrap();
         assert_eq!(AssetManifest::load(&file).unwrap(), manifest);
-        let assets = Assets::with_manifest("/static", vec![], AssetVersion::ContentHash, true, Some(manifest));
+        let assets = Assets::with_manifest(
+            "/static",
+            vec![],
+            AssetVersion::ContentHash,
+            true,
+            Some(manifest),
+        );
         assert_eq!(assets.url("/css/site.css"), format!("/static/{versioned}"));
     }
 }

@@ -22,13 +22,20 @@ pub struct FileBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Stream { stream: BoxStream<'static, io::Result<Bytes>>, remaining: u64 },
+    Stream {
+        stream: BoxStream<'static, io::Result<Bytes>>,
+        remaining: u64,
+    },
 }
 
 /// One piece of a body that is streamed: bytes already in memory, or a byte range of a file.
 pub(crate) enum Chunk {
     Memory(Bytes),
-    File { path: PathBuf, range: Range<u64>, expected: Fingerprint },
+    File {
+        path: PathBuf,
+        range: Range<u64>,
+        expected: Fingerprint,
+    },
 }
 
 impl Chunk {
@@ -46,12 +53,16 @@ const READ_BUFFER: usize = 64 * 1024;
 impl FileBody {
     /// A body with these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        FileBody { kind: Kind::Full(Some(bytes.into())) }
+        FileBody {
+            kind: Kind::Full(Some(bytes.into())),
+        }
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        FileBody { kind: Kind::Full(None) }
+        FileBody {
+            kind: Kind::Full(None),
+        }
     }
 
     pub(crate) fn chunks(chunks: Vec<Chunk>) -> Self {
@@ -62,26 +73,42 @@ impl FileBody {
         let stream = stream::iter(chunks)
             .flat_map(|chunk| match chunk {
                 Chunk::Memory(bytes) => stream::once(async { Ok(bytes) }).boxed(),
-                Chunk::File { path, range, expected } => read_range(path, range, expected),
+                Chunk::File {
+                    path,
+                    range,
+                    expected,
+                } => read_range(path, range, expected),
             })
             .boxed();
-        FileBody { kind: Kind::Stream { stream, remaining } }
+        FileBody {
+            kind: Kind::Stream { stream, remaining },
+        }
     }
 }
 
 /// Streams a byte range of a file, after checking that it is still the file whose length the
 /// headers announced: a file replaced in between ends the body with an error (hyper then closes
 /// the connection) instead of sending other bytes under the old `Content-Length`.
-fn read_range(path: PathBuf, range: Range<u64>, expected: Fingerprint) -> BoxStream<'static, io::Result<Bytes>> {
+fn read_range(
+    path: PathBuf,
+    range: Range<u64>,
+    expected: Fingerprint,
+) -> BoxStream<'static, io::Result<Bytes>> {
     let open = async move {
         let mut file = tokio::fs::File::open(&path).await?;
         let metadata = file.metadata().await?;
         if Fingerprint::of(&metadata) != expected {
-            return Err(io::Error::other(format!("{} changed while being served", path.display())));
+            return Err(io::Error::other(format!(
+                "{} changed while being served",
+                path.display()
+            )));
         }
         file.seek(io::SeekFrom::Start(range.start)).await?;
         let capacity = READ_BUFFER.min((range.end - range.start) as usize).max(1);
-        Ok(ReaderStream::with_capacity(file.take(range.end - range.start), capacity))
+        Ok(ReaderStream::with_capacity(
+            file.take(range.end - range.start),
+            capacity,
+        ))
     };
     stream::once(open).try_flatten().boxed()
 }
@@ -90,7 +117,10 @@ impl Body for FileBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Kind::Stream { stream, remaining } => match stream.poll_next_unpin(cx) {
@@ -99,7 +129,8 @@ impl Body for FileBody {
                     Poll::Ready(Some(Ok(Frame::data(bytes))))
                 }
                 Poll::Ready(None) if *remaining > 0 => {
-                    let short = io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced");
+                    let short =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced");
                     *remaining = 0;
                     Poll::Ready(Some(Err(short)))
                 }
@@ -125,6 +156,8 @@ impl Body for FileBody {
 
 impl std::fmt::Debug for FileBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileBody").field("size_hint", &self.size_hint().exact()).finish()
+        f.debug_struct("FileBody")
+            .field("size_hint", &self.size_hint().exact())
+            .finish()
     }
 }

@@ -24,7 +24,11 @@ pub(crate) struct Validators<'a> {
     pub(crate) last_modified: Option<u64>,
 }
 
-pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, validators: Validators<'_>) -> Precondition {
+pub(crate) fn evaluate(
+    method: &Method,
+    headers: &HeaderMap,
+    validators: Validators<'_>,
+) -> Precondition {
     let get_or_head = method == Method::GET || method == Method::HEAD;
     // Step 1 and 2: If-Match, else If-Unmodified-Since.
     if let Some(if_match) = headers.get(header::IF_MATCH) {
@@ -32,19 +36,27 @@ pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, validators: Validat
             return Precondition::Failed;
         }
     } else if let Some(since) = header_date(headers, &header::IF_UNMODIFIED_SINCE) {
-        if validators.last_modified.is_some_and(|modified| modified > since) {
+        if validators
+            .last_modified
+            .is_some_and(|modified| modified > since)
+        {
             return Precondition::Failed;
         }
     }
     // Step 3 and 4: If-None-Match, else If-Modified-Since (GET and HEAD only).
     if let Some(if_none_match) = headers.get(header::IF_NONE_MATCH) {
         if etag_list_matches(if_none_match, validators.etag, Comparison::Weak) {
-            return if get_or_head { Precondition::NotModified } else { Precondition::Failed };
+            return if get_or_head {
+                Precondition::NotModified
+            } else {
+                Precondition::Failed
+            };
         }
     } else if get_or_head {
-        if let (Some(since), Some(modified)) =
-            (header_date(headers, &header::IF_MODIFIED_SINCE), validators.last_modified)
-        {
+        if let (Some(since), Some(modified)) = (
+            header_date(headers, &header::IF_MODIFIED_SINCE),
+            validators.last_modified,
+        ) {
             if modified <= since {
                 return Precondition::NotModified;
             }
@@ -66,7 +78,9 @@ enum Comparison {
 
 /// `*` or a comma-separated list of entity tags; a malformed list matches nothing.
 fn etag_list_matches(value: &HeaderValue, current: &str, comparison: Comparison) -> bool {
-    let Ok(list) = value.to_str() else { return false };
+    let Ok(list) = value.to_str() else {
+        return false;
+    };
     if list.trim() == "*" {
         return true;
     }
@@ -80,7 +94,9 @@ fn etag_list_matches(value: &HeaderValue, current: &str, comparison: Comparison)
 }
 
 fn if_range_matches(value: &HeaderValue, validators: Validators<'_>) -> bool {
-    let Ok(text) = value.to_str() else { return false };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
     let text = text.trim();
     if text.starts_with('"') {
         return text == validators.etag;
@@ -121,7 +137,14 @@ mod tests {
         for (name, value) in pairs {
             headers.append(name, HeaderValue::from_str(value).unwrap());
         }
-        evaluate(&method, &headers, Validators { etag: ETAG, last_modified: Some(MODIFIED) })
+        evaluate(
+            &method,
+            &headers,
+            Validators {
+                etag: ETAG,
+                last_modified: Some(MODIFIED),
+            },
+        )
     }
 
     fn date(secs: u64) -> String {
@@ -138,43 +161,97 @@ mod tests {
     #[test]
     fn if_match_uses_strong_comparison() {
         assert_eq!(run(Method::GET, &[(header::IF_MATCH, "\"abc\"")]), PROCEED);
-        assert_eq!(run(Method::GET, &[(header::IF_MATCH, "\"x\", \"abc\"")]), PROCEED);
+        assert_eq!(
+            run(Method::GET, &[(header::IF_MATCH, "\"x\", \"abc\"")]),
+            PROCEED
+        );
         assert_eq!(run(Method::GET, &[(header::IF_MATCH, "*")]), PROCEED);
-        assert_eq!(run(Method::GET, &[(header::IF_MATCH, "W/\"abc\"")]), Precondition::Failed);
-        assert_eq!(run(Method::GET, &[(header::IF_MATCH, "\"nope\"")]), Precondition::Failed);
+        assert_eq!(
+            run(Method::GET, &[(header::IF_MATCH, "W/\"abc\"")]),
+            Precondition::Failed
+        );
+        assert_eq!(
+            run(Method::GET, &[(header::IF_MATCH, "\"nope\"")]),
+            Precondition::Failed
+        );
     }
 
     #[test]
     fn if_unmodified_since_only_without_if_match() {
         let earlier = date(MODIFIED - 10);
-        assert_eq!(run(Method::GET, &[(header::IF_UNMODIFIED_SINCE, &earlier)]), Precondition::Failed);
-        assert_eq!(run(Method::GET, &[(header::IF_UNMODIFIED_SINCE, &date(MODIFIED))]), PROCEED);
-        let both = [(header::IF_MATCH, "\"abc\""), (header::IF_UNMODIFIED_SINCE, earlier.as_str())];
+        assert_eq!(
+            run(Method::GET, &[(header::IF_UNMODIFIED_SINCE, &earlier)]),
+            Precondition::Failed
+        );
+        assert_eq!(
+            run(
+                Method::GET,
+                &[(header::IF_UNMODIFIED_SINCE, &date(MODIFIED))]
+            ),
+            PROCEED
+        );
+        let both = [
+            (header::IF_MATCH, "\"abc\""),
+            (header::IF_UNMODIFIED_SINCE, earlier.as_str()),
+        ];
         assert_eq!(run(Method::GET, &both), PROCEED);
-        assert_eq!(run(Method::GET, &[(header::IF_UNMODIFIED_SINCE, "garbage")]), PROCEED);
+        assert_eq!(
+            run(Method::GET, &[(header::IF_UNMODIFIED_SINCE, "garbage")]),
+            PROCEED
+        );
     }
 
     #[test]
     fn if_none_match_uses_weak_comparison() {
-        assert_eq!(run(Method::GET, &[(header::IF_NONE_MATCH, "W/\"abc\"")]), Precondition::NotModified);
-        assert_eq!(run(Method::HEAD, &[(header::IF_NONE_MATCH, "*")]), Precondition::NotModified);
-        assert_eq!(run(Method::GET, &[(header::IF_NONE_MATCH, "\"other\"")]), PROCEED);
-        assert_eq!(run(Method::POST, &[(header::IF_NONE_MATCH, "\"abc\"")]), Precondition::Failed);
+        assert_eq!(
+            run(Method::GET, &[(header::IF_NONE_MATCH, "W/\"abc\"")]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            run(Method::HEAD, &[(header::IF_NONE_MATCH, "*")]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            run(Method::GET, &[(header::IF_NONE_MATCH, "\"other\"")]),
+            PROCEED
+        );
+        assert_eq!(
+            run(Method::POST, &[(header::IF_NONE_MATCH, "\"abc\"")]),
+            Precondition::Failed
+        );
     }
 
     #[test]
     fn if_modified_since_is_ignored_when_if_none_match_is_present() {
         let later = date(MODIFIED + 10);
-        assert_eq!(run(Method::GET, &[(header::IF_MODIFIED_SINCE, &later)]), Precondition::NotModified);
-        assert_eq!(run(Method::GET, &[(header::IF_MODIFIED_SINCE, &date(MODIFIED))]), Precondition::NotModified);
-        assert_eq!(run(Method::GET, &[(header::IF_MODIFIED_SINCE, &date(MODIFIED - 1))]), PROCEED);
-        let both = [(header::IF_NONE_MATCH, "\"other\""), (header::IF_MODIFIED_SINCE, later.as_str())];
+        assert_eq!(
+            run(Method::GET, &[(header::IF_MODIFIED_SINCE, &later)]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            run(Method::GET, &[(header::IF_MODIFIED_SINCE, &date(MODIFIED))]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            run(
+                Method::GET,
+                &[(header::IF_MODIFIED_SINCE, &date(MODIFIED - 1))]
+            ),
+            PROCEED
+        );
+        let both = [
+            (header::IF_NONE_MATCH, "\"other\""),
+            (header::IF_MODIFIED_SINCE, later.as_str()),
+        ];
         assert_eq!(run(Method::GET, &both), PROCEED);
     }
 
     #[test]
     fn if_match_failure_wins_over_if_none_match() {
-        let pairs = [(header::IF_MATCH, "\"nope\""), (header::IF_NONE_MATCH, "\"abc\"")];
+        let pairs = [
+            (header::IF_MATCH, "\"nope\""),
+            (header::IF_NONE_MATCH, "\"abc\""),
+        ];
         assert_eq!(run(Method::GET, &pairs), Precondition::Failed);
     }
 
@@ -185,7 +262,13 @@ mod tests {
         assert_eq!(run(Method::GET, &[(header::IF_RANGE, "\"abc\"")]), keep);
         assert_eq!(run(Method::GET, &[(header::IF_RANGE, "\"old\"")]), drop);
         assert_eq!(run(Method::GET, &[(header::IF_RANGE, "W/\"abc\"")]), drop);
-        assert_eq!(run(Method::GET, &[(header::IF_RANGE, &date(MODIFIED))]), keep);
-        assert_eq!(run(Method::GET, &[(header::IF_RANGE, &date(MODIFIED + 1))]), drop);
+        assert_eq!(
+            run(Method::GET, &[(header::IF_RANGE, &date(MODIFIED))]),
+            keep
+        );
+        assert_eq!(
+            run(Method::GET, &[(header::IF_RANGE, &date(MODIFIED + 1))]),
+            drop
+        );
     }
 }

@@ -117,7 +117,12 @@ impl Default for StaticConfig {
 impl StaticConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
         if !self.path.starts_with('/') || self.path.contains(['?', '#', '\\']) {
             return invalid("path", "must start with `/` and hold no `?`, `#` or `\\`");
         }
@@ -127,7 +132,10 @@ impl StaticConfig {
         if let Some(version) = &self.version {
             let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~=".contains(c);
             if version.is_empty() || !version.chars().all(url_safe) {
-                return invalid("version", "must be non-empty and use only letters, digits and `-._~=`");
+                return invalid(
+                    "version",
+                    "must be non-empty and use only letters, digits and `-._~=`",
+                );
             }
             if self.content_hash {
                 return invalid("version", "cannot be combined with `content_hash`");
@@ -152,7 +160,10 @@ impl StaticConfig {
             });
         }
         for folder in &self.folders {
-            std::fs::read_dir(folder).map_err(|source| ConfigError::Folder { path: folder.clone(), source })?;
+            std::fs::read_dir(folder).map_err(|source| ConfigError::Folder {
+                path: folder.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -165,10 +176,12 @@ mod tests {
     #[test]
     fn reads_json_yaml_and_toml() {
         let json: StaticConfig =
-            serde_json::from_str(r#"{"path":"/assets","revalidate_interval":"2s","is_prod":true}"#).unwrap();
+            serde_json::from_str(r#"{"path":"/assets","revalidate_interval":"2s","is_prod":true}"#)
+                .unwrap();
         assert_eq!(json.path, "/assets");
         assert_eq!(json.revalidate_interval, Duration::from_secs(2));
-        let yaml: StaticConfig = serde_yaml::from_str("version: v001\nunversioned_max_age: 10m\n").unwrap();
+        let yaml: StaticConfig =
+            serde_yaml::from_str("version: v001\nunversioned_max_age: 10m\n").unwrap();
         assert_eq!(yaml.version.as_deref(), Some("v001"));
         assert_eq!(yaml.unversioned_max_age, Some(Duration::from_secs(600)));
         let toml: StaticConfig = toml::from_str("folders = [\"a\", \"b\"]\nspa = true\n").unwrap();
@@ -179,22 +192,71 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         let error = serde_json::from_str::<StaticConfig>(r#"{"folder":"x"}"#).unwrap_err();
-        assert!(error.to_string().contains("unknown field `folder`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `folder`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn bad_values_name_their_field() {
         let dir = tempfile::tempdir().unwrap();
-        let base = StaticConfig { folders: vec![dir.path().into()], ..StaticConfig::default() };
+        let base = StaticConfig {
+            folders: vec![dir.path().into()],
+            ..StaticConfig::default()
+        };
         assert!(base.validate().is_ok());
         let cases = [
-            (StaticConfig { path: "static".into(), ..base.clone() }, "`path`"),
-            (StaticConfig { version: Some("v 1".into()), ..base.clone() }, "`version`"),
-            (StaticConfig { version: Some("v1".into()), content_hash: true, ..base.clone() }, "`version`"),
-            (StaticConfig { cache_max_file_size: u64::MAX, ..base.clone() }, "`cache_max_file_size`"),
-            (StaticConfig { max_ranges: 0, ..base.clone() }, "`max_ranges`"),
-            (StaticConfig { folders: vec!["/no/such/dir".into()], ..base.clone() }, "`folders`"),
-            (StaticConfig { spa_exclude: vec!["api".into()], ..base.clone() }, "`spa_exclude`"),
+            (
+                StaticConfig {
+                    path: "static".into(),
+                    ..base.clone()
+                },
+                "`path`",
+            ),
+            (
+                StaticConfig {
+                    version: Some("v 1".into()),
+                    ..base.clone()
+                },
+                "`version`",
+            ),
+            (
+                StaticConfig {
+                    version: Some("v1".into()),
+                    content_hash: true,
+                    ..base.clone()
+                },
+                "`version`",
+            ),
+            (
+                StaticConfig {
+                    cache_max_file_size: u64::MAX,
+                    ..base.clone()
+                },
+                "`cache_max_file_size`",
+            ),
+            (
+                StaticConfig {
+                    max_ranges: 0,
+                    ..base.clone()
+                },
+                "`max_ranges`",
+            ),
+            (
+                StaticConfig {
+                    folders: vec!["/no/such/dir".into()],
+                    ..base.clone()
+                },
+                "`folders`",
+            ),
+            (
+                StaticConfig {
+                    spa_exclude: vec!["api".into()],
+                    ..base.clone()
+                },
+                "`spa_exclude`",
+            ),
         ];
         for (config, field) in cases {
             let message = config.validate().unwrap_err().to_string();

@@ -48,7 +48,10 @@ impl Encoding {
 /// go to the order of [`Encoding::COMPRESSED`], then identity. Identity is acceptable unless the
 /// client gave it (or `*` without it) q=0; when nothing is acceptable, identity is sent anyway
 /// (RFC 9110 allows this rather than a 406).
-pub(crate) fn negotiate(accept: Option<&HeaderValue>, available: impl Fn(Encoding) -> bool) -> Encoding {
+pub(crate) fn negotiate(
+    accept: Option<&HeaderValue>,
+    available: impl Fn(Encoding) -> bool,
+) -> Encoding {
     let Some(text) = accept.and_then(|value| value.to_str().ok()) else {
         return Encoding::Identity;
     };
@@ -60,7 +63,9 @@ pub(crate) fn negotiate(accept: Option<&HeaderValue>, available: impl Fn(Encodin
         let q = parts
             .find_map(|param| {
                 let (name, value) = param.split_once('=')?;
-                name.trim().eq_ignore_ascii_case("q").then(|| parse_q(value.trim()))
+                name.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| parse_q(value.trim()))
             })
             .unwrap_or(Some(1000));
         let Some(q) = q else { continue };
@@ -74,24 +79,35 @@ pub(crate) fn negotiate(accept: Option<&HeaderValue>, available: impl Fn(Encodin
         };
         *slot = Some(q);
     }
-    let identity = weights[Encoding::Identity.index()].or(star).unwrap_or(1000);
+    // Unnamed, identity is acceptable but least preferred: any coding the client accepts wins.
+    let identity = weights[Encoding::Identity.index()].or(star).unwrap_or(1);
     let weight = |encoding: Encoding| match encoding {
         Encoding::Identity => identity,
         _ if available(encoding) => weights[encoding.index()].or(star).unwrap_or(0),
         _ => 0,
     };
-    let preference = [Encoding::Brotli, Encoding::Zstd, Encoding::Gzip, Encoding::Identity];
+    let preference = [
+        Encoding::Brotli,
+        Encoding::Zstd,
+        Encoding::Gzip,
+        Encoding::Identity,
+    ];
     let best = preference.into_iter().map(weight).max().unwrap_or(0);
     if best == 0 {
         return Encoding::Identity;
     }
-    preference.into_iter().find(|&encoding| weight(encoding) == best).unwrap_or(Encoding::Identity)
+    preference
+        .into_iter()
+        .find(|&encoding| weight(encoding) == best)
+        .unwrap_or(Encoding::Identity)
 }
 
 /// A q-value in thousandths; `None` for a malformed one, which drops the item.
 fn parse_q(text: &str) -> Option<u16> {
     let value: f32 = text.parse().ok()?;
-    (0.0..=1.0).contains(&value).then(|| (value * 1000.0).round() as u16)
+    (0.0..=1.0)
+        .contains(&value)
+        .then(|| (value * 1000.0).round() as u16)
 }
 
 #[cfg(test)]
@@ -117,15 +133,27 @@ mod tests {
         assert_eq!(pick("*;q=0.1, identity;q=0.5"), Encoding::Identity);
         assert_eq!(pick("*"), Encoding::Brotli);
         assert_eq!(pick("gzip;q=0.4, identity;q=0.3"), Encoding::Gzip);
-        assert_eq!(pick("gzip;q=0.3"), Encoding::Identity, "identity keeps its implicit q=1");
-        assert_eq!(pick("br;q=abc, gzip"), Encoding::Gzip, "a malformed q drops the item");
+        assert_eq!(
+            pick("gzip;q=0.3"),
+            Encoding::Gzip,
+            "unnamed identity is the last resort"
+        );
+        assert_eq!(pick("gzip;q=0.3, identity"), Encoding::Identity);
+        assert_eq!(
+            pick("br;q=abc, gzip"),
+            Encoding::Gzip,
+            "a malformed q drops the item"
+        );
         assert_eq!(pick("deflate"), Encoding::Identity);
     }
 
     #[test]
     fn only_available_codings_are_chosen() {
         let accept = HeaderValue::from_static("br, gzip");
-        assert_eq!(negotiate(Some(&accept), |e| e == Encoding::Gzip), Encoding::Gzip);
+        assert_eq!(
+            negotiate(Some(&accept), |e| e == Encoding::Gzip),
+            Encoding::Gzip
+        );
         assert_eq!(negotiate(Some(&accept), |_| false), Encoding::Identity);
     }
 }

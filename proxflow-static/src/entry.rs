@@ -35,20 +35,30 @@ impl Fingerprint {
             .ok()
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        Fingerprint { len: metadata.len(), modified_nanos, inode }
+        Fingerprint {
+            len: metadata.len(),
+            modified_nanos,
+            inode,
+        }
     }
 
     /// A strong entity tag from metadata alone, for files that are streamed and never hashed
     /// (the same inputs nginx uses, plus the inode).
     fn etag(&self) -> String {
-        format!("\"{:x}-{:x}-{:x}\"", self.len, self.modified_nanos, self.inode)
+        format!(
+            "\"{:x}-{:x}-{:x}\"",
+            self.len, self.modified_nanos, self.inode
+        )
     }
 }
 
 /// Where a representation's bytes are.
 pub(crate) enum Source {
     Memory(Bytes),
-    Disk { path: PathBuf, fingerprint: Fingerprint },
+    Disk {
+        path: PathBuf,
+        fingerprint: Fingerprint,
+    },
 }
 
 /// One encoding of a file.
@@ -63,8 +73,14 @@ impl Representation {
     /// The body chunk for `range` of this representation.
     pub(crate) fn chunk(&self, range: std::ops::Range<u64>) -> Chunk {
         match &self.source {
-            Source::Memory(bytes) => Chunk::Memory(bytes.slice(range.start as usize..range.end as usize)),
-            Source::Disk { path, fingerprint } => Chunk::File { path: path.clone(), range, expected: *fingerprint },
+            Source::Memory(bytes) => {
+                Chunk::Memory(bytes.slice(range.start as usize..range.end as usize))
+            }
+            Source::Disk { path, fingerprint } => Chunk::File {
+                path: path.clone(),
+                range,
+                expected: *fingerprint,
+            },
         }
     }
 
@@ -131,7 +147,8 @@ impl Entry {
             path: path.to_path_buf(),
             fingerprint: Fingerprint::of(&metadata),
             content_type: content_type(&mime),
-            last_modified: modified.and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()),
+            last_modified: modified
+                .and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()),
             modified_secs: modified.map(unix_seconds),
             hash,
             can_generate: options.compress
@@ -185,7 +202,9 @@ impl Entry {
         let mut compressed_now = false;
         self.generated[encoding.index()].get_or_init(|| {
             compressed_now = true;
-            let Source::Memory(plain) = &self.identity.source else { return None };
+            let Source::Memory(plain) = &self.identity.source else {
+                return None;
+            };
             let compressed = compress(encoding, plain).ok()?;
             // Not worth a second copy unless it saves at least a tenth.
             if compressed.len() as u64 * 10 > plain.len() as u64 * 9 {
@@ -208,7 +227,12 @@ impl Entry {
             Source::Memory(_) => rep.len,
             Source::Disk { .. } => 0,
         };
-        let generated: u64 = self.generated.iter().filter_map(|g| g.get()?.as_ref()).map(in_memory).sum();
+        let generated: u64 = self
+            .generated
+            .iter()
+            .filter_map(|g| g.get()?.as_ref())
+            .map(in_memory)
+            .sum();
         let siblings: u64 = self.siblings.iter().flatten().map(in_memory).sum();
         // The fixed part (paths, header values) is a few hundred bytes.
         512 + in_memory(&self.identity) + siblings + generated
@@ -226,7 +250,9 @@ fn load_representation(
     options: LoadOptions,
 ) -> io::Result<(Representation, Metadata, Option<u64>)> {
     let metadata = fs::metadata(path)?;
-    let fits = options.memory_limit.is_some_and(|limit| metadata.len() <= limit);
+    let fits = options
+        .memory_limit
+        .is_some_and(|limit| metadata.len() <= limit);
     if fits {
         let (bytes, metadata) = read_consistent(path)?;
         let hash = xxh3_64(&bytes);
@@ -239,12 +265,19 @@ fn load_representation(
         return Ok((representation, metadata, Some(hash)));
     }
     let fingerprint = Fingerprint::of(&metadata);
-    let hash = if options.hash_streamed { Some(hash_file(path)?) } else { None };
+    let hash = if options.hash_streamed {
+        Some(hash_file(path)?)
+    } else {
+        None
+    };
     let representation = Representation {
         encoding,
         len: metadata.len(),
         etag: etag_value(fingerprint.etag()),
-        source: Source::Disk { path: path.to_path_buf(), fingerprint },
+        source: Source::Disk {
+            path: path.to_path_buf(),
+            fingerprint,
+        },
     };
     Ok((representation, metadata, hash))
 }
@@ -253,17 +286,30 @@ fn etag_value(text: String) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-fn load_sibling(path: &Path, encoding: Encoding, identity: &Representation, options: LoadOptions) -> Option<Representation> {
+fn load_sibling(
+    path: &Path,
+    encoding: Encoding,
+    identity: &Representation,
+    options: LoadOptions,
+) -> Option<Representation> {
     let mut sibling_path = path.as_os_str().to_owned();
     sibling_path.push(encoding.file_suffix());
     let sibling_path = PathBuf::from(sibling_path);
     if !fs::metadata(&sibling_path).ok()?.is_file() {
         return None;
     }
-    let options = LoadOptions { hash_streamed: false, ..options };
+    let options = LoadOptions {
+        hash_streamed: false,
+        ..options
+    };
     let (mut sibling, _, _) = load_representation(&sibling_path, encoding, options).ok()?;
     // Tie the sibling's tag to the identity's, so an edit of either changes it.
-    let etag = format!("\"{}-{}-{}\"", identity.opaque_tag(), encoding.token(), sibling.opaque_tag());
+    let etag = format!(
+        "\"{}-{}-{}\"",
+        identity.opaque_tag(),
+        encoding.token(),
+        sibling.opaque_tag()
+    );
     sibling.etag = etag_value(etag);
     Some(sibling)
 }
@@ -278,11 +324,15 @@ fn read_consistent(path: &Path) -> io::Result<(Bytes, Metadata)> {
         let mut bytes = Vec::with_capacity(before.len() as usize);
         file.read_to_end(&mut bytes)?;
         let after = file.metadata()?;
-        if Fingerprint::of(&before) == Fingerprint::of(&after) && bytes.len() as u64 == after.len() {
+        if Fingerprint::of(&before) == Fingerprint::of(&after) && bytes.len() as u64 == after.len()
+        {
             return Ok((Bytes::from(bytes), after));
         }
     }
-    Err(io::Error::other(format!("{} kept changing while being read", path.display())))
+    Err(io::Error::other(format!(
+        "{} kept changing while being read",
+        path.display()
+    )))
 }
 
 /// The content hash of a file, read in blocks. Blocking.
@@ -302,7 +352,9 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<u64> {
 fn is_compressible(mime: &mime_guess::Mime) -> bool {
     let essence = mime.essence_str();
     mime.type_() == mime_guess::mime::TEXT
-        || mime.suffix().is_some_and(|suffix| suffix == "json" || suffix == "xml")
+        || mime
+            .suffix()
+            .is_some_and(|suffix| suffix == "json" || suffix == "xml")
         || matches!(
             essence,
             "application/javascript"
@@ -320,14 +372,20 @@ fn is_compressible(mime: &mime_guess::Mime) -> bool {
 
 fn content_type(mime: &mime_guess::Mime) -> HeaderValue {
     let textual = mime.type_() == mime_guess::mime::TEXT
-        || matches!(mime.essence_str(), "application/javascript" | "application/json" | "image/svg+xml")
-        || mime.suffix().is_some_and(|suffix| suffix == "json" || suffix == "xml");
+        || matches!(
+            mime.essence_str(),
+            "application/javascript" | "application/json" | "image/svg+xml"
+        )
+        || mime
+            .suffix()
+            .is_some_and(|suffix| suffix == "json" || suffix == "xml");
     let value = if textual && mime.get_param("charset").is_none() {
         format!("{}; charset=utf-8", mime.essence_str())
     } else {
         mime.to_string()
     };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    HeaderValue::from_str(&value)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 #[cfg(feature = "compress")]
@@ -338,13 +396,17 @@ fn compress(encoding: Encoding, plain: &[u8]) -> io::Result<Vec<u8>> {
     match encoding {
         Encoding::Brotli => {
             let mut out = Vec::new();
-            let params = brotli::enc::BrotliEncoderParams { quality: 9, ..Default::default() };
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: 9,
+                ..Default::default()
+            };
             brotli::BrotliCompress(&mut &plain[..], &mut out, &params)?;
             Ok(out)
         }
         Encoding::Zstd => zstd::bulk::compress(plain, 15),
         Encoding::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
             encoder.write_all(plain)?;
             encoder.finish()
         }
@@ -361,8 +423,12 @@ fn compress(_: Encoding, _: &[u8]) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const MEMORY: LoadOptions =
-        LoadOptions { memory_limit: Some(1 << 20), precompressed: true, compress: true, hash_streamed: false };
+    const MEMORY: LoadOptions = LoadOptions {
+        memory_limit: Some(1 << 20),
+        precompressed: true,
+        compress: true,
+        hash_streamed: false,
+    };
 
     #[test]
     fn text_gets_a_charset_and_compresses_once() {
@@ -372,10 +438,18 @@ mod tests {
         let entry = Entry::load(&path, MEMORY, 0).unwrap();
         assert_eq!(entry.content_type, "text/javascript; charset=utf-8");
         assert!(entry.negotiable());
-        assert!(matches!(entry.select(Encoding::Gzip), Selected::NeedsCompression(Encoding::Gzip)));
+        assert!(matches!(
+            entry.select(Encoding::Gzip),
+            Selected::NeedsCompression(Encoding::Gzip)
+        ));
         assert!(entry.generate(Encoding::Gzip));
-        assert!(!entry.generate(Encoding::Gzip), "second call reuses the first result");
-        let Selected::Ready(gzip) = entry.select(Encoding::Gzip) else { panic!("not generated") };
+        assert!(
+            !entry.generate(Encoding::Gzip),
+            "second call reuses the first result"
+        );
+        let Selected::Ready(gzip) = entry.select(Encoding::Gzip) else {
+            panic!("not generated")
+        };
         assert!(gzip.len < 200);
         assert_ne!(gzip.etag, entry.select_identity_etag());
     }
@@ -389,7 +463,9 @@ mod tests {
         let entry = Entry::load(&path, MEMORY, 0).unwrap();
         assert!(entry.offers(Encoding::Brotli));
         assert!(!entry.offers(Encoding::Gzip), "too small to generate");
-        let Selected::Ready(br) = entry.select(Encoding::Brotli) else { panic!() };
+        let Selected::Ready(br) = entry.select(Encoding::Brotli) else {
+            panic!()
+        };
         assert_eq!(br.len, 11);
     }
 
@@ -398,11 +474,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.bin");
         fs::write(&path, vec![7u8; 4096]).unwrap();
-        let options = LoadOptions { memory_limit: Some(1024), ..MEMORY };
+        let options = LoadOptions {
+            memory_limit: Some(1024),
+            ..MEMORY
+        };
         let entry = Entry::load(&path, options, 0).unwrap();
         assert!(!entry.is_in_memory());
         assert!(entry.hash.is_none());
-        assert!(entry.select_identity_etag().to_str().unwrap().starts_with("\"1000-"));
+        assert!(entry
+            .select_identity_etag()
+            .to_str()
+            .unwrap()
+            .starts_with("\"1000-"));
     }
 
     impl Entry {

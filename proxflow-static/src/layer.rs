@@ -27,15 +27,31 @@ pub struct StaticLayer {
 impl StaticLayer {
     /// Serves `folder` under the URL prefix `mount` (`"/static"`), in development mode.
     pub fn new(mount: impl Into<String>, folder: impl Into<PathBuf>) -> Self {
-        let config = StaticConfig { path: mount.into(), folders: vec![folder.into()], ..StaticConfig::default() };
-        StaticLayer { config, manifest: None, shared: Arc::default() }
+        let config = StaticConfig {
+            path: mount.into(),
+            folders: vec![folder.into()],
+            ..StaticConfig::default()
+        };
+        StaticLayer {
+            config,
+            manifest: None,
+            shared: Arc::default(),
+        }
     }
 
     /// A layer from a checked configuration; loads the manifest it names.
     pub fn from_config(config: &StaticConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let manifest = config.manifest.as_ref().map(AssetManifest::load).transpose()?;
-        Ok(StaticLayer { config: config.clone(), manifest, shared: Arc::default() })
+        let manifest = config
+            .manifest
+            .as_ref()
+            .map(AssetManifest::load)
+            .transpose()?;
+        Ok(StaticLayer {
+            config: config.clone(),
+            manifest,
+            shared: Arc::default(),
+        })
     }
 
     fn with(mut self, change: impl FnOnce(&mut StaticConfig)) -> Self {
@@ -159,7 +175,10 @@ impl StaticLayer {
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
-        Arc::clone(self.shared.get_or_init(|| Arc::new(Shared::new(self.config.clone(), self.manifest.clone()))))
+        Arc::clone(
+            self.shared
+                .get_or_init(|| Arc::new(Shared::new(self.config.clone(), self.manifest.clone()))),
+        )
     }
 
     /// Renders asset URLs the way this layer serves them (for templates).
@@ -169,13 +188,17 @@ impl StaticLayer {
 
     /// Counters of this layer and every service it made.
     pub fn stats(&self) -> Stats {
-        Stats { shared: self.shared() }
+        Stats {
+            shared: self.shared(),
+        }
     }
 
     /// The file service alone, answering 404 outside the mount prefix; for an axum
     /// `fallback_service`.
     pub fn into_service(self) -> ServeStatic {
-        ServeStatic { shared: self.shared() }
+        ServeStatic {
+            shared: self.shared(),
+        }
     }
 }
 
@@ -189,6 +212,8 @@ impl<S> Layer<S> for StaticLayer {
 
 impl std::fmt::Debug for StaticLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticLayer").field("config", &self.config).finish()
+        f.debug_struct("StaticLayer")
+            .field("config", &self.config)
+            .finish()
     }
 }

@@ -33,7 +33,9 @@ pub(crate) fn read(dir: &Path, dotfiles: bool) -> io::Result<Vec<ListingEntry>> 
         if name.starts_with('.') && !dotfiles {
             continue;
         }
-        let Ok(metadata) = item.metadata() else { continue };
+        let Ok(metadata) = item.metadata() else {
+            continue;
+        };
         entries.push(ListingEntry {
             name,
             is_dir: metadata.is_dir(),
@@ -46,7 +48,11 @@ pub(crate) fn read(dir: &Path, dotfiles: bool) -> io::Result<Vec<ListingEntry>> 
 }
 
 pub(crate) fn to_json(url_path: &str, entries: &[ListingEntry]) -> String {
-    serde_json::to_string(&JsonListing { path: url_path, entries }).unwrap_or_else(|_| "{}".into())
+    serde_json::to_string(&JsonListing {
+        path: url_path,
+        entries,
+    })
+    .unwrap_or_else(|_| "{}".into())
 }
 
 pub(crate) fn to_html(url_path: &str, entries: &[ListingEntry]) -> String {
@@ -57,9 +63,17 @@ pub(crate) fn to_html(url_path: &str, entries: &[ListingEntry]) -> String {
     );
     for entry in entries {
         let slash = if entry.is_dir { "/" } else { "" };
-        let href = percent_encoding::utf8_percent_encode(&entry.name, percent_encoding::NON_ALPHANUMERIC);
-        let size = if entry.is_dir { String::new() } else { format!(" ({} bytes)", entry.size) };
-        html.push_str(&format!("<li><a href=\"{href}{slash}\">{}{slash}</a>{size}</li>\n", escape(&entry.name)));
+        let href =
+            percent_encoding::utf8_percent_encode(&entry.name, percent_encoding::NON_ALPHANUMERIC);
+        let size = if entry.is_dir {
+            String::new()
+        } else {
+            format!(" ({} bytes)", entry.size)
+        };
+        html.push_str(&format!(
+            "<li><a href=\"{href}{slash}\">{}{slash}</a>{size}</li>\n",
+            escape(&entry.name)
+        ));
     }
     html.push_str("</ul></body></html>\n");
     html

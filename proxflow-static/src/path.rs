@@ -45,7 +45,11 @@ pub(crate) enum PathRejection {
 /// Checks `rest`, the part of the request path below the mount point (empty or starting with `/`).
 pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>, PathRejection> {
     if rest.is_empty() {
-        return Ok(SafePath { key: Cow::Borrowed(""), trailing_slash: false, is_mount_root: true });
+        return Ok(SafePath {
+            key: Cow::Borrowed(""),
+            trailing_slash: false,
+            is_mount_root: true,
+        });
     }
     let Some(body) = rest.strip_prefix('/') else {
         return Err(PathRejection::Invalid);
@@ -73,13 +77,19 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
     } else {
         Cow::Borrowed(body)
     };
-    Ok(SafePath { key, trailing_slash, is_mount_root: false })
+    Ok(SafePath {
+        key,
+        trailing_slash,
+        is_mount_root: false,
+    })
 }
 
 /// Decodes and checks one segment; borrowed when it needed no decoding.
 fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathRejection> {
     let segment = if raw.contains('%') {
-        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| PathRejection::Invalid)?;
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| PathRejection::Invalid)?;
         if has_percent_escape(&decoded) {
             // Double encoding (`%252e`) is how traversal slips past a filter that decodes once.
             return Err(PathRejection::Invalid);
@@ -119,7 +129,9 @@ fn check_segment(segment: &str) -> Result<(), PathRejection> {
 
 fn has_percent_escape(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -183,7 +195,10 @@ mod tests {
         assert_eq!(key("/.env"), Err(PathRejection::Hidden));
         assert_eq!(key("/a/.git/config"), Err(PathRejection::Hidden));
         assert_eq!(key("/%2egit/config"), Err(PathRejection::Hidden));
-        assert_eq!(key("/.well-known/security.txt"), Ok(".well-known/security.txt".into()));
+        assert_eq!(
+            key("/.well-known/security.txt"),
+            Ok(".well-known/security.txt".into())
+        );
         assert_eq!(key("/a/.well-known/x"), Err(PathRejection::Hidden));
         assert!(sanitize("/.env", true).is_ok());
     }

@@ -22,7 +22,11 @@ pub(crate) fn parse(header: &str, len: u64, max_ranges: usize) -> RangeAnswer {
     };
     let mut ranges = Vec::new();
     let mut count = 0;
-    for spec in specs.split(',').map(str::trim).filter(|spec| !spec.is_empty()) {
+    for spec in specs
+        .split(',')
+        .map(str::trim)
+        .filter(|spec| !spec.is_empty())
+    {
         count += 1;
         if count > max_ranges {
             return RangeAnswer::Whole;
@@ -53,7 +57,9 @@ enum Spec {
 }
 
 fn parse_spec(spec: &str, len: u64) -> Spec {
-    let Some((first, last)) = spec.split_once('-') else { return Spec::Invalid };
+    let Some((first, last)) = spec.split_once('-') else {
+        return Spec::Invalid;
+    };
     let number = |text: &str| -> Option<u64> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -69,7 +75,9 @@ fn parse_spec(spec: &str, len: u64) -> Spec {
             Some(suffix) => Spec::Range(len.saturating_sub(suffix)..len),
         };
     }
-    let Some(start) = number(first) else { return Spec::Invalid };
+    let Some(start) = number(first) else {
+        return Spec::Invalid;
+    };
     let end = if last.is_empty() {
         len
     } else {
@@ -87,7 +95,8 @@ fn parse_spec(spec: &str, len: u64) -> Spec {
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -111,7 +120,10 @@ mod tests {
 
     #[test]
     fn several_ranges_are_sorted() {
-        assert_eq!(parse("bytes=500-599, 0-9", 1000, 16), partial(&[0..10, 500..600]));
+        assert_eq!(
+            parse("bytes=500-599, 0-9", 1000, 16),
+            partial(&[0..10, 500..600])
+        );
         assert_eq!(parse("bytes=0-9,2000-3000", 1000, 16), partial(&[0..10]));
     }
 
@@ -120,17 +132,39 @@ mod tests {
         assert_eq!(parse("bytes=1000-", 1000, 16), RangeAnswer::Unsatisfiable);
         assert_eq!(parse("bytes=-0", 1000, 16), RangeAnswer::Unsatisfiable);
         assert_eq!(parse("bytes=0-", 0, 16), RangeAnswer::Unsatisfiable);
-        assert_eq!(parse("bytes=5000-6000,7000-", 1000, 16), RangeAnswer::Unsatisfiable);
+        assert_eq!(
+            parse("bytes=5000-6000,7000-", 1000, 16),
+            RangeAnswer::Unsatisfiable
+        );
     }
 
     #[test]
     fn ignored() {
-        for header in ["items=0-1", "bytes=", "bytes=a-b", "bytes=5-1", "bytes=1", "bytes=--1", "bytes=+1-2"] {
+        for header in [
+            "items=0-1",
+            "bytes=",
+            "bytes=a-b",
+            "bytes=5-1",
+            "bytes=1",
+            "bytes=--1",
+            "bytes=+1-2",
+        ] {
             assert_eq!(parse(header, 1000, 16), RangeAnswer::Whole, "{header}");
         }
-        assert_eq!(parse("bytes=0-10,5-20", 1000, 16), RangeAnswer::Whole, "overlap");
-        assert_eq!(parse("bytes=0-1,3-4,6-7", 1000, 2), RangeAnswer::Whole, "too many");
-        assert_eq!(parse("bytes=99999999999999999999999-", 1000, 16), RangeAnswer::Whole);
+        assert_eq!(
+            parse("bytes=0-10,5-20", 1000, 16),
+            RangeAnswer::Whole,
+            "overlap"
+        );
+        assert_eq!(
+            parse("bytes=0-1,3-4,6-7", 1000, 2),
+            RangeAnswer::Whole,
+            "too many"
+        );
+        assert_eq!(
+            parse("bytes=99999999999999999999999-", 1000, 16),
+            RangeAnswer::Whole
+        );
     }
 
     proptest! {

@@ -13,7 +13,8 @@ use crate::entry::{Entry, Representation, Selected};
 use crate::range::{self, RangeAnswer};
 use crate::stats::Counters;
 
-pub(crate) const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+pub(crate) const IMMUTABLE: HeaderValue =
+    HeaderValue::from_static("public, max-age=31536000, immutable");
 pub(crate) const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
@@ -28,8 +29,14 @@ pub(crate) struct FileRequest<'a> {
 }
 
 /// The answer for `entry`, or the coding that has to be compressed first.
-pub(crate) fn respond(entry: &Entry, request: &FileRequest<'_>, counters: &Counters) -> Result<Response<FileBody>, Encoding> {
-    let encoding = negotiate(request.headers.get(header::ACCEPT_ENCODING), |e| entry.offers(e));
+pub(crate) fn respond(
+    entry: &Entry,
+    request: &FileRequest<'_>,
+    counters: &Counters,
+) -> Result<Response<FileBody>, Encoding> {
+    let encoding = negotiate(request.headers.get(header::ACCEPT_ENCODING), |e| {
+        entry.offers(e)
+    });
     let representation = match entry.select(encoding) {
         Selected::Ready(representation) => representation,
         Selected::NeedsCompression(encoding) => return Err(encoding),
@@ -52,7 +59,10 @@ pub(crate) fn respond(entry: &Entry, request: &FileRequest<'_>, counters: &Count
         }
         Precondition::Proceed { honor_range } => honor_range,
     };
-    let range_header = request.headers.get(header::RANGE).filter(|_| honor_range && request.method == Method::GET);
+    let range_header = request
+        .headers
+        .get(header::RANGE)
+        .filter(|_| honor_range && request.method == Method::GET);
     let answer = match range_header.and_then(|value| value.to_str().ok()) {
         Some(text) => range::parse(text, representation.len, request.max_ranges),
         None => RangeAnswer::Whole,
@@ -65,17 +75,25 @@ pub(crate) fn respond(entry: &Entry, request: &FileRequest<'_>, counters: &Count
         RangeAnswer::Whole => {
             Counters::add(&counters.ok);
             headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
-            (StatusCode::OK, vec![representation.chunk(0..representation.len)])
+            (
+                StatusCode::OK,
+                vec![representation.chunk(0..representation.len)],
+            )
         }
         RangeAnswer::Partial(ranges) => {
             Counters::add(&counters.partial);
-            (StatusCode::PARTIAL_CONTENT, partial(entry, representation, &ranges, &mut headers))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                partial(entry, representation, &ranges, &mut headers),
+            )
         }
         RangeAnswer::Unsatisfiable => {
             Counters::add(&counters.not_satisfiable);
             let mut response = status_only(StatusCode::RANGE_NOT_SATISFIABLE);
             let unsatisfied = format!("bytes */{}", representation.len);
-            response.headers_mut().insert(header::CONTENT_RANGE, header_value(&unsatisfied));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&unsatisfied));
             return Ok(response);
         }
     };
@@ -93,7 +111,12 @@ pub(crate) fn respond(entry: &Entry, request: &FileRequest<'_>, counters: &Count
 }
 
 /// The headers a 304 repeats from the 200 (RFC 9110 §15.4.5).
-fn validator_headers(entry: &Entry, representation: &Representation, request: &FileRequest<'_>, headers: &mut HeaderMap) {
+fn validator_headers(
+    entry: &Entry,
+    representation: &Representation,
+    request: &FileRequest<'_>,
+    headers: &mut HeaderMap,
+) {
     headers.insert(header::ETAG, representation.etag.clone());
     if let Some(last_modified) = &entry.last_modified {
         headers.insert(header::LAST_MODIFIED, last_modified.clone());
@@ -103,12 +126,20 @@ fn validator_headers(entry: &Entry, representation: &Representation, request: &F
         headers.insert(header::VARY, ACCEPT_ENCODING);
     }
     if representation.encoding != Encoding::Identity {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(representation.encoding.token()));
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(representation.encoding.token()),
+        );
     }
 }
 
 /// One range as a plain 206, several as `multipart/byteranges` (RFC 9110 §14.6).
-fn partial(entry: &Entry, representation: &Representation, ranges: &[std::ops::Range<u64>], headers: &mut HeaderMap) -> Vec<Chunk> {
+fn partial(
+    entry: &Entry,
+    representation: &Representation,
+    ranges: &[std::ops::Range<u64>],
+    headers: &mut HeaderMap,
+) -> Vec<Chunk> {
     let len = representation.len;
     if let [range] = ranges {
         let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
@@ -117,7 +148,10 @@ fn partial(entry: &Entry, representation: &Representation, ranges: &[std::ops::R
         return vec![representation.chunk(range.clone())];
     }
     let boundary = boundary(representation);
-    let content_type = entry.content_type.to_str().unwrap_or("application/octet-stream");
+    let content_type = entry
+        .content_type
+        .to_str()
+        .unwrap_or("application/octet-stream");
     let mut chunks = Vec::with_capacity(ranges.len() * 2 + 1);
     for range in ranges {
         let part_head = format!(
@@ -154,7 +188,10 @@ pub(crate) fn text(status: StatusCode, message: &'static str) -> Response<FileBo
     let mut response = Response::new(FileBody::full(message));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     response
 }

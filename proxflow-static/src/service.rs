@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::assets::{short_hash, split_hashed, AssetVersion, Assets, AssetManifest};
+use crate::assets::{short_hash, split_hashed, AssetManifest, AssetVersion, Assets};
 use crate::body::FileBody;
 use crate::config::StaticConfig;
 use crate::entry::{Entry, Fingerprint, LoadOptions};
@@ -90,9 +90,16 @@ impl Shared {
             (None, true) => AssetVersion::ContentHash,
             (None, false) => AssetVersion::None,
         };
-        let assets = Assets::with_manifest(&config.path, roots.clone(), version, config.is_prod, manifest);
+        let assets = Assets::with_manifest(
+            &config.path,
+            roots.clone(),
+            version,
+            config.is_prod,
+            manifest,
+        );
         let unversioned = match config.unversioned_max_age {
-            Some(age) => HeaderValue::from_str(&format!("public, max-age={}", age.as_secs())).unwrap_or(NO_CACHE),
+            Some(age) => HeaderValue::from_str(&format!("public, max-age={}", age.as_secs()))
+                .unwrap_or(NO_CACHE),
             None => NO_CACHE,
         };
         let load_options = LoadOptions {
@@ -132,24 +139,48 @@ impl Shared {
         }
     }
 
-    fn file_request<'a>(&self, method: &'a Method, headers: &'a HeaderMap, versioned: bool) -> FileRequest<'a> {
-        FileRequest { method, headers, cache_control: self.cache_control(versioned), max_ranges: self.config.max_ranges }
+    fn file_request<'a>(
+        &self,
+        method: &'a Method,
+        headers: &'a HeaderMap,
+        versioned: bool,
+    ) -> FileRequest<'a> {
+        FileRequest {
+            method,
+            headers,
+            cache_control: self.cache_control(versioned),
+            max_ranges: self.config.max_ranges,
+        }
     }
 
     /// Starts answering; requests for files already in memory are answered without a task.
-    pub(crate) fn start(self: &Arc<Self>, method: &Method, uri: &Uri, headers: &HeaderMap) -> ResponseFuture {
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> ResponseFuture {
         if let Some(response) = self.answer_from_memory(method, uri, headers) {
-            return ResponseFuture { state: FutureState::Ready(Some(response)) };
+            return ResponseFuture {
+                state: FutureState::Ready(Some(response)),
+            };
         }
         let shared = Arc::clone(self);
         let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
         let answer = async move { shared.answer(&method, &uri, &headers).await };
-        ResponseFuture { state: FutureState::Pending(Box::pin(answer)) }
+        ResponseFuture {
+            state: FutureState::Pending(Box::pin(answer)),
+        }
     }
 
     /// The hot path of production mode: a cached, fresh, in-memory file. `None` sends the
     /// request to [`Shared::answer`].
-    fn answer_from_memory(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response<FileBody>> {
+    fn answer_from_memory(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<Response<FileBody>> {
         let cache = self.cache.as_ref()?;
         if method != Method::GET && method != Method::HEAD {
             return None;
@@ -160,7 +191,12 @@ impl Shared {
         if !entry.is_in_memory() || self.claim_revalidation(entry) {
             return None;
         }
-        let response = respond(entry, &self.file_request(method, headers, found.versioned), &self.counters).ok()?;
+        let response = respond(
+            entry,
+            &self.file_request(method, headers, found.versioned),
+            &self.counters,
+        )
+        .ok()?;
         Counters::add(&self.counters.cache_hits);
         Some(response)
     }
@@ -172,14 +208,26 @@ impl Shared {
         let verified = entry.verified_at_ms.load(Ordering::Relaxed);
         let interval = self.config.revalidate_interval.as_millis() as u64;
         now.saturating_sub(verified) >= interval
-            && entry.verified_at_ms.compare_exchange(verified, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && entry
+                .verified_at_ms
+                .compare_exchange(verified, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Looks `key` up in the memory cache, also as a content-hashed name.
-    fn cached(&self, cache: &Cache<String, Arc<Entry>>, key: &str, query: Option<&str>) -> Option<Found> {
+    fn cached(
+        &self,
+        cache: &Cache<String, Arc<Entry>>,
+        key: &str,
+        query: Option<&str>,
+    ) -> Option<Found> {
         if let Some(entry) = cache.get(key) {
             let versioned = matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q);
-            return Some(Found { entry, cache_key: Some(key.to_string()), versioned });
+            return Some(Found {
+                entry,
+                cache_key: Some(key.to_string()),
+                versioned,
+            });
         }
         if *self.assets.version() != AssetVersion::ContentHash {
             return None;
@@ -187,11 +235,20 @@ impl Shared {
         let (logical, hash) = split_hashed(key)?;
         let entry = cache.get(&logical)?;
         let versioned = entry.hash.map(short_hash).as_deref() == Some(hash);
-        Some(Found { entry, cache_key: Some(logical), versioned })
+        Some(Found {
+            entry,
+            cache_key: Some(logical),
+            versioned,
+        })
     }
 
     /// The full path: anything the memory path could not answer.
-    async fn answer(self: Arc<Self>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<FileBody> {
+    async fn answer(
+        self: Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Response<FileBody> {
         let Some(rest) = self.below_mount(uri.path()) else {
             Counters::add(&self.counters.not_found);
             return text(StatusCode::NOT_FOUND, "not found\n");
@@ -212,7 +269,9 @@ impl Shared {
         let found = match self.find(&path, uri.query()).await {
             Ok(Ok(found)) => found,
             Ok(Err(Located::AddSlash)) => return add_slash(&path, uri),
-            Ok(Err(Located::Directory(dir))) if get_or_head => return self.listing(&dir, uri, headers).await,
+            Ok(Err(Located::Directory(dir))) if get_or_head => {
+                return self.listing(&dir, uri, headers).await
+            }
             Ok(Err(Located::NotFound)) => return self.not_found(method, uri, headers).await,
             Ok(Err(_)) => return method_not_allowed(),
             Err(error) => return io_error(&error, uri),
@@ -224,14 +283,21 @@ impl Shared {
     }
 
     /// Answers with a found file, compressing it first if the client wants a coding not made yet.
-    async fn respond_with(&self, found: Found, method: &Method, headers: &HeaderMap) -> Response<FileBody> {
+    async fn respond_with(
+        &self,
+        found: Found,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Response<FileBody> {
         loop {
             let request = self.file_request(method, headers, found.versioned);
             match respond(&found.entry, &request, &self.counters) {
                 Ok(response) => return response,
                 Err(encoding) => {
                     let entry = Arc::clone(&found.entry);
-                    let compressed_now = blocking(move || Ok(entry.generate(encoding))).await.unwrap_or(false);
+                    let compressed_now = blocking(move || Ok(entry.generate(encoding)))
+                        .await
+                        .unwrap_or(false);
                     if compressed_now {
                         Counters::add(&self.counters.compressions);
                         tracing::debug!(file = %found.entry.path.display(), coding = encoding.token(), "compressed in memory");
@@ -246,7 +312,11 @@ impl Shared {
     }
 
     /// Finds the file for `path`: from the memory cache (checking the disk when due) or the disk.
-    async fn find(self: &Arc<Self>, path: &SafePath<'_>, query: Option<&str>) -> io::Result<Result<Found, Located>> {
+    async fn find(
+        self: &Arc<Self>,
+        path: &SafePath<'_>,
+        query: Option<&str>,
+    ) -> io::Result<Result<Found, Located>> {
         if let Some(cache) = &self.cache {
             if let Some(found) = self.cached(cache, &path.key, query) {
                 if self.still_current(&found.entry).await {
@@ -262,26 +332,37 @@ impl Shared {
         let shared = Arc::clone(self);
         let relative = path.relative().to_string();
         let trailing_slash = path.trailing_slash;
-        let loaded = match blocking(move || shared.locate_and_load(&relative, trailing_slash)).await? {
-            Ok(loaded) => loaded,
-            Err(located) => return Ok(Err(located)),
-        };
+        let loaded =
+            match blocking(move || shared.locate_and_load(&relative, trailing_slash)).await? {
+                Ok(loaded) => loaded,
+                Err(located) => return Ok(Err(located)),
+            };
         let key = loaded.logical_key.unwrap_or_else(|| path.key.to_string());
         if let Some(cache) = &self.cache {
             cache.insert(key.clone(), Arc::clone(&loaded.entry));
         }
         let versioned = loaded.versioned
             || matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q);
-        Ok(Ok(Found { entry: loaded.entry, cache_key: Some(key), versioned }))
+        Ok(Ok(Found {
+            entry: loaded.entry,
+            cache_key: Some(key),
+            versioned,
+        }))
     }
 
     /// Finds and reads the file for `relative`; a content-hashed name that names no file is
     /// tried as its logical path. Blocking.
-    fn locate_and_load(&self, relative: &str, trailing_slash: bool) -> io::Result<Result<Loaded, Located>> {
+    fn locate_and_load(
+        &self,
+        relative: &str,
+        trailing_slash: bool,
+    ) -> io::Result<Result<Loaded, Located>> {
         let (file, hashed) = match self.locate(relative, trailing_slash)? {
             Located::File(file) => (file, None),
             Located::NotFound if *self.assets.version() == AssetVersion::ContentHash => {
-                let Some((logical, hash)) = split_hashed(relative) else { return Ok(Err(Located::NotFound)) };
+                let Some((logical, hash)) = split_hashed(relative) else {
+                    return Ok(Err(Located::NotFound));
+                };
                 match self.locate(&logical, false)? {
                     Located::File(file) => (file, Some((logical, hash.to_string()))),
                     other => return Ok(Err(other)),
@@ -290,8 +371,14 @@ impl Shared {
             other => return Ok(Err(other)),
         };
         let entry = Arc::new(Entry::load(&file, self.load_options, self.now_ms())?);
-        let versioned = hashed.as_ref().is_some_and(|(_, hash)| entry.hash.map(short_hash).as_ref() == Some(hash));
-        Ok(Ok(Loaded { entry, logical_key: hashed.map(|(logical, _)| logical), versioned }))
+        let versioned = hashed
+            .as_ref()
+            .is_some_and(|(_, hash)| entry.hash.map(short_hash).as_ref() == Some(hash));
+        Ok(Ok(Loaded {
+            entry,
+            logical_key: hashed.map(|(logical, _)| logical),
+            versioned,
+        }))
     }
 
     /// In production, whether a cached entry still matches its file. Files kept in memory are
@@ -303,9 +390,14 @@ impl Shared {
         }
         let check = Arc::clone(entry);
         let now = self.now_ms();
-        let same = blocking(move || Ok(std::fs::metadata(&check.path).map(|m| Fingerprint::of(&m)).ok() == Some(check.fingerprint)))
-            .await
-            .unwrap_or(false);
+        let same = blocking(move || {
+            Ok(std::fs::metadata(&check.path)
+                .map(|m| Fingerprint::of(&m))
+                .ok()
+                == Some(check.fingerprint))
+        })
+        .await
+        .unwrap_or(false);
         if same {
             entry.verified_at_ms.store(now, Ordering::Relaxed);
         } else {
@@ -328,7 +420,9 @@ impl Shared {
                     return Ok(Located::AddSlash);
                 }
                 let index = candidate.join(&self.config.index);
-                if std::fs::metadata(&index).is_ok_and(|m| m.is_file()) && self.inside_root(root, &index) {
+                if std::fs::metadata(&index).is_ok_and(|m| m.is_file())
+                    && self.inside_root(root, &index)
+                {
                     return Ok(Located::File(index));
                 }
                 if self.config.listing && self.inside_root(root, &candidate) {
@@ -367,7 +461,10 @@ impl Shared {
         let (body, content_type) = if wants_json {
             (listing::to_json(uri.path(), &entries), "application/json")
         } else {
-            (listing::to_html(uri.path(), &entries), "text/html; charset=utf-8")
+            (
+                listing::to_html(uri.path(), &entries),
+                "text/html; charset=utf-8",
+            )
         };
         let mut response = Response::new(FileBody::full(body));
         let headers = response.headers_mut();
@@ -378,14 +475,30 @@ impl Shared {
     }
 
     /// A missing file: the SPA's index for extensionless paths, the custom 404 page, or text.
-    async fn not_found(self: &Arc<Self>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<FileBody> {
+    async fn not_found(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Response<FileBody> {
         let get_or_head = method == Method::GET || method == Method::HEAD;
         let last_segment = uri.path().rsplit('/').next().unwrap_or("");
-        let excluded = self.config.spa_exclude.iter().any(|prefix| under_prefix(uri.path(), prefix));
+        let excluded = self
+            .config
+            .spa_exclude
+            .iter()
+            .any(|prefix| under_prefix(uri.path(), prefix));
         if self.config.spa && get_or_head && !last_segment.contains('.') && !excluded {
-            let index = SafePath { key: "".into(), trailing_slash: true, is_mount_root: false };
+            let index = SafePath {
+                key: "".into(),
+                trailing_slash: true,
+                is_mount_root: false,
+            };
             if let Ok(Ok(found)) = self.find(&index, None).await {
-                let found = Found { versioned: false, ..found };
+                let found = Found {
+                    versioned: false,
+                    ..found
+                };
                 return self.respond_with(found, method, headers).await;
             }
         }
@@ -395,10 +508,21 @@ impl Shared {
             if let Ok(path) = sanitize(&key, true) {
                 if let Ok(Ok(found)) = self.find(&path, None).await {
                     let plain = HeaderMap::new();
-                    let mut response = self.respond_with(Found { versioned: false, ..found }, &Method::GET, &plain).await;
+                    let mut response = self
+                        .respond_with(
+                            Found {
+                                versioned: false,
+                                ..found
+                            },
+                            &Method::GET,
+                            &plain,
+                        )
+                        .await;
                     *response.status_mut() = StatusCode::NOT_FOUND;
                     response.headers_mut().remove(header::ETAG);
-                    response.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, NO_CACHE);
                     if method == Method::HEAD {
                         *response.body_mut() = FileBody::empty();
                     }
@@ -412,12 +536,16 @@ impl Shared {
 
 fn under_prefix(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn is_missing(error: &io::Error) -> bool {
     // NotADirectory: `file.txt/x` names a path below a file.
-    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// A directory without its slash: redirect with a relative reference (`docs/`), which is right
@@ -428,7 +556,9 @@ fn add_slash(path: &SafePath<'_>, uri: &Uri) -> Response<FileBody> {
     } else {
         path.last_segment()
     };
-    let segment = percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let segment =
+        percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     let location = match uri.query() {
         Some(query) => format!("{segment}/?{query}"),
         None => format!("{segment}/"),
@@ -442,7 +572,9 @@ fn add_slash(path: &SafePath<'_>, uri: &Uri) -> Response<FileBody> {
 
 fn method_not_allowed() -> Response<FileBody> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     response
 }
 
@@ -456,8 +588,12 @@ fn io_error(error: &io::Error, uri: &Uri) -> Response<FileBody> {
 }
 
 /// Runs file-system work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| Err(io::Error::other(join)))
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
 }
 
 /// Future of [`ServeStatic`]: ready at once for files answered from memory.
@@ -475,9 +611,9 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            FutureState::Ready(response) => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| status_only(StatusCode::INTERNAL_SERVER_ERROR))))
-            }
+            FutureState::Ready(response) => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| status_only(StatusCode::INTERNAL_SERVER_ERROR)))),
             FutureState::Pending(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
@@ -507,7 +643,10 @@ impl ServeStatic {
 
 impl std::fmt::Debug for ServeStatic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeStatic").field("mount", &self.shared.mount).field("roots", &self.shared.roots).finish()
+        f.debug_struct("ServeStatic")
+            .field("mount", &self.shared.mount)
+            .field("roots", &self.shared.roots)
+            .finish()
     }
 }
 
@@ -521,7 +660,8 @@ impl<B> Service<Request<B>> for ServeStatic {
     }
 
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
-        self.shared.start(request.method(), request.uri(), request.headers())
+        self.shared
+            .start(request.method(), request.uri(), request.headers())
     }
 }
 
@@ -556,7 +696,10 @@ impl<S> Static<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Static<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Static").field("inner", &self.inner).field("mount", &self.shared.mount).finish()
+        f.debug_struct("Static")
+            .field("inner", &self.inner)
+            .field("mount", &self.shared.mount)
+            .finish()
     }
 }
 
@@ -575,16 +718,26 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
         let for_files = self.shared.below_mount(request.uri().path()).is_some()
-            && (!config.pass_other_methods || request.method() == Method::GET || request.method() == Method::HEAD);
+            && (!config.pass_other_methods
+                || request.method() == Method::GET
+                || request.method() == Method::HEAD);
         // Use the service that was driven to readiness; keep a clone in its place.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         if !for_files {
-            return StaticFuture { state: State::Inner { future: ready.call(request) } };
+            return StaticFuture {
+                state: State::Inner {
+                    future: ready.call(request),
+                },
+            };
         }
-        let future = self.shared.start(request.method(), request.uri(), request.headers());
+        let future = self
+            .shared
+            .start(request.method(), request.uri(), request.headers());
         let fallback = config.fallthrough.then_some((ready, request));
-        StaticFuture { state: State::Files { future, fallback } }
+        StaticFuture {
+            state: State::Files { future, fallback },
+        }
     }
 }
 
@@ -625,7 +778,10 @@ where
                     let Ok(response) = std::task::ready!(Pin::new(future).poll(cx));
                     if response.status() == StatusCode::NOT_FOUND {
                         if let Some((service, request)) = fallback.take() {
-                            state.set(State::Fallback { service, request: Some(request) });
+                            state.set(State::Fallback {
+                                service,
+                                request: Some(request),
+                            });
                             continue;
                         }
                     }
@@ -633,12 +789,16 @@ where
                 }
                 StateProj::Fallback { service, request } => {
                     std::task::ready!(service.poll_ready(cx))?;
-                    let Some(request) = request.take() else { unreachable!("polled after the call") };
+                    let Some(request) = request.take() else {
+                        unreachable!("polled after the call")
+                    };
                     let future = service.call(request);
                     state.set(State::Inner { future });
                 }
                 StateProj::Inner { future } => {
-                    return future.poll(cx).map(|result| result.map(|response| response.map(Either::Right)));
+                    return future
+                        .poll(cx)
+                        .map(|result| result.map(|response| response.map(Either::Right)));
                 }
             }
         }
