@@ -1,5 +1,7 @@
 //! Pieces shared by the example programs: serving a Tower service over hyper with graceful
-//! shutdown.
+//! shutdown, and the example site.
+
+pub mod site;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
