@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use crate::body::Chunk;
+use crate::body::{Chunk, FileBody};
 use crate::conditional::unix_seconds;
 use crate::encoding::Encoding;
 
@@ -67,6 +67,8 @@ pub(crate) struct Representation {
     pub(crate) len: u64,
     pub(crate) etag: HeaderValue,
     source: Source,
+    /// The headers of a 200 for an unversioned and a versioned URL, built on first use.
+    pub(crate) ok_headers: [OnceLock<HeaderMap>; 2],
 }
 
 impl Representation {
@@ -81,6 +83,14 @@ impl Representation {
                 range,
                 expected: *fingerprint,
             },
+        }
+    }
+
+    /// The whole representation as a body.
+    pub(crate) fn whole(&self) -> FileBody {
+        match &self.source {
+            Source::Memory(bytes) => FileBody::full(bytes.clone()),
+            Source::Disk { .. } => FileBody::chunks(vec![self.chunk(0..self.len)]),
         }
     }
 
@@ -216,6 +226,7 @@ impl Entry {
                 len: compressed.len() as u64,
                 etag: HeaderValue::from_str(&etag).ok()?,
                 source: Source::Memory(Bytes::from(compressed)),
+                ok_headers: Default::default(),
             })
         });
         compressed_now
@@ -261,6 +272,7 @@ fn load_representation(
             len: bytes.len() as u64,
             etag: etag_value(format!("\"{hash:016x}\"")),
             source: Source::Memory(bytes),
+            ok_headers: Default::default(),
         };
         return Ok((representation, metadata, Some(hash)));
     }
@@ -278,6 +290,7 @@ fn load_representation(
             path: path.to_path_buf(),
             fingerprint,
         },
+        ok_headers: Default::default(),
     };
     Ok((representation, metadata, hash))
 }

@@ -57,6 +57,7 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
     let trailing_slash = body.is_empty() || body.ends_with('/');
     let mut rewritten = false;
     let mut first = true;
+    let mut hidden = false;
     let mut raw_segments = body.split('/').peekable();
     while let Some(raw) = raw_segments.next() {
         let is_last = raw_segments.peek().is_none();
@@ -66,11 +67,12 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
         }
         let segment = decode_segment(raw)?;
         rewritten |= matches!(segment, Cow::Owned(_));
-        let hidden = segment.starts_with('.') && !(first && segment == ".well-known");
-        if hidden && !allow_dotfiles {
-            return Err(PathRejection::Hidden);
-        }
+        hidden |= segment.starts_with('.') && !(first && segment == ".well-known");
         first = false;
+    }
+    // Checked after every segment, so a traversal behind a dotfile is still refused as such.
+    if hidden && !allow_dotfiles {
+        return Err(PathRejection::Hidden);
     }
     let key = if rewritten {
         Cow::Owned(normalise(body, trailing_slash))

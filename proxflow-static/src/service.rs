@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use crate::assets::{short_hash, split_hashed, AssetManifest, AssetVersion, Assets};
 use crate::body::FileBody;
+use crate::conditional::RequestConditions;
 use crate::config::StaticConfig;
 use crate::entry::{Entry, Fingerprint, LoadOptions};
 use crate::listing;
@@ -55,6 +56,13 @@ struct Loaded {
     /// Set when the request named a content-hashed version of this file.
     logical_key: Option<String>,
     versioned: bool,
+}
+
+/// A memory cache hit; `logical_key` is set when the request named a content-hashed version.
+struct Cached {
+    entry: Arc<Entry>,
+    versioned: bool,
+    logical_key: Option<String>,
 }
 
 /// A file found for a request, and whether the URL named its current version.
@@ -147,7 +155,8 @@ impl Shared {
     ) -> FileRequest<'a> {
         FileRequest {
             method,
-            headers,
+            conditions: RequestConditions::read(headers),
+            versioned,
             cache_control: self.cache_control(versioned),
             max_ranges: self.config.max_ranges,
         }
@@ -186,9 +195,13 @@ impl Shared {
             return None;
         }
         let path = sanitize(self.below_mount(uri.path())?, self.config.dotfiles).ok()?;
+        if path.is_mount_root {
+            // `/static` shares the key of `/static/` but answers with a redirect.
+            return None;
+        }
         let found = self.cached(cache, &path.key, uri.query())?;
         let entry = &found.entry;
-        if !entry.is_in_memory() || self.claim_revalidation(entry) {
+        if !entry.is_in_memory() || !self.is_fresh(entry) {
             return None;
         }
         let response = respond(
@@ -201,17 +214,13 @@ impl Shared {
         Some(response)
     }
 
-    /// True when the entry's metadata is stale and this caller is the one to check it; other
-    /// callers keep serving the entry meanwhile, which is at most one interval old.
-    fn claim_revalidation(&self, entry: &Entry) -> bool {
-        let now = self.now_ms();
+    /// Whether the entry's metadata was checked less than `revalidate_interval` ago. A stale
+    /// entry sends requests down the full path, which checks the disk; that lasts one `stat`,
+    /// so only a handful of requests per interval take it.
+    fn is_fresh(&self, entry: &Entry) -> bool {
         let verified = entry.verified_at_ms.load(Ordering::Relaxed);
         let interval = self.config.revalidate_interval.as_millis() as u64;
-        now.saturating_sub(verified) >= interval
-            && entry
-                .verified_at_ms
-                .compare_exchange(verified, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.now_ms().saturating_sub(verified) < interval
     }
 
     /// Looks `key` up in the memory cache, also as a content-hashed name.
@@ -220,13 +229,13 @@ impl Shared {
         cache: &Cache<String, Arc<Entry>>,
         key: &str,
         query: Option<&str>,
-    ) -> Option<Found> {
+    ) -> Option<Cached> {
         if let Some(entry) = cache.get(key) {
             let versioned = matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q);
-            return Some(Found {
+            return Some(Cached {
                 entry,
-                cache_key: Some(key.to_string()),
                 versioned,
+                logical_key: None,
             });
         }
         if *self.assets.version() != AssetVersion::ContentHash {
@@ -235,10 +244,10 @@ impl Shared {
         let (logical, hash) = split_hashed(key)?;
         let entry = cache.get(&logical)?;
         let versioned = entry.hash.map(short_hash).as_deref() == Some(hash);
-        Some(Found {
+        Some(Cached {
             entry,
-            cache_key: Some(logical),
             versioned,
+            logical_key: Some(logical),
         })
     }
 
@@ -318,14 +327,18 @@ impl Shared {
         query: Option<&str>,
     ) -> io::Result<Result<Found, Located>> {
         if let Some(cache) = &self.cache {
-            if let Some(found) = self.cached(cache, &path.key, query) {
-                if self.still_current(&found.entry).await {
+            if let Some(cached) = self.cached(cache, &path.key, query) {
+                let key = cached.logical_key.unwrap_or_else(|| path.key.to_string());
+                if self.still_current(&cached.entry).await {
                     Counters::add(&self.counters.cache_hits);
-                    return Ok(Ok(found));
+                    let (entry, versioned) = (cached.entry, cached.versioned);
+                    return Ok(Ok(Found {
+                        entry,
+                        versioned,
+                        cache_key: Some(key),
+                    }));
                 }
-                if let Some(key) = &found.cache_key {
-                    cache.invalidate(key);
-                }
+                cache.invalidate(&key);
             }
             Counters::add(&self.counters.cache_misses);
         }
@@ -385,7 +398,7 @@ impl Shared {
     /// checked once per `revalidate_interval`; streamed files on every request, since their
     /// length goes out in the headers before the file is opened.
     async fn still_current(&self, entry: &Arc<Entry>) -> bool {
-        if entry.is_in_memory() && !self.claim_revalidation(entry) {
+        if entry.is_in_memory() && self.is_fresh(entry) {
             return true;
         }
         let check = Arc::clone(entry);
@@ -524,6 +537,12 @@ impl Shared {
                         .headers_mut()
                         .insert(header::CACHE_CONTROL, NO_CACHE);
                     if method == Method::HEAD {
+                        let len = http_body::Body::size_hint(response.body())
+                            .exact()
+                            .unwrap_or(0);
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_LENGTH, len.into());
                         *response.body_mut() = FileBody::empty();
                     }
                     return response;

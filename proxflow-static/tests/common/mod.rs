@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::routing::get;
+use axum::routing;
 use axum::Router;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Body as _;
@@ -104,8 +104,8 @@ pub fn app(layer: StaticLayer) -> Router {
 
 pub fn inner_router() -> Router {
     Router::new()
-        .route("/", get(|| async { HOME }))
-        .route("/api/users", get(|| async { USERS }))
+        .route("/", routing::get(|| async { HOME }))
+        .route("/api/users", routing::get(|| async { USERS }))
 }
 
 /// A response with its body read.

@@ -1,0 +1,417 @@
+//! Production mode: Kalgan-style versioned URLs and their caching, content hashes, the memory
+//! cache and how it notices changed files (on tokio's paused clock), and streamed large files.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use proxflow_static::{AssetManifest, AssetVersion, StaticLayer};
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn site() -> Site {
+    let site = Site::new();
+    site.write(
+        "vendor/jquery/dist/jquery.min.js",
+        "/*! jQuery */ window.$ = {};\n",
+    );
+    site.write("app.js", "first version\n");
+    site.write("LICENSE", "MIT\n");
+    site
+}
+
+#[test]
+fn asset_urls_carry_the_version_in_production_only() {
+    let site = site();
+    let prod = site
+        .layer()
+        .prod(true)
+        .version(AssetVersion::Query("v001".into()));
+    assert_eq!(
+        prod.assets().url("/vendor/jquery/dist/jquery.min.js"),
+        "/static/vendor/jquery/dist/jquery.min.js?v001"
+    );
+    assert_eq!(
+        prod.assets().url("vendor/jquery/dist/jquery.min.js"),
+        "/static/vendor/jquery/dist/jquery.min.js?v001"
+    );
+    let dev = site.layer().version(AssetVersion::Query("v001".into()));
+    assert_eq!(
+        dev.assets().url("/vendor/jquery/dist/jquery.min.js"),
+        "/static/vendor/jquery/dist/jquery.min.js"
+    );
+    let unversioned = site.layer().prod(true);
+    assert_eq!(unversioned.assets().url("/app.js"), "/static/app.js");
+    let trailing = StaticLayer::new("/assets/", site.root())
+        .prod(true)
+        .version(AssetVersion::Query("v2".into()));
+    assert_eq!(trailing.assets().url("/app.js"), "/assets/app.js?v2");
+}
+
+#[tokio::test]
+async fn versioned_urls_are_immutable_and_the_rest_no_cache() {
+    let site = site();
+    let layer = site
+        .layer()
+        .prod(true)
+        .version(AssetVersion::Query("v001".into()));
+    let url = layer.assets().url("/vendor/jquery/dist/jquery.min.js");
+    let app = app(layer);
+    // Twice each: once loading from disk, once from memory.
+    for round in 0..2 {
+        let reply = get(&app, &url).await;
+        assert_eq!(reply.status, StatusCode::OK, "#{round}");
+        assert_eq!(reply.body, "/*! jQuery */ window.$ = {};\n");
+        assert_eq!(reply.header("cache-control"), Some(IMMUTABLE), "#{round}");
+        for other in [
+            "/static/vendor/jquery/dist/jquery.min.js",
+            "/static/vendor/jquery/dist/jquery.min.js?v002",
+            "/static/vendor/jquery/dist/jquery.min.js?v001x",
+            "/static/vendor/jquery/dist/jquery.min.js?x=v001",
+        ] {
+            let reply = get(&app, other).await;
+            assert_eq!(reply.status, StatusCode::OK, "{other} #{round}");
+            assert_eq!(
+                reply.header("cache-control"),
+                Some("no-cache"),
+                "{other} #{round}"
+            );
+        }
+    }
+    // A 304 for the versioned URL repeats its Cache-Control.
+    let etag = get(&app, &url).await.header("etag").unwrap().to_string();
+    let reply = get_with(&app, &url, &[("if-none-match", &etag)]).await;
+    assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(reply.header("cache-control"), Some(IMMUTABLE));
+    // A missing file is not made immutable by its query.
+    let reply = get(&app, "/static/missing.js?v001").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_ne!(reply.header("cache-control"), Some(IMMUTABLE));
+}
+
+#[tokio::test]
+async fn development_mode_is_always_no_cache() {
+    let site = site();
+    let app = app(site
+        .layer()
+        .version(AssetVersion::Query("v001".into()))
+        .unversioned_max_age(Duration::from_secs(600)));
+    for uri in ["/static/app.js?v001", "/static/app.js"] {
+        assert_eq!(
+            get(&app, uri).await.header("cache-control"),
+            Some("no-cache"),
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unversioned_max_age_applies_to_unversioned_urls_in_production() {
+    let site = site();
+    let app = app(site
+        .layer()
+        .prod(true)
+        .version(AssetVersion::Query("v1".into()))
+        .unversioned_max_age(Duration::from_secs(600)));
+    assert_eq!(
+        get(&app, "/static/app.js").await.header("cache-control"),
+        Some("public, max-age=600")
+    );
+    assert_eq!(
+        get(&app, "/static/app.js?v1").await.header("cache-control"),
+        Some(IMMUTABLE)
+    );
+}
+
+fn is_hashed(url: &str, prefix: &str, suffix: &str) -> bool {
+    url.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[tokio::test]
+async fn content_hash_urls_are_immutable_and_old_hashes_still_serve_the_file() {
+    let site = site();
+    for layer in [
+        site.layer().prod(true).version(AssetVersion::ContentHash),
+        site.layer()
+            .prod(true)
+            .version(AssetVersion::ContentHash)
+            .cache_max_file_size(4),
+    ] {
+        let url = layer.assets().url("/app.js");
+        assert!(is_hashed(&url, "/static/app.", ".js"), "{url}");
+        let license = layer.assets().url("/LICENSE");
+        assert!(is_hashed(&license, "/static/LICENSE.", ""), "{license}");
+        let app = app(layer);
+        for round in 0..2 {
+            let reply = get(&app, &url).await;
+            assert_eq!(reply.status, StatusCode::OK, "{url} #{round}");
+            assert_eq!(reply.body, "first version\n");
+            assert_eq!(
+                reply.header("cache-control"),
+                Some(IMMUTABLE),
+                "{url} #{round}"
+            );
+            reply.assert_length_consistent();
+            let reply = get(&app, &license).await;
+            assert_eq!(reply.body, "MIT\n");
+            assert_eq!(
+                reply.header("cache-control"),
+                Some(IMMUTABLE),
+                "{license} #{round}"
+            );
+            for other in [
+                "/static/app.js",
+                "/static/app.00000000.js",
+                "/static/app.deadbeef.js",
+            ] {
+                let reply = get(&app, other).await;
+                assert_eq!(reply.status, StatusCode::OK, "{other} #{round}");
+                assert_eq!(reply.body, "first version\n", "{other} #{round}");
+                assert_eq!(
+                    reply.header("cache-control"),
+                    Some("no-cache"),
+                    "{other} #{round}"
+                );
+            }
+        }
+        // A hash-shaped name of a missing file is still a 404.
+        assert_eq!(
+            get(&app, "/static/gone.12345678.js").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_names_the_versioned_files() {
+    let site = site();
+    let manifest = AssetManifest::build(&[site.root()]).unwrap();
+    let versioned = manifest
+        .get("/vendor/jquery/dist/jquery.min.js")
+        .unwrap()
+        .to_string();
+    let layer = site
+        .layer()
+        .prod(true)
+        .version(AssetVersion::ContentHash)
+        .manifest(manifest);
+    let url = layer.assets().url("/vendor/jquery/dist/jquery.min.js");
+    assert_eq!(url, format!("/static/{versioned}"));
+    let app = app(layer);
+    let reply = get(&app, &url).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "/*! jQuery */ window.$ = {};\n");
+    assert_eq!(reply.header("cache-control"), Some(IMMUTABLE));
+}
+
+#[tokio::test]
+async fn the_memory_cache_is_used_and_counted() {
+    let site = site();
+    let layer = site.layer().prod(true);
+    let stats = layer.stats();
+    let app = app(layer);
+    get(&app, "/static/app.js").await;
+    let first = stats.snapshot();
+    assert_eq!(first.cache_misses, 1);
+    assert_eq!(first.cached_files, 1);
+    assert!(first.cached_bytes >= "first version\n".len() as u64);
+    for _ in 0..3 {
+        assert_eq!(get(&app, "/static/app.js").await.body, "first version\n");
+    }
+    let after = stats.snapshot();
+    assert_eq!(after.cache_hits, first.cache_hits + 3);
+    assert_eq!(after.cache_misses, 1);
+    assert_eq!(after.ok, 4);
+    // The snapshot serializes for a dashboard.
+    let json = serde_json::to_value(&after).unwrap();
+    assert_eq!(json["cache_hits"], after.cache_hits);
+
+    // Development mode has no cache.
+    let layer = site.layer();
+    let stats = layer.stats();
+    let dev_app = common::app(layer);
+    get(&dev_app, "/static/app.js").await;
+    get(&dev_app, "/static/app.js").await;
+    let dev = stats.snapshot();
+    assert_eq!(
+        (dev.cache_hits, dev.cache_misses, dev.cached_files, dev.ok),
+        (0, 0, 0, 2)
+    );
+}
+
+#[tokio::test]
+async fn development_mode_reads_every_change_at_once() {
+    let site = site();
+    let app = app(site.layer());
+    assert_eq!(get(&app, "/static/app.js").await.body, "first version\n");
+    site.write("app.js", "second, longer version\n");
+    let reply = get(&app, "/static/app.js").await;
+    assert_eq!(reply.body, "second, longer version\n");
+    reply.assert_length_consistent();
+    std::fs::remove_file(site.root().join("app.js")).unwrap();
+    assert_eq!(
+        get(&app, "/static/app.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The cache keeps a file for `revalidate_interval`, then checks the disk and serves the new
+/// contents, with a length that always matches the body.
+///
+/// BUG (src/service.rs, `Shared::answer_from_memory` + `Shared::still_current`): once the
+/// interval has passed, the memory path *claims* the revalidation (`claim_revalidation` stores
+/// `now` in `verified_at_ms`) and returns `None`; the slow path then calls `still_current`,
+/// whose own `claim_revalidation` now sees a fresh timestamp, so it returns `true` without
+/// reading the metadata. The stale entry is served and marked verified again: a changed (or
+/// deleted) in-memory file is never noticed until the process restarts or the entry is evicted.
+/// Expected: the request that claims the revalidation compares the fingerprint with the disk.
+#[tokio::test(start_paused = true)]
+async fn bug_a_changed_file_is_noticed_after_the_revalidate_interval() {
+    let site = site();
+    let layer = site
+        .layer()
+        .prod(true)
+        .revalidate_interval(Duration::from_secs(2));
+    let stats = layer.stats();
+    let app = app(layer);
+    let first = get(&app, "/static/app.js").await;
+    assert_eq!(first.body, "first version\n");
+    first.assert_length_consistent();
+
+    site.write("app.js", "second, longer version\n");
+    // Within the interval the cached copy is served, consistently.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let cached = get(&app, "/static/app.js").await;
+    assert_eq!(cached.body, "first version\n");
+    cached.assert_length_consistent();
+    let head = head_with(&app, "/static/app.js", &[]).await;
+    assert_eq!(head.header("content-length"), Some("14"));
+    assert!(stats.snapshot().cache_hits >= 2);
+
+    tokio::time::advance(Duration::from_millis(2_000)).await;
+    for attempt in 0..3 {
+        let reply = get(&app, "/static/app.js").await;
+        reply.assert_length_consistent();
+        assert_eq!(
+            reply.text(),
+            "second, longer version\n",
+            "attempt {attempt} after the interval"
+        );
+        let head = head_with(&app, "/static/app.js", &[]).await;
+        assert_eq!(
+            head.header("content-length"),
+            Some("23"),
+            "attempt {attempt}"
+        );
+        assert_ne!(reply.header("etag"), first.header("etag"));
+    }
+
+    // Deleted: gone after the next interval.
+    std::fs::remove_file(site.root().join("app.js")).unwrap();
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        get(&app, "/static/app.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The same bug seen through content hashes: after an edit, `assets().url()` renders the new
+/// hash at once (it checks the file), but the server keeps answering that new URL with the old
+/// bytes (and `no-cache`, since the cached entry's hash does not match).
+#[tokio::test(start_paused = true)]
+async fn bug_a_new_content_hash_serves_the_new_file_after_the_interval() {
+    let site = site();
+    let layer = site
+        .layer()
+        .prod(true)
+        .version(AssetVersion::ContentHash)
+        .revalidate_interval(Duration::from_secs(1));
+    let assets = layer.assets();
+    let app = app(layer);
+    let old_url = assets.url("/app.js");
+    assert_eq!(get(&app, &old_url).await.body, "first version\n");
+
+    site.write("app.js", "second, longer version\n");
+    let new_url = assets.url("/app.js");
+    assert_ne!(new_url, old_url, "the URL follows the file");
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    let reply = get(&app, &new_url).await;
+    assert_eq!(reply.text(), "second, longer version\n");
+    assert_eq!(reply.header("cache-control"), Some(IMMUTABLE));
+    reply.assert_length_consistent();
+    let reply = get(&app, &old_url).await;
+    assert_eq!(reply.text(), "second, longer version\n");
+    assert_eq!(reply.header("cache-control"), Some("no-cache"));
+}
+
+/// Files larger than `cache_max_file_size` are streamed and checked on every request.
+#[tokio::test(start_paused = true)]
+async fn a_large_file_is_streamed_and_follows_replacements() {
+    let site = site();
+    let first: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    site.write("big.bin", &first);
+    let layer = site.layer().prod(true).cache_max_file_size(1024);
+    let stats = layer.stats();
+    let app = app(layer);
+    let reply = get(&app, "/static/big.bin").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, first);
+    reply.assert_length_consistent();
+    let snapshot = stats.snapshot();
+    assert!(
+        snapshot.cached_bytes < first.len() as u64,
+        "not held in memory: {snapshot:?}"
+    );
+    let range = get_with(&app, "/static/big.bin", &[("range", "bytes=5000-5009")]).await;
+    assert_eq!(range.body, first[5000..5010]);
+
+    let second: Vec<u8> = (0..12_345u32).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+    site.write("big.bin", &second);
+    // No time passes: streamed files are checked on every request.
+    let reply = get(&app, "/static/big.bin").await;
+    assert_eq!(reply.body.len(), second.len());
+    assert_eq!(reply.body, second);
+    reply.assert_length_consistent();
+    let head = head_with(&app, "/static/big.bin", &[]).await;
+    assert_eq!(head.header("content-length"), Some("12345"));
+    let range = get_with(&app, "/static/big.bin", &[("range", "bytes=12340-")]).await;
+    assert_eq!(range.body, second[12340..]);
+    assert_eq!(
+        range.header("content-range"),
+        Some("bytes 12340-12344/12345")
+    );
+
+    // Shrunk below the limit: now served from memory, still correct.
+    site.write("big.bin", "small now");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let reply = get(&app, "/static/big.bin").await;
+    assert_eq!(reply.body, "small now");
+    reply.assert_length_consistent();
+}
+
+#[tokio::test]
+async fn stale_validators_after_a_change_do_not_give_304() {
+    let site = site();
+    let app = app(site.layer().prod(true).cache_max_file_size(4));
+    let first = get(&app, "/static/app.js").await;
+    site.write("app.js", "second, longer version\n");
+    let etag = first.header("etag").unwrap();
+    let reply = get_with(&app, "/static/app.js", &[("if-none-match", etag)]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "streamed files are checked on every request"
+    );
+    assert_eq!(reply.body, "second, longer version\n");
+    let reply = get_with(
+        &app,
+        "/static/app.js",
+        &[("if-match", etag), ("range", "bytes=0-1")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED);
+}
