@@ -277,9 +277,9 @@ impl AssetManifest {
             let mut files = Vec::new();
             collect_files(folder.as_ref(), String::new(), &mut files)?;
             for (relative, path) in files {
-                if !entries.contains_key(&relative) {
-                    let versioned = hashed_name(&relative, hash_file(&path)?);
-                    entries.insert(relative, versioned);
+                if let std::collections::btree_map::Entry::Vacant(slot) = entries.entry(relative) {
+                    let versioned = hashed_name(slot.key(), hash_file(&path)?);
+                    slot.insert(versioned);
                 }
             }
         }

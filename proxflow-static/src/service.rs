@@ -328,8 +328,16 @@ impl Shared {
     ) -> io::Result<Result<Found, Located>> {
         if let Some(cache) = &self.cache {
             if let Some(cached) = self.cached(cache, &path.key, query) {
+                let logical = cached.logical_key.as_deref().map(|key| SafePath {
+                    key: key.into(),
+                    trailing_slash: false,
+                    is_mount_root: false,
+                });
+                let current = self
+                    .still_current(&cached.entry, logical.as_ref().unwrap_or(path))
+                    .await;
                 let key = cached.logical_key.unwrap_or_else(|| path.key.to_string());
-                if self.still_current(&cached.entry).await {
+                if current {
                     Counters::add(&self.counters.cache_hits);
                     let (entry, versioned) = (cached.entry, cached.versioned);
                     return Ok(Ok(Found {
@@ -397,17 +405,19 @@ impl Shared {
     /// In production, whether a cached entry still matches its file. Files kept in memory are
     /// checked once per `revalidate_interval`; streamed files on every request, since their
     /// length goes out in the headers before the file is opened.
-    async fn still_current(&self, entry: &Arc<Entry>) -> bool {
+    async fn still_current(self: &Arc<Self>, entry: &Arc<Entry>, path: &SafePath<'_>) -> bool {
         if entry.is_in_memory() && self.is_fresh(entry) {
             return true;
         }
-        let check = Arc::clone(entry);
+        let (shared, check) = (Arc::clone(self), Arc::clone(entry));
+        let (relative, trailing_slash) = (path.relative().to_string(), path.trailing_slash);
         let now = self.now_ms();
         let same = blocking(move || {
-            Ok(std::fs::metadata(&check.path)
-                .map(|m| Fingerprint::of(&m))
-                .ok()
-                == Some(check.fingerprint))
+            // The path must still lead to the same file: a file added to an earlier folder, or
+            // an index added to a listed directory, takes over.
+            let same_file = matches!(shared.locate(&relative, trailing_slash)?, Located::File(file) if file == check.path);
+            let metadata = std::fs::metadata(&check.path)?;
+            Ok(same_file && Fingerprint::of(&metadata) == check.fingerprint)
         })
         .await
         .unwrap_or(false);
@@ -559,12 +569,25 @@ fn under_prefix(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Errors that mean "no such file" for the client: missing, a path below a file
+/// (`file.txt/x`), a name too long for the file system, a symlink loop.
 fn is_missing(error: &io::Error) -> bool {
-    // NotADirectory: `file.txt/x` names a path below a file.
-    matches!(
+    /// ELOOP has no stable `ErrorKind` yet.
+    #[cfg(target_os = "linux")]
+    const SYMLINK_LOOP: Option<i32> = Some(40);
+    #[cfg(target_os = "macos")]
+    const SYMLINK_LOOP: Option<i32> = Some(62);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    const SYMLINK_LOOP: Option<i32> = None;
+    let missing = matches!(
         error.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename
+    );
+    if !missing && SYMLINK_LOOP.is_some() && error.raw_os_error() == SYMLINK_LOOP {
+        tracing::warn!(%error, "symlink loop in the static folder");
+        return true;
+    }
+    missing
 }
 
 /// A directory without its slash: redirect with a relative reference (`docs/`), which is right

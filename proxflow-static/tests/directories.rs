@@ -84,6 +84,30 @@ async fn a_directory_without_its_slash_redirects_relatively_keeping_the_query() 
 }
 
 #[tokio::test]
+async fn the_redirect_of_an_odd_directory_name_is_percent_encoded() {
+    let site = site();
+    site.write("my docs/index.html", "spaced");
+    site.write("caf\u{e9}/index.html", "unicode");
+    for (mode, app) in both(site.layer()) {
+        for (uri, location) in [
+            ("/static/my%20docs", "my%20docs/"),
+            ("/static/caf%C3%A9?q=1", "caf%C3%A9/?q=1"),
+        ] {
+            let reply = get(&app, uri).await;
+            assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY, "{uri}, {mode}");
+            assert_eq!(reply.header("location"), Some(location), "{uri}, {mode}");
+            // Following it lands on the index.
+            let target = format!("{}/{}", uri.rsplit_once('/').unwrap().0, location);
+            assert_eq!(
+                get(&app, &target).await.status,
+                StatusCode::OK,
+                "{target}, {mode}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_mount_root_redirects_to_itself_with_a_slash() {
     let site = site();
     for (mode, app) in both(site.layer()) {
@@ -101,12 +125,12 @@ async fn the_mount_root_redirects_to_itself_with_a_slash() {
     assert_eq!(get(&app, "/assets/v2/").await.body, "<h1>root index</h1>");
 }
 
-/// BUG (src/service.rs, `Shared::answer_from_memory`): in production the memory path looks the
-/// mount root `/static` up under the cache key `""`, the key `/static/` (or the SPA fallback)
-/// stored `index.html` under, and answers 200 with the index instead of the 301 to `static/`.
-/// Relative links in that page then resolve against `/` instead of `/static/`.
+/// Regression (fixed in 68c037a): the production memory path looked the mount root `/static`
+/// up under the cache key `""`, where `/static/` (or the SPA fallback) had stored `index.html`,
+/// and answered 200 with the index instead of the 301 to `static/`; relative links in the page
+/// then resolved against `/` instead of `/static/`.
 #[tokio::test]
-async fn bug_prod_mount_root_still_redirects_after_the_root_index_was_cached() {
+async fn prod_mount_root_still_redirects_after_the_root_index_was_cached() {
     let site = site();
     let app = app(site.layer().prod(true));
     assert_eq!(
@@ -405,12 +429,11 @@ async fn a_custom_404_page_is_sent_with_status_404() {
     assert_eq!(reply.body, "not found\n");
 }
 
-/// BUG (src/service.rs, `Shared::not_found`): for HEAD the custom 404 page's body is replaced by
-/// an empty one without setting `Content-Length`, so hyper sends no length at all (GET sends 21).
-/// RFC 9110 §9.3.2: HEAD should carry the header fields GET would; `respond` already does this
-/// for files by inserting `Content-Length` before emptying the body.
+/// Regression (fixed in 68c037a): for HEAD the custom 404 page's body was emptied without a
+/// `Content-Length`, so hyper sent no length (GET sends 21). RFC 9110 §9.3.2: HEAD carries the
+/// header fields GET would.
 #[tokio::test]
-async fn bug_wire_head_of_the_custom_404_page_announces_the_get_length() {
+async fn wire_head_of_the_custom_404_page_announces_the_get_length() {
     let site = site();
     site.write("404.html", "<h1>nothing here</h1>");
     let addr = serve(app(site.layer().not_found_page("404.html"))).await;

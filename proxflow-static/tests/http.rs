@@ -141,6 +141,94 @@ async fn the_etag_changes_with_the_file() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn percent_encoded_names_are_served() {
+    let site = site();
+    site.write("with space.txt", "space");
+    site.write("caf\u{e9}/men\u{fc}.txt", "unicode");
+    site.write("a+b=c&d.txt", "reserved");
+    for (mode, app) in both_modes(&site) {
+        for (uri, body) in [
+            ("/static/with%20space.txt", "space"),
+            ("/static/caf%C3%A9/men%C3%BC.txt", "unicode"),
+            ("/static/caf%c3%a9/men%c3%bc.txt", "unicode"),
+            ("/static/a+b=c&d.txt", "reserved"),
+            ("/static/a%2Bb%3Dc%26d.txt", "reserved"),
+            ("/static/%61lpha.txt", ALPHA),
+        ] {
+            let reply = get(&app, uri).await;
+            assert_eq!(reply.status, StatusCode::OK, "{uri}, {mode}");
+            assert_eq!(reply.body, body, "{uri}, {mode}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_header_values_are_ignored_or_fail_safely() {
+    let site = site();
+    let garbage = http::HeaderValue::from_bytes(b"\xff\xfe\"bad\"").unwrap();
+    for (mode, app) in both_modes(&site) {
+        let with = |name: &'static str| {
+            let mut request = request(Method::GET, "/static/alpha.txt", &[]);
+            request.headers_mut().insert(name, garbage.clone());
+            request
+        };
+        // Not understood: the request is answered as if the header were absent...
+        for name in [
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+            "range",
+            "accept-encoding",
+        ] {
+            let reply = send(&app, with(name)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{name}, {mode}");
+            assert_eq!(reply.body, ALPHA, "{name}, {mode}");
+        }
+        // ...except that a condition that cannot be shown to hold does not hold.
+        assert_eq!(
+            send(&app, with("if-match")).await.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{mode}"
+        );
+        let mut ranged = with("if-range");
+        ranged
+            .headers_mut()
+            .insert("range", http::HeaderValue::from_static("bytes=0-1"));
+        let reply = send(&app, ranged).await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode}");
+        assert_eq!(reply.body, ALPHA, "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_range_header_is_not_amplified() {
+    let site = site();
+    let app = app(site.layer().prod(true));
+    // Ten thousand one-byte ranges: more than `max_ranges`, so the whole file, once.
+    let many = format!("bytes={}", vec!["0-0"; 10_000].join(","));
+    let reply = get_with(&app, "/static/alpha.txt", &[("range", &many)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, ALPHA);
+    // Sixteen disjoint ranges are still allowed by default; seventeen are not.
+    let ranges = |n: usize| {
+        format!(
+            "bytes={}",
+            (0..n)
+                .map(|i| format!("{0}-{0}", i * 2))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let sixteen = get_with(&app, "/static/alpha.txt", &[("range", &ranges(16))]).await;
+    assert_eq!(sixteen.status, StatusCode::PARTIAL_CONTENT);
+    let boundary = boundary_of(sixteen.header("content-type").unwrap());
+    assert_eq!(parse_multipart(&sixteen.body, &boundary).len(), 16);
+    let seventeen = get_with(&app, "/static/alpha.txt", &[("range", &ranges(17))]).await;
+    assert_eq!(seventeen.status, StatusCode::OK);
+    assert_eq!(seventeen.body, ALPHA);
+}
+
 async fn etag_of(app: &Router, uri: &str) -> String {
     get(app, uri)
         .await

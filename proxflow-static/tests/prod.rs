@@ -243,6 +243,46 @@ async fn the_memory_cache_is_used_and_counted() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn missing_files_are_not_cached() {
+    let site = site();
+    let app = app(site.layer().prod(true));
+    assert_eq!(
+        get(&app, "/static/late.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+    site.write("late.js", "created after the first request");
+    // No time passes: a 404 is never remembered.
+    let reply = get(&app, "/static/late.js").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "created after the first request");
+}
+
+/// With several folders, a file added later to an *earlier* folder (which wins by the
+/// documented search order) takes over in production once `revalidate_interval` has passed:
+/// revalidation searches the folders again, not only the path the entry came from.
+#[tokio::test(start_paused = true)]
+async fn prod_notices_a_file_added_to_an_earlier_folder() {
+    let first = Site::new();
+    let second = Site::new();
+    second.write("x.js", "from the second folder");
+    let layer = first.layer().folder(second.root());
+    let dev = app(layer.clone());
+    let prod = app(layer.prod(true).revalidate_interval(Duration::from_secs(1)));
+    assert_eq!(
+        get(&prod, "/static/x.js").await.body,
+        "from the second folder"
+    );
+    first.write("x.js", "from the first folder, which wins");
+    assert_eq!(
+        get(&dev, "/static/x.js").await.body,
+        "from the first folder, which wins"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let reply = get(&prod, "/static/x.js").await;
+    assert_eq!(reply.text(), "from the first folder, which wins");
+}
+
 #[tokio::test]
 async fn development_mode_reads_every_change_at_once() {
     let site = site();
@@ -262,15 +302,12 @@ async fn development_mode_reads_every_change_at_once() {
 /// The cache keeps a file for `revalidate_interval`, then checks the disk and serves the new
 /// contents, with a length that always matches the body.
 ///
-/// BUG (src/service.rs, `Shared::answer_from_memory` + `Shared::still_current`): once the
-/// interval has passed, the memory path *claims* the revalidation (`claim_revalidation` stores
-/// `now` in `verified_at_ms`) and returns `None`; the slow path then calls `still_current`,
-/// whose own `claim_revalidation` now sees a fresh timestamp, so it returns `true` without
-/// reading the metadata. The stale entry is served and marked verified again: a changed (or
-/// deleted) in-memory file is never noticed until the process restarts or the entry is evicted.
-/// Expected: the request that claims the revalidation compares the fingerprint with the disk.
+/// Regression (fixed in 68c037a): once the interval had passed, the memory path claimed the
+/// revalidation (stored `now` as the check time) and handed the request to the slow path,
+/// which then saw a fresh check time and served the stale entry without reading the metadata:
+/// a changed or deleted in-memory file was never noticed.
 #[tokio::test(start_paused = true)]
-async fn bug_a_changed_file_is_noticed_after_the_revalidate_interval() {
+async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     let site = site();
     let layer = site
         .layer()
@@ -319,11 +356,11 @@ async fn bug_a_changed_file_is_noticed_after_the_revalidate_interval() {
     );
 }
 
-/// The same bug seen through content hashes: after an edit, `assets().url()` renders the new
-/// hash at once (it checks the file), but the server keeps answering that new URL with the old
-/// bytes (and `no-cache`, since the cached entry's hash does not match).
+/// Regression (fixed in 68c037a), the same stale revalidation seen through content hashes:
+/// after an edit `assets().url()` renders the new hash at once (it checks the file), so the
+/// server must answer that new URL with the new bytes, not the cached old ones.
 #[tokio::test(start_paused = true)]
-async fn bug_a_new_content_hash_serves_the_new_file_after_the_interval() {
+async fn a_new_content_hash_serves_the_new_file_after_the_interval() {
     let site = site();
     let layer = site
         .layer()

@@ -146,14 +146,12 @@ async fn harmless_odd_paths_and_dotfiles_are_404() {
     }
 }
 
-/// BUG (src/path.rs, `sanitize`): the loop returns `Hidden` at the first dot-segment before it
-/// has checked the segments after it, so `..`, NUL or an encoded separator that follows a
-/// dotfile segment gets 404 (and, with `.spa(true)`, `index.html` with 200) instead of the
-/// documented `400 invalid path`, and is not counted in `refused_paths`. Nothing leaks, but the
-/// crate docs promise 400 for every such path. Expected: check every segment for `Invalid`
-/// first, then report `Hidden`.
+/// Regression (fixed in 68c037a): `sanitize` returned `Hidden` at the first dot-segment before
+/// checking the segments after it, so `..`, NUL or an encoded separator after a dotfile segment
+/// got 404 (with `.spa(true)`: `index.html` and 200) instead of the documented
+/// `400 invalid path`.
 #[tokio::test]
-async fn bug_traversal_after_a_dotfile_segment_is_still_400() {
+async fn traversal_after_a_dotfile_segment_is_still_400() {
     let site = site();
     let spa = app(site.layer().spa(true));
     for uri in [
@@ -170,6 +168,55 @@ async fn bug_traversal_after_a_dotfile_segment_is_still_400() {
             "{uri}: {:?}",
             reply.text()
         );
+    }
+}
+
+/// A segment longer than the file system allows (255 bytes) or a path longer than `PATH_MAX`
+/// (`ENAMETOOLONG`) is a missing file, 404, not a server error: any client can send one.
+#[tokio::test]
+async fn overlong_names_are_404_not_500() {
+    let site = site();
+    let long_segment = format!("/static/{}", "a".repeat(300));
+    let long_file = format!("/static/sub/{}.txt", "b".repeat(300));
+    let long_path = format!("/static/{}/x", ["abcdefgh"; 600].join("/"));
+    for (mode, app) in modes(&site) {
+        for uri in [&long_segment, &long_file, &long_path] {
+            let reply = get(&app, uri).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "{mode}, {} bytes: {:?}",
+                uri.len(),
+                reply.text()
+            );
+        }
+    }
+}
+
+/// A symlink loop inside the folder (`ELOOP`) answers 404 like any other link that leads
+/// nowhere (with a warning for the operator), not 500.
+#[cfg(unix)]
+#[tokio::test]
+async fn symlink_loops_are_404_not_500() {
+    let site = site();
+    std::os::unix::fs::symlink("loop-b", site.root().join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.root().join("loop-b")).unwrap();
+    std::os::unix::fs::symlink("nowhere", site.root().join("dangling")).unwrap();
+    for (mode, app) in modes(&site) {
+        assert_eq!(
+            get(&app, "/static/dangling").await.status,
+            StatusCode::NOT_FOUND,
+            "{mode}"
+        );
+        for uri in ["/static/loop-a", "/static/loop-a/x.txt"] {
+            let reply = get(&app, uri).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "{uri}, {mode}: {:?}",
+                reply.text()
+            );
+        }
     }
 }
 
