@@ -46,7 +46,8 @@ pub struct StaticConfig {
     pub is_prod: bool,
     /// Serve `index.html` for paths without an extension (Caflax `--spa`). Default `false`.
     pub spa: bool,
-    /// Path prefixes that never get the SPA fallback. Default `["/api"]`.
+    /// Path prefixes that never get the SPA fallback, compared with the full request path
+    /// (mount prefix included). Default `["/api"]`.
     pub spa_exclude: Vec<String>,
     /// The file served for a directory. Default `"index.html"`.
     pub index: String,

@@ -45,9 +45,9 @@ impl Encoding {
 }
 
 /// Picks the coding with the highest q-value among those `available` says exist; equal weights
-/// go to the order of [`Encoding::COMPRESSED`], then identity. Identity is acceptable unless the
-/// client gave it (or `*` without it) q=0; when nothing is acceptable, identity is sent anyway
-/// (RFC 9110 allows this rather than a 406).
+/// go to the order of [`Encoding::COMPRESSED`], then identity. Identity not named by the client
+/// (nor by `*`) is acceptable but least preferred; when nothing is acceptable, identity is sent
+/// anyway (RFC 9110 allows this rather than a 406).
 pub(crate) fn negotiate(
     accept: Option<&HeaderValue>,
     available: impl Fn(Encoding) -> bool,

@@ -93,7 +93,8 @@ impl StaticLayer {
         self.with(|c| c.spa = spa)
     }
 
-    /// Path prefixes that never get the SPA fallback. Default `["/api"]`.
+    /// Path prefixes that never get the SPA fallback, compared with the full request path.
+    /// Default `["/api"]`.
     pub fn spa_exclude<I: IntoIterator<Item = S>, S: Into<String>>(self, prefixes: I) -> Self {
         self.with(|c| c.spa_exclude = prefixes.into_iter().map(Into::into).collect())
     }

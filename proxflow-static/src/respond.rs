@@ -12,7 +12,7 @@ use crate::conditional::{self, Precondition, RequestConditions, Validators};
 use crate::encoding::{negotiate, Encoding};
 use crate::entry::{Entry, Representation, Selected};
 use crate::range::{self, RangeAnswer};
-use crate::stats::Counters;
+use crate::stats::{Counter, Counters};
 
 pub(crate) const IMMUTABLE: HeaderValue =
     HeaderValue::from_static("public, max-age=31536000, immutable");
@@ -50,7 +50,7 @@ pub(crate) fn respond(
     };
     let honor_range = match conditional::evaluate(request.method, conditions, validators) {
         Precondition::NotModified => {
-            Counters::add(&counters.not_modified);
+            counters.add(Counter::NotModified);
             let mut headers = HeaderMap::with_capacity(8);
             validator_headers(entry, representation, request, &mut headers);
             return Ok(with_headers(
@@ -60,7 +60,7 @@ pub(crate) fn respond(
             ));
         }
         Precondition::Failed => {
-            Counters::add(&counters.precondition_failed);
+            counters.add(Counter::PreconditionFailed);
             return Ok(status_only(StatusCode::PRECONDITION_FAILED));
         }
         Precondition::Proceed { honor_range } => honor_range,
@@ -75,16 +75,16 @@ pub(crate) fn respond(
     let mut headers = ok_headers(entry, representation, request);
     let (status, body) = match answer {
         RangeAnswer::Whole => {
-            Counters::add(&counters.ok);
+            counters.add(Counter::Ok);
             (StatusCode::OK, representation.whole())
         }
         RangeAnswer::Partial(ranges) => {
-            Counters::add(&counters.partial);
+            counters.add(Counter::Partial);
             let chunks = partial(entry, representation, &ranges, &mut headers);
             (StatusCode::PARTIAL_CONTENT, FileBody::chunks(chunks))
         }
         RangeAnswer::Unsatisfiable => {
-            Counters::add(&counters.not_satisfiable);
+            counters.add(Counter::NotSatisfiable);
             let mut response = status_only(StatusCode::RANGE_NOT_SATISFIABLE);
             let unsatisfied = format!("bytes */{}", representation.len);
             response

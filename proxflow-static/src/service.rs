@@ -25,7 +25,7 @@ use crate::entry::{Entry, Fingerprint, LoadOptions};
 use crate::listing;
 use crate::path::{sanitize, PathRejection, SafePath};
 use crate::respond::{respond, status_only, text, FileRequest, IMMUTABLE, NO_CACHE};
-use crate::stats::Counters;
+use crate::stats::{Counter, Counters};
 
 /// State shared by a layer and every service it makes.
 pub(crate) struct Shared {
@@ -210,7 +210,7 @@ impl Shared {
             &self.counters,
         )
         .ok()?;
-        Counters::add(&self.counters.cache_hits);
+        self.counters.add(Counter::CacheHits);
         Some(response)
     }
 
@@ -259,14 +259,14 @@ impl Shared {
         headers: &HeaderMap,
     ) -> Response<FileBody> {
         let Some(rest) = self.below_mount(uri.path()) else {
-            Counters::add(&self.counters.not_found);
+            self.counters.add(Counter::NotFound);
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
         let path = match sanitize(rest, self.config.dotfiles) {
             Ok(path) => path,
             Err(PathRejection::Invalid) => {
                 tracing::debug!(path = %uri.path(), "refused a path that could leave the static folder");
-                Counters::add(&self.counters.refused_paths);
+                self.counters.add(Counter::RefusedPaths);
                 return text(StatusCode::BAD_REQUEST, "invalid path\n");
             }
             Err(PathRejection::Hidden) => return self.not_found(method, uri, headers).await,
@@ -308,7 +308,7 @@ impl Shared {
                         .await
                         .unwrap_or(false);
                     if compressed_now {
-                        Counters::add(&self.counters.compressions);
+                        self.counters.add(Counter::Compressions);
                         tracing::debug!(file = %found.entry.path.display(), coding = encoding.token(), "compressed in memory");
                         // Insert again so the cache weighs the new copy.
                         if let (Some(cache), Some(key)) = (&self.cache, &found.cache_key) {
@@ -338,7 +338,7 @@ impl Shared {
                     .await;
                 let key = cached.logical_key.unwrap_or_else(|| path.key.to_string());
                 if current {
-                    Counters::add(&self.counters.cache_hits);
+                    self.counters.add(Counter::CacheHits);
                     let (entry, versioned) = (cached.entry, cached.versioned);
                     return Ok(Ok(Found {
                         entry,
@@ -348,7 +348,7 @@ impl Shared {
                 }
                 cache.invalidate(&key);
             }
-            Counters::add(&self.counters.cache_misses);
+            self.counters.add(Counter::CacheMisses);
         }
         let shared = Arc::clone(self);
         let relative = path.relative().to_string();
@@ -525,7 +525,7 @@ impl Shared {
                 return self.respond_with(found, method, headers).await;
             }
         }
-        Counters::add(&self.counters.not_found);
+        self.counters.add(Counter::NotFound);
         if let Some(page) = self.config.not_found_page.as_ref().and_then(|p| p.to_str()) {
             let key = format!("/{}", page.trim_start_matches('/'));
             if let Ok(path) = sanitize(&key, true) {

@@ -7,23 +7,67 @@ use serde::Serialize;
 
 use crate::service::Shared;
 
+/// What the layer counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Ok,
+    Partial,
+    NotModified,
+    PreconditionFailed,
+    NotSatisfiable,
+    NotFound,
+    RefusedPaths,
+    CacheHits,
+    CacheMisses,
+    Compressions,
+}
+
+impl Counter {
+    const ALL: [Counter; 10] = [
+        Counter::Ok,
+        Counter::Partial,
+        Counter::NotModified,
+        Counter::PreconditionFailed,
+        Counter::NotSatisfiable,
+        Counter::NotFound,
+        Counter::RefusedPaths,
+        Counter::CacheHits,
+        Counter::CacheMisses,
+        Counter::Compressions,
+    ];
+
+    /// The name in [`StatsSnapshot`] and the `kind` label of the metrics.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn name(self) -> &'static str {
+        match self {
+            Counter::Ok => "ok",
+            Counter::Partial => "partial",
+            Counter::NotModified => "not_modified",
+            Counter::PreconditionFailed => "precondition_failed",
+            Counter::NotSatisfiable => "not_satisfiable",
+            Counter::NotFound => "not_found",
+            Counter::RefusedPaths => "refused_paths",
+            Counter::CacheHits => "cache_hits",
+            Counter::CacheMisses => "cache_misses",
+            Counter::Compressions => "compressions",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) ok: AtomicU64,
-    pub(crate) partial: AtomicU64,
-    pub(crate) not_modified: AtomicU64,
-    pub(crate) precondition_failed: AtomicU64,
-    pub(crate) not_satisfiable: AtomicU64,
-    pub(crate) not_found: AtomicU64,
-    pub(crate) refused_paths: AtomicU64,
-    pub(crate) cache_hits: AtomicU64,
-    pub(crate) cache_misses: AtomicU64,
-    pub(crate) compressions: AtomicU64,
+    values: [AtomicU64; Counter::ALL.len()],
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn add(&self, counter: Counter) {
+        self.values[counter as usize].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("proxflow_static_events_total", "kind" => counter.name()).increment(1);
+    }
+
+    fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -66,7 +110,6 @@ impl Stats {
     /// Reads the counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = &self.shared.counters;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (cached_files, cached_bytes) = match &self.shared.cache {
             Some(cache) => {
                 cache.run_pending_tasks();
@@ -75,16 +118,16 @@ impl Stats {
             None => (0, 0),
         };
         StatsSnapshot {
-            ok: read(&c.ok),
-            partial: read(&c.partial),
-            not_modified: read(&c.not_modified),
-            precondition_failed: read(&c.precondition_failed),
-            not_satisfiable: read(&c.not_satisfiable),
-            not_found: read(&c.not_found),
-            refused_paths: read(&c.refused_paths),
-            cache_hits: read(&c.cache_hits),
-            cache_misses: read(&c.cache_misses),
-            compressions: read(&c.compressions),
+            ok: c.get(Counter::Ok),
+            partial: c.get(Counter::Partial),
+            not_modified: c.get(Counter::NotModified),
+            precondition_failed: c.get(Counter::PreconditionFailed),
+            not_satisfiable: c.get(Counter::NotSatisfiable),
+            not_found: c.get(Counter::NotFound),
+            refused_paths: c.get(Counter::RefusedPaths),
+            cache_hits: c.get(Counter::CacheHits),
+            cache_misses: c.get(Counter::CacheMisses),
+            compressions: c.get(Counter::Compressions),
             cached_files,
             cached_bytes,
         }
