@@ -101,3 +101,24 @@ fn version_flag_prints_the_version() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn asset_manifest_writes_what_the_layer_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("js")).unwrap();
+    std::fs::write(dir.path().join("js/app.js"), "let x = 1;").unwrap();
+    let output = dir.path().join("manifest.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_asset_manifest"))
+        .arg(dir.path().join("js"))
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let manifest = proxflow_static::AssetManifest::load(&output).unwrap();
+    let versioned = manifest.get("app.js").unwrap();
+    assert!(
+        versioned.starts_with("app.") && versioned.ends_with(".js") && versioned.len() == 15,
+        "{versioned}"
+    );
+}

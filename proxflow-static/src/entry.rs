@@ -132,6 +132,8 @@ pub(crate) struct Entry {
     can_generate: bool,
     /// Milliseconds after the owner's clock base when the metadata was last checked.
     pub(crate) verified_at_ms: AtomicU64,
+    /// When a request last took on checking the metadata (see `Shared::claim_revalidation`).
+    pub(crate) revalidation_claimed_ms: AtomicU64,
 }
 
 /// Which representation a negotiation picked.
@@ -169,6 +171,7 @@ impl Entry {
             siblings,
             generated: Default::default(),
             verified_at_ms: AtomicU64::new(now_ms),
+            revalidation_claimed_ms: AtomicU64::new(0),
         })
     }
 

@@ -50,26 +50,20 @@ enum Located {
     NotFound,
 }
 
-/// A file read from disk for a request.
-struct Loaded {
+/// A file for a request, from the memory cache or the disk.
+struct Hit {
     entry: Arc<Entry>,
-    /// Set when the request named a content-hashed version of this file.
-    logical_key: Option<String>,
+    /// The URL named the file's current version.
     versioned: bool,
-}
-
-/// A memory cache hit; `logical_key` is set when the request named a content-hashed version.
-struct Cached {
-    entry: Arc<Entry>,
-    versioned: bool,
+    /// Set when the request named a content-hashed version: the file's own path.
     logical_key: Option<String>,
 }
 
-/// A file found for a request, and whether the URL named its current version.
+/// A file found for a request, with its memory cache key.
 struct Found {
     entry: Arc<Entry>,
-    cache_key: Option<String>,
     versioned: bool,
+    cache_key: String,
 }
 
 impl Shared {
@@ -201,7 +195,7 @@ impl Shared {
         }
         let found = self.cached(cache, &path.key, uri.query())?;
         let entry = &found.entry;
-        if !entry.is_in_memory() || !self.is_fresh(entry) {
+        if !entry.is_in_memory() || (!self.is_fresh(entry) && self.claim_revalidation(entry)) {
             return None;
         }
         let response = respond(
@@ -214,13 +208,36 @@ impl Shared {
         Some(response)
     }
 
-    /// Whether the entry's metadata was checked less than `revalidate_interval` ago. A stale
-    /// entry sends requests down the full path, which checks the disk; that lasts one `stat`,
-    /// so only a handful of requests per interval take it.
+    /// Whether the entry's metadata was checked less than `revalidate_interval` ago.
     fn is_fresh(&self, entry: &Entry) -> bool {
         let verified = entry.verified_at_ms.load(Ordering::Relaxed);
-        let interval = self.config.revalidate_interval.as_millis() as u64;
-        self.now_ms().saturating_sub(verified) < interval
+        self.now_ms().saturating_sub(verified) < self.interval_ms()
+    }
+
+    fn interval_ms(&self) -> u64 {
+        self.config.revalidate_interval.as_millis() as u64
+    }
+
+    /// For a stale entry: true for the one request that goes to check the disk, false for the
+    /// others, which keep being answered from memory meanwhile (at most one `stat` late) instead
+    /// of all queueing for the same check. A claim older than the interval has been abandoned
+    /// (its request was dropped) and can be taken again.
+    fn claim_revalidation(&self, entry: &Entry) -> bool {
+        // Offset by one so that zero means "never claimed".
+        let now = self.now_ms() + 1;
+        let claimed = entry.revalidation_claimed_ms.load(Ordering::Relaxed);
+        if claimed != 0 && now.saturating_sub(claimed) < self.interval_ms() {
+            return false;
+        }
+        entry
+            .revalidation_claimed_ms
+            .compare_exchange(claimed, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the query is the configured version (Kalgan's `?v001`).
+    fn query_names_version(&self, query: Option<&str>) -> bool {
+        matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q)
     }
 
     /// Looks `key` up in the memory cache, also as a content-hashed name.
@@ -229,12 +246,11 @@ impl Shared {
         cache: &Cache<String, Arc<Entry>>,
         key: &str,
         query: Option<&str>,
-    ) -> Option<Cached> {
+    ) -> Option<Hit> {
         if let Some(entry) = cache.get(key) {
-            let versioned = matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q);
-            return Some(Cached {
+            return Some(Hit {
                 entry,
-                versioned,
+                versioned: self.query_names_version(query),
                 logical_key: None,
             });
         }
@@ -244,7 +260,7 @@ impl Shared {
         let (logical, hash) = split_hashed(key)?;
         let entry = cache.get(&logical)?;
         let versioned = entry.hash.map(short_hash).as_deref() == Some(hash);
-        Some(Cached {
+        Some(Hit {
             entry,
             versioned,
             logical_key: Some(logical),
@@ -282,7 +298,7 @@ impl Shared {
                 return self.listing(&dir, uri, headers).await
             }
             Ok(Err(Located::NotFound)) => return self.not_found(method, uri, headers).await,
-            Ok(Err(_)) => return method_not_allowed(),
+            Ok(Err(Located::Directory(_) | Located::File(_))) => return method_not_allowed(),
             Err(error) => return io_error(&error, uri),
         };
         if !get_or_head {
@@ -311,8 +327,8 @@ impl Shared {
                         self.counters.add(Counter::Compressions);
                         tracing::debug!(file = %found.entry.path.display(), coding = encoding.token(), "compressed in memory");
                         // Insert again so the cache weighs the new copy.
-                        if let (Some(cache), Some(key)) = (&self.cache, &found.cache_key) {
-                            cache.insert(key.clone(), Arc::clone(&found.entry));
+                        if let Some(cache) = &self.cache {
+                            cache.insert(found.cache_key.clone(), Arc::clone(&found.entry));
                         }
                     }
                 }
@@ -327,47 +343,45 @@ impl Shared {
         query: Option<&str>,
     ) -> io::Result<Result<Found, Located>> {
         if let Some(cache) = &self.cache {
-            if let Some(cached) = self.cached(cache, &path.key, query) {
-                let logical = cached.logical_key.as_deref().map(|key| SafePath {
+            if let Some(hit) = self.cached(cache, &path.key, query) {
+                let logical = hit.logical_key.as_deref().map(|key| SafePath {
                     key: key.into(),
                     trailing_slash: false,
                     is_mount_root: false,
                 });
                 let current = self
-                    .still_current(&cached.entry, logical.as_ref().unwrap_or(path))
+                    .still_current(&hit.entry, logical.as_ref().unwrap_or(path))
                     .await;
-                let key = cached.logical_key.unwrap_or_else(|| path.key.to_string());
+                let cache_key = hit.logical_key.unwrap_or_else(|| path.key.to_string());
                 if current {
                     self.counters.add(Counter::CacheHits);
-                    let (entry, versioned) = (cached.entry, cached.versioned);
+                    let (entry, versioned) = (hit.entry, hit.versioned);
                     return Ok(Ok(Found {
                         entry,
                         versioned,
-                        cache_key: Some(key),
+                        cache_key,
                     }));
                 }
-                cache.invalidate(&key);
+                cache.invalidate(&cache_key);
             }
             self.counters.add(Counter::CacheMisses);
         }
         let shared = Arc::clone(self);
         let relative = path.relative().to_string();
         let trailing_slash = path.trailing_slash;
-        let loaded =
-            match blocking(move || shared.locate_and_load(&relative, trailing_slash)).await? {
-                Ok(loaded) => loaded,
-                Err(located) => return Ok(Err(located)),
-            };
-        let key = loaded.logical_key.unwrap_or_else(|| path.key.to_string());
+        let hit = match blocking(move || shared.locate_and_load(&relative, trailing_slash)).await? {
+            Ok(hit) => hit,
+            Err(located) => return Ok(Err(located)),
+        };
+        let cache_key = hit.logical_key.unwrap_or_else(|| path.key.to_string());
         if let Some(cache) = &self.cache {
-            cache.insert(key.clone(), Arc::clone(&loaded.entry));
+            cache.insert(cache_key.clone(), Arc::clone(&hit.entry));
         }
-        let versioned = loaded.versioned
-            || matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q);
+        let versioned = hit.versioned || self.query_names_version(query);
         Ok(Ok(Found {
-            entry: loaded.entry,
-            cache_key: Some(key),
+            entry: hit.entry,
             versioned,
+            cache_key,
         }))
     }
 
@@ -377,7 +391,7 @@ impl Shared {
         &self,
         relative: &str,
         trailing_slash: bool,
-    ) -> io::Result<Result<Loaded, Located>> {
+    ) -> io::Result<Result<Hit, Located>> {
         let (file, hashed) = match self.locate(relative, trailing_slash)? {
             Located::File(file) => (file, None),
             Located::NotFound if *self.assets.version() == AssetVersion::ContentHash => {
@@ -395,10 +409,10 @@ impl Shared {
         let versioned = hashed
             .as_ref()
             .is_some_and(|(_, hash)| entry.hash.map(short_hash).as_ref() == Some(hash));
-        Ok(Ok(Loaded {
+        Ok(Ok(Hit {
             entry,
-            logical_key: hashed.map(|(logical, _)| logical),
             versioned,
+            logical_key: hashed.map(|(logical, _)| logical),
         }))
     }
 
@@ -409,6 +423,7 @@ impl Shared {
         if entry.is_in_memory() && self.is_fresh(entry) {
             return true;
         }
+        self.counters.add(Counter::Revalidations);
         let (shared, check) = (Arc::clone(self), Arc::clone(entry));
         let (relative, trailing_slash) = (path.relative().to_string(), path.trailing_slash);
         let now = self.now_ms();
@@ -526,40 +541,39 @@ impl Shared {
             }
         }
         self.counters.add(Counter::NotFound);
-        if let Some(page) = self.config.not_found_page.as_ref().and_then(|p| p.to_str()) {
-            let key = format!("/{}", page.trim_start_matches('/'));
-            if let Ok(path) = sanitize(&key, true) {
-                if let Ok(Ok(found)) = self.find(&path, None).await {
-                    let plain = HeaderMap::new();
-                    let mut response = self
-                        .respond_with(
-                            Found {
-                                versioned: false,
-                                ..found
-                            },
-                            &Method::GET,
-                            &plain,
-                        )
-                        .await;
-                    *response.status_mut() = StatusCode::NOT_FOUND;
-                    response.headers_mut().remove(header::ETAG);
-                    response
-                        .headers_mut()
-                        .insert(header::CACHE_CONTROL, NO_CACHE);
-                    if method == Method::HEAD {
-                        let len = http_body::Body::size_hint(response.body())
-                            .exact()
-                            .unwrap_or(0);
-                        response
-                            .headers_mut()
-                            .insert(header::CONTENT_LENGTH, len.into());
-                        *response.body_mut() = FileBody::empty();
-                    }
-                    return response;
-                }
-            }
+        match self.not_found_page(method).await {
+            Some(page) => page,
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
         }
-        text(StatusCode::NOT_FOUND, "not found\n")
+    }
+
+    /// The configured 404 page, whatever the request's conditions: it is never cached.
+    async fn not_found_page(self: &Arc<Self>, method: &Method) -> Option<Response<FileBody>> {
+        let page = self.config.not_found_page.as_ref()?.to_str()?;
+        let rooted = format!("/{}", page.trim_start_matches('/'));
+        let path = sanitize(&rooted, true).ok()?;
+        let found = self.find(&path, None).await.ok()?.ok()?;
+        let found = Found {
+            versioned: false,
+            ..found
+        };
+        let mut response = self
+            .respond_with(found, &Method::GET, &HeaderMap::new())
+            .await;
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        let headers = response.headers_mut();
+        headers.remove(header::ETAG);
+        headers.insert(header::CACHE_CONTROL, NO_CACHE);
+        if method == Method::HEAD {
+            let len = http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, len.into());
+            *response.body_mut() = FileBody::empty();
+        }
+        Some(response)
     }
 }
 

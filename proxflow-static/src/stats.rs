@@ -20,10 +20,11 @@ pub(crate) enum Counter {
     CacheHits,
     CacheMisses,
     Compressions,
+    Revalidations,
 }
 
 impl Counter {
-    const ALL: [Counter; 10] = [
+    const ALL: [Counter; 11] = [
         Counter::Ok,
         Counter::Partial,
         Counter::NotModified,
@@ -34,6 +35,7 @@ impl Counter {
         Counter::CacheHits,
         Counter::CacheMisses,
         Counter::Compressions,
+        Counter::Revalidations,
     ];
 
     /// The name in [`StatsSnapshot`] and the `kind` label of the metrics.
@@ -50,6 +52,7 @@ impl Counter {
             Counter::CacheHits => "cache_hits",
             Counter::CacheMisses => "cache_misses",
             Counter::Compressions => "compressions",
+            Counter::Revalidations => "revalidations",
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct StatsSnapshot {
     pub cache_misses: u64,
     /// Files compressed in memory (once per file and coding).
     pub compressions: u64,
+    /// Production mode: checks of a cached file against the disk.
+    pub revalidations: u64,
     /// Files in the memory cache.
     pub cached_files: u64,
     /// Bytes the memory cache holds, by its own weighing.
@@ -128,6 +133,7 @@ impl Stats {
             cache_hits: c.get(Counter::CacheHits),
             cache_misses: c.get(Counter::CacheMisses),
             compressions: c.get(Counter::Compressions),
+            revalidations: c.get(Counter::Revalidations),
             cached_files,
             cached_bytes,
         }

@@ -452,3 +452,30 @@ async fn stale_validators_after_a_change_do_not_give_304() {
     .await;
     assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED);
 }
+
+/// When a cached file goes stale under load, one request checks the disk and the others keep
+/// being answered from memory, instead of every request in flight queueing its own check.
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_is_checked_once_while_the_others_are_served() {
+    let site = site();
+    let layer = site
+        .layer()
+        .prod(true)
+        .revalidate_interval(Duration::from_secs(1));
+    let stats = layer.stats();
+    let app = app(layer);
+    assert_eq!(get(&app, "/static/app.js").await.status, StatusCode::OK);
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+
+    let replies =
+        futures_util::future::join_all((0..10).map(|_| get(&app, "/static/app.js"))).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.assert_length_consistent();
+    }
+    assert_eq!(stats.snapshot().revalidations, 1);
+
+    // Checked: fresh again, answered from memory without another check.
+    assert_eq!(get(&app, "/static/app.js").await.status, StatusCode::OK);
+    assert_eq!(stats.snapshot().revalidations, 1);
+}
