@@ -1,0 +1,427 @@
+//! The per-key algorithms, as plain state and functions of the time (nanoseconds since the
+//! limiter's origin). No I/O, no clock: the service passes `now` in.
+
+use std::collections::VecDeque;
+
+/// Nanoseconds since the limiter's origin.
+pub(crate) type Nanos = u64;
+
+/// A rate: `rate` requests per `per_ns`, with `burst` for the algorithms that have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Rate {
+    pub(crate) rate: u32,
+    pub(crate) per_ns: u64,
+    pub(crate) burst: u32,
+}
+
+impl Rate {
+    /// The emission interval: time between two requests at the sustained rate.
+    pub(crate) fn interval(&self) -> Nanos {
+        (self.per_ns / u64::from(self.rate.max(1))).max(1)
+    }
+}
+
+/// What the algorithm says of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Admit now, or after `wait` (leaky bucket queueing and delayed admission).
+    Admit {
+        wait: Nanos,
+        remaining: u32,
+        reset_after: Nanos,
+    },
+    /// Refuse; the same request would be admitted `retry_after` from now.
+    Refuse {
+        retry_after: Nanos,
+        reset_after: Nanos,
+    },
+}
+
+/// GCRA (the token bucket as a theoretical arrival time), the algorithm governor implements.
+/// Used here only for *reservations*: admitting a request at a future time and holding its
+/// place, which governor's API does not offer. State: the theoretical arrival time (TAT).
+pub(crate) fn gcra_reserve(
+    tat: Option<Nanos>,
+    now: Nanos,
+    rate: &Rate,
+    max_wait: Nanos,
+) -> (Verdict, Option<Nanos>) {
+    let t = rate.interval();
+    let tau = t * u64::from(rate.burst.max(1) - 1);
+    let tat = tat.unwrap_or(now).max(now);
+    let earliest = tat.saturating_sub(tau);
+    let wait = earliest.saturating_sub(now);
+    if wait > max_wait {
+        let verdict = Verdict::Refuse {
+            retry_after: wait - max_wait,
+            reset_after: tat - now,
+        };
+        return (verdict, None);
+    }
+    let new_tat = tat + t;
+    let remaining = (now + tau + t).saturating_sub(new_tat) / t;
+    let verdict = Verdict::Admit {
+        wait,
+        remaining: remaining as u32,
+        reset_after: new_tat - now,
+    };
+    (verdict, Some(new_tat))
+}
+
+/// nginx `limit_req` without `nodelay`: requests leave at one per interval; up to `burst` wait
+/// their turn, the rest are refused. State: when the next request may leave.
+pub(crate) fn leaky_bucket(
+    next_free: Option<Nanos>,
+    now: Nanos,
+    rate: &Rate,
+    max_wait: Nanos,
+) -> (Verdict, Option<Nanos>) {
+    let t = rate.interval();
+    let queue_room = t * u64::from(rate.burst);
+    let start = next_free.unwrap_or(now).max(now);
+    let wait = start - now;
+    if wait > queue_room.max(max_wait) {
+        let retry_after = wait - queue_room.max(max_wait);
+        return (
+            Verdict::Refuse {
+                retry_after,
+                reset_after: wait,
+            },
+            None,
+        );
+    }
+    let new_next = start + t;
+    let queued = (new_next - now).div_ceil(t);
+    let remaining = u64::from(rate.burst).saturating_sub(queued.saturating_sub(1));
+    (
+        Verdict::Admit {
+            wait,
+            remaining: remaining as u32,
+            reset_after: new_next - now,
+        },
+        Some(new_next),
+    )
+}
+
+/// The exact sliding log: at most `rate` admissions in any window of `per`. Memory: one
+/// timestamp per admission in the window.
+pub(crate) fn sliding_log(log: &mut VecDeque<Nanos>, now: Nanos, rate: &Rate) -> Verdict {
+    while log
+        .front()
+        .is_some_and(|&oldest| oldest + rate.per_ns <= now)
+    {
+        log.pop_front();
+    }
+    let limit = rate.rate as usize;
+    if log.len() >= limit {
+        // The oldest admission in the window leaves it first.
+        let oldest = log.front().copied().unwrap_or(now);
+        let retry_after = (oldest + rate.per_ns).saturating_sub(now);
+        return Verdict::Refuse {
+            retry_after,
+            reset_after: retry_after,
+        };
+    }
+    log.push_back(now);
+    let reset_after = log
+        .front()
+        .map_or(rate.per_ns, |&oldest| oldest + rate.per_ns - now);
+    Verdict::Admit {
+        wait: 0,
+        remaining: (limit - log.len()) as u32,
+        reset_after,
+    }
+}
+
+/// The two-counter approximation of the sliding window (as Cloudflare and nginx's commercial
+/// limiter use it): the previous fixed window's count, weighted by how much of it the sliding
+/// window still covers, plus the current window's count.
+///
+/// Error bound: the estimate assumes the previous window's requests were spread evenly. Each
+/// fixed window admits at most `rate`, so any window of length `per` (which overlaps two fixed
+/// windows) holds at most `2 × rate`, reached only when the previous window's requests all came
+/// at its very end; for evenly spread traffic it admits `rate`. Memory: 16 bytes per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    window: u64,
+    previous: u32,
+    current: u32,
+}
+
+impl Counters {
+    /// When this state equals a fresh one: two windows after its current window started.
+    pub(crate) fn idle_at(&self, rate: &Rate) -> Nanos {
+        (self.window + 2).saturating_mul(rate.per_ns)
+    }
+}
+
+pub(crate) fn sliding_counter(state: &mut Counters, now: Nanos, rate: &Rate) -> Verdict {
+    let per = rate.per_ns;
+    let window = now / per;
+    if window != state.window {
+        let previous = if window == state.window + 1 {
+            state.current
+        } else {
+            0
+        };
+        *state = Counters {
+            window,
+            previous,
+            current: 0,
+        };
+    }
+    let elapsed = now % per;
+    // previous * (per - elapsed) / per + current < rate, kept in integers.
+    let weighted = |current: u32| {
+        u128::from(state.previous) * u128::from(per - elapsed)
+            + u128::from(current) * u128::from(per)
+    };
+    let limit = u128::from(rate.rate) * u128::from(per);
+    let reset_after = per - elapsed;
+    if weighted(state.current) < limit {
+        state.current += 1;
+        let used = weighted(state.current).div_ceil(u128::from(per));
+        let remaining = u128::from(rate.rate).saturating_sub(used) as u32;
+        return Verdict::Admit {
+            wait: 0,
+            remaining,
+            reset_after,
+        };
+    }
+    // The estimate falls as the previous window slides out; past the window's end only the
+    // current count remains.
+    let retry_after = if state.current >= rate.rate || state.previous == 0 {
+        reset_after
+    } else {
+        // previous * (per - e) / per + current < rate  <=>  e > per - (rate - current) * per / previous
+        let room =
+            u128::from(rate.rate - state.current) * u128::from(per) / u128::from(state.previous);
+        let target = u128::from(per).saturating_sub(room) as u64 + 1;
+        target.saturating_sub(elapsed).max(1)
+    };
+    Verdict::Refuse {
+        retry_after,
+        reset_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECOND: Nanos = 1_000_000_000;
+
+    fn rate(rate: u32, burst: u32) -> Rate {
+        Rate {
+            rate,
+            per_ns: SECOND,
+            burst,
+        }
+    }
+
+    fn admitted(verdict: Verdict) -> bool {
+        matches!(verdict, Verdict::Admit { wait: 0, .. })
+    }
+
+    #[test]
+    fn gcra_allows_a_burst_then_the_rate() {
+        let rate = rate(10, 5);
+        let mut tat = None;
+        let mut count = 0;
+        for _ in 0..20 {
+            let (verdict, next) = gcra_reserve(tat, 0, &rate, 0);
+            if admitted(verdict) {
+                count += 1;
+                tat = next;
+            }
+        }
+        assert_eq!(count, 5, "the burst");
+        let (verdict, _) = gcra_reserve(tat, 0, &rate, 0);
+        assert_eq!(
+            verdict,
+            Verdict::Refuse {
+                retry_after: SECOND / 10,
+                reset_after: SECOND / 2
+            }
+        );
+        let (verdict, _) = gcra_reserve(tat, SECOND / 10, &rate, 0);
+        assert!(admitted(verdict), "one token back after 1/rate");
+    }
+
+    #[test]
+    fn gcra_reservations_queue_in_order() {
+        let rate = rate(10, 1);
+        let mut tat = None;
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            let (verdict, next) = gcra_reserve(tat, 0, &rate, SECOND);
+            let Verdict::Admit { wait, .. } = verdict else {
+                panic!("refused")
+            };
+            waits.push(wait);
+            tat = next;
+        }
+        assert_eq!(waits, [0, SECOND / 10, 2 * SECOND / 10, 3 * SECOND / 10]);
+        let (verdict, _) = gcra_reserve(tat, 0, &rate, SECOND / 4);
+        assert!(matches!(verdict, Verdict::Refuse { .. }), "beyond max_wait");
+    }
+
+    #[test]
+    fn leaky_bucket_queues_burst_and_refuses_the_rest() {
+        let rate = rate(10, 3);
+        let mut next = None;
+        let mut waits = Vec::new();
+        let mut refused = 0;
+        for _ in 0..6 {
+            match leaky_bucket(next, 0, &rate, 0) {
+                (Verdict::Admit { wait, .. }, state) => {
+                    waits.push(wait);
+                    next = state;
+                }
+                (Verdict::Refuse { .. }, _) => refused += 1,
+            }
+        }
+        // One goes now, three wait their turn (nginx burst=3 without nodelay), two are refused.
+        assert_eq!(waits, [0, SECOND / 10, 2 * SECOND / 10, 3 * SECOND / 10]);
+        assert_eq!(refused, 2);
+    }
+
+    #[test]
+    fn sliding_log_is_exact() {
+        let rate = rate(3, 0);
+        let mut log = VecDeque::new();
+        assert!(admitted(sliding_log(&mut log, 0, &rate)));
+        assert!(admitted(sliding_log(&mut log, 400_000_000, &rate)));
+        assert!(admitted(sliding_log(&mut log, 800_000_000, &rate)));
+        assert_eq!(
+            sliding_log(&mut log, 999_999_999, &rate),
+            Verdict::Refuse {
+                retry_after: 1,
+                reset_after: 1
+            }
+        );
+        assert!(
+            admitted(sliding_log(&mut log, SECOND, &rate)),
+            "the first left the window"
+        );
+    }
+
+    #[test]
+    fn sliding_counter_weighs_the_previous_window() {
+        let rate = rate(10, 0);
+        let mut state = Counters::default();
+        for _ in 0..10 {
+            assert!(admitted(sliding_counter(&mut state, SECOND - 1, &rate)));
+        }
+        assert!(!admitted(sliding_counter(&mut state, SECOND - 1, &rate)));
+        // A quarter into the next window, 3/4 of the previous 10 still count: the estimate is
+        // 7.5, 8.5, 9.5 before each of three more (each is checked before it is counted).
+        let quarter = SECOND + SECOND / 4;
+        for _ in 0..3 {
+            assert!(admitted(sliding_counter(&mut state, quarter, &rate)));
+        }
+        let Verdict::Refuse { retry_after, .. } = sliding_counter(&mut state, quarter, &rate)
+        else {
+            panic!("admitted past the estimate")
+        };
+        // Allowed again once 10 * (1 - e) + 3 < 10, i.e. just after e = 0.3 s.
+        let again = quarter + retry_after;
+        assert!(
+            admitted(sliding_counter(&mut state, again, &rate)),
+            "retry_after was right"
+        );
+    }
+
+    /// Reference token bucket: tokens as a real number, refilled continuously.
+    fn reference_bucket(arrivals: &[Nanos], rate: &Rate) -> Vec<bool> {
+        let capacity = f64::from(rate.burst.max(1));
+        let per_token = rate.interval() as f64;
+        let mut tokens = capacity;
+        let mut last = 0;
+        arrivals
+            .iter()
+            .map(|&now| {
+                tokens = (tokens + (now - last) as f64 / per_token).min(capacity);
+                last = now;
+                if tokens >= 1.0 - 1e-9 {
+                    tokens -= 1.0;
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect()
+    }
+
+    fn arrivals() -> impl Strategy<Value = Vec<Nanos>> {
+        prop::collection::vec(0u64..400_000_000, 1..200).prop_map(|gaps| {
+            gaps.into_iter()
+                .scan(0u64, |t, gap| {
+                    *t += gap / 1_000_000 * 1_000_000; // whole milliseconds, as exact ratios
+                    Some(*t)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn gcra_matches_the_reference_token_bucket(times in arrivals(), r in 1u32..50, burst in 1u32..20) {
+            let rate = Rate { rate: r, per_ns: 1_000_000_000 - 1_000_000_000 % u64::from(r), burst };
+            let expected = reference_bucket(&times, &rate);
+            let mut tat = None;
+            for (now, expect) in times.iter().zip(expected) {
+                let (verdict, next) = gcra_reserve(tat, *now, &rate, 0);
+                prop_assert_eq!(admitted(verdict), expect, "at {}", now);
+                if next.is_some() {
+                    tat = next;
+                }
+            }
+        }
+
+        #[test]
+        fn leaky_bucket_output_is_smooth(times in arrivals(), r in 1u32..50, burst in 0u32..10) {
+            let rate = rate(r, burst);
+            let mut next = None;
+            let mut departures = Vec::new();
+            for now in &times {
+                if let (Verdict::Admit { wait, .. }, state) = leaky_bucket(next, *now, &rate, 0) {
+                    prop_assert!(wait <= rate.interval() * u64::from(burst));
+                    departures.push(now + wait);
+                    next = state;
+                }
+            }
+            for pair in departures.windows(2) {
+                prop_assert!(pair[1] >= pair[0] + rate.interval(), "{:?}", pair);
+            }
+        }
+
+        #[test]
+        fn sliding_log_never_exceeds_rate_in_any_window(times in arrivals(), r in 1u32..20) {
+            let rate = rate(r, 0);
+            let mut log = VecDeque::new();
+            let admitted_at: Vec<Nanos> = times.iter().copied().filter(|&now| admitted(sliding_log(&mut log, now, &rate))).collect();
+            for (i, start) in admitted_at.iter().enumerate() {
+                let in_window = admitted_at[i..].iter().take_while(|&&t| t < start + SECOND).count();
+                prop_assert!(in_window <= r as usize);
+            }
+        }
+
+        #[test]
+        fn sliding_counter_stays_within_twice_the_rate(times in arrivals(), r in 1u32..20) {
+            let rate = rate(r, 0);
+            let mut state = Counters::default();
+            let admitted_at: Vec<Nanos> = times.iter().copied().filter(|&now| admitted(sliding_counter(&mut state, now, &rate))).collect();
+            for (i, start) in admitted_at.iter().enumerate() {
+                let in_window = admitted_at[i..].iter().take_while(|&&t| t < start + SECOND).count();
+                prop_assert!(in_window <= 2 * r as usize, "{} in a window, rate {}", in_window, r);
+            }
+            // Each fixed window holds at most `rate`.
+            for window in 0..=admitted_at.last().copied().unwrap_or(0) / SECOND {
+                let in_fixed = admitted_at.iter().filter(|&&t| t / SECOND == window).count();
+                prop_assert!(in_fixed <= r as usize);
+            }
+        }
+    }
+}

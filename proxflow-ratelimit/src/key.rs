@@ -1,0 +1,307 @@
+//! What a request is counted under.
+
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
+
+use crate::client_ip::{client_ip, group, TrustedProxies};
+use crate::error::ConfigError;
+
+/// The parts of a request a key is taken from.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions (authentication middleware puts the user there).
+    pub extensions: &'a Extensions,
+}
+
+/// A custom key: return `None` when the request has no key.
+///
+/// Closures work: `|request: &RequestView<'_>| request.headers.get("x-tenant").map(|v| v.as_bytes().to_vec())`.
+pub trait KeyExtractor: Send + Sync + 'static {
+    /// The key's bytes; equal bytes share a bucket.
+    fn extract(&self, request: &RequestView<'_>) -> Option<Vec<u8>>;
+}
+
+impl<F> KeyExtractor for F
+where
+    F: Fn(&RequestView<'_>) -> Option<Vec<u8>> + Send + Sync + 'static,
+{
+    fn extract(&self, request: &RequestView<'_>) -> Option<Vec<u8>> {
+        self(request)
+    }
+}
+
+/// The client's address, for servers that are not axum: insert it into each request's
+/// extensions (axum's `ConnectInfo<SocketAddr>` and a bare `SocketAddr` are read too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The authenticated user, put into the request's extensions by authentication middleware.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(pub String);
+
+/// The kinds of key, as configured by `key`.
+#[derive(Clone)]
+pub(crate) enum KeyKind {
+    Ip,
+    User,
+    ApiKey,
+    Header(HeaderName),
+    Global,
+    Custom(Arc<dyn KeyExtractor>),
+}
+
+impl std::fmt::Debug for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyKind::Ip => f.write_str("ip"),
+            KeyKind::User => f.write_str("user"),
+            KeyKind::ApiKey => f.write_str("api_key"),
+            KeyKind::Header(name) => write!(f, "header:{name}"),
+            KeyKind::Global => f.write_str("global"),
+            KeyKind::Custom(_) => f.write_str("custom"),
+        }
+    }
+}
+
+impl KeyKind {
+    pub(crate) fn parse(text: &str) -> Result<KeyKind, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "key",
+            reason,
+        };
+        Ok(match text {
+            "ip" => KeyKind::Ip,
+            "user" => KeyKind::User,
+            "api_key" => KeyKind::ApiKey,
+            "global" => KeyKind::Global,
+            other => {
+                let name = other.strip_prefix("header:").ok_or_else(|| {
+                    invalid(format!(
+                        "{other:?}: expected ip, user, api_key, header:<name> or global"
+                    ))
+                })?;
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
+                KeyKind::Header(name)
+            }
+        })
+    }
+}
+
+/// Everything key extraction needs, fixed when the layer is built.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRules {
+    pub(crate) kind: KeyKind,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) user_header: Option<HeaderName>,
+    pub(crate) api_key_header: HeaderName,
+    pub(crate) api_key_query: Option<String>,
+    /// Seeded per process, so clients cannot aim keys at each other's hashes.
+    pub(crate) seed: RandomState,
+}
+
+/// A request's key: a seeded 64-bit hash of what identifies the client.
+pub(crate) type KeyHash = u64;
+
+impl KeyRules {
+    /// The key's hash, or `None` when the request has no key of this kind.
+    pub(crate) fn key(&self, request: &RequestView<'_>) -> Option<KeyHash> {
+        match &self.kind {
+            KeyKind::Global => Some(self.hash(0u8, ())),
+            KeyKind::Ip => {
+                let peer = peer_addr(request.extensions)?.ip();
+                let client = client_ip(peer, request.headers, &self.trusted);
+                Some(self.hash(1u8, group(client, self.ipv6_prefix)))
+            }
+            KeyKind::User => {
+                if let Some(UserId(user)) = request.extensions.get::<UserId>() {
+                    return Some(self.hash(2u8, user.as_bytes()));
+                }
+                let value = request.headers.get(self.user_header.as_ref()?)?;
+                non_empty(value.as_bytes()).map(|bytes| self.hash(2u8, bytes))
+            }
+            KeyKind::ApiKey => {
+                if let Some(value) = request.headers.get(&self.api_key_header) {
+                    return non_empty(value.as_bytes()).map(|bytes| self.hash(3u8, bytes));
+                }
+                let name = self.api_key_query.as_deref()?;
+                let value = query_value(request.uri.query()?, name)?;
+                non_empty(value.as_bytes()).map(|bytes| self.hash(3u8, bytes))
+            }
+            KeyKind::Header(name) => {
+                let value = request.headers.get(name)?;
+                non_empty(value.as_bytes()).map(|bytes| self.hash(4u8, bytes))
+            }
+            KeyKind::Custom(extractor) => {
+                let bytes = extractor.extract(request)?;
+                Some(self.hash(5u8, bytes.as_slice()))
+            }
+        }
+    }
+
+    /// The shared key of requests that have none (`missing_key: shared`).
+    pub(crate) fn missing(&self) -> KeyHash {
+        self.hash(6u8, ())
+    }
+
+    fn hash(&self, kind: u8, value: impl Hash) -> KeyHash {
+        self.seed.hash_one((kind, value))
+    }
+}
+
+fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// The peer address the server recorded for the connection.
+pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
+    if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*addr);
+    }
+    extensions.get::<SocketAddr>().copied()
+}
+
+/// The raw value of `name` in a query string (`a=1&api_key=xyz`). Not percent-decoded: the
+/// key only needs to be the same for the same client.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn rules(kind: &str) -> KeyRules {
+        KeyRules {
+            kind: KeyKind::parse(kind).unwrap(),
+            trusted: TrustedProxies::default(),
+            ipv6_prefix: 64,
+            user_header: Some(HeaderName::from_static("x-user")),
+            api_key_header: HeaderName::from_static("x-api-key"),
+            api_key_query: Some("api_key".into()),
+            seed: RandomState::new(),
+        }
+    }
+
+    fn key(rules: &KeyRules, request: &Request<()>) -> Option<KeyHash> {
+        let view = RequestView {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        };
+        rules.key(&view)
+    }
+
+    fn from(addr: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(ClientAddr(addr.parse().unwrap()));
+        request
+    }
+
+    #[test]
+    fn ip_keys_group_ipv6_by_prefix() {
+        let rules = rules("ip");
+        assert_eq!(
+            key(&rules, &from("1.2.3.4:1")),
+            key(&rules, &from("1.2.3.4:2"))
+        );
+        assert_ne!(
+            key(&rules, &from("1.2.3.4:1")),
+            key(&rules, &from("1.2.3.5:1"))
+        );
+        assert_eq!(
+            key(&rules, &from("[2001:db8::1]:1")),
+            key(&rules, &from("[2001:db8::ffff]:1"))
+        );
+        assert_ne!(
+            key(&rules, &from("[2001:db8::1]:1")),
+            key(&rules, &from("[2001:db8:0:1::1]:1"))
+        );
+        assert_eq!(key(&rules, &Request::new(())), None, "no peer address");
+    }
+
+    #[test]
+    fn api_keys_come_from_the_header_or_the_query() {
+        let rules = rules("api_key");
+        let header = Request::builder()
+            .header("x-api-key", "k1")
+            .body(())
+            .unwrap();
+        let query = Request::builder()
+            .uri("/x?a=1&api_key=k1")
+            .body(())
+            .unwrap();
+        let other = Request::builder().uri("/x?api_key=k2").body(()).unwrap();
+        assert!(key(&rules, &header).is_some());
+        assert_eq!(key(&rules, &header), key(&rules, &query));
+        assert_ne!(key(&rules, &query), key(&rules, &other));
+        assert_eq!(
+            key(
+                &rules,
+                &Request::builder().uri("/x?api_key=").body(()).unwrap()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn users_come_from_the_extension_or_the_header() {
+        let rules = rules("user");
+        let mut by_extension = Request::new(());
+        by_extension.extensions_mut().insert(UserId("alice".into()));
+        let by_header = Request::builder()
+            .header("x-user", "alice")
+            .body(())
+            .unwrap();
+        assert_eq!(key(&rules, &by_extension), key(&rules, &by_header));
+        assert_eq!(key(&rules, &Request::new(())), None);
+    }
+
+    #[test]
+    fn kinds_do_not_collide() {
+        let header = rules("header:x-api-key");
+        let api = rules("api_key");
+        let request = Request::builder()
+            .header("x-api-key", "same")
+            .body(())
+            .unwrap();
+        let api = KeyRules {
+            seed: header.seed.clone(),
+            ..api
+        };
+        assert_ne!(key(&header, &request), key(&api, &request));
+    }
+
+    #[test]
+    fn bad_key_names_are_refused() {
+        assert!(KeyKind::parse("cookie").is_err());
+        assert!(KeyKind::parse("header:bad name").is_err());
+        assert!(matches!(
+            KeyKind::parse("header:X-Tenant"),
+            Ok(KeyKind::Header(_))
+        ));
+    }
+}

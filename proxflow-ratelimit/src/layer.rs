@@ -1,0 +1,246 @@
+//! [`RateLimitLayer`] and its builder.
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use crate::algorithm::Rate;
+use crate::client_ip::TrustedProxies;
+use crate::config::{Algorithm, MissingKey, RateLimitConfig, Reject};
+use crate::error::ConfigError;
+use crate::key::{KeyExtractor, KeyKind, KeyRules, RequestView};
+use crate::limiter::Limiter;
+use crate::service::{QuotaResolver, RateLimit, Shared};
+use crate::stats::{Counters, Stats};
+
+/// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
+/// per-key tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Requests per `per`; at least 1.
+    pub rate: u32,
+    /// The period.
+    pub per: Duration,
+    /// Capacity (token bucket) or line length (leaky bucket).
+    pub burst: u32,
+}
+
+impl Quota {
+    pub(crate) fn per_ns(&self) -> u64 {
+        u64::try_from(self.per.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// Limits the rate of requests per key. Cheap to clone; clones share all state.
+///
+/// Builder methods state their defaults, which are those of [`RateLimitConfig`].
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    config: RateLimitConfig,
+    custom_key: Option<Arc<dyn KeyExtractor>>,
+    resolver: Option<QuotaResolver>,
+    shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+impl RateLimitLayer {
+    /// `rate` requests per `per` for each client address, token bucket, burst 5, 429.
+    pub fn new(rate: u32, per: Duration) -> Self {
+        let config = RateLimitConfig {
+            rate,
+            per,
+            ..RateLimitConfig::default()
+        };
+        RateLimitLayer {
+            config,
+            custom_key: None,
+            resolver: None,
+            shared: Arc::default(),
+        }
+    }
+
+    /// A layer from a checked configuration.
+    pub fn from_config(config: &RateLimitConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(RateLimitLayer {
+            config: config.clone(),
+            custom_key: None,
+            resolver: None,
+            shared: Arc::default(),
+        })
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut RateLimitConfig)) -> Self {
+        change(&mut self.config);
+        self.shared = Arc::default();
+        self
+    }
+
+    /// The algorithm. Default [`Algorithm::TokenBucket`].
+    pub fn algorithm(self, algorithm: Algorithm) -> Self {
+        self.with(|c| c.algorithm = algorithm)
+    }
+
+    /// Token bucket capacity, or how many may wait in a leaky bucket. Default 5.
+    pub fn burst(self, burst: u32) -> Self {
+        self.with(|c| c.burst = burst)
+    }
+
+    /// The key: `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`.
+    pub fn key(self, key: &str) -> Result<Self, ConfigError> {
+        KeyKind::parse(key)?;
+        Ok(self.with(|c| c.key = key.to_string()))
+    }
+
+    /// A key of your own (a closure over [`RequestView`] works); replaces `key`.
+    pub fn key_extractor(mut self, extractor: impl KeyExtractor) -> Self {
+        self.custom_key = Some(Arc::new(extractor));
+        self.shared = Arc::default();
+        self
+    }
+
+    /// A per-request quota (API-key tiers); `None` keeps the layer's. Each distinct quota keeps
+    /// its own key table. Default: none.
+    pub fn quota_resolver(
+        mut self,
+        resolve: impl Fn(&RequestView<'_>) -> Option<Quota> + Send + Sync + 'static,
+    ) -> Self {
+        self.resolver = Some(Arc::new(resolve));
+        self.shared = Arc::default();
+        self
+    }
+
+    /// What a request over the limit gets. Default [`Reject::TooManyRequests`].
+    pub fn reject(self, reject: Reject) -> Self {
+        self.with(|c| c.reject = reject)
+    }
+
+    /// With [`Reject::Delay`], the longest a request is held. Default 1 s.
+    pub fn max_delay(self, max_delay: Duration) -> Self {
+        self.with(|c| c.max_delay = max_delay)
+    }
+
+    /// Proxies whose forwarding headers are believed, as CIDRs. Default: none.
+    pub fn trusted_proxies<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        cidrs: I,
+    ) -> Result<Self, ConfigError> {
+        let cidrs: Vec<String> = cidrs.into_iter().map(Into::into).collect();
+        let checked = RateLimitConfig {
+            trusted_proxies: cidrs.clone(),
+            ..RateLimitConfig::default()
+        };
+        checked.validate()?;
+        Ok(self.with(|c| c.trusted_proxies = cidrs))
+    }
+
+    /// Prefix length IPv6 clients are grouped by. Default 64.
+    pub fn ipv6_prefix(self, bits: u8) -> Self {
+        self.with(|c| c.ipv6_prefix = bits.min(128))
+    }
+
+    /// What requests without the key get. Default [`MissingKey::Shared`].
+    pub fn missing_key(self, missing: MissingKey) -> Self {
+        self.with(|c| c.missing_key = missing)
+    }
+
+    /// Keys kept at most. Default 1,000,000.
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        self.with(|c| c.max_keys = max_keys.max(1))
+    }
+
+    /// Count what would be limited, limit nothing. Default: off.
+    pub fn shadow(self, shadow: bool) -> Self {
+        self.with(|c| c.shadow = shadow)
+    }
+
+    /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. Default: off.
+    pub fn legacy_headers(self, on: bool) -> Self {
+        self.with(|c| c.legacy_headers = on)
+    }
+
+    /// The configuration as built so far.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// Counters of this layer.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            shared: self.shared(),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(self.shared.get_or_init(|| Arc::new(self.build())))
+    }
+
+    fn build(&self) -> Shared {
+        let c = &self.config;
+        let header = |name: &str| HeaderName::from_bytes(name.as_bytes()).ok();
+        let kind = match &self.custom_key {
+            Some(extractor) => KeyKind::Custom(Arc::clone(extractor)),
+            None => KeyKind::parse(&c.key).unwrap_or_else(|error| {
+                tracing::error!(%error, "bad rate limit key; limiting by client address");
+                KeyKind::Ip
+            }),
+        };
+        let trusted =
+            TrustedProxies::parse(&c.trusted_proxies).unwrap_or_else(|(entry, reason)| {
+                tracing::error!(%entry, %reason, "bad trusted proxy; trusting none");
+                TrustedProxies::default()
+            });
+        let rules = KeyRules {
+            kind,
+            trusted,
+            ipv6_prefix: c.ipv6_prefix,
+            user_header: c.user_header.as_deref().and_then(header),
+            api_key_header: header(&c.api_key_header)
+                .unwrap_or(HeaderName::from_static("x-api-key")),
+            api_key_query: c.api_key_query.clone(),
+            seed: RandomState::new(),
+        };
+        let per_ns = u64::try_from(c.per.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let rate = Rate {
+            rate: c.rate.max(1),
+            per_ns,
+            burst: c.burst,
+        };
+        Shared {
+            rules,
+            algorithm: c.algorithm,
+            limiter: Limiter::new(c.algorithm, rate, c.max_keys),
+            resolver: self.resolver.clone(),
+            tiers: RwLock::new(HashMap::new()),
+            max_keys: c.max_keys,
+            reject: c.reject,
+            max_delay: u64::try_from(c.max_delay.as_nanos()).unwrap_or(u64::MAX),
+            missing_key: c.missing_key,
+            shadow: c.shadow,
+            legacy_headers: c.legacy_headers,
+            policy_name: c.policy_name.clone(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit::new(inner, self.shared())
+    }
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}

@@ -1,0 +1,49 @@
+//! Rate limiting as a Tower layer: token bucket (governor's GCRA), leaky bucket (nginx
+//! `limit_req`) and sliding window (exact log or two-counter approximation); keys by client
+//! address (behind trusted proxies), user, API key, header, or one global key; over the limit,
+//! 429 with `Retry-After` and the IETF `RateLimit` fields, a delay, or a dropped connection.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use proxflow_ratelimit::{Algorithm, RateLimitLayer};
+//!
+//! # async fn run() {
+//! let limit = RateLimitLayer::new(10, Duration::from_secs(1))
+//!     .burst(5)
+//!     .algorithm(Algorithm::TokenBucket)
+//!     .trusted_proxies(["10.0.0.0/8"])
+//!     .unwrap();
+//! let app = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! // ConnectInfo gives the layer each client's address.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//!     .await
+//!     .unwrap();
+//! # }
+//! ```
+//!
+//! Memory is bounded: at most `max_keys` keys (default 1,000,000), each a 64-bit seeded hash of
+//! the client's key, idle keys dropped first.
+
+mod algorithm;
+mod body;
+mod client_ip;
+mod config;
+mod error;
+mod headers;
+mod key;
+mod layer;
+mod limiter;
+mod service;
+mod stats;
+mod store;
+
+pub use body::{BoxError, ConnectionDropped, RateLimitBody};
+pub use client_ip::TrustedProxies;
+pub use config::{Algorithm, MissingKey, RateLimitConfig, Reject};
+pub use error::ConfigError;
+pub use key::{ClientAddr, KeyExtractor, RequestView, UserId};
+pub use layer::{Quota, RateLimitLayer};
+pub use service::{RateLimit, ResponseFuture};
+pub use stats::{Stats, StatsSnapshot};

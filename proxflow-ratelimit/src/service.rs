@@ -1,0 +1,381 @@
+//! The service: decides per request, then passes it on, holds it, or answers for the inner
+//! service.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::algorithm::{Nanos, Rate, Verdict};
+use crate::body::RateLimitBody;
+use crate::config::{Algorithm, MissingKey, Reject};
+use crate::headers::{self, seconds_up, LimitState};
+use crate::key::{KeyKind, KeyRules, RequestView};
+use crate::layer::Quota;
+use crate::limiter::Limiter;
+use crate::stats::{Counter, Counters};
+
+/// Picks the quota of a request (API-key tiers); `None` uses the layer's own.
+pub(crate) type QuotaResolver = Arc<dyn Fn(&RequestView<'_>) -> Option<Quota> + Send + Sync>;
+
+/// More distinct quotas than this and the resolver's answer is ignored (with a warning):
+/// tiers are few, and each has its own key table.
+const MAX_QUOTAS: usize = 64;
+
+/// Fixed settings and state shared by a layer and its services.
+pub(crate) struct Shared {
+    pub(crate) rules: KeyRules,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) limiter: Limiter,
+    pub(crate) resolver: Option<QuotaResolver>,
+    pub(crate) tiers: RwLock<HashMap<Quota, Arc<Limiter>>>,
+    pub(crate) max_keys: usize,
+    pub(crate) reject: Reject,
+    pub(crate) max_delay: Nanos,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) shadow: bool,
+    pub(crate) legacy_headers: bool,
+    pub(crate) policy_name: String,
+    pub(crate) counters: Counters,
+}
+
+/// What happens to one request.
+enum Decision {
+    Pass(Option<LimitState>),
+    Hold { wait: Nanos, state: LimitState },
+    Answer(Response<()>, AnswerBody),
+}
+
+enum AnswerBody {
+    Text(&'static str),
+    Abort,
+}
+
+impl Shared {
+    fn decide(&self, view: &RequestView<'_>) -> Decision {
+        let key = match (self.rules.key(view), self.missing_key) {
+            (Some(key), _) => Some(key),
+            (None, MissingKey::Shared) => {
+                self.counters.add(Counter::MissingKey);
+                Some(self.rules.missing())
+            }
+            (None, MissingKey::Allow) => {
+                self.counters.add(Counter::MissingKey);
+                return Decision::Pass(None);
+            }
+            (None, MissingKey::Reject) => {
+                self.counters.add(Counter::MissingKey);
+                let response = plain(StatusCode::BAD_REQUEST);
+                return Decision::Answer(response, AnswerBody::Text("missing rate limit key\n"));
+            }
+        };
+        // The global key uses governor's lock-free direct limiter.
+        let key = if matches!(self.rules.kind, KeyKind::Global) {
+            None
+        } else {
+            key
+        };
+        let tier = self
+            .resolver
+            .as_ref()
+            .and_then(|resolve| resolve(view))
+            .and_then(|quota| self.tier(quota));
+        let limiter = tier.as_deref().unwrap_or(&self.limiter);
+        let max_wait = if self.reject == Reject::Delay {
+            self.max_delay
+        } else {
+            0
+        };
+        let rate = *limiter.rate();
+        match limiter.check(key, max_wait) {
+            Verdict::Admit {
+                wait: 0,
+                remaining,
+                reset_after,
+            } => {
+                self.counters.add(Counter::Allowed);
+                Decision::Pass(Some(LimitState {
+                    rate,
+                    remaining,
+                    reset_after,
+                }))
+            }
+            Verdict::Admit {
+                wait,
+                remaining,
+                reset_after,
+            } => {
+                self.counters.add(Counter::Delayed);
+                Decision::Hold {
+                    wait,
+                    state: LimitState {
+                        rate,
+                        remaining,
+                        reset_after,
+                    },
+                }
+            }
+            Verdict::Refuse {
+                retry_after,
+                reset_after,
+            } => {
+                let state = LimitState {
+                    rate,
+                    remaining: 0,
+                    reset_after,
+                };
+                if self.shadow {
+                    self.counters.add(Counter::ShadowLimited);
+                    tracing::debug!(
+                        retry_after_ms = retry_after / 1_000_000,
+                        "shadow mode: would limit"
+                    );
+                    return Decision::Pass(Some(state));
+                }
+                if self.reject == Reject::Drop {
+                    self.counters.add(Counter::Dropped);
+                    tracing::debug!("rate limited: dropping the connection");
+                    return Decision::Answer(
+                        plain(StatusCode::TOO_MANY_REQUESTS),
+                        AnswerBody::Abort,
+                    );
+                }
+                self.counters.add(Counter::Limited);
+                tracing::debug!(retry_after_ms = retry_after / 1_000_000, "rate limited");
+                let mut response = plain(StatusCode::TOO_MANY_REQUESTS);
+                let retry = seconds_up(retry_after).max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+                self.limit_headers(&mut response, &state);
+                Decision::Answer(response, AnswerBody::Text("too many requests\n"))
+            }
+        }
+    }
+
+    /// The limiter of a resolved quota, made on first use.
+    fn tier(&self, quota: Quota) -> Option<Arc<Limiter>> {
+        if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
+            return Some(Arc::clone(limiter));
+        }
+        let mut tiers = self.tiers.write().ok()?;
+        if tiers.len() >= MAX_QUOTAS && !tiers.contains_key(&quota) {
+            tracing::warn!(
+                ?quota,
+                "more than {MAX_QUOTAS} distinct quotas; using the default"
+            );
+            return None;
+        }
+        let rate = Rate {
+            rate: quota.rate,
+            per_ns: quota.per_ns(),
+            burst: quota.burst,
+        };
+        let limiter = tiers
+            .entry(quota)
+            .or_insert_with(|| Arc::new(Limiter::new(self.algorithm, rate, self.max_keys)));
+        Some(Arc::clone(limiter))
+    }
+
+    fn limit_headers<B>(&self, response: &mut Response<B>, state: &LimitState) {
+        headers::insert(
+            response.headers_mut(),
+            &self.policy_name,
+            state,
+            self.legacy_headers,
+        );
+    }
+
+    pub(crate) fn key_usage(&self) -> (usize, usize) {
+        let tiers = self.tiers.read().map(|t| {
+            t.values()
+                .map(|l| (l.active_keys(), l.table_bytes()))
+                .collect::<Vec<_>>()
+        });
+        let (mut keys, mut bytes) = (self.limiter.active_keys(), self.limiter.table_bytes());
+        for (k, b) in tiers.unwrap_or_default() {
+            keys += k;
+            bytes += b;
+        }
+        (keys, bytes)
+    }
+}
+
+fn plain(status: StatusCode) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The service of a [`RateLimitLayer`](crate::RateLimitLayer).
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> RateLimit<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        RateLimit { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("key", &self.shared.rules.kind)
+            .finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let view = RequestView {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        };
+        let decision = self.shared.decide(&view);
+        let shared = Arc::clone(&self.shared);
+        let state = match decision {
+            Decision::Pass(limit) => {
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                return ResponseFuture {
+                    state: State::Inner {
+                        future: ready.call(request),
+                    },
+                    limit,
+                    shared,
+                };
+            }
+            Decision::Hold { wait, state } => {
+                let sleep = tokio::time::sleep(std::time::Duration::from_nanos(wait));
+                let service = self.inner.clone();
+                return ResponseFuture {
+                    state: State::Waiting {
+                        sleep,
+                        service,
+                        request: Some(request),
+                    },
+                    limit: Some(state),
+                    shared,
+                };
+            }
+            Decision::Answer(response, body) => State::Answered {
+                answer: Some((response, body)),
+            },
+        };
+        ResponseFuture {
+            state,
+            limit: None,
+            shared,
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`RateLimit`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        limit: Option<LimitState>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Answered { answer: Option<(Response<()>, AnswerBody)> },
+        Waiting { #[pin] sleep: Sleep, service: S, request: Option<Request<B>> },
+        Inner { #[pin] future: S::Future },
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<RateLimitBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Answered { answer } => {
+                    let (response, body) = answer.take().expect("polled after completion");
+                    let body = match body {
+                        AnswerBody::Text(text) => RateLimitBody::text(text),
+                        AnswerBody::Abort => RateLimitBody::abort(),
+                    };
+                    return Poll::Ready(Ok(response.map(|()| body)));
+                }
+                StateProj::Waiting {
+                    sleep,
+                    service,
+                    request,
+                } => {
+                    std::task::ready!(sleep.poll(cx));
+                    std::task::ready!(service.poll_ready(cx))?;
+                    let Some(request) = request.take() else {
+                        unreachable!("called once")
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Inner { future });
+                }
+                StateProj::Inner { future } => {
+                    let mut response = std::task::ready!(future.poll(cx))?;
+                    if let Some(limit) = this.limit {
+                        this.shared.limit_headers(&mut response, limit);
+                    }
+                    return Poll::Ready(Ok(response.map(RateLimitBody::inner)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Counters a running application can show.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::service::Shared;
+
+/// What the layer counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Allowed,
+    Limited,
+    Delayed,
+    Dropped,
+    ShadowLimited,
+    MissingKey,
+}
+
+impl Counter {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn name(self) -> &'static str {
+        match self {
+            Counter::Allowed => "allowed",
+            Counter::Limited => "limited",
+            Counter::Delayed => "delayed",
+            Counter::Dropped => "dropped",
+            Counter::ShadowLimited => "shadow_limited",
+            Counter::MissingKey => "missing_key",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    values: [AtomicU64; 6],
+}
+
+impl Counters {
+    pub(crate) fn add(&self, counter: Counter) {
+        self.values[counter as usize].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("proxflow_ratelimit_requests_total", "outcome" => counter.name())
+            .increment(1);
+        tracing::trace!(outcome = counter.name(), "rate limit decision");
+    }
+
+    fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// A handle on the counters of one [`RateLimitLayer`](crate::RateLimitLayer).
+#[derive(Clone)]
+pub struct Stats {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A point-in-time copy of the counters; serializes to JSON for a dashboard.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Requests passed to the inner service without waiting.
+    pub allowed: u64,
+    /// Requests answered 429.
+    pub limited: u64,
+    /// Requests held before being passed on.
+    pub delayed: u64,
+    /// Requests whose connection was closed without an answer.
+    pub dropped: u64,
+    /// Shadow mode: requests that would have been limited.
+    pub shadow_limited: u64,
+    /// Requests without a key (counted whatever `missing_key` does with them).
+    pub missing_key: u64,
+    /// Keys with state now, over all quotas.
+    pub active_keys: u64,
+    /// Bytes of the key tables, over all quotas.
+    pub key_table_bytes: u64,
+}
+
+impl Stats {
+    /// Reads the counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = &self.shared.counters;
+        let (active_keys, key_table_bytes) = self.shared.key_usage();
+        StatsSnapshot {
+            allowed: c.get(Counter::Allowed),
+            limited: c.get(Counter::Limited),
+            delayed: c.get(Counter::Delayed),
+            dropped: c.get(Counter::Dropped),
+            shadow_limited: c.get(Counter::ShadowLimited),
+            missing_key: c.get(Counter::MissingKey),
+            active_keys: active_keys as u64,
+            key_table_bytes: key_table_bytes as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
