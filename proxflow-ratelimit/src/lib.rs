@@ -45,5 +45,5 @@ pub use config::{Algorithm, MissingKey, RateLimitConfig, Reject};
 pub use error::ConfigError;
 pub use key::{ClientAddr, KeyExtractor, RequestView, UserId};
 pub use layer::{Quota, RateLimitLayer};
-pub use service::{RateLimit, ResponseFuture};
+pub use service::{RateLimit, RateLimited, ResponseFuture};
 pub use stats::{Stats, StatsSnapshot};

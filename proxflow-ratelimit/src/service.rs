@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -43,6 +44,17 @@ pub(crate) struct Shared {
     pub(crate) legacy_headers: bool,
     pub(crate) policy_name: String,
     pub(crate) counters: Counters,
+}
+
+/// Put into the extensions of every 429 this layer answers, for outer layers and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// When the same request would be admitted.
+    pub retry_after: Duration,
+    /// The limit that refused it: `rate` requests per `per`.
+    pub rate: u32,
+    /// The period of `rate`.
+    pub per: Duration,
 }
 
 /// What happens to one request.
@@ -154,6 +166,11 @@ impl Shared {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry));
                 self.limit_headers(&mut response, &state);
+                response.extensions_mut().insert(RateLimited {
+                    retry_after: Duration::from_nanos(retry_after),
+                    rate: state.rate.rate,
+                    per: Duration::from_nanos(state.rate.per_ns),
+                });
                 Decision::Answer(response, AnswerBody::Text("too many requests\n"))
             }
         }
@@ -288,7 +305,7 @@ where
                 };
             }
             Decision::Hold { wait, state } => {
-                let sleep = tokio::time::sleep(std::time::Duration::from_nanos(wait));
+                let sleep = tokio::time::sleep(Duration::from_nanos(wait));
                 let service = self.inner.clone();
                 return ResponseFuture {
                     state: State::Waiting {
