@@ -39,7 +39,8 @@ pub enum Reject {
     #[serde(rename = "429")]
     TooManyRequests,
     /// Hold the request until it is admitted, at most `max_delay`, then 429. Requests of one
-    /// key are admitted in arrival order.
+    /// key are admitted in arrival order (each reserves its slot when it arrives). Applies to
+    /// the token and leaky buckets; the sliding windows cannot reserve a slot and answer 429.
     #[serde(rename = "delay")]
     Delay,
     /// No HTTP response: the connection is closed.
