@@ -24,7 +24,9 @@ pub enum Algorithm {
     /// nginx `limit_req` without `nodelay`: requests leave at one per `per / rate`, up to `burst`
     /// wait in line, the rest are rejected.
     LeakyBucket,
-    /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps).
+    /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
+    /// 8 bytes per admitted request in the window, per key, so prefer the approximation for
+    /// large rates with many keys).
     SlidingWindow,
     /// The two-counter approximation of the sliding window: 16 bytes per key, at most twice
     /// `rate` in any window in the worst case, `rate` for evenly spread traffic.

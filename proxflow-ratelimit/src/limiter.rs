@@ -116,8 +116,6 @@ pub(crate) struct Limiter {
 impl Limiter {
     pub(crate) fn new(algorithm: Algorithm, rate: Rate, max_keys: usize) -> Limiter {
         let clock = LimiterClock::default();
-        // The first reading fixes the origin before governor takes its own.
-        clock.now_ns();
         let engine = match algorithm {
             Algorithm::TokenBucket => {
                 let tats = Arc::new(KeyStore::new(max_keys));
@@ -126,6 +124,8 @@ impl Limiter {
                     keys: Arc::clone(&tats),
                     clock: clock.clone(),
                 };
+                // Built first: its reading of the clock is the first, so its origin is zero and
+                // the reservations below share its frame.
                 let keyed: KeyedGcra = RateLimiter::new(quota, store, clock.clone());
                 let direct: DirectGcra =
                     RateLimiter::new(quota, InMemoryState::default(), clock.clone());
