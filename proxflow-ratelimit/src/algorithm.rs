@@ -14,7 +14,24 @@ pub(crate) struct Rate {
     pub(crate) burst: u32,
 }
 
+/// The longest span the algorithms reason about; longer periods and bursts are clamped to it,
+/// which keeps every sum of times far from overflowing 64-bit nanoseconds.
+pub(crate) const MAX_SPAN: Nanos = 100 * 365 * 24 * 3600 * 1_000_000_000;
+
 impl Rate {
+    /// A rate with `per` and `burst × per / rate` clamped to [`MAX_SPAN`].
+    pub(crate) fn new(rate: u32, per_ns: u64, burst: u32) -> Rate {
+        let rate = rate.max(1);
+        let per_ns = per_ns.clamp(1, MAX_SPAN);
+        let interval = (per_ns / u64::from(rate)).max(1);
+        let burst = u64::from(burst).min(MAX_SPAN / interval) as u32;
+        Rate {
+            rate,
+            per_ns,
+            burst,
+        }
+    }
+
     /// The emission interval: time between two requests at the sustained rate.
     pub(crate) fn interval(&self) -> Nanos {
         (self.per_ns / u64::from(self.rate.max(1))).max(1)
@@ -47,7 +64,7 @@ pub(crate) fn gcra_reserve(
     max_wait: Nanos,
 ) -> (Verdict, Option<Nanos>) {
     let t = rate.interval();
-    let tau = t * u64::from(rate.burst.max(1) - 1);
+    let tau = t.saturating_mul(u64::from(rate.burst.max(1) - 1));
     let tat = tat.unwrap_or(now).max(now);
     let earliest = tat.saturating_sub(tau);
     let wait = earliest.saturating_sub(now);
@@ -58,8 +75,12 @@ pub(crate) fn gcra_reserve(
         };
         return (verdict, None);
     }
-    let new_tat = tat + t;
-    let remaining = (now + tau + t).saturating_sub(new_tat) / t;
+    let new_tat = tat.saturating_add(t);
+    let remaining = now
+        .saturating_add(tau)
+        .saturating_add(t)
+        .saturating_sub(new_tat)
+        / t;
     let verdict = Verdict::Admit {
         wait,
         remaining: remaining as u32,
@@ -77,7 +98,7 @@ pub(crate) fn leaky_bucket(
     max_wait: Nanos,
 ) -> (Verdict, Option<Nanos>) {
     let t = rate.interval();
-    let queue_room = t * u64::from(rate.burst);
+    let queue_room = t.saturating_mul(u64::from(rate.burst));
     let start = next_free.unwrap_or(now).max(now);
     let wait = start - now;
     if wait > queue_room.max(max_wait) {
@@ -90,7 +111,7 @@ pub(crate) fn leaky_bucket(
             None,
         );
     }
-    let new_next = start + t;
+    let new_next = start.saturating_add(t);
     let queued = (new_next - now).div_ceil(t);
     let remaining = u64::from(rate.burst).saturating_sub(queued.saturating_sub(1));
     (
@@ -116,7 +137,7 @@ pub(crate) fn sliding_log(log: &mut VecDeque<Nanos>, now: Nanos, rate: &Rate) ->
     if log.len() >= limit {
         // The oldest admission in the window leaves it first.
         let oldest = log.front().copied().unwrap_or(now);
-        let retry_after = (oldest + rate.per_ns).saturating_sub(now);
+        let retry_after = oldest.saturating_add(rate.per_ns).saturating_sub(now);
         return Verdict::Refuse {
             retry_after,
             reset_after: retry_after,
@@ -150,8 +171,8 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// When this state equals a fresh one: two windows after its current window started.
-    pub(crate) fn idle_at(&self, rate: &Rate) -> Nanos {
-        (self.window + 2).saturating_mul(rate.per_ns)
+    pub(crate) fn idle_at(&self, per: Nanos) -> Nanos {
+        (self.window + 2).saturating_mul(per)
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::algorithm::MAX_SPAN;
 use crate::client_ip::TrustedProxies;
 use crate::error::ConfigError;
 
@@ -33,8 +34,8 @@ pub enum Algorithm {
     SlidingWindowApprox,
 }
 
-/// What a request over the limit gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What a request over the limit gets. Reads `429` (a number or a string), `delay` or `drop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 pub enum Reject {
     /// `429 Too Many Requests` with `Retry-After` and the `RateLimit` fields.
     #[default]
@@ -45,9 +46,41 @@ pub enum Reject {
     /// the token and leaky buckets; the sliding windows cannot reserve a slot and answer 429.
     #[serde(rename = "delay")]
     Delay,
-    /// No HTTP response: the connection is closed.
+    /// No HTTP response. Over HTTP/1.1 the connection is closed before any byte of the answer
+    /// is sent (the body fails at once, so hyper never flushes the head). Over HTTP/2 only the
+    /// request's stream is reset: a layer cannot close a connection other streams share. Inside
+    /// axum, an outer layer sees a 429 whose body fails with
+    /// [`ConnectionDropped`](crate::ConnectionDropped).
     #[serde(rename = "drop")]
     Drop,
+}
+
+impl<'de> Deserialize<'de> for Reject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The origin writes `reject 429`; JSON and TOML read that as a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text<'a> {
+            Number(u64),
+            Word(std::borrow::Cow<'a, str>),
+        }
+        let allowed = "expected `429`, `delay` or `drop`";
+        match Text::deserialize(deserializer) {
+            Ok(Text::Number(429)) => Ok(Reject::TooManyRequests),
+            Ok(Text::Word(word)) => match word.as_ref() {
+                "429" => Ok(Reject::TooManyRequests),
+                "delay" => Ok(Reject::Delay),
+                "drop" => Ok(Reject::Drop),
+                other => Err(serde::de::Error::custom(format!(
+                    "`reject`: {other:?}: {allowed}"
+                ))),
+            },
+            Ok(Text::Number(other)) => Err(serde::de::Error::custom(format!(
+                "`reject`: {other}: {allowed}"
+            ))),
+            Err(_) => Err(serde::de::Error::custom(format!("`reject`: {allowed}"))),
+        }
+    }
 }
 
 /// What a request without the key gets.
@@ -151,6 +184,13 @@ impl RateLimitConfig {
                 "rate",
                 "more than one request per nanosecond cannot be timed",
             );
+        }
+        if self.per.as_nanos() > u128::from(MAX_SPAN) {
+            return invalid("per", "must be at most 100 years");
+        }
+        let interval = self.per.as_nanos() / u128::from(self.rate);
+        if interval * u128::from(self.burst) > u128::from(MAX_SPAN) {
+            return invalid("burst", "burst × per / rate must be at most 100 years");
         }
         if self.burst == 0 && self.algorithm == Algorithm::TokenBucket {
             return invalid("burst", "a token bucket needs a capacity of at least 1");

@@ -13,7 +13,7 @@ use crate::client_ip::TrustedProxies;
 use crate::config::{Algorithm, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
 use crate::key::{KeyExtractor, KeyKind, KeyRules, RequestView};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::service::{QuotaResolver, RateLimit, Shared};
 use crate::stats::{Counters, Stats};
 
@@ -164,6 +164,33 @@ impl RateLimitLayer {
         self.with(|c| c.legacy_headers = on)
     }
 
+    /// `user` key: the header holding the user id when no [`UserId`](crate::UserId) extension
+    /// is set. Default: none.
+    pub fn user_header(self, name: HeaderName) -> Self {
+        self.with(|c| c.user_header = Some(name.as_str().to_string()))
+    }
+
+    /// `api_key` key: the header holding it. Default `x-api-key`.
+    pub fn api_key_header(self, name: HeaderName) -> Self {
+        self.with(|c| c.api_key_header = name.as_str().to_string())
+    }
+
+    /// `api_key` key: the query parameter holding it when the header is absent; `None` reads
+    /// only the header. Default `api_key`.
+    pub fn api_key_query(self, name: Option<&str>) -> Self {
+        self.with(|c| c.api_key_query = name.map(str::to_string))
+    }
+
+    /// The policy name in `RateLimit-Policy` and `RateLimit`. Default `default`.
+    pub fn policy_name(self, name: &str) -> Result<Self, ConfigError> {
+        let checked = RateLimitConfig {
+            policy_name: name.to_string(),
+            ..RateLimitConfig::default()
+        };
+        checked.validate()?;
+        Ok(self.with(|c| c.policy_name = name.to_string()))
+    }
+
     /// The configuration as built so far.
     pub fn config(&self) -> &RateLimitConfig {
         &self.config
@@ -205,19 +232,17 @@ impl RateLimitLayer {
             api_key_query: c.api_key_query.clone(),
             seed: RandomState::new(),
         };
-        let per_ns = u64::try_from(c.per.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let rate = Rate {
-            rate: c.rate.max(1),
-            per_ns,
-            burst: c.burst,
-        };
+        let per_ns = u64::try_from(c.per.as_nanos()).unwrap_or(u64::MAX);
+        let rate = Rate::new(c.rate, per_ns, c.burst);
+        let tables = Tables::new(c.algorithm, c.max_keys);
+        let clock = LimiterClock::default();
         Shared {
             rules,
-            algorithm: c.algorithm,
-            limiter: Limiter::new(c.algorithm, rate, c.max_keys),
+            limiter: Limiter::new(&tables, rate, &clock, 0),
+            tables,
+            clock,
             resolver: self.resolver.clone(),
             tiers: RwLock::new(HashMap::new()),
-            max_keys: c.max_keys,
             reject: c.reject,
             max_delay: u64::try_from(c.max_delay.as_nanos()).unwrap_or(u64::MAX),
             missing_key: c.missing_key,

@@ -17,9 +17,8 @@ use crate::algorithm::{
 use crate::config::Algorithm;
 use crate::store::{KeyState, KeyStore};
 
-/// A clock whose first reading is zero. governor takes its origin from the first reading, so
-/// its theoretical arrival times and this crate's reservations share one frame. Built on
-/// tokio's clock, so tests control it with paused time.
+/// The layer's clock: nanoseconds since its first reading. Built on tokio's clock, so tests
+/// control it with paused time. Every key table holds times in this frame.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LimiterClock {
     origin: Arc<OnceLock<tokio::time::Instant>>,
@@ -32,19 +31,34 @@ impl LimiterClock {
     }
 }
 
-impl Clock for LimiterClock {
-    type Instant = GovernorNanos;
+/// The clock one governor limiter sees: zero at its first reading. governor counts from its
+/// first reading, so this offset is how its times map to the layer's frame.
+#[derive(Debug, Clone)]
+struct QuotaClock {
+    layer: LimiterClock,
+    offset: Arc<OnceLock<Nanos>>,
+}
 
-    fn now(&self) -> GovernorNanos {
-        GovernorNanos::from(self.now_ns())
+impl QuotaClock {
+    fn offset(&self) -> Nanos {
+        *self.offset.get_or_init(|| self.layer.now_ns())
     }
 }
 
-/// governor's keyed state, kept in the bounded store.
+impl Clock for QuotaClock {
+    type Instant = GovernorNanos;
+
+    fn now(&self) -> GovernorNanos {
+        let offset = self.offset();
+        GovernorNanos::from(self.layer.now_ns().saturating_sub(offset))
+    }
+}
+
+/// governor's keyed state, kept in the layer's bounded table in the layer's frame.
 #[derive(Clone)]
 struct BoundedGcraStore {
     keys: Arc<KeyStore<u64>>,
-    clock: LimiterClock,
+    clock: QuotaClock,
 }
 
 impl StateStore for BoundedGcraStore {
@@ -54,44 +68,82 @@ impl StateStore for BoundedGcraStore {
     where
         F: Fn(Option<GovernorNanos>) -> Result<(T, GovernorNanos), E>,
     {
-        let now = self.clock.now_ns();
+        let offset = self.clock.offset();
+        let now = self.clock.layer.now_ns();
         self.keys.update(*key, now, |state| {
-            let (value, tat) = f(state.map(GovernorNanos::from))?;
-            *state = Some(tat.as_u64());
+            let local = state.map(|tat| GovernorNanos::from(tat.saturating_sub(offset)));
+            let (value, tat) = f(local)?;
+            *state = Some(tat.as_u64().saturating_add(offset));
             Ok(value)
         })
     }
 }
 
-type KeyedGcra = RateLimiter<u64, BoundedGcraStore, LimiterClock, StateInformationMiddleware>;
-type DirectGcra = RateLimiter<NotKeyed, InMemoryState, LimiterClock, StateInformationMiddleware>;
+type KeyedGcra = RateLimiter<u64, BoundedGcraStore, QuotaClock, StateInformationMiddleware>;
+type DirectGcra = RateLimiter<NotKeyed, InMemoryState, QuotaClock, StateInformationMiddleware>;
 
-/// A sliding log and the rate it is judged by (its idle time depends on the window).
+/// A sliding log and the window it is judged by (its idle time depends on the window).
 #[derive(Default)]
-struct LogState {
+pub(crate) struct LogState {
     log: VecDeque<Nanos>,
     per: Nanos,
 }
 
 impl KeyState for LogState {
     fn idle_at(&self) -> Nanos {
-        self.log.back().map_or(0, |last| last + self.per)
+        self.log
+            .back()
+            .map_or(0, |last| last.saturating_add(self.per))
     }
 }
 
 #[derive(Default)]
-struct CounterState {
+pub(crate) struct CounterState {
     counters: algorithm::Counters,
     per: Nanos,
 }
 
 impl KeyState for CounterState {
     fn idle_at(&self) -> Nanos {
-        self.counters.idle_at(&Rate {
-            rate: 1,
-            per_ns: self.per,
-            burst: 0,
-        })
+        self.counters.idle_at(self.per)
+    }
+}
+
+/// The key table of a layer, shared by all its quotas, so that `max_keys` bounds the layer.
+#[derive(Clone)]
+pub(crate) enum Tables {
+    Gcra(Arc<KeyStore<u64>>),
+    Leaky(Arc<KeyStore<u64>>),
+    Log(Arc<KeyStore<LogState>>),
+    Counter(Arc<KeyStore<CounterState>>),
+}
+
+impl Tables {
+    pub(crate) fn new(algorithm: Algorithm, max_keys: usize) -> Tables {
+        match algorithm {
+            Algorithm::TokenBucket => Tables::Gcra(Arc::new(KeyStore::new(max_keys))),
+            Algorithm::LeakyBucket => Tables::Leaky(Arc::new(KeyStore::new(max_keys))),
+            Algorithm::SlidingWindow => Tables::Log(Arc::new(KeyStore::new(max_keys))),
+            Algorithm::SlidingWindowApprox => Tables::Counter(Arc::new(KeyStore::new(max_keys))),
+        }
+    }
+
+    /// Keys with state now.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Tables::Gcra(store) | Tables::Leaky(store) => store.len(),
+            Tables::Log(store) => store.len(),
+            Tables::Counter(store) => store.len(),
+        }
+    }
+
+    /// Bytes of the tables (see `KeyStore::table_bytes`).
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Tables::Gcra(store) | Tables::Leaky(store) => store.table_bytes(),
+            Tables::Log(store) => store.table_bytes(),
+            Tables::Counter(store) => store.table_bytes(),
+        }
     }
 }
 
@@ -99,50 +151,55 @@ enum Engine {
     TokenBucket {
         keyed: KeyedGcra,
         direct: DirectGcra,
+        clock: QuotaClock,
         tats: Arc<KeyStore<u64>>,
     },
-    LeakyBucket(KeyStore<u64>),
-    SlidingLog(KeyStore<LogState>),
-    SlidingCounter(KeyStore<CounterState>),
+    LeakyBucket(Arc<KeyStore<u64>>),
+    SlidingLog(Arc<KeyStore<LogState>>),
+    SlidingCounter(Arc<KeyStore<CounterState>>),
 }
 
-/// One rate, one algorithm, the state of every key.
+/// One quota over the layer's key table. Its keys are salted, so that quotas sharing the table
+/// never read each other's state.
 pub(crate) struct Limiter {
     engine: Engine,
     rate: Rate,
     clock: LimiterClock,
+    salt: u64,
 }
 
 impl Limiter {
-    pub(crate) fn new(algorithm: Algorithm, rate: Rate, max_keys: usize) -> Limiter {
-        let clock = LimiterClock::default();
-        let engine = match algorithm {
-            Algorithm::TokenBucket => {
-                let tats = Arc::new(KeyStore::new(max_keys));
+    pub(crate) fn new(tables: &Tables, rate: Rate, clock: &LimiterClock, salt: u64) -> Limiter {
+        let engine = match tables {
+            Tables::Gcra(tats) => {
+                let quota_clock = QuotaClock {
+                    layer: clock.clone(),
+                    offset: Arc::default(),
+                };
                 let quota = quota(&rate);
                 let store = BoundedGcraStore {
-                    keys: Arc::clone(&tats),
-                    clock: clock.clone(),
+                    keys: Arc::clone(tats),
+                    clock: quota_clock.clone(),
                 };
-                // Built first: its reading of the clock is the first, so its origin is zero and
-                // the reservations below share its frame.
-                let keyed: KeyedGcra = RateLimiter::new(quota, store, clock.clone());
+                let keyed: KeyedGcra = RateLimiter::new(quota, store, quota_clock.clone());
                 let direct: DirectGcra =
-                    RateLimiter::new(quota, InMemoryState::default(), clock.clone());
+                    RateLimiter::new(quota, InMemoryState::default(), quota_clock.clone());
                 Engine::TokenBucket {
                     keyed,
                     direct,
-                    tats,
+                    clock: quota_clock,
+                    tats: Arc::clone(tats),
                 }
             }
-            Algorithm::LeakyBucket => Engine::LeakyBucket(KeyStore::new(max_keys)),
-            Algorithm::SlidingWindow => Engine::SlidingLog(KeyStore::new(max_keys)),
-            Algorithm::SlidingWindowApprox => Engine::SlidingCounter(KeyStore::new(max_keys)),
+            Tables::Leaky(store) => Engine::LeakyBucket(Arc::clone(store)),
+            Tables::Log(store) => Engine::SlidingLog(Arc::clone(store)),
+            Tables::Counter(store) => Engine::SlidingCounter(Arc::clone(store)),
         };
         Limiter {
             engine,
             rate,
-            clock,
+            clock: clock.clone(),
+            salt,
         }
     }
 
@@ -155,16 +212,17 @@ impl Limiter {
     pub(crate) fn check(&self, key: Option<u64>, max_wait: Nanos) -> Verdict {
         let now = self.clock.now_ns();
         let rate = &self.rate;
+        let salted = key.unwrap_or(0) ^ self.salt;
         match &self.engine {
             Engine::TokenBucket {
                 keyed,
                 direct,
+                clock,
                 tats,
             } => {
                 if max_wait > 0 {
                     // A reservation: governor can only say "not until", not hold the place.
-                    let key = key.unwrap_or(0);
-                    return tats.update(key, now, |tat| {
+                    return tats.update(salted, now, |tat| {
                         let (verdict, next) = gcra_reserve(*tat, now, rate, max_wait);
                         if next.is_some() {
                             *tat = next;
@@ -173,7 +231,7 @@ impl Limiter {
                     });
                 }
                 let outcome = match key {
-                    Some(key) => keyed.check_key(&key),
+                    Some(_) => keyed.check_key(&salted),
                     None => direct.check(),
                 };
                 let t = rate.interval();
@@ -184,60 +242,41 @@ impl Limiter {
                         Verdict::Admit {
                             wait: 0,
                             remaining,
-                            reset_after: used * t,
+                            reset_after: used.saturating_mul(t),
                         }
                     }
                     Err(not_until) => {
-                        let wait = not_until.wait_time_from(GovernorNanos::from(now));
+                        let wait = not_until.wait_time_from(clock.now());
                         let retry_after = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                        let reset_after = u64::from(rate.burst).saturating_mul(t);
                         Verdict::Refuse {
                             retry_after,
-                            reset_after: u64::from(rate.burst) * t,
+                            reset_after,
                         }
                     }
                 }
             }
-            Engine::LeakyBucket(store) => store.update(key.unwrap_or(0), now, |next| {
+            Engine::LeakyBucket(store) => store.update(salted, now, |next| {
                 let (verdict, new_next) = leaky_bucket(*next, now, rate, max_wait);
                 if new_next.is_some() {
                     *next = new_next;
                 }
                 verdict
             }),
-            Engine::SlidingLog(store) => store.update(key.unwrap_or(0), now, |state| {
+            Engine::SlidingLog(store) => store.update(salted, now, |state| {
                 let state = state.get_or_insert_with(|| LogState {
                     log: VecDeque::new(),
                     per: rate.per_ns,
                 });
                 sliding_log(&mut state.log, now, rate)
             }),
-            Engine::SlidingCounter(store) => store.update(key.unwrap_or(0), now, |state| {
+            Engine::SlidingCounter(store) => store.update(salted, now, |state| {
                 let state = state.get_or_insert_with(|| CounterState {
                     counters: Default::default(),
                     per: rate.per_ns,
                 });
                 sliding_counter(&mut state.counters, now, rate)
             }),
-        }
-    }
-
-    /// Keys with state now.
-    pub(crate) fn active_keys(&self) -> usize {
-        match &self.engine {
-            Engine::TokenBucket { tats, .. } => tats.len(),
-            Engine::LeakyBucket(store) => store.len(),
-            Engine::SlidingLog(store) => store.len(),
-            Engine::SlidingCounter(store) => store.len(),
-        }
-    }
-
-    /// Bytes of the key tables (see `KeyStore::table_bytes`).
-    pub(crate) fn table_bytes(&self) -> usize {
-        match &self.engine {
-            Engine::TokenBucket { tats, .. } => tats.table_bytes(),
-            Engine::LeakyBucket(store) => store.table_bytes(),
-            Engine::SlidingLog(store) => store.table_bytes(),
-            Engine::SlidingCounter(store) => store.table_bytes(),
         }
     }
 }
@@ -261,9 +300,17 @@ mod tests {
         }
     }
 
+    fn limiter(algorithm: Algorithm) -> (Limiter, Tables) {
+        let tables = Tables::new(algorithm, 100);
+        (
+            Limiter::new(&tables, rate(), &LimiterClock::default(), 0),
+            tables,
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn token_bucket_through_governor_matches_the_reservation_math() {
-        let limiter = Limiter::new(Algorithm::TokenBucket, rate(), 100);
+        let (limiter, tables) = limiter(Algorithm::TokenBucket);
         let verdicts: Vec<bool> = (0..5)
             .map(|_| matches!(limiter.check(Some(7), 0), Verdict::Admit { .. }))
             .collect();
@@ -292,17 +339,52 @@ mod tests {
             ),
             "keys are separate"
         );
-        assert_eq!(limiter.active_keys(), 2);
+        assert_eq!(tables.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quotas_share_the_table_without_sharing_state() {
+        let tables = Tables::new(Algorithm::TokenBucket, 100);
+        let clock = LimiterClock::default();
+        let small = Limiter::new(&tables, rate(), &clock, 0);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        // Made an hour later: its governor counts from a later origin.
+        let large = Limiter::new(
+            &tables,
+            Rate {
+                rate: 100,
+                per_ns: 1_000_000_000,
+                burst: 50,
+            },
+            &clock,
+            0xABCD,
+        );
+        let admitted = |limiter: &Limiter| {
+            (0..60)
+                .filter(|_| matches!(limiter.check(Some(1), 0), Verdict::Admit { .. }))
+                .count()
+        };
+        assert_eq!(admitted(&small), 3);
+        assert_eq!(admitted(&large), 50);
+        assert_eq!(tables.len(), 2);
+        // Both frames agree: a reservation on the large quota sees the state governor left.
+        assert!(matches!(
+            large.check(Some(1), 1_000_000_000),
+            Verdict::Admit {
+                wait: 10_000_000,
+                ..
+            }
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_global_key_uses_governors_direct_limiter() {
-        let limiter = Limiter::new(Algorithm::TokenBucket, rate(), 100);
+        let (limiter, tables) = limiter(Algorithm::TokenBucket);
         let admitted = (0..10)
             .filter(|_| matches!(limiter.check(None, 0), Verdict::Admit { .. }))
             .count();
         assert_eq!(admitted, 3);
-        assert_eq!(limiter.active_keys(), 0, "no keyed state");
+        assert_eq!(tables.len(), 0, "no keyed state");
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,7 +394,7 @@ mod tests {
             Algorithm::SlidingWindow,
             Algorithm::SlidingWindowApprox,
         ] {
-            let limiter = Limiter::new(algorithm, rate(), 100);
+            let (limiter, _tables) = limiter(algorithm);
             let refused = (0..30)
                 .filter(|_| matches!(limiter.check(Some(1), 0), Verdict::Refuse { .. }))
                 .count();

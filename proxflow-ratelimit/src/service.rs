@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -15,28 +16,29 @@ use tower_service::Service;
 
 use crate::algorithm::{Nanos, Rate, Verdict};
 use crate::body::RateLimitBody;
-use crate::config::{Algorithm, MissingKey, Reject};
+use crate::config::{MissingKey, Reject};
 use crate::headers::{self, seconds_up, LimitState};
 use crate::key::{KeyKind, KeyRules, RequestView};
 use crate::layer::Quota;
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::stats::{Counter, Counters};
 
 /// Picks the quota of a request (API-key tiers); `None` uses the layer's own.
 pub(crate) type QuotaResolver = Arc<dyn Fn(&RequestView<'_>) -> Option<Quota> + Send + Sync>;
 
 /// More distinct quotas than this and the resolver's answer is ignored (with a warning):
-/// tiers are few, and each has its own key table.
+/// tiers are few, and each keeps a governor limiter.
 const MAX_QUOTAS: usize = 64;
 
 /// Fixed settings and state shared by a layer and its services.
 pub(crate) struct Shared {
     pub(crate) rules: KeyRules,
-    pub(crate) algorithm: Algorithm,
+    /// The key table every quota shares, so that `max_keys` bounds the whole layer.
+    pub(crate) tables: Tables,
+    pub(crate) clock: LimiterClock,
     pub(crate) limiter: Limiter,
     pub(crate) resolver: Option<QuotaResolver>,
     pub(crate) tiers: RwLock<HashMap<Quota, Arc<Limiter>>>,
-    pub(crate) max_keys: usize,
     pub(crate) reject: Reject,
     pub(crate) max_delay: Nanos,
     pub(crate) missing_key: MissingKey,
@@ -189,14 +191,11 @@ impl Shared {
             );
             return None;
         }
-        let rate = Rate {
-            rate: quota.rate,
-            per_ns: quota.per_ns(),
-            burst: quota.burst,
-        };
+        let rate = Rate::new(quota.rate, quota.per_ns(), quota.burst);
+        let salt = self.rules.seed.hash_one(quota);
         let limiter = tiers
             .entry(quota)
-            .or_insert_with(|| Arc::new(Limiter::new(self.algorithm, rate, self.max_keys)));
+            .or_insert_with(|| Arc::new(Limiter::new(&self.tables, rate, &self.clock, salt)));
         Some(Arc::clone(limiter))
     }
 
@@ -210,17 +209,7 @@ impl Shared {
     }
 
     pub(crate) fn key_usage(&self) -> (usize, usize) {
-        let tiers = self.tiers.read().map(|t| {
-            t.values()
-                .map(|l| (l.active_keys(), l.table_bytes()))
-                .collect::<Vec<_>>()
-        });
-        let (mut keys, mut bytes) = (self.limiter.active_keys(), self.limiter.table_bytes());
-        for (k, b) in tiers.unwrap_or_default() {
-            keys += k;
-            bytes += b;
-        }
-        (keys, bytes)
+        (self.tables.len(), self.tables.bytes())
     }
 }
 

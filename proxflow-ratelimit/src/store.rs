@@ -28,24 +28,28 @@ type Shard<S> = HashMap<u64, S, BuildHasherDefault<PrehashedKey>>;
 
 pub(crate) struct KeyStore<S> {
     shards: Box<[Mutex<Shard<S>>]>,
-    shard_capacity: usize,
+    /// Room per shard; they add up to exactly `max_keys`.
+    shard_capacities: Box<[usize]>,
 }
 
 impl<S: KeyState> KeyStore<S> {
     pub(crate) fn new(max_keys: usize) -> Self {
-        let shard_capacity = max_keys.div_ceil(SHARDS).max(1);
-        let shards = (0..SHARDS)
-            .map(|_| Mutex::new(HashMap::default()))
+        let max_keys = max_keys.max(1);
+        let count = SHARDS.min(max_keys);
+        let shards = (0..count).map(|_| Mutex::new(HashMap::default())).collect();
+        let shard_capacities = (0..count)
+            .map(|i| max_keys / count + usize::from(i < max_keys % count))
             .collect();
         KeyStore {
             shards,
-            shard_capacity,
+            shard_capacities,
         }
     }
 
     /// Runs `f` on the key's state (`None` for a new key) and stores what it leaves there.
     pub(crate) fn update<R>(&self, key: u64, now: Nanos, f: impl FnOnce(&mut Option<S>) -> R) -> R {
-        let mut shard = self.shards[shard_of(key)]
+        let index = self.shard_of(key);
+        let mut shard = self.shards[index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = shard.get_mut(&key) {
@@ -64,8 +68,9 @@ impl<S: KeyState> KeyStore<S> {
         let mut state = None;
         let result = f(&mut state);
         if let Some(state) = state {
-            if shard.len() >= self.shard_capacity {
-                evict(&mut shard, now, self.shard_capacity);
+            let capacity = self.shard_capacities[index];
+            if shard.len() >= capacity {
+                evict(&mut shard, now, capacity);
             }
             shard.insert(key, state);
         }
@@ -97,13 +102,13 @@ impl<S: KeyState> KeyStore<S> {
     /// The most keys this store keeps.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.shard_capacity * SHARDS
+        self.shard_capacities.iter().sum()
     }
-}
 
-fn shard_of(key: u64) -> usize {
-    // The low bits pick the bucket inside a shard's table; the high bits pick the shard.
-    (key >> 58) as usize % SHARDS
+    fn shard_of(&self, key: u64) -> usize {
+        // The low bits pick the bucket inside a shard's table; the high bits pick the shard.
+        (key >> 58) as usize % self.shards.len()
+    }
 }
 
 /// hashbrown's table size for a capacity: buckets are a power of two at most 7/8 full.
@@ -211,6 +216,26 @@ mod tests {
             Some(139),
             "the newest busy key stays"
         );
+    }
+
+    #[test]
+    fn the_bound_is_exact_for_any_max_keys() {
+        for max_keys in [1, 5, 63, 64, 100, 1000] {
+            let store: KeyStore<u64> = KeyStore::new(max_keys);
+            assert_eq!(store.capacity(), max_keys);
+            let mut key = 1u64;
+            for i in 0..10 * max_keys as u64 {
+                key = key
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                store.update(key, i, |state| *state = Some(u64::MAX));
+                assert!(
+                    store.len() <= max_keys,
+                    "{} keys for max_keys {max_keys}",
+                    store.len()
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,436 @@
+//! `RateLimitConfig` from JSON, YAML and TOML with the origin's names, the layer it builds, and
+//! bad values: each refused with a `ConfigError` that names the field.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use proxflow_ratelimit::{
+    Algorithm, ConfigError, MissingKey, RateLimitConfig, RateLimitLayer, Reject,
+};
+use tokio::time::advance;
+
+const ORIGIN_JSON: &str = r#"{
+    "algorithm": "token_bucket",
+    "rate": 10,
+    "per": "1s",
+    "burst": 5,
+    "key": "ip",
+    "reject": "429"
+}"#;
+
+const ORIGIN_YAML: &str = "
+algorithm: token_bucket
+rate: 10
+per: 1s
+burst: 5
+key: ip
+reject: \"429\"
+";
+
+const ORIGIN_TOML: &str = r#"
+algorithm = "token_bucket"
+rate = 10
+per = "1s"
+burst = 5
+key = "ip"
+reject = "429"
+"#;
+
+#[test]
+fn the_origin_example_reads_the_same_from_json_yaml_and_toml() {
+    let json: RateLimitConfig = serde_json::from_str(ORIGIN_JSON).unwrap();
+    let yaml: RateLimitConfig = serde_yaml::from_str(ORIGIN_YAML).unwrap();
+    let toml: RateLimitConfig = toml::from_str(ORIGIN_TOML).unwrap();
+    assert_eq!(json, yaml);
+    assert_eq!(json, toml);
+    assert_eq!(json.algorithm, Algorithm::TokenBucket);
+    assert_eq!(
+        (json.rate, json.per, json.burst),
+        (10, Duration::from_secs(1), 5)
+    );
+    assert_eq!(json.key, "ip");
+    assert_eq!(json.reject, Reject::TooManyRequests);
+    json.validate().unwrap();
+}
+
+#[test]
+fn every_field_reads_from_each_format() {
+    let json = r#"{
+        "algorithm": "leaky_bucket", "rate": 100, "per": "1m", "burst": 20,
+        "key": "header:x-tenant", "reject": "delay", "max_delay": "250ms",
+        "trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "ipv6_prefix": 56,
+        "user_header": "x-user", "api_key_header": "x-key", "api_key_query": "token",
+        "missing_key": "reject", "max_keys": 5000, "shadow": true, "legacy_headers": true,
+        "policy_name": "tier-a"
+    }"#;
+    let yaml = "
+algorithm: leaky_bucket
+rate: 100
+per: 1m
+burst: 20
+key: header:x-tenant
+reject: delay
+max_delay: 250ms
+trusted_proxies: [10.0.0.0/8, 2001:db8::/32]
+ipv6_prefix: 56
+user_header: x-user
+api_key_header: x-key
+api_key_query: token
+missing_key: reject
+max_keys: 5000
+shadow: true
+legacy_headers: true
+policy_name: tier-a
+";
+    let toml = r#"
+algorithm = "leaky_bucket"
+rate = 100
+per = "1m"
+burst = 20
+key = "header:x-tenant"
+reject = "delay"
+max_delay = "250ms"
+trusted_proxies = ["10.0.0.0/8", "2001:db8::/32"]
+ipv6_prefix = 56
+user_header = "x-user"
+api_key_header = "x-key"
+api_key_query = "token"
+missing_key = "reject"
+max_keys = 5000
+shadow = true
+legacy_headers = true
+policy_name = "tier-a"
+"#;
+    let expected = RateLimitConfig {
+        algorithm: Algorithm::LeakyBucket,
+        rate: 100,
+        per: Duration::from_secs(60),
+        burst: 20,
+        key: "header:x-tenant".into(),
+        reject: Reject::Delay,
+        max_delay: Duration::from_millis(250),
+        trusted_proxies: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        ipv6_prefix: 56,
+        user_header: Some("x-user".into()),
+        api_key_header: "x-key".into(),
+        api_key_query: Some("token".into()),
+        missing_key: MissingKey::Reject,
+        max_keys: 5000,
+        shadow: true,
+        legacy_headers: true,
+        policy_name: "tier-a".into(),
+    };
+    assert_eq!(
+        serde_json::from_str::<RateLimitConfig>(json).unwrap(),
+        expected
+    );
+    assert_eq!(
+        serde_yaml::from_str::<RateLimitConfig>(yaml).unwrap(),
+        expected
+    );
+    assert_eq!(toml::from_str::<RateLimitConfig>(toml).unwrap(), expected);
+    expected.validate().unwrap();
+    // And back: what serializes reads again.
+    let text = serde_json::to_string(&expected).unwrap();
+    assert_eq!(
+        serde_json::from_str::<RateLimitConfig>(&text).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn an_empty_config_is_the_documented_default() {
+    let empty: RateLimitConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(empty, RateLimitConfig::default());
+    assert_eq!(empty.algorithm, Algorithm::TokenBucket);
+    assert_eq!(
+        (empty.rate, empty.per, empty.burst),
+        (10, Duration::from_secs(1), 5)
+    );
+    assert_eq!(empty.key, "ip");
+    assert_eq!(empty.reject, Reject::TooManyRequests);
+    assert_eq!(empty.max_delay, Duration::from_secs(1));
+    assert!(empty.trusted_proxies.is_empty());
+    assert_eq!(empty.ipv6_prefix, 64);
+    assert_eq!(empty.user_header, None);
+    assert_eq!(empty.api_key_header, "x-api-key");
+    assert_eq!(empty.api_key_query.as_deref(), Some("api_key"));
+    assert_eq!(empty.missing_key, MissingKey::Shared);
+    assert_eq!(empty.max_keys, 1_000_000);
+    assert!(!empty.shadow && !empty.legacy_headers);
+    assert_eq!(empty.policy_name, "default");
+    empty.validate().unwrap();
+    // The builder starts from the same defaults.
+    let built = RateLimitLayer::new(10, Duration::from_secs(1));
+    assert_eq!(built.config(), &empty);
+}
+
+#[test]
+fn durations_read_as_text() {
+    for (text, expected) in [
+        ("1s", Duration::from_secs(1)),
+        ("1m", Duration::from_secs(60)),
+        ("250ms", Duration::from_millis(250)),
+        ("1h 30m", Duration::from_secs(5400)),
+        ("1day", Duration::from_secs(86400)),
+    ] {
+        let config: RateLimitConfig =
+            serde_json::from_str(&format!(r#"{{"per": "{text}"}}"#)).unwrap();
+        assert_eq!(config.per, expected, "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_origin_example_builds_a_working_layer() {
+    for text in [ORIGIN_JSON, ORIGIN_YAML, ORIGIN_TOML] {
+        let config: RateLimitConfig = serde_json::from_str(text)
+            .or_else(|_| serde_yaml::from_str(text))
+            .or_else(|_| toml::from_str(text))
+            .unwrap();
+        let layer = RateLimitLayer::from_config(&config).unwrap();
+        let app = app(layer);
+        let client = || from("192.0.2.1");
+        assert_eq!(
+            statuses(&app, 7, client).await,
+            [200, 200, 200, 200, 200, 429, 429]
+        );
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(statuses(&app, 2, client).await, [200, 429]);
+        assert_eq!(status(&app, from("192.0.2.2")).await, StatusCode::OK);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_delay_and_drop_from_config() {
+    let delay: RateLimitConfig =
+        serde_yaml::from_str("rate: 10\nper: 1s\nburst: 1\nreject: delay\nmax_delay: 1s\n")
+            .unwrap();
+    let app = app(RateLimitLayer::from_config(&delay).unwrap());
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+    let mut held = Box::pin(send(&app, from("192.0.2.1")));
+    assert!(poll_once(&mut held).await.is_none(), "held");
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(poll_once(&mut held).await.unwrap().status(), StatusCode::OK);
+
+    let drop: RateLimitConfig =
+        toml::from_str("rate = 1\nper = \"1h\"\nburst = 1\nreject = \"drop\"\n").unwrap();
+    let layer = RateLimitLayer::from_config(&drop).unwrap();
+    let stats = layer.stats();
+    let dropping = common::app(layer);
+    assert_eq!(status(&dropping, from("192.0.2.1")).await, StatusCode::OK);
+    let dropped = send(&dropping, from("192.0.2.1")).await;
+    use http_body_util::BodyExt;
+    assert!(dropped.into_body().collect().await.is_err(), "no body");
+    assert_eq!(stats.snapshot().dropped, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaky_bucket_burst_zero_is_nginx_without_burst() {
+    let config: RateLimitConfig =
+        serde_json::from_str(r#"{"algorithm": "leaky_bucket", "rate": 10, "burst": 0}"#).unwrap();
+    let app = app(RateLimitLayer::from_config(&config).unwrap());
+    assert_eq!(
+        statuses(&app, 3, || from("192.0.2.1")).await,
+        [200, 429, 429]
+    );
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(statuses(&app, 2, || from("192.0.2.1")).await, [200, 429]);
+}
+
+fn field_of(result: Result<RateLimitLayer, ConfigError>) -> (&'static str, String) {
+    match result {
+        Ok(layer) => panic!("accepted: {:?}", layer.config()),
+        Err(error) => {
+            let ConfigError::Invalid { field, ref reason } = error;
+            assert!(!reason.is_empty());
+            assert!(
+                error.to_string().contains(&format!("`{field}`")),
+                "{error} names the field"
+            );
+            (field, reason.clone())
+        }
+    }
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_field() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"rate": 0}"#, "rate"),
+        (r#"{"per": "0s"}"#, "per"),
+        (r#"{"rate": 10, "per": "5ns"}"#, "rate"),
+        (r#"{"burst": 0}"#, "burst"),
+        (r#"{"key": "cookie"}"#, "key"),
+        (r#"{"key": "header:bad name"}"#, "key"),
+        (r#"{"key": "header:"}"#, "key"),
+        (r#"{"ipv6_prefix": 129}"#, "ipv6_prefix"),
+        (r#"{"max_keys": 0}"#, "max_keys"),
+        (r#"{"api_key_header": "bad header"}"#, "api_key_header"),
+        (r#"{"user_header": "x:y"}"#, "user_header"),
+        (r#"{"policy_name": ""}"#, "policy_name"),
+        (r#"{"policy_name": "a b"}"#, "policy_name"),
+        (r#"{"policy_name": "a\"b"}"#, "policy_name"),
+        (r#"{"trusted_proxies": ["10.0.0.1/8"]}"#, "trusted_proxies"),
+        (r#"{"trusted_proxies": ["nonsense"]}"#, "trusted_proxies"),
+        (r#"{"trusted_proxies": ["10.0.0.0/33"]}"#, "trusted_proxies"),
+        (r#"{"trusted_proxies": [""]}"#, "trusted_proxies"),
+    ];
+    for (json, expected) in cases {
+        let config: RateLimitConfig = serde_json::from_str(json).unwrap();
+        assert!(config.validate().is_err(), "{json}");
+        let (field, reason) = field_of(RateLimitLayer::from_config(&config));
+        assert_eq!(field, *expected, "{json}: {reason}");
+    }
+    // The trusted proxy error repeats the entry and says what to write.
+    let config: RateLimitConfig =
+        serde_json::from_str(r#"{"trusted_proxies": ["10.0.0.0/8", "10.0.0.1/8"]}"#).unwrap();
+    let (_, reason) = field_of(RateLimitLayer::from_config(&config));
+    assert!(
+        reason.contains("10.0.0.1/8") && reason.contains("10.0.0.0/8"),
+        "{reason}"
+    );
+    // A leaky bucket may have no line at all; a sliding window has no burst.
+    for algorithm in ["leaky_bucket", "sliding_window", "sliding_window_approx"] {
+        let config: RateLimitConfig =
+            serde_json::from_str(&format!(r#"{{"algorithm": "{algorithm}", "burst": 0}}"#))
+                .unwrap();
+        config.validate().unwrap();
+    }
+}
+
+#[test]
+fn the_builder_refuses_the_same_values() {
+    let base = || RateLimitLayer::new(10, Duration::from_secs(1));
+    assert_eq!(field_of(base().key("cookie")).0, "key");
+    assert_eq!(field_of(base().key("header:a b")).0, "key");
+    assert_eq!(
+        field_of(base().trusted_proxies(["10.0.0.0/8", "x"])).0,
+        "trusted_proxies"
+    );
+    assert!(base().key("header:X-Tenant").is_ok());
+    assert!(base().trusted_proxies(["10.0.0.0/8", "::1"]).is_ok());
+    assert_eq!(
+        field_of(RateLimitLayer::from_config(
+            &RateLimitLayer::new(0, Duration::from_secs(1))
+                .config()
+                .clone()
+        ))
+        .0,
+        "rate"
+    );
+}
+
+#[test]
+fn format_errors_say_what_is_allowed() {
+    // Unknown fields are refused, with the list of known ones.
+    let error = serde_json::from_str::<RateLimitConfig>(r#"{"rate_limit": 5}"#).unwrap_err();
+    assert!(error.to_string().contains("`burst`"), "{error}");
+    // An unknown algorithm lists the algorithms; YAML and TOML point at the field.
+    let error = serde_json::from_str::<RateLimitConfig>(r#"{"algorithm": "fast"}"#).unwrap_err();
+    assert!(
+        error.to_string().contains("`sliding_window_approx`"),
+        "{error}"
+    );
+    let error = serde_yaml::from_str::<RateLimitConfig>("algorithm: fast").unwrap_err();
+    assert!(error.to_string().starts_with("algorithm: "), "{error}");
+    let error = toml::from_str::<RateLimitConfig>("algorithm = \"fast\"").unwrap_err();
+    assert!(
+        error.to_string().contains("algorithm = \"fast\""),
+        "{error}"
+    );
+    let error = serde_json::from_str::<RateLimitConfig>(r#"{"missing_key": "deny"}"#).unwrap_err();
+    assert!(error.to_string().contains("expected one of"), "{error}");
+    for text in [
+        r#"{"reject": "430"}"#,
+        r#"{"reject": 430}"#,
+        r#"{"reject": true}"#,
+    ] {
+        let error = serde_json::from_str::<RateLimitConfig>(text).unwrap_err();
+        assert!(
+            error.to_string().contains("`reject`") && error.to_string().contains("`delay`"),
+            "{error}"
+        );
+    }
+    let error = serde_yaml::from_str::<RateLimitConfig>("per: 1 parsec").unwrap_err();
+    assert!(error.to_string().starts_with("per: "), "{error}");
+    // YAML reads an unquoted 429 as the origin writes it.
+    let config: RateLimitConfig = serde_yaml::from_str("reject: 429").unwrap();
+    assert_eq!(config.reject, Reject::TooManyRequests);
+}
+
+/// The origin writes `reject 429`: JSON's `"reject": 429` and TOML's `reject = 429` read as the
+/// 429 policy, like YAML's unquoted `reject: 429`.
+#[test]
+fn reject_429_reads_as_a_number_in_json_and_toml() {
+    let json = serde_json::from_str::<RateLimitConfig>(r#"{"reject": 429}"#)
+        .map(|c| c.reject)
+        .map_err(|e| e.to_string());
+    let toml = toml::from_str::<RateLimitConfig>("reject = 429")
+        .map(|c| c.reject)
+        .map_err(|e| e.to_string());
+    for (format, result) in [("JSON", json), ("TOML", toml)] {
+        match result {
+            Ok(reject) => assert_eq!(reject, Reject::TooManyRequests, "{format}"),
+            Err(error) => assert!(
+                error.contains("`429`") && error.contains("delay"),
+                "{format}: `reject: 429` refused with {error:?}, which says nothing of what \
+                 `reject` allows"
+            ),
+        }
+    }
+}
+
+/// Quotas whose arithmetic in nanoseconds would overflow (burst × per / rate, or per, beyond
+/// 100 years) are refused naming the field, or work: never a panic or a wrapped value.
+#[tokio::test(start_paused = true)]
+async fn overlong_quotas_are_refused_or_work() {
+    let cases = [
+        r#"{"algorithm": "token_bucket", "rate": 1, "per": "1day", "burst": 1000000}"#,
+        r#"{"algorithm": "leaky_bucket", "rate": 1, "per": "1day", "burst": 1000000}"#,
+        r#"{"algorithm": "leaky_bucket", "rate": 1, "per": "500years", "burst": 1}"#,
+    ];
+    let mut failures = Vec::new();
+    for json in cases {
+        let config: RateLimitConfig = serde_json::from_str(json).unwrap();
+        let layer = match RateLimitLayer::from_config(&config) {
+            Err(ConfigError::Invalid { field, .. }) => {
+                assert!(["rate", "per", "burst"].contains(&field), "{json}: {field}");
+                continue;
+            }
+            Ok(layer) => layer,
+        };
+        let outcome = tokio::spawn(async move {
+            let app = app(layer);
+            let first = status(&app, from("192.0.2.1")).await;
+            advance(Duration::from_secs(1)).await;
+            let second = status(&app, from("192.0.2.1")).await;
+            (first, second)
+        })
+        .await;
+        match outcome {
+            Ok((first, _)) => assert_eq!(first, StatusCode::OK, "{json}"),
+            Err(panic) => failures.push(format!("{json}: {panic}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn stats_snapshot_serializes_for_a_dashboard() {
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1));
+    let json = serde_json::to_value(layer.stats().snapshot()).unwrap();
+    for field in [
+        "allowed",
+        "limited",
+        "delayed",
+        "dropped",
+        "shadow_limited",
+        "missing_key",
+        "active_keys",
+        "key_table_bytes",
+    ] {
+        assert_eq!(json[field], 0, "{field}");
+    }
+}
