@@ -1,0 +1,607 @@
+//! What `proxflow-ratelimit` costs per request, against raw governor measured in the same run.
+//!
+//! ```text
+//! cargo bench -p proxflow-benches --bench ratelimit -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Every figure is the time of one call, median of criterion's samples. Services are called the
+//! way a server calls them, minus the runtime: `poll_ready`, `call`, then one poll of the
+//! response future with a no-op waker (what `FutureExt::now_or_never` does); the future of an
+//! admitted request is ready at once, so nothing waits.
+//!
+//! - `ratelimit_allowed`: the allowed path with `key: global` and a rate no run can exhaust
+//!   (10^9 per second, burst 10^9), so every request is admitted.
+//!   - `noop`: `Request::new(())`, then the no-op service
+//!     (`service_fn(|_| async { Ok::<_, Infallible>(Response::new(())) })`); the response is
+//!     dropped in the loop.
+//!   - `layer_global`: the same, through `RateLimitLayer` (`key: global`). The layer's response
+//!     carries the `RateLimit-Policy` and `RateLimit` fields, built and dropped in the loop.
+//!   - `governor_direct`: `RateLimiter::direct(Quota::per_second(10^9)).check()`, governor's
+//!     default clock (quanta, with the `quanta` feature as governor's defaults have it).
+//!   - `governor_direct_std_clock`: the same with `MonotonicClock` (`std::time::Instant`, the
+//!     clock under the layer's limiter): for information.
+//!
+//!   The overhead of the layer is `layer_global - noop`, compared with `governor_direct`.
+//! - `ratelimit_rejected`: the rejection path (the one a flood takes): `key: global`, 1 per hour,
+//!   burst 1, the one token spent, so every request gets the 429 (with `Retry-After` and the
+//!   `RateLimit` fields), against governor's refusal (`Quota::per_hour(1)`, spent). The layer's
+//!   cost is `layer_global - ratelimit_allowed/noop`. For information.
+//! - `ratelimit_keyed_1M`: one million distinct client addresses (`ClientAddr(10.x.y.z:4000)`),
+//!   all of them given state before measuring, then requests cycling over them in address order
+//!   (their hashes, and so their table slots, are in random order). Quota: 1 per hour, burst
+//!   10^6, so every key stays live (its state is in the future: nothing idle to evict) and every
+//!   request is admitted. Requests are not built per iteration: the inner service hands each
+//!   request back (it keeps it in a slot) and the loop rewrites its `ClientAddr` for the next
+//!   key, so nothing is allocated, cloned or freed for the request itself.
+//!   - `noop`: rewrite the address, call the recycling no-op service.
+//!   - `layer_ip`: the same through `RateLimitLayer` (`key: ip`, `max_keys` 2,000,000 so all
+//!     1M keys fit: shards hold `max_keys / 64` each and hashes do not spread evenly).
+//!   - `layer_ip_default_max_keys`: the same with the default `max_keys` of 1,000,000, which
+//!     cannot hold all 1M keys: fuller shards evict, evicted keys come back as new ones.
+//!   - `floor_hashmap`: a `std` `HashMap<IpAddr, u64>` (SipHash) holding the same 1M addresses,
+//!     one lookup and write per request: what the memory system charges any keyed limiter
+//!     here (the table is far bigger than the caches). For information.
+//!   - `governor_keyed`: `RateLimiter::keyed(quota).check_key(&ip)` (DashMap, `IpAddr` keys),
+//!     the same 1M addresses, same quota, addresses computed in the loop.
+//!
+//!   The cost of the layer per request is `layer_ip - noop`.
+//! - `ratelimit_contended`: the same calls on 1 thread and on 2 threads at once (one per core),
+//!   sharing one layer (or one governor limiter). Each thread makes `iters` calls; the time is
+//!   the wall time from a barrier until both threads are done, divided by `iters`: the time of a
+//!   call as each thread sees it. Perfect scaling keeps it equal to the 1-thread figure (twice
+//!   the calls per second); `2 x t1 / t2` is the speed-up. The keyed variants start the two
+//!   threads half the key space apart.
+//!
+//! After the runs, a markdown summary of the figures measured by this process (read back from
+//! criterion's `estimates.json`) and the targets of issue 3 is printed.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use governor::clock::MonotonicClock;
+use governor::{Quota, RateLimiter};
+use http::{Request, Response};
+use proxflow_ratelimit::{ClientAddr, RateLimitLayer};
+use tower::{Layer, Service};
+
+/// A rate nothing in a benchmark can exhaust: one token per nanosecond, a second's worth of
+/// burst.
+const HUGE: u32 = 1_000_000_000;
+/// Distinct keys of the keyed benchmarks.
+const KEYS: u64 = 1_000_000;
+/// Keyed quota: one per hour with a burst of a million: every key keeps state for hours (it is
+/// live, never idle) and is admitted however often the benchmark comes back to it.
+const KEYED_PER: Duration = Duration::from_secs(3600);
+const KEYED_BURST: u32 = 1_000_000;
+
+const ALLOWED: &str = "ratelimit_allowed";
+const KEYED: &str = "ratelimit_keyed_1M";
+const REJECTED: &str = "ratelimit_rejected";
+const CONTENDED: &str = "ratelimit_contended";
+
+/// `poll_ready`, `call`, one poll of the future with a no-op waker. Panics if anything is
+/// pending: on the paths measured here nothing may wait.
+fn call_now<S, R>(service: &mut S, request: R) -> S::Response
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("service not ready: {other:?}"),
+    }
+    let mut future = pin!(service.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
+        Poll::Pending => panic!("response future pending: the request was not admitted at once"),
+    }
+}
+
+/// The no-op service of the allowed-path benchmark.
+fn noop() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone + Send {
+    tower::service_fn(|_| async { Ok::<_, Infallible>(Response::new(())) })
+}
+
+/// A no-op service that keeps the request in `slot` instead of dropping it, so the loop can send
+/// it again: no request is built or freed per iteration.
+fn recycling_noop(
+    slot: Rc<Cell<Option<Request<()>>>>,
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+    tower::service_fn(move |request| {
+        slot.set(Some(request));
+        std::future::ready(Ok::<_, Infallible>(Response::new(())))
+    })
+}
+
+/// The address of key `i`: 10.0.0.0 + i, any port (the `ip` key ignores it).
+fn addr(i: u64) -> SocketAddr {
+    let ip = Ipv4Addr::from(0x0A00_0000u32 + (i % KEYS) as u32);
+    SocketAddr::new(IpAddr::V4(ip), 4000)
+}
+
+fn global_layer() -> RateLimitLayer {
+    RateLimitLayer::new(HUGE, Duration::from_secs(1))
+        .burst(HUGE)
+        .key("global")
+        .expect("global is a key")
+}
+
+fn keyed_layer(max_keys: usize) -> RateLimitLayer {
+    RateLimitLayer::new(1, KEYED_PER)
+        .burst(KEYED_BURST)
+        .key("ip")
+        .expect("ip is a key")
+        .max_keys(max_keys)
+}
+
+fn huge_quota() -> Quota {
+    Quota::per_second(NonZeroU32::new(HUGE).expect("non-zero"))
+}
+
+fn keyed_quota() -> Quota {
+    Quota::with_period(KEYED_PER)
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(KEYED_BURST).expect("non-zero"))
+}
+
+type KeyedGovernor = RateLimiter<
+    IpAddr,
+    governor::state::keyed::DefaultKeyedStateStore<IpAddr>,
+    governor::clock::DefaultClock,
+>;
+
+/// Calls the layer keyed by `ClientAddr`, cycling over the 1M keys from `start`, with the
+/// request handed back by the inner service each time.
+struct KeyedCaller<S> {
+    service: S,
+    slot: Rc<Cell<Option<Request<()>>>>,
+    next: u64,
+}
+
+impl<S> KeyedCaller<S>
+where
+    S: Service<Request<()>, Error = Infallible>,
+{
+    fn new(wrap: impl FnOnce(Rc<Cell<Option<Request<()>>>>) -> S, start: u64) -> Self {
+        let slot = Rc::new(Cell::new(None));
+        let mut request = Request::new(());
+        request.extensions_mut().insert(ClientAddr(addr(start)));
+        slot.set(Some(request));
+        KeyedCaller {
+            service: wrap(Rc::clone(&slot)),
+            slot,
+            next: start,
+        }
+    }
+
+    #[inline]
+    fn call(&mut self) -> S::Response {
+        let mut request = self
+            .slot
+            .take()
+            .expect("the request came back: the last one was admitted");
+        if let Some(client) = request.extensions_mut().get_mut::<ClientAddr>() {
+            *client = ClientAddr(addr(self.next));
+        }
+        self.next = (self.next + 1) % KEYS;
+        call_now(&mut self.service, request)
+    }
+}
+
+/// The 1M-key state shared by the keyed and contended benchmarks.
+struct Keyed {
+    layer: RateLimitLayer,
+    layer_default_max_keys: RateLimitLayer,
+    governor: KeyedGovernor,
+}
+
+impl Keyed {
+    fn new() -> Keyed {
+        let started = Instant::now();
+        let layer = keyed_layer(2 * KEYS as usize);
+        let layer_default_max_keys = keyed_layer(1_000_000);
+        assert_eq!(layer_default_max_keys.config().max_keys, 1_000_000);
+        for layer in [&layer, &layer_default_max_keys] {
+            let mut caller = KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0);
+            for _ in 0..KEYS {
+                let response = caller.call();
+                assert_eq!(response.status(), 200);
+            }
+        }
+        let governor = RateLimiter::keyed(keyed_quota());
+        for i in 0..KEYS {
+            assert!(governor.check_key(&addr(i).ip()).is_ok());
+        }
+        let stats = layer.stats().snapshot();
+        assert_eq!(stats.active_keys, KEYS, "every key is live");
+        let default = layer_default_max_keys.stats().snapshot();
+        eprintln!(
+            "prefilled {KEYS} keys in {:.1} s: layer (max_keys 2M) {} live keys, {:.1} MB of tables; \
+             layer (max_keys 1M) {} live keys; governor {} keys",
+            started.elapsed().as_secs_f64(),
+            stats.active_keys,
+            stats.key_table_bytes as f64 / 1e6,
+            default.active_keys,
+            governor.len(),
+        );
+        Keyed {
+            layer,
+            layer_default_max_keys,
+            governor,
+        }
+    }
+}
+
+fn allowed(c: &mut Criterion) {
+    let mut group = c.benchmark_group(ALLOWED);
+    group.throughput(Throughput::Elements(1));
+
+    let mut service = noop();
+    group.bench_function("noop", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+
+    let mut service = global_layer().layer(noop());
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
+    group.bench_function("layer_global", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+
+    let governor = RateLimiter::direct(huge_quota());
+    group.bench_function("governor_direct", |b| {
+        b.iter(|| black_box(governor.check()).is_ok())
+    });
+
+    let governor = RateLimiter::direct_with_clock(huge_quota(), MonotonicClock);
+    group.bench_function("governor_direct_std_clock", |b| {
+        b.iter(|| black_box(governor.check()).is_ok())
+    });
+    group.finish();
+}
+
+fn rejected(c: &mut Criterion) {
+    let mut group = c.benchmark_group(REJECTED);
+    group.throughput(Throughput::Elements(1));
+    // One request per hour, and the one spent: every request is refused.
+    let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .key("global")
+        .expect("global is a key");
+    let mut service = layer.layer(noop());
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 429);
+    group.bench_function("layer_global", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    let governor = RateLimiter::direct(Quota::per_hour(NonZeroU32::MIN));
+    assert!(governor.check().is_ok());
+    group.bench_function("governor_direct", |b| {
+        b.iter(|| black_box(governor.check()).is_err())
+    });
+    group.finish();
+}
+
+fn keyed(c: &mut Criterion, state: &OnceLock<Keyed>) {
+    let mut group = c.benchmark_group(KEYED);
+    group.throughput(Throughput::Elements(1));
+
+    let mut caller = KeyedCaller::new(recycling_noop, 0);
+    group.bench_function("noop", |b| b.iter(|| black_box(caller.call())));
+
+    for (name, default_max_keys) in [("layer_ip", false), ("layer_ip_default_max_keys", true)] {
+        // Made on first use and kept, so that each sample goes on where the last one stopped.
+        let mut caller = None;
+        group.bench_function(name, |b| {
+            let caller = caller.get_or_insert_with(|| {
+                let keyed = state.get_or_init(Keyed::new);
+                let layer = if default_max_keys {
+                    &keyed.layer_default_max_keys
+                } else {
+                    &keyed.layer
+                };
+                KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
+            });
+            b.iter(|| black_box(caller.call()))
+        });
+    }
+
+    // The floor of any keyed limiter here: hash the address, find its slot among 1M, write it.
+    let mut floor: Option<HashMap<IpAddr, u64>> = None;
+    let mut next = 0u64;
+    group.bench_function("floor_hashmap", |b| {
+        let floor = floor.get_or_insert_with(|| (0..KEYS).map(|i| (addr(i).ip(), i)).collect());
+        b.iter(|| {
+            let ip = addr(next).ip();
+            next = (next + 1) % KEYS;
+            if let Some(value) = floor.get_mut(&ip) {
+                *value += 1;
+            }
+        })
+    });
+
+    let mut next = 0u64;
+    group.bench_function("governor_keyed", |b| {
+        let governor = &state.get_or_init(Keyed::new).governor;
+        b.iter(|| {
+            let ip = addr(next).ip();
+            next = (next + 1) % KEYS;
+            black_box(governor.check_key(&ip)).is_ok()
+        })
+    });
+    group.finish();
+}
+
+/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the start
+/// barrier until all are done. Set-up inside `work` before its own `barrier.wait()` is not
+/// timed.
+fn on_threads<W>(threads: usize, iters: u64, work: W) -> Duration
+where
+    W: Fn(usize, u64, &Barrier) + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (work, barrier) = (&work, &barrier);
+                scope.spawn(move || work(thread, iters, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().expect("bench thread panicked");
+        }
+        start.elapsed()
+    })
+}
+
+fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
+    let mut group = c.benchmark_group(CONTENDED);
+    let global = global_layer();
+    let direct = RateLimiter::direct(huge_quota());
+    // Where the keyed threads start, moved on by each sample so that the runs visit all keys.
+    let cursor = AtomicU64::new(0);
+    let start_of = |thread: usize, iters: u64| {
+        let base = cursor.fetch_add(iters, Ordering::Relaxed);
+        (base + thread as u64 * KEYS / 2) % KEYS
+    };
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function(BenchmarkId::new("noop", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    let mut service = noop();
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(call_now(&mut service, black_box(Request::new(()))));
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("layer_global", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    let mut service = global.layer(noop());
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(call_now(&mut service, black_box(Request::new(()))));
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("governor_direct", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    barrier.wait();
+                    for _ in 0..iters {
+                        let _ = black_box(direct.check()).is_ok();
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("noop_keyed", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |thread, iters, barrier| {
+                    let mut caller = KeyedCaller::new(recycling_noop, start_of(thread, iters));
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(caller.call());
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("layer_ip_1M", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |thread, iters, barrier| {
+                    let layer = &state.get_or_init(Keyed::new).layer;
+                    let mut caller = KeyedCaller::new(
+                        |slot| layer.layer(recycling_noop(slot)),
+                        start_of(thread, iters),
+                    );
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(caller.call());
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("governor_keyed_1M", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |thread, iters, barrier| {
+                    let governor = &state.get_or_init(Keyed::new).governor;
+                    let mut next = start_of(thread, iters);
+                    barrier.wait();
+                    for _ in 0..iters {
+                        let ip = addr(next).ip();
+                        next = (next + 1) % KEYS;
+                        let _ = black_box(governor.check_key(&ip)).is_ok();
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Where criterion writes its estimates, found as criterion finds it: `$CRITERION_HOME`, else
+/// `criterion/` in `$CARGO_TARGET_DIR`, else in the target directory `cargo metadata` reports.
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(PathBuf::from(metadata["target_directory"].as_str()?).join("criterion"))
+}
+
+/// The median time per iteration (ns) of a benchmark this process measured (its estimates are
+/// newer than `since`), or `None`.
+fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn summary(since: SystemTime) {
+    let Some(dir) = criterion_dir() else {
+        return;
+    };
+    let get = |id: &str| median_ns(&dir, since, id);
+    let ns = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} ns"));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "not measured",
+    };
+    let mut out = String::from("\n## Rate limiter micro-benchmarks (medians per call)\n\n");
+    out += "| benchmark | median |\n|---|--:|\n";
+    let ids = [
+        format!("{ALLOWED}/noop"),
+        format!("{ALLOWED}/layer_global"),
+        format!("{ALLOWED}/governor_direct"),
+        format!("{ALLOWED}/governor_direct_std_clock"),
+        format!("{REJECTED}/layer_global"),
+        format!("{REJECTED}/governor_direct"),
+        format!("{KEYED}/noop"),
+        format!("{KEYED}/layer_ip"),
+        format!("{KEYED}/layer_ip_default_max_keys"),
+        format!("{KEYED}/floor_hashmap"),
+        format!("{KEYED}/governor_keyed"),
+    ];
+    for id in &ids {
+        out += &format!("| {id} | {} |\n", ns(get(id)));
+    }
+
+    let id = |group: &str, name: &str| get(&format!("{group}/{name}"));
+    let noop = id(ALLOWED, "noop");
+    let overhead = id(ALLOWED, "layer_global").zip(noop).map(|(l, n)| l - n);
+    let governor = id(ALLOWED, "governor_direct");
+    let governor_std = id(ALLOWED, "governor_direct_std_clock");
+    let ratio = overhead.zip(governor).map(|(o, g)| o / g);
+    let ratio_std = overhead.zip(governor_std).map(|(o, g)| o / g);
+    let rejected = id(REJECTED, "layer_global").zip(noop).map(|(l, n)| l - n);
+    let keyed_noop = id(KEYED, "noop");
+    let keyed = id(KEYED, "layer_ip").zip(keyed_noop).map(|(l, n)| l - n);
+    let keyed_default = id(KEYED, "layer_ip_default_max_keys")
+        .zip(keyed_noop)
+        .map(|(l, n)| l - n);
+    out += "\n| derived | value | target | result |\n|---|--:|--:|---|\n";
+    out += &format!(
+        "| layer overhead, allowed, global (layer_global - noop) | {} | | |\n",
+        ns(overhead)
+    );
+    out += &format!(
+        "| overhead / governor_direct (quanta clock) | {} | <= 1.5x | {} |\n",
+        ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
+        verdict(ratio.map(|r| r <= 1.5)),
+    );
+    out += &format!(
+        "| overhead / governor_direct_std_clock | {} | | info |\n",
+        ratio_std.map_or("n/a".into(), |r| format!("{r:.2}x")),
+    );
+    out += &format!(
+        "| layer, rejected path, global (ratelimit_rejected/layer_global - ratelimit_allowed/noop) | {} | | info |\n",
+        ns(rejected)
+    );
+    out += &format!(
+        "| keyed, 1M live keys (layer_ip - noop) | {} | <= 300 ns | {} |\n",
+        ns(keyed),
+        verdict(keyed.map(|k| k <= 300.0)),
+    );
+    out += &format!(
+        "| keyed, 1M keys, default max_keys (layer_ip_default_max_keys - noop) | {} | | info |\n",
+        ns(keyed_default),
+    );
+    let vs = |a: Option<f64>, b: Option<f64>| {
+        a.zip(b)
+            .map_or("n/a".to_string(), |(a, b)| format!("{:.2}x", a / b))
+    };
+    out += &format!(
+        "| keyed layer cost / governor_keyed | {} | | info |\n",
+        vs(keyed, id(KEYED, "governor_keyed")),
+    );
+    out += &format!(
+        "| keyed layer cost / floor_hashmap | {} | | info |\n",
+        vs(keyed, id(KEYED, "floor_hashmap")),
+    );
+
+    out += "\n| contended: time per call as each thread sees it | 1 thread | 2 threads | speed-up (2 x t1 / t2) |\n|---|--:|--:|--:|\n";
+    for name in [
+        "noop",
+        "layer_global",
+        "governor_direct",
+        "noop_keyed",
+        "layer_ip_1M",
+        "governor_keyed_1M",
+    ] {
+        let one = get(&format!("{CONTENDED}/{name}/1"));
+        let two = get(&format!("{CONTENDED}/{name}/2"));
+        let speedup = one.zip(two).map(|(a, b)| 2.0 * a / b);
+        out += &format!(
+            "| {name} | {} | {} | {} |\n",
+            ns(one),
+            ns(two),
+            speedup.map_or("n/a".into(), |s| format!("{s:.2}x"))
+        );
+    }
+    println!("{out}");
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let mut c = Criterion::default().configure_from_args();
+    allowed(&mut c);
+    rejected(&mut c);
+    // Filled on first use: criterion calls a benchmark's closure only if it is selected.
+    let state = OnceLock::new();
+    keyed(&mut c, &state);
+    contended(&mut c, &state);
+    c.final_summary();
+    summary(since);
+}

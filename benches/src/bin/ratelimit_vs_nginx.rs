@@ -1,0 +1,1023 @@
+//! Vendor comparison for rate limiting: nginx `limit_req` vs proxflow's `ratelimit_server`
+//! (`RateLimitLayer`), same rate and burst, same load, same core.
+//!
+//! Both servers are pinned to CPU 0 and wrk to CPU 1 (`wrk -t1 -c32 -dDs`, 32 connections from
+//! 127.0.0.1, so one key). The rate is far below what the load offers, so almost every request
+//! is rejected: the throughput measured is that of the rejection path, and the admitted count
+//! is that of the algorithm.
+//!
+//! Equivalences (nginx 1.22 `ngx_http_limit_req_module`, checked by `check_statuses` and in the
+//! report): nginx keeps an "excess" per key, in thousandths of a request, which leaks at the
+//! rate; a request is admitted if the excess it would leave is at most `burst`, and the first
+//! request of a key leaves 0. So `burst=b nodelay` admits `b + 1` at once and then one per
+//! `1/rate`: a token bucket of capacity `b + 1` (`--algorithm token_bucket --burst b+1`), and
+//! over a run of `D` seconds from a full bucket both admit `b + 1 + rate x D`. Without
+//! `nodelay` the admitted requests wait their turn (one per `1/rate`, up to `b` waiting, the
+//! rest rejected): `--algorithm leaky_bucket --burst b`, admitting about `1 + rate x D` in `D`
+//! seconds (up to `b` still waiting at the end are not counted by wrk).
+//!
+//! nginx applies `limit_req` in its preaccess phase, after the rewrite phase in which `return`
+//! answers: `location / { limit_req ...; return 200 "ok\n"; }` never limits anything. The
+//! limited location therefore answers from the content phase: `try_files /nonexistent @ok`,
+//! and `location @ok { return 200 "ok\n"; }`.
+//!
+//! nginx logs every rejected request at `error` level by default (`limit_req_log_level`); the
+//! proxflow layer logs them at `debug`, which the server filters out. For like with like,
+//! nginx gets `limit_req_log_level info` under `error_log ... warn`, so neither logs per
+//! request; `--nginx-log-rejections` keeps nginx's default instead.
+//!
+//! Admitted and rejected requests are counted by wrk itself (`N requests`, `Non-2xx or 3xx
+//! responses: M`): before loading, `check_statuses` makes sure each server answers only 200
+//! (`ok\n`) or 429, so `N - M` are the 200s. No Lua script: a `response()` callback would make
+//! wrk, on its one core, the bottleneck.
+//!
+//! Besides wall-clock req/s, each run records the CPU time the server used (user + system, from
+//! `/proc/PID/stat`; nginx's worker), and reports requests per server CPU-second: on a shared
+//! machine where other programs take the server's core now and then, this moves much less than
+//! req/s. A third server, `ratelimit_server --no-limit` (the same program without the layer,
+//! every request answered 200), shows the server's own ceiling, so that the layer's share of
+//! any gap to nginx can be told from hyper's.
+//!
+//! ```text
+//! cargo build --release -p proxflow-benches -p proxflow-examples
+//! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 3 --leaky
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const WRK: &str = "/usr/bin/wrk";
+const SERVER_CPU: &str = "0";
+const WRK_CPU: &str = "1";
+const CONNECTIONS: u32 = 32;
+/// The reference server: `ratelimit_server --no-limit`, the same hyper server without the layer.
+const NO_LIMIT: &str = "no limiter";
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(about = "Compare rate limiting: nginx limit_req vs proxflow ratelimit_server")]
+struct Args {
+    /// Requests per second admitted (nginx `rate=<r>r/s`, proxflow `--rate r --per 1s`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: u32,
+    /// nginx `burst=b nodelay`; proxflow's token bucket gets `--burst b+1`.
+    #[arg(long, default_value_t = 100)]
+    burst: u32,
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    duration: u32,
+    /// Measured rounds; the report gives medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds of the warm-up run per server, not measured.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    warmup: u32,
+    /// Also compare proxflow's leaky bucket with nginx `limit_req` without `nodelay`.
+    #[arg(long)]
+    leaky: bool,
+    /// nginx `burst=` (no `nodelay`) and proxflow leaky bucket `--burst` of the leaky scenario;
+    /// below the 32 connections, so that requests are rejected.
+    #[arg(long, default_value_t = 10)]
+    leaky_burst: u32,
+    /// Keep nginx's default of logging each rejected request at `error` level.
+    #[arg(long)]
+    nginx_log_rejections: bool,
+    /// Append the report to this file as well.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+/// One comparison: an nginx server block against a proxflow configuration.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scenario {
+    /// nginx `burst=b nodelay` vs token bucket of capacity `b + 1`.
+    TokenBucket,
+    /// nginx `burst=b` (delaying) vs leaky bucket with `burst b`.
+    LeakyBucket,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::TokenBucket => "token bucket",
+            Scenario::LeakyBucket => "leaky bucket",
+        }
+    }
+}
+
+/// What one wrk run counted.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    requests: u64,
+    non_2xx: u64,
+    seconds: f64,
+    /// CPU time (user + system) the server's processes used during the run.
+    cpu_seconds: f64,
+}
+
+impl Run {
+    fn admitted(&self) -> u64 {
+        self.requests - self.non_2xx
+    }
+
+    /// Requests answered per second of the server's CPU time: what one dedicated core would
+    /// serve, less disturbed than wall-clock req/s by other programs taking the core.
+    fn per_cpu_second(&self) -> f64 {
+        self.requests as f64 / self.cpu_seconds.max(1e-9)
+    }
+}
+
+fn main() {
+    // `run` returns before we exit, so every server guard has been dropped (and its process
+    // stopped) by then; `process::exit` itself would skip destructors.
+    if let Err(err) = run(Args::parse()) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .ok_or("executable has no parent directory")?
+        .to_path_buf();
+    let proxflow_bin = bin_dir.join("ratelimit_server");
+    if !proxflow_bin.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p proxflow-examples --bin ratelimit_server`",
+            proxflow_bin.display()
+        )
+        .into());
+    }
+    let scenarios: Vec<Scenario> = if args.leaky {
+        vec![Scenario::TokenBucket, Scenario::LeakyBucket]
+    } else {
+        vec![Scenario::TokenBucket]
+    };
+
+    let (nginx, nginx_ports) = start_nginx(tmp.path(), &args)?;
+    let rate = args.rate.to_string();
+    let tb_burst = (args.burst + 1).to_string();
+    let lb_burst = args.leaky_burst.to_string();
+    let mut proxflow = BTreeMap::new();
+    for &scenario in &scenarios {
+        let (algorithm, burst) = match scenario {
+            Scenario::TokenBucket => ("token_bucket", tb_burst.as_str()),
+            Scenario::LeakyBucket => ("leaky_bucket", lb_burst.as_str()),
+        };
+        let server_args = [
+            "-p",
+            "0",
+            "--rate",
+            &rate,
+            "--per",
+            "1s",
+            "--burst",
+            burst,
+            "--algorithm",
+            algorithm,
+            "--key",
+            "ip",
+            "--reject",
+            "429",
+        ];
+        let server = start_printing_port("proxflow", &proxflow_bin, &server_args, tmp.path())?;
+        proxflow.insert(scenario, (server, server_args.join(" ")));
+    }
+
+    // The server's own ceiling: the same program without the layer (every request 200).
+    let baseline = start_printing_port(
+        NO_LIMIT,
+        &proxflow_bin,
+        &["-p", "0", "--no-limit"],
+        tmp.path(),
+    )?;
+
+    // (scenario, server name, port, the processes whose CPU time counts: nginx's worker)
+    let nginx_workers = children_of(nginx.child.id());
+    if nginx_workers.is_empty() {
+        return Err("cannot find nginx's worker process in /proc".into());
+    }
+    let mut targets: Vec<(Scenario, &str, u16, Vec<u32>)> = Vec::new();
+    for &scenario in &scenarios {
+        targets.push((
+            scenario,
+            "nginx",
+            nginx_ports[&scenario],
+            nginx_workers.clone(),
+        ));
+        let server = &proxflow[&scenario].0;
+        targets.push((scenario, "proxflow", server.port, vec![server.child.id()]));
+    }
+    targets.push((
+        Scenario::TokenBucket,
+        NO_LIMIT,
+        baseline.port,
+        vec![baseline.child.id()],
+    ));
+    for (scenario, name, port, _) in &targets {
+        let (scenario, name, port) = (*scenario, *name, *port);
+        let seen = check_statuses(port, name != NO_LIMIT)
+            .map_err(|e| format!("{name} ({}): {e}", scenario.name()))?;
+        eprintln!(
+            "{name} ({}): {} x 200 ok, {} x 429 in a burst of concurrent requests",
+            scenario.name(),
+            seen.0,
+            seen.1
+        );
+    }
+    let refill = Duration::from_secs(1)
+        + Duration::from_secs_f64(
+            f64::from(args.burst.max(args.leaky_burst) + 1) / f64::from(args.rate),
+        );
+    for (scenario, name, port, pids) in &targets {
+        thread::sleep(refill);
+        wrk(*port, args.warmup, pids)
+            .map_err(|e| format!("{name} ({}) warm-up: {e}", scenario.name()))?;
+    }
+
+    let mut runs: BTreeMap<(Scenario, &str), Vec<Run>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for &scenario in &scenarios {
+            let pair: Vec<_> = targets.iter().filter(|t| t.0 == scenario).collect();
+            for i in 0..pair.len() {
+                // Alternate which server goes first, to spread drift over both.
+                let (_, name, port, pids) = pair[(i + round as usize) % pair.len()];
+                let (name, port) = (*name, *port);
+                // Long enough for the bucket to be full again (and the leaky queue empty).
+                thread::sleep(refill);
+                let result = wrk(port, args.duration, pids)
+                    .map_err(|e| format!("{name} ({}): {e}", scenario.name()))?;
+                eprintln!(
+                    "round {}/{} {:<12} {:<10} {:>8} req/s {:>8} req/CPU-s  {:>9} requests in {:.2} s  {:>7} x 200  {:>9} x 429",
+                    round + 1,
+                    args.rounds,
+                    scenario.name(),
+                    name,
+                    thousands(result.rps),
+                    thousands(result.per_cpu_second()),
+                    result.requests,
+                    result.seconds,
+                    result.admitted(),
+                    result.non_2xx
+                );
+                runs.entry((scenario, name)).or_default().push(result);
+            }
+        }
+    }
+
+    drop(nginx);
+    drop(baseline);
+    // Stopped with SIGTERM, ratelimit_server prints its counters on stderr.
+    let mut configs = BTreeMap::new();
+    let mut server_counts = Vec::new();
+    for (scenario, (server, server_args)) in proxflow {
+        let log = server.log.clone();
+        drop(server);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("ratelimit stats:")) {
+            server_counts.push(format!("{}: {line}", scenario.name()));
+        }
+        let config = server_args.trim_start_matches("-p 0 ").to_string();
+        configs.insert(scenario, config);
+    }
+    let report = report(&args, &scenarios, &runs, &configs, &server_counts);
+    print!("{report}");
+    if let Some(path) = &args.markdown {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(format!("\n{report}").as_bytes())?;
+        eprintln!("appended to {}", path.display());
+    }
+    Ok(())
+}
+
+/// A running server; dropping it stops the process.
+struct Server {
+    name: &'static str,
+    port: u16,
+    child: Child,
+    /// Where the server's stderr (or nginx's error log) goes, quoted in error messages.
+    log: PathBuf,
+}
+
+impl Server {
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("\n--- {} ---\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM first, so nginx's master takes its worker down with it and ratelimit_server
+        // prints its counters; std can only SIGKILL (and `unsafe` for libc::kill is forbidden
+        // in this workspace), hence the `kill` program.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskset -c CPU program`: taskset execs the program, so the child's pid is the server's.
+fn pinned(cpu: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpu]).arg(program).stdin(Stdio::null());
+    cmd
+}
+
+/// One nginx (one worker) with a server block per scenario; returns the port of each.
+fn start_nginx(tmp: &Path, args: &Args) -> Result<(Server, BTreeMap<Scenario, u16>)> {
+    let dir = tmp.join("nginx");
+    fs::create_dir(&dir)?;
+    fs::create_dir(dir.join("www"))?;
+    let tb_port = free_port()?;
+    let lb_port = free_port()?;
+    let error_log = dir.join("error.log");
+    let log_level = if args.nginx_log_rejections {
+        "# limit_req_log_level error (the default): one error-log line per rejected request"
+    } else {
+        "limit_req_log_level info; # below error_log's level: rejections are not logged"
+    };
+    // `user root` keeps the worker able to read the private temp dir when we run as root (nginx
+    // ignores it otherwise); the temp paths keep nginx out of /var/lib/nginx. `try_files` moves
+    // the answer to the content phase, after limit_req (see the module docs).
+    let config = format!(
+        r#"daemon off;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {error_log} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    root {dir}/www;
+    limit_req_zone $binary_remote_addr zone=tb:10m rate={rate}r/s;
+    limit_req_zone $binary_remote_addr zone=lb:10m rate={rate}r/s;
+    limit_req_status 429;
+    {log_level}
+    server {{
+        listen 127.0.0.1:{tb_port};
+        location / {{
+            limit_req zone=tb burst={burst} nodelay;
+            try_files /nonexistent @ok;
+        }}
+        location @ok {{ return 200 "ok\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{lb_port};
+        location / {{
+            limit_req zone=lb burst={leaky_burst};
+            try_files /nonexistent @ok;
+        }}
+        location @ok {{ return 200 "ok\n"; }}
+    }}
+}}
+"#,
+        dir = dir.display(),
+        error_log = error_log.display(),
+        rate = args.rate,
+        burst = args.burst,
+        leaky_burst = args.leaky_burst,
+    );
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, config)?;
+
+    let child = pinned(SERVER_CPU, Path::new(NGINX))
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(&error_log)
+        .stdout(File::create(dir.join("stdout.log"))?)
+        .stderr(File::create(dir.join("stderr.log"))?)
+        .spawn()
+        .map_err(|e| format!("cannot start {NGINX}: {e}"))?;
+    let mut server = Server {
+        name: "nginx",
+        port: tb_port,
+        child,
+        log: error_log,
+    };
+    // nginx prints nothing on start; poll the ports, watching for an early exit (bad config).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for port in [tb_port, lb_port] {
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(
+                    format!("nginx exited at start ({status}){}", server.log_tail()).into(),
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} not accepting on port {port} after 5 s{}",
+                    server.name,
+                    server.log_tail()
+                )
+                .into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let ports = BTreeMap::from([
+        (Scenario::TokenBucket, tb_port),
+        (Scenario::LeakyBucket, lb_port),
+    ]);
+    Ok((server, ports))
+}
+
+/// Binding port 0 and releasing it leaves a small race with other programs; acceptable for nginx,
+/// which cannot report the port it got.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a server given port 0 and reads the port from its `listening on ...:PORT` line.
+fn start_printing_port(
+    name: &'static str,
+    program: &Path,
+    args: &[&str],
+    tmp: &Path,
+) -> Result<Server> {
+    let log = tmp.join(format!(
+        "{name}-{}.stderr.log",
+        args.join("_").replace(' ', "")
+    ));
+    let mut child = pinned(SERVER_CPU, program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut server = Server {
+        name,
+        port: 0,
+        child,
+        log,
+    };
+
+    // The reader thread keeps draining stdout after the line so the server never blocks on a
+    // full pipe; it ends when the server exits.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+            if line.contains("listening on") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+        format!(
+            "{name} did not print `listening on ...` within 10 s{}",
+            server.log_tail()
+        )
+    })?;
+    server.port = line
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(|| format!("{name}: no port in {line:?}"))?;
+    Ok(server)
+}
+
+/// Before any load: a burst of concurrent requests (32 clients x 20) gets only `200 ok\n` and
+/// `429`, and both if `limited` (only 200s otherwise). Returns (200s, 429s).
+fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
+    let statuses: Vec<Result<(u16, Vec<u8>)>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..20)
+                        .map(|_| http_get(port).map_err(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .map(|r| r.map_err(Into::into))
+            .collect()
+    });
+    let (mut ok, mut limited) = (0, 0);
+    for result in statuses {
+        match result? {
+            (200, body) if body == b"ok\n" => ok += 1,
+            (200, body) => {
+                return Err(format!("200 with body {:?}", String::from_utf8_lossy(&body)).into())
+            }
+            (429, _) => limited += 1,
+            (status, _) => return Err(format!("unexpected status {status}").into()),
+        }
+    }
+    if !limited_expected && limited > 0 {
+        return Err(format!("{limited} x 429 from a server without a limit").into());
+    }
+    if limited_expected && (ok == 0 || limited == 0) {
+        return Err(format!(
+            "{ok} x 200 and {limited} x 429: the limit does not apply; not benchmarking"
+        )
+        .into());
+    }
+    Ok((ok, limited))
+}
+
+/// A minimal HTTP/1.1 GET on a fresh connection: status and body (`Content-Length` bodies only,
+/// which is what both servers send).
+fn http_get(port: u16) -> Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..head_end])?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or("bad status line")?;
+    let length: Option<usize> = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok());
+    let rest = &raw[head_end + 4..];
+    let body = match length {
+        Some(len) => rest.get(..len).ok_or("body shorter than content-length")?,
+        None => rest,
+    };
+    Ok((status, body.to_vec()))
+}
+
+/// One wrk run on the load core. wrk counts non-2xx responses itself; socket errors fail the
+/// benchmark.
+fn wrk(port: u16, secs: u32, server_pids: &[u32]) -> Result<Run> {
+    let cpu_before = cpu_seconds(server_pids)?;
+    let output = pinned(WRK_CPU, Path::new(WRK))
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{secs}s"),
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {WRK}: {e}"))?;
+    let cpu_seconds = cpu_seconds(server_pids)? - cpu_before;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("wrk failed ({}):\n{text}{stderr}", output.status).into());
+    }
+    let (mut rps, mut requests, mut seconds, mut non_2xx) = (None, None, None, 0);
+    for line in text.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("Requests/sec:") {
+            rps = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = value.trim().parse()?;
+        } else if let Some((count, rest)) = line.split_once(" requests in ") {
+            // "1234567 requests in 10.00s, 123.45MB read"
+            requests = count.trim().parse().ok();
+            seconds = rest
+                .split(',')
+                .next()
+                .and_then(|d| parse_wrk_duration(d.trim()));
+        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            let any = counts
+                .split(',')
+                .filter_map(|kv| kv.split_whitespace().nth(1))
+                .any(|n| n != "0");
+            if any {
+                return Err(format!("wrk saw socket errors:\n{text}").into());
+            }
+        }
+    }
+    Ok(Run {
+        rps: rps.ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?,
+        requests: requests.ok_or_else(|| format!("no request count in wrk output:\n{text}"))?,
+        seconds: seconds.ok_or_else(|| format!("no duration in wrk output:\n{text}"))?,
+        non_2xx,
+        cpu_seconds,
+    })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces): index 0 is
+/// the state, 1 the parent pid, 11 and 12 the user and system CPU time in clock ticks.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            proc_stat(child)
+                .is_some_and(|fields| fields.get(1).map(String::as_str) == Some(&pid.to_string()))
+        })
+        .collect()
+}
+
+/// User + system CPU time of the processes, in seconds (Linux reports clock ticks of 1/100 s).
+fn cpu_seconds(pids: &[u32]) -> Result<f64> {
+    let mut ticks = 0u64;
+    for &pid in pids {
+        let fields = proc_stat(pid).ok_or_else(|| format!("process {pid} is gone"))?;
+        for index in [11, 12] {
+            ticks += fields
+                .get(index)
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| format!("bad /proc/{pid}/stat"))?;
+        }
+    }
+    Ok(ticks as f64 / 100.0)
+}
+
+/// wrk's durations: `10.00s`, `1.00m`, `500.00ms`.
+fn parse_wrk_duration(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// What the algorithm admits in `seconds` from a full bucket and an empty queue.
+fn expected(args: &Args, scenario: Scenario, seconds: f64) -> f64 {
+    let steady = f64::from(args.rate) * seconds;
+    match scenario {
+        Scenario::TokenBucket => steady + f64::from(args.burst + 1),
+        Scenario::LeakyBucket => steady + 1.0,
+    }
+}
+
+fn report(
+    args: &Args,
+    scenarios: &[Scenario],
+    runs: &BTreeMap<(Scenario, &str), Vec<Run>>,
+    configs: &BTreeMap<Scenario, String>,
+    server_counts: &[String],
+) -> String {
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let mut out = String::from("### Rate limiting: nginx limit_req vs proxflow RateLimitLayer\n\n");
+    out += &format!("Command: `{}` ({})\n\n", command.join(" "), utc_now());
+    out += &format!(
+        "Servers pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}: `wrk -t1 -c{CONNECTIONS} -d{}s` \
+         (one client address, so one key), median of {} round(s) after a {} s warm-up, servers \
+         interleaved, the bucket refilled before each run. {}, 1 worker, access_log off, \
+         keepalive_requests 1000000, {}; proxflow `ratelimit_server` (hyper HTTP/1.1, \
+         current-thread runtime, TCP_NODELAY). Admitted = wrk's requests minus its `Non-2xx` \
+         count (both servers answer only 200 or 429, checked first).\n",
+        args.duration,
+        args.rounds,
+        args.warmup,
+        command_output(NGINX, &["-v"]).unwrap_or_else(|| "nginx".into()),
+        if args.nginx_log_rejections {
+            "rejections logged at error level (nginx's default)"
+        } else {
+            "`limit_req_log_level info` under `error_log warn` (rejections not logged, as proxflow)"
+        },
+    );
+
+    out += "\n| scenario | server | configuration | req/s | req per server CPU-second | admitted (200) | rejected (429) | expected admitted | admitted / expected |\n";
+    out += "|---|---|---|--:|--:|--:|--:|--:|--:|\n";
+    let mut targets = Vec::new();
+    for &scenario in scenarios {
+        let mut medians = BTreeMap::new();
+        let mut per_cpu_medians = BTreeMap::new();
+        for name in ["nginx", "proxflow", NO_LIMIT] {
+            let Some(list) = runs.get(&(scenario, name)) else {
+                continue;
+            };
+            if name == NO_LIMIT {
+                let rps = median(&mut list.iter().map(|r| r.rps).collect::<Vec<_>>());
+                let per_cpu = median(&mut list.iter().map(Run::per_cpu_second).collect::<Vec<_>>());
+                out += &format!(
+                    "| {} | {name} | `ratelimit_server --no-limit`: the same server without the layer; every request 200 | {} | {} | | | | |\n",
+                    scenario.name(),
+                    thousands(rps),
+                    thousands(per_cpu),
+                );
+                medians.insert(name, rps);
+                per_cpu_medians.insert(name, per_cpu);
+                continue;
+            }
+            let pick =
+                |f: &dyn Fn(&Run) -> f64| median(&mut list.iter().map(f).collect::<Vec<_>>());
+            let rps = pick(&|r| r.rps);
+            let per_cpu = pick(&|r| r.per_cpu_second());
+            let admitted = pick(&|r| r.admitted() as f64);
+            let rejected = pick(&|r| r.non_2xx as f64);
+            let expect = pick(&|r| expected(args, scenario, r.seconds));
+            let ratio = pick(&|r| r.admitted() as f64 / expected(args, scenario, r.seconds));
+            let config = match (name, scenario) {
+                ("nginx", Scenario::TokenBucket) => format!(
+                    "`limit_req_zone ... rate={}r/s; limit_req ... burst={} nodelay;`",
+                    args.rate, args.burst
+                ),
+                ("nginx", Scenario::LeakyBucket) => format!(
+                    "`limit_req_zone ... rate={}r/s; limit_req ... burst={};`",
+                    args.rate, args.leaky_burst
+                ),
+                _ => format!("`{}`", configs[&scenario]),
+            };
+            out += &format!(
+                "| {} | {name} | {config} | {} | {} | {} | {} | {} | {:.4} |\n",
+                scenario.name(),
+                thousands(rps),
+                thousands(per_cpu),
+                thousands(admitted),
+                thousands(rejected),
+                thousands(expect),
+                ratio,
+            );
+            medians.insert(name, rps);
+            per_cpu_medians.insert(name, per_cpu);
+        }
+        let (Some(ng), Some(pf)) = (
+            runs.get(&(scenario, "nginx")),
+            runs.get(&(scenario, "proxflow")),
+        ) else {
+            continue;
+        };
+        // Per round: |proxflow - nginx| / nginx of the admitted counts, median over rounds.
+        let mut diffs: Vec<f64> = ng
+            .iter()
+            .zip(pf)
+            .map(|(n, p)| (p.admitted() as f64 - n.admitted() as f64).abs() / n.admitted() as f64)
+            .collect();
+        let diff = median(&mut diffs);
+        let worst = diffs.iter().copied().fold(0.0, f64::max);
+        // The same after dividing each count by its run's expected count, which takes out the
+        // runs' slightly different lengths (wrk stops within ~0.1 s of the duration).
+        let mut normalized: Vec<f64> = ng
+            .iter()
+            .zip(pf)
+            .map(|(n, p)| {
+                let rn = n.admitted() as f64 / expected(args, scenario, n.seconds);
+                let rp = p.admitted() as f64 / expected(args, scenario, p.seconds);
+                (rp - rn).abs() / rn
+            })
+            .collect();
+        let normalized = median(&mut normalized);
+        let throughput = medians["proxflow"] / medians["nginx"];
+        let per_round: Vec<String> = ng
+            .iter()
+            .zip(pf)
+            .map(|(n, p)| format!("{:.2}", p.rps / n.rps))
+            .collect();
+        let (tag, strict) = match scenario {
+            Scenario::TokenBucket => ("", true),
+            Scenario::LeakyBucket => (" (leaky)", false),
+        };
+        targets.push((
+            format!(
+                "admitted counts agree within 1%{tag} (median over rounds of abs(proxflow - nginx) / nginx; worst round {:.2}%)",
+                worst * 100.0
+            ),
+            format!("{:.2}%", diff * 100.0),
+            if diff <= 0.01 { "PASS" } else { "FAIL" },
+        ));
+        targets.push((
+            format!("the same, each count divided by its run's expected count{tag}"),
+            format!("{:.2}%", normalized * 100.0),
+            "info",
+        ));
+        targets.push((
+            format!(
+                "proxflow req/s >= nginx req/s{tag} (medians; per round: {})",
+                per_round.join(", ")
+            ),
+            format!("{throughput:.2}x"),
+            match (strict, throughput >= 1.0) {
+                (true, true) => "PASS",
+                (true, false) => "FAIL",
+                (false, true) => "PASS (info)",
+                (false, false) => "FAIL (info)",
+            },
+        ));
+        targets.push((
+            format!("proxflow / nginx in requests per server CPU-second{tag}"),
+            format!(
+                "{:.2}x",
+                per_cpu_medians["proxflow"] / per_cpu_medians["nginx"]
+            ),
+            "info",
+        ));
+        if let Some(ceiling) = medians.get(NO_LIMIT) {
+            targets.push((
+                "the same server without the layer / nginx (the server's ceiling)".to_string(),
+                format!("{:.2}x", ceiling / medians["nginx"]),
+                "info",
+            ));
+            targets.push((
+                "proxflow with the layer / without (what the layer costs end to end)".to_string(),
+                format!("{:.2}x", medians["proxflow"] / ceiling),
+                "info",
+            ));
+            let cpu_ceiling = per_cpu_medians[NO_LIMIT];
+            targets.push((
+                "the same two ratios in requests per server CPU-second".to_string(),
+                format!(
+                    "{:.2}x, {:.2}x",
+                    cpu_ceiling / per_cpu_medians["nginx"],
+                    per_cpu_medians["proxflow"] / cpu_ceiling
+                ),
+                "info",
+            ));
+        }
+    }
+    out += "\n| target | measured | result |\n|---|--:|---|\n";
+    for (what, measured, verdict) in targets {
+        out += &format!("| {what} | {measured} | {verdict} |\n");
+    }
+
+    out += "\nPer round (req/s, requests per server CPU-second, admitted):\n";
+    for (&(scenario, name), list) in runs {
+        let cells: Vec<String> = list
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} / {} / {}",
+                    thousands(r.rps),
+                    thousands(r.per_cpu_second()),
+                    r.admitted()
+                )
+            })
+            .collect();
+        out += &format!("- {} {name}: {}\n", scenario.name(), cells.join(", "));
+    }
+    if !server_counts.is_empty() {
+        out += "\nproxflow's own counters over all its runs (checks and warm-up included):\n";
+        for line in server_counts {
+            out += &format!("- {line}\n");
+        }
+    }
+    out
+}
+
+/// The current time as `YYYY-MM-DD HH:MM UTC`, from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let minutes = secs % 86_400 / 60;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minutes / 60,
+        minutes % 60
+    )
+}
+
+/// (year, month, day) of the given day count since 1970-01-01 in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of the 400-year era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy + 2) / 153; // March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// First line of a command's output (stdout, else stderr: `nginx -v` writes to stderr).
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    let text = if output.stdout.is_empty() {
+        output.stderr
+    } else {
+        output.stdout
+    };
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().next()?.trim();
+    Some(
+        line.strip_prefix("nginx version: ")
+            .unwrap_or(line)
+            .to_string(),
+    )
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{civil_from_days, parse_wrk_duration};
+
+    #[test]
+    fn civil_from_days_known_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn wrk_durations() {
+        assert_eq!(parse_wrk_duration("10.01s"), Some(10.01));
+        assert_eq!(parse_wrk_duration("1.00m"), Some(60.0));
+        assert_eq!(parse_wrk_duration("500.00ms"), Some(0.5));
+    }
+}
