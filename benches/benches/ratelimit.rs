@@ -426,9 +426,11 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
             })
         });
         group.bench_function(BenchmarkId::new("layer_ip_1M", threads), |b| {
+            // Filled here, not inside `iter_custom`: criterion sizes the samples from the wall
+            // time of the first calls, and a 4 s fill there would leave it 1-iteration samples.
+            let layer = &state.get_or_init(Keyed::new).layer;
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |thread, iters, barrier| {
-                    let layer = &state.get_or_init(Keyed::new).layer;
                     let mut caller = KeyedCaller::new(
                         |slot| layer.layer(recycling_noop(slot)),
                         start_of(thread, iters),
@@ -441,9 +443,9 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
             })
         });
         group.bench_function(BenchmarkId::new("governor_keyed_1M", threads), |b| {
+            let governor = &state.get_or_init(Keyed::new).governor;
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |thread, iters, barrier| {
-                    let governor = &state.get_or_init(Keyed::new).governor;
                     let mut next = start_of(thread, iters);
                     barrier.wait();
                     for _ in 0..iters {
