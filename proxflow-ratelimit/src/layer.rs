@@ -12,6 +12,7 @@ use crate::algorithm::Rate;
 use crate::client_ip::TrustedProxies;
 use crate::config::{Algorithm, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
+use crate::headers::HeaderCache;
 use crate::key::{KeyExtractor, KeyKind, KeyRules, RequestView};
 use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::service::{QuotaResolver, RateLimit, Shared};
@@ -248,7 +249,7 @@ impl RateLimitLayer {
             missing_key: c.missing_key,
             shadow: c.shadow,
             legacy_headers: c.legacy_headers,
-            policy_name: c.policy_name.clone(),
+            header_cache: HeaderCache::new(&c.policy_name, rate),
             counters: Counters::default(),
         }
     }

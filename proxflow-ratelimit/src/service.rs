@@ -44,7 +44,8 @@ pub(crate) struct Shared {
     pub(crate) missing_key: MissingKey,
     pub(crate) shadow: bool,
     pub(crate) legacy_headers: bool,
-    pub(crate) policy_name: String,
+    /// The default quota's header values (other quotas' are formatted per answer).
+    pub(crate) header_cache: headers::HeaderCache,
     pub(crate) counters: Counters,
 }
 
@@ -202,7 +203,7 @@ impl Shared {
     fn limit_headers<B>(&self, response: &mut Response<B>, state: &LimitState) {
         headers::insert(
             response.headers_mut(),
-            &self.policy_name,
+            &self.header_cache,
             state,
             self.legacy_headers,
         );
