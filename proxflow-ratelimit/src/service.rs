@@ -74,27 +74,26 @@ enum AnswerBody {
 
 impl Shared {
     fn decide(&self, view: &RequestView<'_>) -> Decision {
-        let key = match (self.rules.key(view), self.missing_key) {
-            (Some(key), _) => Some(key),
-            (None, MissingKey::Shared) => {
+        // The global key uses governor's lock-free direct limiter: no key to hash.
+        let global = matches!(self.rules.kind, KeyKind::Global);
+        let found = if global { None } else { self.rules.key(view) };
+        let key = match found {
+            _ if global => None,
+            Some(key) => Some(key),
+            None => {
                 self.counters.add(Counter::MissingKey);
-                Some(self.rules.missing())
+                match self.missing_key {
+                    MissingKey::Shared => Some(self.rules.missing()),
+                    MissingKey::Allow => return Decision::Pass(None),
+                    MissingKey::Reject => {
+                        let response = plain(StatusCode::BAD_REQUEST);
+                        return Decision::Answer(
+                            response,
+                            AnswerBody::Text("missing rate limit key\n"),
+                        );
+                    }
+                }
             }
-            (None, MissingKey::Allow) => {
-                self.counters.add(Counter::MissingKey);
-                return Decision::Pass(None);
-            }
-            (None, MissingKey::Reject) => {
-                self.counters.add(Counter::MissingKey);
-                let response = plain(StatusCode::BAD_REQUEST);
-                return Decision::Answer(response, AnswerBody::Text("missing rate limit key\n"));
-            }
-        };
-        // The global key uses governor's lock-free direct limiter.
-        let key = if matches!(self.rules.kind, KeyKind::Global) {
-            None
-        } else {
-            key
         };
         let tier = self
             .resolver
