@@ -96,6 +96,21 @@ pub enum MissingKey {
     Allow,
 }
 
+/// Which answers carry `RateLimit-Policy` and `RateLimit` (and the legacy fields when on).
+/// A 429 always carries `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHeaders {
+    /// Allowed and limited answers, as the IETF draft intends: clients can pace themselves
+    /// before they are refused.
+    #[default]
+    Always,
+    /// Limited answers only; allowed answers leave as the inner service made them.
+    Limited,
+    /// No answer discloses the limit.
+    Never,
+}
+
 /// Everything a [`RateLimitLayer`](crate::RateLimitLayer) can be told, as read from JSON, YAML
 /// or TOML. `{}` is valid: 10 per second, burst 5, by client address, 429.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +149,8 @@ pub struct RateLimitConfig {
     pub max_keys: usize,
     /// Count what would be limited and let everything pass. Default `false`.
     pub shadow: bool,
+    /// Which answers carry the limit fields: `always`, `limited` or `never`. Default `always`.
+    pub headers: LimitHeaders,
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`. Default `false`.
     pub legacy_headers: bool,
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields. Default `default`.
@@ -158,6 +175,7 @@ impl Default for RateLimitConfig {
             missing_key: MissingKey::Shared,
             max_keys: 1_000_000,
             shadow: false,
+            headers: LimitHeaders::Always,
             legacy_headers: false,
             policy_name: "default".into(),
         }

@@ -34,63 +34,105 @@ pub(crate) struct HeaderCache {
     rate: Rate,
     name: String,
     policy: HeaderValue,
-    /// `RateLimit` values for `remaining` and `reset` seconds below `CACHED`.
-    limits: Box<[OnceLock<HeaderValue>]>,
+    /// `RateLimit` values by `remaining`, each with the reset it was made for. On the token
+    /// bucket's allowed path the reset follows from `remaining`, so the first value made is the
+    /// one every later answer with that `remaining` needs; any other reset is formatted.
+    limits: Box<[OnceLock<(u64, HeaderValue)>]>,
 }
 
-const CACHED: u64 = 64;
+/// Quotas with a larger burst cache the values of their lowest `remaining` counts only.
+const MAX_CACHED: usize = 1024;
 
 impl HeaderCache {
     pub(crate) fn new(policy: &str, rate: Rate) -> Self {
-        let window = seconds_up(rate.per_ns).max(1);
-        let policy_value = header_value(format!("\"{policy}\";q={};w={window}", rate.rate));
-        let limits = (0..CACHED * CACHED).map(|_| OnceLock::new()).collect();
+        let slots = (rate.burst as usize).saturating_add(1).min(MAX_CACHED);
         HeaderCache {
             rate,
             name: policy.to_string(),
-            policy: policy_value,
-            limits,
+            policy: policy_value(policy, &rate),
+            limits: (0..slots).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    fn policy(&self, rate: &Rate) -> HeaderValue {
-        if *rate == self.rate {
-            return self.policy.clone();
+    /// The fields of one answer.
+    pub(crate) fn fields(&self, state: &LimitState, legacy: bool) -> LimitFields {
+        let reset = seconds_up(state.reset_after);
+        let policy = if state.rate == self.rate {
+            self.policy.clone()
+        } else {
+            policy_value(&self.name, &state.rate)
+        };
+        let legacy = legacy.then(|| {
+            Box::new([
+                HeaderValue::from(state.rate.rate),
+                HeaderValue::from(state.remaining),
+                HeaderValue::from(reset),
+            ])
+        });
+        LimitFields {
+            policy,
+            limit: self.limit(state.remaining, reset),
+            legacy,
         }
-        let window = seconds_up(rate.per_ns).max(1);
-        header_value(format!("\"{}\";q={};w={window}", self.name, rate.rate))
     }
 
     fn limit(&self, remaining: u32, reset: u64) -> HeaderValue {
-        let format = || header_value(format!("\"{}\";r={remaining};t={reset}", self.name));
-        let remaining_index = u64::from(remaining);
-        if remaining_index < CACHED && reset < CACHED {
-            return self.limits[(remaining_index * CACHED + reset) as usize]
-                .get_or_init(format)
-                .clone();
+        if let Some(slot) = self.limits.get(remaining as usize) {
+            let (cached_reset, value) =
+                slot.get_or_init(|| (reset, limit_value(&self.name, remaining, reset)));
+            if *cached_reset == reset {
+                return value.clone();
+            }
         }
-        format()
+        limit_value(&self.name, remaining, reset)
     }
 }
 
-fn header_value(text: String) -> HeaderValue {
+/// `"name";q=<rate>;w=<window seconds>`.
+fn policy_value(name: &str, rate: &Rate) -> HeaderValue {
+    let window = seconds_up(rate.per_ns).max(1);
+    structured(name, [(b"q", u64::from(rate.rate)), (b"w", window)])
+}
+
+/// `"name";r=<remaining>;t=<reset seconds>`.
+fn limit_value(name: &str, remaining: u32, reset: u64) -> HeaderValue {
+    structured(name, [(b"r", u64::from(remaining)), (b"t", reset)])
+}
+
+/// A string item with two integer parameters, written without the formatting machinery: values
+/// outside the cache are made per answer.
+fn structured(name: &str, parameters: [(&[u8; 1], u64); 2]) -> HeaderValue {
+    let mut text = Vec::with_capacity(name.len() + 48);
+    text.push(b'"');
+    text.extend_from_slice(name.as_bytes());
+    text.push(b'"');
+    for (key, value) in parameters {
+        text.push(b';');
+        text.extend_from_slice(key);
+        text.push(b'=');
+        text.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
         .unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-pub(crate) fn insert(
-    headers: &mut HeaderMap,
-    cache: &HeaderCache,
-    state: &LimitState,
-    legacy: bool,
-) {
-    let reset = seconds_up(state.reset_after);
-    headers.insert(RATELIMIT_POLICY, cache.policy(&state.rate));
-    headers.insert(RATELIMIT, cache.limit(state.remaining, reset));
-    if legacy {
-        headers.insert(X_LIMIT, HeaderValue::from(state.rate.rate));
-        headers.insert(X_REMAINING, HeaderValue::from(state.remaining));
-        headers.insert(X_RESET, HeaderValue::from(reset));
+/// The fields of one answer, made when the layer decides and inserted into the response.
+pub(crate) struct LimitFields {
+    policy: HeaderValue,
+    limit: HeaderValue,
+    legacy: Option<Box<[HeaderValue; 3]>>,
+}
+
+impl LimitFields {
+    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_POLICY, self.policy);
+        headers.insert(RATELIMIT, self.limit);
+        if let Some(legacy) = self.legacy {
+            let [limit, remaining, reset] = *legacy;
+            headers.insert(X_LIMIT, limit);
+            headers.insert(X_REMAINING, remaining);
+            headers.insert(X_RESET, reset);
+        }
     }
 }
 
@@ -111,7 +153,7 @@ mod tests {
             reset_after: 1_500_000_000,
         };
         let cache = HeaderCache::new("default", state.rate);
-        insert(&mut headers, &cache, &state, true);
+        cache.fields(&state, true).insert_into(&mut headers);
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=42;t=2");
         assert_eq!(headers["x-ratelimit-limit"], "100");
@@ -119,7 +161,7 @@ mod tests {
         assert_eq!(headers["x-ratelimit-reset"], "2");
         // A cached value and another quota's values.
         let mut again = HeaderMap::new();
-        insert(&mut again, &cache, &state, false);
+        cache.fields(&state, false).insert_into(&mut again);
         assert_eq!(again["ratelimit"], "\"default\";r=42;t=2");
         let other = LimitState {
             rate: Rate {
@@ -130,7 +172,7 @@ mod tests {
             remaining: 500,
             reset_after: 0,
         };
-        insert(&mut again, &cache, &other, false);
+        cache.fields(&other, false).insert_into(&mut again);
         assert_eq!(again["ratelimit-policy"], "\"default\";q=5;w=1");
         assert_eq!(again["ratelimit"], "\"default\";r=500;t=0");
         assert_eq!(seconds_up(1), 1);

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::algorithm::Rate;
 use crate::client_ip::TrustedProxies;
-use crate::config::{Algorithm, MissingKey, RateLimitConfig, Reject};
+use crate::config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
 use crate::headers::HeaderCache;
 use crate::key::{KeyExtractor, KeyKind, KeyRules, RequestView};
@@ -160,6 +160,12 @@ impl RateLimitLayer {
         self.with(|c| c.shadow = shadow)
     }
 
+    /// Which answers carry `RateLimit-Policy` and `RateLimit`. Default
+    /// [`LimitHeaders::Always`].
+    pub fn headers(self, headers: LimitHeaders) -> Self {
+        self.with(|c| c.headers = headers)
+    }
+
     /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. Default: off.
     pub fn legacy_headers(self, on: bool) -> Self {
         self.with(|c| c.legacy_headers = on)
@@ -248,6 +254,7 @@ impl RateLimitLayer {
             max_delay: u64::try_from(c.max_delay.as_nanos()).unwrap_or(u64::MAX),
             missing_key: c.missing_key,
             shadow: c.shadow,
+            headers: c.headers,
             legacy_headers: c.legacy_headers,
             header_cache: HeaderCache::new(&c.policy_name, rate),
             counters: Counters::default(),

@@ -46,7 +46,7 @@ mod store;
 
 pub use body::{BoxError, ConnectionDropped, RateLimitBody};
 pub use client_ip::TrustedProxies;
-pub use config::{Algorithm, MissingKey, RateLimitConfig, Reject};
+pub use config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 pub use error::ConfigError;
 pub use key::{ClientAddr, KeyExtractor, RequestView, UserId};
 pub use layer::{Quota, RateLimitLayer};

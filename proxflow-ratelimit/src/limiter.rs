@@ -69,13 +69,16 @@ impl StateStore for BoundedGcraStore {
         F: Fn(Option<GovernorNanos>) -> Result<(T, GovernorNanos), E>,
     {
         let offset = self.clock.offset();
-        let now = self.clock.layer.now_ns();
-        self.keys.update(*key, now, |state| {
-            let local = state.map(|tat| GovernorNanos::from(tat.saturating_sub(offset)));
-            let (value, tat) = f(local)?;
-            *state = Some(tat.as_u64().saturating_add(offset));
-            Ok(value)
-        })
+        self.keys.update(
+            *key,
+            || self.clock.layer.now_ns(),
+            |state| {
+                let local = state.map(|tat| GovernorNanos::from(tat.saturating_sub(offset)));
+                let (value, tat) = f(local)?;
+                *state = Some(tat.as_u64().saturating_add(offset));
+                Ok(value)
+            },
+        )
     }
 }
 
@@ -210,7 +213,6 @@ impl Limiter {
     /// Decides for one request of `key` (`None`: the single global key). With `max_wait`, a
     /// request may be admitted after a wait instead of refused.
     pub(crate) fn check(&self, key: Option<u64>, max_wait: Nanos) -> Verdict {
-        let now = self.clock.now_ns();
         let rate = &self.rate;
         let salted = key.unwrap_or(0) ^ self.salt;
         match &self.engine {
@@ -222,13 +224,18 @@ impl Limiter {
             } => {
                 if max_wait > 0 {
                     // A reservation: governor can only say "not until", not hold the place.
-                    return tats.update(salted, now, |tat| {
-                        let (verdict, next) = gcra_reserve(*tat, now, rate, max_wait);
-                        if next.is_some() {
-                            *tat = next;
-                        }
-                        verdict
-                    });
+                    let now = self.clock.now_ns();
+                    return tats.update(
+                        salted,
+                        || now,
+                        |tat| {
+                            let (verdict, next) = gcra_reserve(*tat, now, rate, max_wait);
+                            if next.is_some() {
+                                *tat = next;
+                            }
+                            verdict
+                        },
+                    );
                 }
                 let outcome = match key {
                     Some(_) => keyed.check_key(&salted),
@@ -256,27 +263,48 @@ impl Limiter {
                     }
                 }
             }
-            Engine::LeakyBucket(store) => store.update(salted, now, |next| {
-                let (verdict, new_next) = leaky_bucket(*next, now, rate, max_wait);
-                if new_next.is_some() {
-                    *next = new_next;
-                }
-                verdict
-            }),
-            Engine::SlidingLog(store) => store.update(salted, now, |state| {
-                let state = state.get_or_insert_with(|| LogState {
-                    log: VecDeque::new(),
-                    per: rate.per_ns,
-                });
-                sliding_log(&mut state.log, now, rate)
-            }),
-            Engine::SlidingCounter(store) => store.update(salted, now, |state| {
-                let state = state.get_or_insert_with(|| CounterState {
-                    counters: Default::default(),
-                    per: rate.per_ns,
-                });
-                sliding_counter(&mut state.counters, now, rate)
-            }),
+            Engine::LeakyBucket(store) => {
+                let now = self.clock.now_ns();
+                store.update(
+                    salted,
+                    || now,
+                    |next| {
+                        let (verdict, new_next) = leaky_bucket(*next, now, rate, max_wait);
+                        if new_next.is_some() {
+                            *next = new_next;
+                        }
+                        verdict
+                    },
+                )
+            }
+            Engine::SlidingLog(store) => {
+                let now = self.clock.now_ns();
+                store.update(
+                    salted,
+                    || now,
+                    |state| {
+                        let state = state.get_or_insert_with(|| LogState {
+                            log: VecDeque::new(),
+                            per: rate.per_ns,
+                        });
+                        sliding_log(&mut state.log, now, rate)
+                    },
+                )
+            }
+            Engine::SlidingCounter(store) => {
+                let now = self.clock.now_ns();
+                store.update(
+                    salted,
+                    || now,
+                    |state| {
+                        let state = state.get_or_insert_with(|| CounterState {
+                            counters: Default::default(),
+                            per: rate.per_ns,
+                        });
+                        sliding_counter(&mut state.counters, now, rate)
+                    },
+                )
+            }
         }
     }
 }

@@ -16,8 +16,8 @@ use tower_service::Service;
 
 use crate::algorithm::{Nanos, Rate, Verdict};
 use crate::body::RateLimitBody;
-use crate::config::{MissingKey, Reject};
-use crate::headers::{self, seconds_up, LimitState};
+use crate::config::{LimitHeaders, MissingKey, Reject};
+use crate::headers::{self, seconds_up, LimitFields, LimitState};
 use crate::key::{KeyKind, KeyRules, RequestView};
 use crate::layer::Quota;
 use crate::limiter::{Limiter, LimiterClock, Tables};
@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) max_delay: Nanos,
     pub(crate) missing_key: MissingKey,
     pub(crate) shadow: bool,
+    pub(crate) headers: LimitHeaders,
     pub(crate) legacy_headers: bool,
     /// The default quota's header values (other quotas' are formatted per answer).
     pub(crate) header_cache: headers::HeaderCache,
@@ -62,8 +63,11 @@ pub struct RateLimited {
 
 /// What happens to one request.
 enum Decision {
-    Pass(Option<LimitState>),
-    Hold { wait: Nanos, state: LimitState },
+    Pass(Option<LimitFields>),
+    Hold {
+        wait: Nanos,
+        fields: Option<LimitFields>,
+    },
     Answer(Response<()>, AnswerBody),
 }
 
@@ -114,7 +118,7 @@ impl Shared {
                 reset_after,
             } => {
                 self.counters.add(Counter::Allowed);
-                Decision::Pass(Some(LimitState {
+                Decision::Pass(self.allowed_fields(&LimitState {
                     rate,
                     remaining,
                     reset_after,
@@ -128,11 +132,11 @@ impl Shared {
                 self.counters.add(Counter::Delayed);
                 Decision::Hold {
                     wait,
-                    state: LimitState {
+                    fields: self.allowed_fields(&LimitState {
                         rate,
                         remaining,
                         reset_after,
-                    },
+                    }),
                 }
             }
             Verdict::Refuse {
@@ -150,7 +154,7 @@ impl Shared {
                         retry_after_ms = retry_after / 1_000_000,
                         "shadow mode: would limit"
                     );
-                    return Decision::Pass(Some(state));
+                    return Decision::Pass(self.allowed_fields(&state));
                 }
                 if self.reject == Reject::Drop {
                     self.counters.add(Counter::Dropped);
@@ -167,7 +171,11 @@ impl Shared {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-                self.limit_headers(&mut response, &state);
+                if self.headers != LimitHeaders::Never {
+                    self.header_cache
+                        .fields(&state, self.legacy_headers)
+                        .insert_into(response.headers_mut());
+                }
                 response.extensions_mut().insert(RateLimited {
                     retry_after: Duration::from_nanos(retry_after),
                     rate: state.rate.rate,
@@ -199,13 +207,9 @@ impl Shared {
         Some(Arc::clone(limiter))
     }
 
-    fn limit_headers<B>(&self, response: &mut Response<B>, state: &LimitState) {
-        headers::insert(
-            response.headers_mut(),
-            &self.header_cache,
-            state,
-            self.legacy_headers,
-        );
+    fn allowed_fields(&self, state: &LimitState) -> Option<LimitFields> {
+        (self.headers == LimitHeaders::Always)
+            .then(|| self.header_cache.fields(state, self.legacy_headers))
     }
 
     pub(crate) fn key_usage(&self) -> (usize, usize) {
@@ -279,21 +283,18 @@ where
             headers: request.headers(),
             extensions: request.extensions(),
         };
-        let decision = self.shared.decide(&view);
-        let shared = Arc::clone(&self.shared);
-        let state = match decision {
-            Decision::Pass(limit) => {
+        let state = match self.shared.decide(&view) {
+            Decision::Pass(fields) => {
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture {
                     state: State::Inner {
                         future: ready.call(request),
                     },
-                    limit,
-                    shared,
+                    fields,
                 };
             }
-            Decision::Hold { wait, state } => {
+            Decision::Hold { wait, fields } => {
                 let sleep = tokio::time::sleep(Duration::from_nanos(wait));
                 let service = self.inner.clone();
                 return ResponseFuture {
@@ -302,8 +303,7 @@ where
                         service,
                         request: Some(request),
                     },
-                    limit: Some(state),
-                    shared,
+                    fields,
                 };
             }
             Decision::Answer(response, body) => State::Answered {
@@ -312,8 +312,7 @@ where
         };
         ResponseFuture {
             state,
-            limit: None,
-            shared,
+            fields: None,
         }
     }
 }
@@ -326,8 +325,8 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        limit: Option<LimitState>,
-        shared: Arc<Shared>,
+        // Made when the request was decided, so the future holds no reference to the layer.
+        fields: Option<LimitFields>,
     }
 }
 
@@ -376,8 +375,8 @@ where
                 }
                 StateProj::Inner { future } => {
                     let mut response = std::task::ready!(future.poll(cx))?;
-                    if let Some(limit) = this.limit {
-                        this.shared.limit_headers(&mut response, limit);
+                    if let Some(fields) = this.fields.take() {
+                        fields.insert_into(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(RateLimitBody::inner)));
                 }

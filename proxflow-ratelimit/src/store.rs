@@ -47,7 +47,13 @@ impl<S: KeyState> KeyStore<S> {
     }
 
     /// Runs `f` on the key's state (`None` for a new key) and stores what it leaves there.
-    pub(crate) fn update<R>(&self, key: u64, now: Nanos, f: impl FnOnce(&mut Option<S>) -> R) -> R {
+    /// `now` is read only if a full shard has to evict.
+    pub(crate) fn update<R>(
+        &self,
+        key: u64,
+        now: impl FnOnce() -> Nanos,
+        f: impl FnOnce(&mut Option<S>) -> R,
+    ) -> R {
         let index = self.shard_of(key);
         let mut shard = self.shards[index]
             .lock()
@@ -70,7 +76,7 @@ impl<S: KeyState> KeyStore<S> {
         if let Some(state) = state {
             let capacity = self.shard_capacities[index];
             if shard.len() >= capacity {
-                evict(&mut shard, now, capacity);
+                evict(&mut shard, now(), capacity);
             }
             shard.insert(key, state);
         }
@@ -187,10 +193,10 @@ mod tests {
     #[test]
     fn keeps_state_per_key() {
         let store: KeyStore<u64> = KeyStore::new(1000);
-        store.update(1, 0, |state| *state = Some(10));
-        store.update(2, 0, |state| *state = Some(20));
-        assert_eq!(store.update(1, 0, |state| *state), Some(10));
-        assert_eq!(store.update(3, 0, |state| *state), None);
+        store.update(1, || 0, |state| *state = Some(10));
+        store.update(2, || 0, |state| *state = Some(20));
+        assert_eq!(store.update(1, || 0, |state| *state), Some(10));
+        assert_eq!(store.update(3, || 0, |state| *state), None);
         assert_eq!(store.len(), 2, "a key left without state is not stored");
     }
 
@@ -200,19 +206,19 @@ mod tests {
         // Fill one shard (same high bits) with keys idle at 5, then add busy keys at now = 10.
         let key = |i: u64| i;
         for i in 0..16 {
-            store.update(key(i), 0, |state| *state = Some(5));
+            store.update(key(i), || 0, |state| *state = Some(5));
         }
         for i in 16..40 {
-            store.update(key(i), 10, |state| *state = Some(100 + i));
+            store.update(key(i), || 10, |state| *state = Some(100 + i));
         }
         assert!(store.len() <= store.capacity());
         assert_eq!(
-            store.update(key(0), 10, |state| *state),
+            store.update(key(0), || 10, |state| *state),
             None,
             "an idle key was dropped"
         );
         assert_eq!(
-            store.update(key(39), 10, |state| *state),
+            store.update(key(39), || 10, |state| *state),
             Some(139),
             "the newest busy key stays"
         );
@@ -228,7 +234,7 @@ mod tests {
                 key = key
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                store.update(key, i, |state| *state = Some(u64::MAX));
+                store.update(key, || i, |state| *state = Some(u64::MAX));
                 assert!(
                     store.len() <= max_keys,
                     "{} keys for max_keys {max_keys}",
@@ -246,7 +252,7 @@ mod tests {
             key = key
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            store.update(key, i, |state| *state = Some(i + 1_000_000));
+            store.update(key, || i, |state| *state = Some(i + 1_000_000));
         }
         assert!(store.len() <= store.capacity(), "{} keys", store.len());
         let per_key = store.table_bytes() as f64 / store.capacity() as f64;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use proxflow_ratelimit::{
-    Algorithm, ConfigError, MissingKey, RateLimitConfig, RateLimitLayer, Reject,
+    Algorithm, ConfigError, LimitHeaders, MissingKey, RateLimitConfig, RateLimitLayer, Reject,
 };
 use tokio::time::advance;
 
@@ -63,7 +63,8 @@ fn every_field_reads_from_each_format() {
         "key": "header:x-tenant", "reject": "delay", "max_delay": "250ms",
         "trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "ipv6_prefix": 56,
         "user_header": "x-user", "api_key_header": "x-key", "api_key_query": "token",
-        "missing_key": "reject", "max_keys": 5000, "shadow": true, "legacy_headers": true,
+        "missing_key": "reject", "max_keys": 5000, "shadow": true, "headers": "limited",
+        "legacy_headers": true,
         "policy_name": "tier-a"
     }"#;
     let yaml = "
@@ -82,6 +83,7 @@ api_key_query: token
 missing_key: reject
 max_keys: 5000
 shadow: true
+headers: limited
 legacy_headers: true
 policy_name: tier-a
 ";
@@ -101,6 +103,7 @@ api_key_query = "token"
 missing_key = "reject"
 max_keys = 5000
 shadow = true
+headers = "limited"
 legacy_headers = true
 policy_name = "tier-a"
 "#;
@@ -120,6 +123,7 @@ policy_name = "tier-a"
         missing_key: MissingKey::Reject,
         max_keys: 5000,
         shadow: true,
+        headers: LimitHeaders::Limited,
         legacy_headers: true,
         policy_name: "tier-a".into(),
     };

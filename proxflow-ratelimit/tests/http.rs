@@ -10,7 +10,8 @@ use axum::body::Body;
 use common::*;
 use http::{Request, StatusCode};
 use proxflow_ratelimit::{
-    Algorithm, MissingKey, Quota, RateLimitConfig, RateLimitLayer, RateLimited, RequestView, UserId,
+    Algorithm, LimitHeaders, MissingKey, Quota, RateLimitConfig, RateLimitLayer, RateLimited,
+    RequestView, UserId,
 };
 use tokio::time::advance;
 
@@ -101,6 +102,34 @@ async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
     let limited = send(&fast, from("192.0.2.1")).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&limited, "retry-after"), Some("1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_fields_on_limited_answers_only_or_never() {
+    for (headers, on_limited) in [(LimitHeaders::Limited, true), (LimitHeaders::Never, false)] {
+        let app = app(RateLimitLayer::new(10, Duration::from_secs(1))
+            .burst(1)
+            .legacy_headers(true)
+            .headers(headers));
+        let allowed = send(&app, from("192.0.2.10")).await;
+        assert_eq!(allowed.status(), StatusCode::OK);
+        for name in ["ratelimit-policy", "ratelimit", "x-ratelimit-remaining"] {
+            assert_eq!(header(&allowed, name), None, "{headers:?}: {name}");
+        }
+        let limited = send(&app, from("192.0.2.10")).await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&limited, "retry-after"), Some("1"), "{headers:?}");
+        assert_eq!(
+            header(&limited, "ratelimit").is_some(),
+            on_limited,
+            "{headers:?}"
+        );
+        assert_eq!(
+            header(&limited, "x-ratelimit-remaining").is_some(),
+            on_limited,
+            "{headers:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
