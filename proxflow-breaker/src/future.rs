@@ -1,0 +1,159 @@
+//! The call of a protected service: admitted or refused, timed, judged when it ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::breaker::{Breaker, Ending};
+use crate::classify::Classify;
+use crate::machine::{Admission, Outcome, Permit, State};
+
+/// Tokio's clock, so that paused time in tests drives the breaker.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
+/// ignored, which also frees its place if it was a half-open probe.
+pub(crate) struct Guard {
+    breaker: Arc<Breaker>,
+    permit: Permit,
+    start: Instant,
+    done: bool,
+}
+
+impl Guard {
+    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit, start: Instant) -> Guard {
+        Guard {
+            breaker,
+            permit,
+            start,
+            done: false,
+        }
+    }
+
+    /// Asks `breaker` for leave at `start`.
+    pub(crate) fn acquire(breaker: &Arc<Breaker>) -> Result<Guard, Stopped> {
+        let mut start = None;
+        let admission = breaker.acquire(|| *start.insert(now()));
+        match admission {
+            Admission::Admit(permit) => {
+                let start = start.unwrap_or_else(now);
+                Ok(Guard::new(Arc::clone(breaker), permit, start))
+            }
+            Admission::Refuse { retry_after, state } => {
+                Err(Stopped::Refused { retry_after, state })
+            }
+        }
+    }
+
+    /// The call starts now (in readiness mode leave is taken in `poll_ready`, earlier).
+    pub(crate) fn restart(&mut self) {
+        self.start = now();
+    }
+
+    fn finish(mut self, outcome: Outcome, timed_out: bool) {
+        self.end(outcome, timed_out);
+    }
+
+    fn end(&mut self, outcome: Outcome, timed_out: bool) {
+        self.done = true;
+        let now = now();
+        let ending = Ending {
+            outcome,
+            latency: now.saturating_duration_since(self.start),
+            timed_out,
+        };
+        self.breaker.record(now, self.permit, ending);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(Outcome::Ignored, false);
+        }
+    }
+}
+
+/// Why a call did not reach its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// Not admitted.
+    Refused { retry_after: Duration, state: State },
+    /// Still running after the timeout; counted as a failure.
+    TimedOut(Duration),
+}
+
+pin_project! {
+    /// The call, generic over what it returns; the HTTP and generic futures map its output.
+    #[project = CallProj]
+    pub(crate) enum Call<F, C> {
+        Refused { stopped: Stopped },
+        Running {
+            #[pin]
+            future: F,
+            // Boxed: only calls with a timeout pay for a timer.
+            timeout: Option<(Pin<Box<Sleep>>, Duration)>,
+            guard: Option<Guard>,
+            classify: C,
+        },
+    }
+}
+
+impl<F, C> Call<F, C> {
+    pub(crate) fn refused(stopped: Stopped) -> Self {
+        Call::Refused { stopped }
+    }
+
+    pub(crate) fn running(future: F, guard: Guard, classify: C, timeout: Option<Duration>) -> Self {
+        Call::Running {
+            future,
+            timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
+            guard: Some(guard),
+            classify,
+        }
+    }
+}
+
+impl<F, C, R, E> Future for Call<F, C>
+where
+    F: Future<Output = Result<R, E>>,
+    C: Classify<R, E>,
+{
+    type Output = Result<Result<R, E>, Stopped>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallProj::Refused { stopped } => Poll::Ready(Err(*stopped)),
+            CallProj::Running {
+                future,
+                timeout,
+                guard,
+                classify,
+            } => {
+                if let Poll::Ready(result) = future.poll(cx) {
+                    let outcome = classify.classify(result.as_ref());
+                    if let Some(guard) = guard.take() {
+                        guard.finish(outcome, false);
+                    }
+                    return Poll::Ready(Ok(result));
+                }
+                if let Some((sleep, after)) = timeout {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        if let Some(guard) = guard.take() {
+                            guard.finish(Outcome::Failure, true);
+                        }
+                        return Poll::Ready(Err(Stopped::TimedOut(*after)));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The keyed form: one breaker per key (by default the request's authority), bounded in
+//! number, in one layer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{header, HeaderMap, Request, Response, Uri};
+use tower_service::Service;
+
+use crate::body::BreakerBody;
+use crate::breaker::{Breaker, OnStateChange};
+use crate::classify::Classify;
+use crate::future::{now, Call, Guard};
+use crate::machine::{Settings, State};
+use crate::service::ResponseFuture;
+
+/// Picks the key of a request; `None` puts it under [`NO_KEY`].
+pub(crate) type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
+
+/// The key of requests without one.
+pub const NO_KEY: &str = "-";
+
+/// The default key: the authority of the URI (a client's request), else the `Host` header
+/// (a server's request).
+pub(crate) fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(authority) = uri.authority() {
+        return Some(authority.as_str().to_ascii_lowercase());
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    Some(host.to_ascii_lowercase())
+}
+
+/// The breakers of a keyed layer.
+pub(crate) struct Breakers {
+    map: Mutex<HashMap<Arc<str>, Arc<Breaker>>>,
+    max_keys: usize,
+    settings: Settings,
+    on_change: Option<OnStateChange>,
+}
+
+impl Breakers {
+    pub(crate) fn new(max_keys: u64, settings: Settings, on_change: Option<OnStateChange>) -> Self {
+        Breakers {
+            map: Mutex::default(),
+            max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX).max(1),
+            settings,
+            on_change,
+        }
+    }
+
+    /// The breaker of `key`, made on first use.
+    pub(crate) fn get_or_make(&self, key: &str) -> Arc<Breaker> {
+        let mut map = self.lock();
+        if let Some(breaker) = map.get(key) {
+            return Arc::clone(breaker);
+        }
+        if map.len() >= self.max_keys {
+            evict(&mut map, self.max_keys);
+        }
+        let name: Arc<str> = Arc::from(key);
+        let breaker = Arc::new(Breaker::new(
+            Arc::clone(&name),
+            self.settings.clone(),
+            now(),
+            self.on_change.clone(),
+        ));
+        map.insert(name, Arc::clone(&breaker));
+        breaker
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Breaker>> {
+        self.lock().get(key).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Breaker>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Breaker>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Frees a sixteenth of the room at once: closed breakers no call holds first (they carry
+/// nothing a new breaker would not), then closed ones, then any (an open breaker's key starts
+/// over closed: documented as the price of the bound).
+fn evict(map: &mut HashMap<Arc<str>, Arc<Breaker>>, max_keys: usize) {
+    let wanted = (max_keys / 16).max(1);
+    let mut freed = 0;
+    // Pass 0: closed and idle; pass 1: closed; pass 2: any.
+    for pass in 0..3 {
+        map.retain(|_, breaker| {
+            let closed = breaker.state() == State::Closed;
+            let idle = Arc::strong_count(breaker) == 1;
+            let candidate = match pass {
+                0 => closed && idle,
+                1 => closed,
+                _ => true,
+            };
+            let drop = freed < wanted && candidate;
+            freed += usize::from(drop);
+            !drop
+        });
+        if freed >= wanted {
+            break;
+        }
+    }
+    tracing::debug!(freed, "circuit breakers evicted: the keyed layer is full");
+}
+
+/// The service of a [`KeyedCircuitBreakerLayer`](crate::KeyedCircuitBreakerLayer).
+pub struct KeyedCircuitBreaker<S, C> {
+    inner: S,
+    breakers: Arc<Breakers>,
+    classify: C,
+    timeout: Option<Duration>,
+    key: KeyFn,
+}
+
+impl<S: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreaker {
+            inner: self.inner.clone(),
+            breakers: Arc::clone(&self.breakers),
+            classify: self.classify.clone(),
+            timeout: self.timeout,
+            key: Arc::clone(&self.key),
+        }
+    }
+}
+
+impl<S, C> KeyedCircuitBreaker<S, C> {
+    pub(crate) fn new(
+        inner: S,
+        breakers: Arc<Breakers>,
+        classify: C,
+        timeout: Option<Duration>,
+        key: KeyFn,
+    ) -> Self {
+        KeyedCircuitBreaker {
+            inner,
+            breakers,
+            classify,
+            timeout,
+            key,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for KeyedCircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, C, B, ResBody> Service<Request<B>> for KeyedCircuitBreaker<S, C>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error> + Clone,
+{
+    type Response = Response<BreakerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let key = (self.key)(request.uri(), request.headers());
+        let breaker = self.breakers.get_or_make(key.as_deref().unwrap_or(NO_KEY));
+        let call = match Guard::acquire(&breaker) {
+            Ok(guard) => Call::running(
+                self.inner.call(request),
+                guard,
+                self.classify.clone(),
+                self.timeout,
+            ),
+            Err(stopped) => Call::refused(stopped),
+        };
+        ResponseFuture::new(call)
+    }
+}

@@ -1,0 +1,76 @@
+//! A circuit breaker as a Tower layer, with the state no other breaker has: after the half-open
+//! probes succeed, traffic ramps up from a floor share to all of it instead of flooding a
+//! backend that just came back.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use proxflow_breaker::{CircuitBreakerLayer, State};
+//!
+//! let breaker = CircuitBreakerLayer::new()      // the origin's defaults:
+//!     .failure_threshold(0.5)                    // 50 % failures (5xx, errors, timeouts)
+//!     .latency_threshold(Duration::from_secs(5)) // or 50 % slow calls
+//!     .min_requests(10)                          // with 10 calls in the window
+//!     .evaluation_window(Duration::from_secs(60))
+//!     .recovery_timeout(Duration::from_secs(60)) // open 60 s (x2 per trip in a row)
+//!     .half_open_max_requests(3)                 // then 3 probes
+//!     .ramp_up_duration(Duration::from_secs(30)) // then 10 % -> 100 % over 30 s
+//!     .timeout(Duration::from_secs(10));         // 504 after 10 s, a failure
+//! let handle = breaker.handle();
+//! let app: Router = Router::new()
+//!     .route("/api/orders", get(|| async { "orders" }))
+//!     .layer(breaker);
+//! assert_eq!(handle.state(), State::Closed);
+//! ```
+//!
+//! - **States.** Closed (all pass, outcomes counted) → Open (all refused: 503 with
+//!   `Retry-After`, or [`BreakerError::Open`]) → HalfOpen (at most `half_open_max_requests`
+//!   probes; any failure or slow probe reopens) → RampUp (the admitted share grows from
+//!   `ramp_up_floor` to 100 % over `ramp_up_duration`, linear or Envoy-style
+//!   `ramp_up_aggression`; admission is deterministic error diffusion, so over any second
+//!   the admitted share is within one call of the target; failures are judged with the same
+//!   thresholds and reopen it) → Closed. Each trip in a row multiplies the open time by
+//!   `recovery_backoff` (up to `max_recovery_timeout`); `backoff_reset` closed resets it.
+//! - **Judging.** A [`Classify`] decides success, failure or ignored (default: errors and
+//!   5xx fail); a call at least `latency_threshold` long is slow. The rates are taken over a
+//!   time-bucketed sliding window (20 buckets, O(1) per call, no allocation per call).
+//!   Outcomes of calls admitted in an earlier state are not counted; a call dropped before it
+//!   ends counts as ignored (and frees its probe place).
+//! - **Closed path.** Admission is one atomic load (no lock, no clock); the outcome is
+//!   recorded under a mutex with two clock readings per call (for the latency).
+//! - **Forms.** [`CircuitBreakerLayer`] (HTTP), [`CircuitBreakerLayer::generic`] (any
+//!   service; errors are [`BreakerError`]), [`CircuitBreakerLayer::keyed`] (one breaker per
+//!   authority or custom key, at most `max_keys`). With `readiness(true)` an open breaker makes
+//!   `poll_ready` wait instead of refusing, so balancers route around it.
+//! - **Control and observability.** [`BreakerHandle`]: state, [`BreakerSnapshot`] (rates,
+//!   counts, time in state), force open, force closed, reset; a state-change callback;
+//!   `tracing` events (warn on opening); a `metrics` feature.
+//!
+//! Time is tokio's clock, so tests drive the breaker with paused time.
+
+mod body;
+mod breaker;
+mod classify;
+mod config;
+mod error;
+mod future;
+mod keyed;
+mod layer;
+mod machine;
+mod service;
+mod window;
+
+pub use body::BreakerBody;
+pub use breaker::{BreakerSnapshot, StateChange, Totals};
+pub use classify::{Classify, ErrorClassifier, StatusClassifier};
+pub use config::BreakerConfig;
+pub use error::{BreakerError, ConfigError};
+pub use keyed::{KeyedCircuitBreaker, NO_KEY};
+pub use layer::{
+    BreakerHandle, CircuitBreakerLayer, GenericCircuitBreakerLayer, KeyedBreakerHandle,
+    KeyedCircuitBreakerLayer,
+};
+pub use machine::{Outcome, State};
+pub use service::{
+    CallTimedOut, CircuitBreaker, CircuitOpen, GenericCircuitBreaker, GenericFuture, ResponseFuture,
+};

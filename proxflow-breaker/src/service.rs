@@ -1,0 +1,358 @@
+//! The services: HTTP (answers 503 and 504 itself) and generic (returns [`BreakerError`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::body::BreakerBody;
+use crate::breaker::Breaker;
+use crate::classify::Classify;
+use crate::error::BreakerError;
+use crate::future::{Call, Guard, Stopped};
+use crate::machine::State;
+
+/// In the extensions of a 503 the breaker answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitOpen {
+    /// When asking again makes sense (also in `Retry-After`, in whole seconds).
+    pub retry_after: Duration,
+    /// The state that refused.
+    pub state: State,
+}
+
+/// In the extensions of a 504 the breaker answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimedOut {
+    /// The timeout that ran out.
+    pub after: Duration,
+}
+
+/// What both forms share: the inner service, its breaker, and in readiness mode the leave
+/// taken in `poll_ready`.
+pub(crate) struct Core<S, C> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classify: C,
+    timeout: Option<Duration>,
+    readiness: Option<Readiness>,
+}
+
+impl<S: Clone, C: Clone> Clone for Core<S, C> {
+    fn clone(&self) -> Self {
+        Core {
+            inner: self.inner.clone(),
+            breaker: Arc::clone(&self.breaker),
+            classify: self.classify.clone(),
+            timeout: self.timeout,
+            // Leave taken by this instance is its own.
+            readiness: self.readiness.as_ref().map(|_| Readiness::default()),
+        }
+    }
+}
+
+/// Readiness mode: `poll_ready` takes the breaker's leave, or waits until it may.
+#[derive(Default)]
+struct Readiness {
+    reserved: Option<Guard>,
+    wait: Option<Pin<Box<Sleep>>>,
+}
+
+/// Refusals in readiness mode wait at least this long before asking again.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl Readiness {
+    fn poll_leave(&mut self, breaker: &Arc<Breaker>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.reserved.is_some() {
+                return Poll::Ready(());
+            }
+            if let Some(wait) = &mut self.wait {
+                ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
+            match Guard::acquire(breaker) {
+                Ok(guard) => self.reserved = Some(guard),
+                Err(Stopped::Refused { retry_after, .. }) => {
+                    let wait = retry_after.max(MIN_WAIT);
+                    self.wait = Some(Box::pin(tokio::time::sleep(wait)));
+                }
+                Err(Stopped::TimedOut(_)) => unreachable!("leave is not a call"),
+            }
+        }
+    }
+}
+
+impl<S, C> Core<S, C> {
+    pub(crate) fn new(
+        inner: S,
+        breaker: Arc<Breaker>,
+        classify: C,
+        timeout: Option<Duration>,
+        readiness: bool,
+    ) -> Self {
+        Core {
+            inner,
+            breaker,
+            classify,
+            timeout,
+            readiness: readiness.then(Readiness::default),
+        }
+    }
+
+    fn poll_ready<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
+    where
+        S: Service<R>,
+    {
+        if let Some(readiness) = &mut self.readiness {
+            ready!(readiness.poll_leave(&self.breaker, cx));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call<R>(&mut self, request: R) -> Call<S::Future, C>
+    where
+        S: Service<R>,
+        C: Clone,
+    {
+        let reserved = self.readiness.as_mut().and_then(|r| r.reserved.take());
+        let leave = match reserved {
+            Some(mut guard) => {
+                guard.restart();
+                Ok(guard)
+            }
+            None => Guard::acquire(&self.breaker),
+        };
+        match leave {
+            Ok(guard) => Call::running(
+                self.inner.call(request),
+                guard,
+                self.classify.clone(),
+                self.timeout,
+            ),
+            Err(stopped) => Call::refused(stopped),
+        }
+    }
+}
+
+/// The HTTP service of a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer): refusals are
+/// `503 Service Unavailable` with `Retry-After`, timeouts `504 Gateway Timeout`.
+pub struct CircuitBreaker<S, C> {
+    core: Core<S, C>,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(core: Core<S, C>) -> Self {
+        CircuitBreaker { core }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.core.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.core.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.core.inner
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.core.inner)
+            .field("breaker", self.core.breaker.name())
+            .finish()
+    }
+}
+
+impl<S, C, B, ResBody> Service<Request<B>> for CircuitBreaker<S, C>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error> + Clone,
+{
+    type Response = Response<BreakerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.core.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture {
+            call: self.core.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`CircuitBreaker`] and [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        call: Call<F, C>,
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(call: Call<F, C>) -> Self {
+        ResponseFuture { call }
+    }
+}
+
+impl<F, C, ResBody, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    C: Classify<Response<ResBody>, E>,
+{
+    type Output = Result<Response<BreakerBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().call.poll(cx)) {
+            Ok(result) => result.map(|response| response.map(BreakerBody::inner)),
+            Err(stopped) => Ok(answer(stopped)),
+        })
+    }
+}
+
+/// The breaker's own answer: 503 for a refusal, 504 for a timeout.
+fn answer<B>(stopped: Stopped) -> Response<BreakerBody<B>> {
+    let (status, text) = match stopped {
+        Stopped::Refused { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: circuit breaker open\n",
+        ),
+        Stopped::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+    };
+    let mut response = Response::new(BreakerBody::text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match stopped {
+        Stopped::Refused { retry_after, state } => {
+            let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
+            let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .extensions_mut()
+                .insert(CircuitOpen { retry_after, state });
+        }
+        Stopped::TimedOut(after) => {
+            response.extensions_mut().insert(CallTimedOut { after });
+        }
+    }
+    response
+}
+
+/// The generic service of a [`GenericCircuitBreakerLayer`](crate::GenericCircuitBreakerLayer):
+/// any request and response types; refusals and timeouts are [`BreakerError`] values.
+pub struct GenericCircuitBreaker<S, C> {
+    core: Core<S, C>,
+}
+
+impl<S: Clone, C: Clone> Clone for GenericCircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        GenericCircuitBreaker {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S, C> GenericCircuitBreaker<S, C> {
+    pub(crate) fn new(core: Core<S, C>) -> Self {
+        GenericCircuitBreaker { core }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.core.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.core.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.core.inner
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for GenericCircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenericCircuitBreaker")
+            .field("inner", &self.core.inner)
+            .field("breaker", self.core.breaker.name())
+            .finish()
+    }
+}
+
+impl<S, C, R> Service<R> for GenericCircuitBreaker<S, C>
+where
+    S: Service<R>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BreakerError<S::Error>;
+    type Future = GenericFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.core.poll_ready(cx).map_err(BreakerError::Inner)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        GenericFuture {
+            call: self.core.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`GenericCircuitBreaker`].
+    pub struct GenericFuture<F, C> {
+        #[pin]
+        call: Call<F, C>,
+    }
+}
+
+impl<F, C, R, E> Future for GenericFuture<F, C>
+where
+    F: Future<Output = Result<R, E>>,
+    C: Classify<R, E>,
+{
+    type Output = Result<R, BreakerError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().call.poll(cx)) {
+            Ok(result) => result.map_err(BreakerError::Inner),
+            Err(Stopped::Refused { retry_after, state }) => {
+                Err(BreakerError::Open { retry_after, state })
+            }
+            Err(Stopped::TimedOut(after)) => Err(BreakerError::Timeout(after)),
+        })
+    }
+}

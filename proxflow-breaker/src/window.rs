@@ -1,0 +1,172 @@
+//! A time-bucketed sliding window of call outcomes: O(1) per call, no allocation after it is
+//! made.
+//!
+//! The window is cut into [`BUCKETS`] buckets of `window / BUCKETS` each; a call is counted in
+//! the bucket of its end time, and a bucket leaves the window whole. So the rates cover the
+//! last `window` to `window - window / BUCKETS` of calls (60 s to 57 s with the defaults), the
+//! resolution resilience4j's time-based window has with one-second buckets.
+
+use std::time::{Duration, Instant};
+
+/// Buckets per window.
+pub(crate) const BUCKETS: usize = 20;
+
+/// Counts of one bucket, or of the whole window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Calls judged (ignored calls are not counted at all).
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+    /// Slow calls, failed or not.
+    pub(crate) slow: u32,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.slow = self.slow.saturating_add(other.slow);
+    }
+
+    fn sub(&mut self, other: Counts) {
+        self.calls -= other.calls;
+        self.failures -= other.failures;
+        self.slow -= other.slow;
+    }
+
+    pub(crate) fn failure_rate(&self) -> f64 {
+        rate(self.failures, self.calls)
+    }
+
+    pub(crate) fn slow_rate(&self) -> f64 {
+        rate(self.slow, self.calls)
+    }
+}
+
+fn rate(part: u32, calls: u32) -> f64 {
+    if calls == 0 {
+        0.0
+    } else {
+        f64::from(part) / f64::from(calls)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Window {
+    origin: Instant,
+    bucket_ns: u64,
+    buckets: [Counts; BUCKETS],
+    /// Number (since `origin`) of the newest bucket.
+    head: u64,
+    /// The sum of the buckets, kept as calls come and buckets leave.
+    totals: Counts,
+}
+
+impl Window {
+    pub(crate) fn new(length: Duration, origin: Instant) -> Window {
+        let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
+        Window {
+            origin,
+            bucket_ns: (length_ns / BUCKETS as u64).max(1),
+            buckets: [Counts::default(); BUCKETS],
+            head: 0,
+            totals: Counts::default(),
+        }
+    }
+
+    /// Counts one call that ended at `now`.
+    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) {
+        self.advance(now);
+        let call = Counts {
+            calls: 1,
+            failures: u32::from(failure),
+            slow: u32::from(slow),
+        };
+        self.buckets[(self.head % BUCKETS as u64) as usize].add(call);
+        self.totals.add(call);
+    }
+
+    /// The counts of the calls in the window at `now`.
+    pub(crate) fn totals(&mut self, now: Instant) -> Counts {
+        self.advance(now);
+        self.totals
+    }
+
+    /// Forgets every call (a new state judges only its own calls).
+    pub(crate) fn clear(&mut self) {
+        self.buckets = [Counts::default(); BUCKETS];
+        self.totals = Counts::default();
+    }
+
+    /// Moves the head to the bucket of `now`, dropping the buckets that left the window. At
+    /// most [`BUCKETS`] steps however long the pause.
+    fn advance(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
+        let bucket = u64::try_from(elapsed / u128::from(self.bucket_ns)).unwrap_or(u64::MAX);
+        if bucket <= self.head {
+            return;
+        }
+        if bucket - self.head >= BUCKETS as u64 {
+            self.clear();
+        } else {
+            for number in self.head + 1..=bucket {
+                let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
+                self.totals.sub(*slot);
+                *slot = Counts::default();
+            }
+        }
+        self.head = bucket;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn calls_leave_the_window_a_bucket_at_a_time() {
+        let t0 = Instant::now();
+        let mut window = Window::new(20 * SECOND, t0);
+        window.record(t0, true, false);
+        window.record(t0 + SECOND / 2, false, true);
+        window.record(t0 + 5 * SECOND, false, false);
+        let totals = window.totals(t0 + 19 * SECOND);
+        assert_eq!(
+            totals,
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
+        assert_eq!(totals.failure_rate(), 1.0 / 3.0);
+        // The first bucket (0..1 s) leaves at 20 s.
+        assert_eq!(window.totals(t0 + 20 * SECOND).calls, 1);
+        assert_eq!(window.totals(t0 + 26 * SECOND).calls, 0);
+    }
+
+    #[test]
+    fn a_long_pause_empties_it_and_counting_goes_on() {
+        let t0 = Instant::now();
+        let mut window = Window::new(60 * SECOND, t0);
+        for i in 0..100 {
+            window.record(t0 + i * SECOND / 10, i % 2 == 0, false);
+        }
+        assert_eq!(window.totals(t0 + 10 * SECOND).calls, 100);
+        let later = t0 + 3600 * SECOND;
+        assert_eq!(window.totals(later), Counts::default());
+        window.record(later, true, true);
+        assert_eq!(window.totals(later).failure_rate(), 1.0);
+        assert_eq!(window.totals(later).slow_rate(), 1.0);
+    }
+
+    #[test]
+    fn time_going_backwards_counts_in_the_newest_bucket() {
+        let t0 = Instant::now();
+        let mut window = Window::new(SECOND, t0 + SECOND);
+        window.record(t0, true, false);
+        assert_eq!(window.totals(t0).calls, 1);
+    }
+}
