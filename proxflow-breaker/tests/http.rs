@@ -99,7 +99,10 @@ async fn trip(app: &Router, backend: &Backend, handle: &BreakerHandle) {
     assert_eq!(handle.state(), State::Open);
 }
 
-fn recorder(layer: CircuitBreakerLayer) -> (CircuitBreakerLayer, Arc<Mutex<Vec<(State, State)>>>) {
+/// The transitions seen by the state-change callback.
+type Seen = Arc<Mutex<Vec<(State, State)>>>;
+
+fn recorder(layer: CircuitBreakerLayer) -> (CircuitBreakerLayer, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let layer = layer.on_state_change(move |change: &StateChange| {
