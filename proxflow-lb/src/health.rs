@@ -1,0 +1,89 @@
+//! Active health checks: `GET path` to every upstream each interval, through the balancer's
+//! own client; an upstream failing `unhealthy_threshold` checks in a row takes no traffic
+//! until it passes `healthy_threshold` in a row.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response};
+use tower_service::Service;
+
+use crate::config::ActiveHealth;
+use crate::pool::Pool;
+use crate::upstream::Upstream;
+
+/// Starts the checks of `pool` once, on a task of the current tokio runtime; the task ends
+/// when the pool is dropped.
+pub(crate) fn start<S, B, R>(pool: &Arc<Pool>, client: &S)
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Default + Send + 'static,
+{
+    let Some(check) = pool.config.health_check.clone() else {
+        return;
+    };
+    if pool.health_started.load(Ordering::Relaxed)
+        || pool.health_started.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("active health checks need a tokio runtime; not started");
+        pool.health_started.store(false, Ordering::Release);
+        return;
+    };
+    let pool = Arc::downgrade(pool);
+    let client = client.clone();
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(check.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(list) = pool.upgrade().map(|pool| pool.list()) else {
+                break;
+            };
+            let probes = list
+                .iter()
+                .map(|upstream| probe(client.clone(), upstream, &check));
+            let results = futures_util::future::join_all(probes).await;
+            for (upstream, passed) in list.iter().zip(results) {
+                match upstream.record_check(passed, &check) {
+                    Some(true) => {
+                        tracing::warn!(upstream = %upstream.name, "upstream failing health checks")
+                    }
+                    Some(false) => {
+                        tracing::info!(upstream = %upstream.name, "upstream healthy again")
+                    }
+                    None => {}
+                }
+            }
+        }
+    });
+}
+
+/// One check: a 2xx or 3xx answer within the timeout passes.
+async fn probe<S, B, R>(mut client: S, upstream: &Upstream, check: &ActiveHealth) -> bool
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    B: Default,
+{
+    let Ok(uri) = format!("{}{}", upstream.name, check.path).parse::<http::Uri>() else {
+        return false;
+    };
+    let mut request = Request::new(B::default());
+    *request.uri_mut() = uri;
+    if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    let answer = async {
+        std::future::poll_fn(|cx| client.poll_ready(cx))
+            .await
+            .ok()?;
+        client.call(request).await.ok()
+    };
+    match tokio::time::timeout(check.timeout, answer).await {
+        Ok(Some(response)) => response.status().is_success() || response.status().is_redirection(),
+        _ => false,
+    }
+}

@@ -1,0 +1,75 @@
+//! Load balancing as a Tower layer over any HTTP client service: the adaptive
+//! exponential-smoothing policy of the origin proxy, the classic policies, passive ejection,
+//! active health checks, slow start, retries of failed connections, and a handle to change
+//! and watch the upstreams at run time.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use proxflow_lb::{AdaptiveLb, Policy};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let lb = AdaptiveLb::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+//! let handle = lb.handle();
+//! // Any client service: hyper-util's `Client` in a real gateway.
+//! let client = tower::service_fn(|request: Request<String>| async move {
+//!     Ok::<_, Infallible>(Response::new(format!("{}", request.uri())))
+//! });
+//! let service = ServiceBuilder::new().layer(lb).service(client);
+//! let response = service.oneshot(Request::new(String::new())).await?;
+//! assert!(response.status().is_success());
+//! assert_eq!(handle.snapshot().upstreams.len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! - **Forwarding.** The chosen upstream's scheme and authority replace the URI's (path and
+//!   query kept); `Host` is kept or set to the upstream ([`HostHeader`]); `X-Forwarded-For`
+//!   is appended and `X-Forwarded-Proto`/`-Host` set (on by default). A connection error is
+//!   tried again on another upstream (`retries`, default 1; idempotent methods with an empty
+//!   body). A client error is answered `502` (the error in the [`UpstreamFailed`] extension);
+//!   no available upstream is `503`.
+//! - **The adaptive policy.** Every `update_interval`, each upstream's load sample (latency,
+//!   concurrency or request count, × `1 + failure_penalty × failure ratio`) joins a history of
+//!   `history_length`; the prediction is its exponential smoothing with `alpha`; weights are
+//!   1 / prediction, normalised to a mean of 1 (within 1/100..100). An upstream with no answers
+//!   in an interval is given the mean of the others' samples, so that it is tried again.
+//!   Between updates, picks are weighted power of two choices by (in flight + 1) / weight.
+//! - **Classic policies.** Round robin, smooth weighted round robin, random, least request,
+//!   peak EWMA, and weighted rendezvous hashing by client address or header (a key moves only
+//!   when its upstream leaves, or to a better-scoring upstream that joins).
+//! - **Availability.** Passive ejection after `consecutive_failures` (connection errors or
+//!   502/503/504), doubling per ejection in a row; active checks (`GET /health`, thresholds
+//!   3 down / 2 up) started with the first request; draining. An upstream new or back from
+//!   ejection has no history and ramps from 10 % over `slow_start`. With none available, 503,
+//!   or with `panic_mode` all of them.
+//! - **Monitoring.** [`LbHandle::snapshot`] lists per upstream its weight, adaptive weight,
+//!   predicted load, history, in-flight, requests, failures, latency EWMA and health; a
+//!   `metrics` feature; `tracing` on weight updates (debug) and ejections (warn).
+//!
+//! Not done yet (issue 5): the generic form over a `Discover` stream of tower services, and
+//! the readiness of a proxflow-breaker per upstream.
+//!
+//! Time is tokio's clock, so tests drive the balancer with paused time.
+
+mod adaptive;
+mod body;
+mod config;
+mod error;
+mod health;
+mod layer;
+mod pool;
+mod service;
+mod upstream;
+
+pub use body::LbBody;
+pub use config::{
+    ActiveHealth, AdaptiveConfig, HostHeader, LbConfig, LoadMetric, PassiveHealth, Policy,
+    UpstreamConfig,
+};
+pub use error::{ConfigError, NoUpstream, UpstreamFailed};
+pub use layer::{AdaptiveLb, LbHandle, LbSnapshot};
+pub use pool::UpstreamSnapshot;
+pub use service::{BoxError, Lb, ResponseFuture};
+pub use upstream::Health;

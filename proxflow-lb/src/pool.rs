@@ -1,0 +1,601 @@
+//! The upstreams of one balancer, the policies' picks over them, and the adaptive updates.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::adaptive::{self, Interval};
+use crate::config::{AdaptiveConfig, LbConfig, Policy};
+use crate::error::ConfigError;
+use crate::upstream::{fnv1a, Health, Nanos, Upstream};
+
+/// Tokio's clock, so that paused time in tests drives the balancer.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+pub(crate) struct Pool {
+    origin: Instant,
+    upstreams: RwLock<Arc<[Arc<Upstream>]>>,
+    pub(crate) config: LbConfig,
+    /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
+    decay: Duration,
+    round_robin: AtomicUsize,
+    /// Smooth weighted round robin changes all running weights at once.
+    wrr: Mutex<()>,
+    rng: Mutex<fastrand::Rng>,
+    /// Adaptive: when the next sample is due.
+    next_update: AtomicU64,
+    /// Active health checks run (they start with the first request).
+    pub(crate) health_started: AtomicBool,
+}
+
+impl Pool {
+    pub(crate) fn new(config: LbConfig) -> Result<Pool, ConfigError> {
+        config.validate()?;
+        let origin = now();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(&u.url, u.weight, 0, false).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let decay = match &config.lb_policy {
+            Policy::PeakEwma { decay } => *decay,
+            _ => Duration::from_secs(10),
+        };
+        let rng = match config.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        let pool = Pool {
+            origin,
+            upstreams: RwLock::new(upstreams.into()),
+            decay,
+            round_robin: AtomicUsize::new(0),
+            wrr: Mutex::new(()),
+            rng: Mutex::new(rng),
+            next_update: AtomicU64::new(0),
+            health_started: AtomicBool::new(false),
+            config,
+        };
+        if let Some(adaptive) = pool.adaptive() {
+            pool.next_update
+                .store(nanos(adaptive.update_interval), Ordering::Relaxed);
+        }
+        Ok(pool)
+    }
+
+    pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
+        nanos(at.saturating_duration_since(self.origin))
+    }
+
+    pub(crate) fn list(&self) -> Arc<[Arc<Upstream>]> {
+        Arc::clone(&self.upstreams.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn adaptive(&self) -> Option<&AdaptiveConfig> {
+        match &self.config.lb_policy {
+            Policy::Adaptive(adaptive) => Some(adaptive),
+            _ => None,
+        }
+    }
+
+    /// Chooses an upstream for a request, or `None` when none is available (and panic mode
+    /// is off). `key` is the hash policies' key; `exclude` the upstreams already tried.
+    pub(crate) fn pick(
+        &self,
+        now: Instant,
+        key: Option<&[u8]>,
+        exclude: &[Arc<str>],
+    ) -> Option<Arc<Upstream>> {
+        let now = self.nanos_since_origin(now);
+        self.maybe_update(now);
+        let guard = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
+        let list: &[Arc<Upstream>] = &guard;
+        let slow_start = self.config.slow_start;
+        let excluded = |u: &Upstream| exclude.iter().any(|name| **name == *u.name);
+        let weight = |u: &Upstream| {
+            if excluded(u) {
+                0.0
+            } else {
+                u.weight(now, slow_start)
+            }
+        };
+        let mut weights: [f64; SMALL] = [0.0; SMALL];
+        let mut heap = Vec::new();
+        let weights: &mut [f64] = if list.len() <= SMALL {
+            &mut weights[..list.len()]
+        } else {
+            heap.resize(list.len(), 0.0);
+            &mut heap
+        };
+        let mut total = 0.0;
+        for (slot, upstream) in weights.iter_mut().zip(list) {
+            *slot = weight(upstream);
+            total += *slot;
+        }
+        if total <= 0.0 {
+            if !self.config.panic_mode {
+                return None;
+            }
+            // Panic mode: every upstream not tried yet, by its weight as if healthy.
+            for (slot, upstream) in weights.iter_mut().zip(list) {
+                *slot = if excluded(upstream) {
+                    0.0
+                } else {
+                    upstream.base_weight(now, slow_start)
+                };
+                total += *slot;
+            }
+            if total <= 0.0 {
+                return None;
+            }
+        }
+        let index = match &self.config.lb_policy {
+            Policy::RoundRobin => self.round_robin(weights),
+            Policy::WeightedRoundRobin => self.weighted_round_robin(list, weights),
+            Policy::Random => self.weighted_random(weights, total, None),
+            Policy::LeastRequest | Policy::Adaptive(_) => self.two_choices(weights, total, |i| {
+                (f64::from(list[i].in_flight.load(Ordering::Relaxed)) + 1.0) / weights[i]
+            }),
+            Policy::PeakEwma { decay } => self.two_choices(weights, total, |i| {
+                list[i].ewma_cost(now, *decay) / weights[i]
+            }),
+            Policy::IpHash | Policy::HeaderHash { .. } => match key {
+                Some(key) => rendezvous(list, weights, fnv1a(key)),
+                None => self.weighted_random(weights, total, None),
+            },
+        };
+        Some(Arc::clone(&list[index]))
+    }
+
+    fn round_robin(&self, weights: &[f64]) -> usize {
+        let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        (0..weights.len())
+            .map(|offset| (start + offset) % weights.len())
+            .find(|&i| weights[i] > 0.0)
+            .unwrap_or(0)
+    }
+
+    /// nginx's smooth weighted round robin: each pick, every upstream gains its weight; the
+    /// richest is picked and pays the total.
+    fn weighted_round_robin(&self, list: &[Arc<Upstream>], weights: &[f64]) -> usize {
+        let _turn = self.wrr.lock().unwrap_or_else(|p| p.into_inner());
+        let mut best = 0;
+        let mut best_current = i64::MIN;
+        let mut total = 0i64;
+        for (i, upstream) in list.iter().enumerate() {
+            if weights[i] <= 0.0 {
+                continue;
+            }
+            let weight = (weights[i] * 1000.0).round().max(1.0) as i64;
+            total += weight;
+            let current = upstream.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
+            if current > best_current {
+                best = i;
+                best_current = current;
+            }
+        }
+        list[best].wrr_current.fetch_sub(total, Ordering::Relaxed);
+        best
+    }
+
+    fn weighted_random(&self, weights: &[f64], total: f64, skip: Option<usize>) -> usize {
+        let total = total - skip.map_or(0.0, |i| weights[i]);
+        let mut target = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64() * total;
+        let mut last = 0;
+        for (i, &weight) in weights.iter().enumerate() {
+            if Some(i) == skip || weight <= 0.0 {
+                continue;
+            }
+            last = i;
+            if target < weight {
+                return i;
+            }
+            target -= weight;
+        }
+        last
+    }
+
+    /// Power of two choices: two distinct upstreams drawn by weight, the lower cost wins.
+    fn two_choices(&self, weights: &[f64], total: f64, cost: impl Fn(usize) -> f64) -> usize {
+        let first = self.weighted_random(weights, total, None);
+        if weights.iter().filter(|w| **w > 0.0).count() < 2 {
+            return first;
+        }
+        let second = self.weighted_random(weights, total, Some(first));
+        if cost(second) < cost(first) {
+            second
+        } else {
+            first
+        }
+    }
+
+    /// Adaptive: takes each upstream's sample and recomputes the weights when an interval
+    /// has passed. One caller does it; the others go on with the old weights.
+    fn maybe_update(&self, now: Nanos) {
+        let Some(adaptive) = self.adaptive() else {
+            return;
+        };
+        let due = self.next_update.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let interval = nanos(adaptive.update_interval);
+        let next = now.max(due.saturating_add(interval));
+        if self
+            .next_update
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        // The last interval may have been longer than one period if no request came.
+        let length = Duration::from_nanos(now - due + interval);
+        self.update(adaptive, length, now);
+    }
+
+    fn update(&self, adaptive: &AdaptiveConfig, length: Duration, now: Nanos) {
+        let list = self.list();
+        let intervals: Vec<Interval> = list
+            .iter()
+            .map(|u| std::mem::take(&mut u.stats().interval))
+            .collect();
+        let mut samples: Vec<Option<f64>> = intervals
+            .iter()
+            .map(|interval| adaptive::sample(adaptive, interval, length))
+            .collect();
+        // No answers, no latency: an unobserved upstream drifts to the mean of the observed
+        // ones, so that it is tried again instead of being judged forever by its past.
+        let observed: Vec<f64> = samples.iter().flatten().copied().collect();
+        if !observed.is_empty() {
+            let mean = observed.iter().sum::<f64>() / observed.len() as f64;
+            for (sample, upstream) in samples.iter_mut().zip(list.iter()) {
+                if sample.is_none() && upstream.health(now) == Health::Healthy {
+                    *sample = Some(mean);
+                }
+            }
+        }
+        let predicted: Vec<Option<f64>> = list
+            .iter()
+            .zip(&samples)
+            .map(|(upstream, sample)| {
+                let mut stats = upstream.stats();
+                if let Some(sample) = sample {
+                    stats.history.push(*sample, adaptive.history_length);
+                }
+                stats.predicted = stats.history.predict(adaptive.alpha);
+                stats.predicted
+            })
+            .collect();
+        let weights = adaptive::weights(&predicted);
+        for (upstream, weight) in list.iter().zip(weights) {
+            upstream.stats().adaptive_weight = weight;
+            upstream.set_adaptive_weight(weight);
+        }
+        tracing::debug!(
+            weights = ?list.iter().map(|u| (u.name.to_string(), u.effective_adaptive())).collect::<Vec<_>>(),
+            "adaptive weights updated"
+        );
+        #[cfg(feature = "metrics")]
+        for upstream in list.iter() {
+            metrics::gauge!("proxflow_lb_weight", "upstream" => upstream.name.to_string())
+                .set(upstream.effective_adaptive());
+        }
+    }
+
+    /// Adds an upstream at run time (slow start applies); false if it is there already.
+    pub(crate) fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
+        let now = self.nanos_since_origin(now());
+        let upstream = Arc::new(Upstream::new(url, weight, now, true)?);
+        let mut guard = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+        if guard.iter().any(|u| u.name == upstream.name) {
+            return Ok(false);
+        }
+        let mut list = guard.to_vec();
+        list.push(upstream);
+        *guard = list.into();
+        Ok(true)
+    }
+
+    /// Removes an upstream; requests in flight to it finish.
+    pub(crate) fn remove(&self, name: &str) -> bool {
+        let mut guard = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+        let before = guard.len();
+        let list: Vec<_> = guard.iter().filter(|u| *u.name != *name).cloned().collect();
+        let removed = list.len() < before;
+        *guard = list.into();
+        removed
+    }
+
+    /// Stops sending new requests to an upstream; it stays listed until removed.
+    pub(crate) fn drain(&self, name: &str) -> bool {
+        let list = self.list();
+        let found = list.iter().find(|u| *u.name == *name);
+        if let Some(upstream) = found {
+            upstream.drain();
+        }
+        found.is_some()
+    }
+
+    pub(crate) fn snapshot(&self, at: Instant) -> Vec<UpstreamSnapshot> {
+        let now = self.nanos_since_origin(at);
+        self.list()
+            .iter()
+            .map(|u| {
+                let stats = u.stats();
+                let health = u.health(now);
+                UpstreamSnapshot {
+                    upstream: u.name.to_string(),
+                    static_weight: u.static_weight,
+                    weight: u.weight(now, self.config.slow_start),
+                    adaptive_weight: stats.adaptive_weight,
+                    predicted_load: stats.predicted,
+                    history: stats.history.samples().collect(),
+                    in_flight: u.in_flight.load(Ordering::Relaxed),
+                    requests: stats.requests,
+                    failures: stats.failures,
+                    latency_ewma_ms: u.latency_estimate(now, self.decay) / 1e6,
+                    health,
+                    ejected_for_ms: (health == Health::Ejected)
+                        .then(|| (u.ejected_until() - now) / 1_000_000),
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn decay(&self) -> Duration {
+        self.decay
+    }
+}
+
+/// Up to this many upstreams, a pick's weights live on the stack.
+const SMALL: usize = 32;
+
+/// Weighted rendezvous hashing: the upstream with the highest `-weight / ln(h)` for the key.
+/// A key moves only when its upstream leaves (or a new one outscores it).
+fn rendezvous(list: &[Arc<Upstream>], weights: &[f64], key: u64) -> usize {
+    let mut best = 0;
+    let mut best_score = f64::NEG_INFINITY;
+    for (i, upstream) in list.iter().enumerate() {
+        if weights[i] <= 0.0 {
+            continue;
+        }
+        let hash = mix(key ^ upstream.name_hash);
+        // A uniform number in (0, 1): never 0, whose log is minus infinity.
+        let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = -f64::from(upstream.static_weight) / unit.ln();
+        if score > best_score {
+            best = i;
+            best_score = score;
+        }
+    }
+    best
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the output.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One upstream's figures, as a snapshot lists them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamSnapshot {
+    /// `scheme://authority`.
+    pub upstream: String,
+    /// The configured weight.
+    pub static_weight: u32,
+    /// The weight picks use now (0 when unavailable; ramped during slow start).
+    pub weight: f64,
+    /// Adaptive: the weight from the predicted load (mean 1), if it has a history.
+    pub adaptive_weight: Option<f64>,
+    /// Adaptive: the smoothed prediction of the next sample.
+    pub predicted_load: Option<f64>,
+    /// Adaptive: the samples, oldest first.
+    pub history: Vec<f64>,
+    /// Requests sent and not answered.
+    pub in_flight: u32,
+    /// Answers received.
+    pub requests: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// Peak-EWMA latency estimate, milliseconds.
+    pub latency_ewma_ms: f64,
+    /// Whether it takes traffic, and if not why.
+    pub health: Health,
+    /// Ejected: milliseconds left.
+    pub ejected_for_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+
+    fn pool(policy: Policy, upstreams: &[(&str, u32)]) -> Pool {
+        Pool::new(LbConfig {
+            upstreams: upstreams
+                .iter()
+                .map(|(url, weight)| UpstreamConfig {
+                    url: url.to_string(),
+                    weight: *weight,
+                })
+                .collect(),
+            lb_policy: policy,
+            seed: Some(7),
+            ..LbConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn counts(pool: &Pool, picks: usize, key: impl Fn(usize) -> Option<Vec<u8>>) -> Vec<usize> {
+        let list = pool.list();
+        let mut counts = vec![0; list.len()];
+        let t = now();
+        for i in 0..picks {
+            let key = key(i);
+            let picked = pool.pick(t, key.as_deref(), &[]).unwrap();
+            counts[list.iter().position(|u| Arc::ptr_eq(u, &picked)).unwrap()] += 1;
+        }
+        counts
+    }
+
+    const THREE: [(&str, u32); 3] = [("http://a:1", 1), ("http://b:1", 1), ("http://c:1", 1)];
+
+    #[tokio::test(start_paused = true)]
+    async fn round_robin_takes_turns() {
+        let pool = pool(Policy::RoundRobin, &THREE);
+        assert_eq!(counts(&pool, 300, |_| None), [100, 100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn smooth_weighted_round_robin_spreads_the_heavy_one() {
+        let pool = pool(
+            Policy::WeightedRoundRobin,
+            &[("http://a:1", 5), ("http://b:1", 1), ("http://c:1", 1)],
+        );
+        let list = pool.list();
+        let t = now();
+        let order: String = (0..7)
+            .map(|_| {
+                let picked = pool.pick(t, None, &[]).unwrap();
+                (b'a' + list.iter().position(|u| Arc::ptr_eq(u, &picked)).unwrap() as u8) as char
+            })
+            .collect();
+        // nginx's sequence for weights 5, 1, 1.
+        assert_eq!(order, "aabacaa");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_request_avoids_the_busy_one() {
+        let pool = pool(Policy::LeastRequest, &THREE);
+        pool.list()[0].in_flight.store(100, Ordering::Relaxed);
+        let counts = counts(&pool, 3000, |_| None);
+        assert_eq!(
+            counts[0], 0,
+            "{counts:?}: the busy one loses every comparison"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_follows_static_weights() {
+        let pool = pool(Policy::Random, &[("http://a:1", 3), ("http://b:1", 1)]);
+        let counts = counts(&pool, 40_000, |_| None);
+        let share = counts[0] as f64 / 40_000.0;
+        assert!((share - 0.75).abs() < 0.01, "{share}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hashing_keeps_keys_in_place_until_their_upstream_leaves() {
+        let pool = pool(Policy::IpHash, &THREE);
+        let t = now();
+        let key = |i: usize| format!("10.0.0.{i}").into_bytes();
+        let before: Vec<Arc<str>> = (0..200)
+            .map(|i| Arc::clone(&pool.pick(t, Some(&key(i)), &[]).unwrap().name))
+            .collect();
+        let spread = THREE
+            .iter()
+            .map(|(url, _)| before.iter().filter(|n| ***n == **url).count())
+            .collect::<Vec<_>>();
+        assert!(spread.iter().all(|&n| n > 40), "{spread:?}");
+        assert!(pool.remove("http://b:1"));
+        for (i, old) in before.iter().enumerate() {
+            let now_on = pool.pick(t, Some(&key(i)), &[]).unwrap();
+            if **old != *"http://b:1" {
+                assert_eq!(
+                    now_on.name, *old,
+                    "key {i} moved though its upstream stayed"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_available_is_none_unless_panic_mode() {
+        let pool = pool(Policy::RoundRobin, &THREE);
+        for (url, _) in THREE {
+            pool.drain(url);
+        }
+        assert!(pool.pick(now(), None, &[]).is_none());
+        let panicking = Pool::new(LbConfig {
+            panic_mode: true,
+            ..pool.config.clone()
+        })
+        .unwrap();
+        for (url, _) in THREE {
+            panicking.drain(url);
+        }
+        assert!(panicking.pick(now(), None, &[]).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn excluded_upstreams_are_not_picked() {
+        let pool = pool(Policy::Random, &THREE);
+        let exclude: Vec<Arc<str>> = vec![Arc::from("http://a:1"), Arc::from("http://b:1")];
+        for _ in 0..100 {
+            assert_eq!(
+                &*pool.pick(now(), None, &exclude).unwrap().name,
+                "http://c:1"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adaptive_weights_follow_the_smoothed_latency() {
+        let adaptive = AdaptiveConfig {
+            update_interval: Duration::from_secs(1),
+            ..AdaptiveConfig::default()
+        };
+        let pool = pool(Policy::Adaptive(adaptive), &THREE);
+        let list = pool.list();
+        let passive = pool.config.passive_health.clone();
+        let ms = Duration::from_millis(1);
+        for (upstream, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
+            for _ in 0..10 {
+                upstream.record(0, latency, false, pool.decay(), &passive);
+            }
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pool.pick(now(), None, &[]);
+        let snapshot = pool.snapshot(now());
+        let weights: Vec<f64> = snapshot
+            .iter()
+            .map(|u| u.adaptive_weight.unwrap())
+            .collect();
+        assert!((weights[0] / weights[1] - 2.0).abs() < 1e-9, "{weights:?}");
+        assert!((weights[1] / weights[2] - 2.0).abs() < 1e-9, "{weights:?}");
+        assert_eq!(snapshot[0].history, [0.01]);
+        // An upstream with no answers in the next interval drifts to the mean of the others.
+        for _ in 0..10 {
+            list[0].record(0, 10 * ms, false, pool.decay(), &passive);
+            list[1].record(0, 20 * ms, false, pool.decay(), &passive);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pool.pick(now(), None, &[]);
+        let snapshot = pool.snapshot(now());
+        assert_eq!(snapshot[2].history.len(), 2);
+        assert!((snapshot[2].history[1] - 0.015).abs() < 1e-12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_added_upstream_starts_slow() {
+        let pool = pool(Policy::Random, &THREE);
+        assert!(pool.add("http://d:1", 1).unwrap());
+        assert!(!pool.add("http://d:1", 1).unwrap(), "already there");
+        let counts = counts(&pool, 10_000, |_| None);
+        let share = counts[3] as f64 / 10_000.0;
+        // Weight 0.1 against 3: about 3 %.
+        assert!((share - 0.1 / 3.1).abs() < 0.01, "{share}");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let counts = self::counts(&pool, 10_000, |_| None);
+        assert!((counts[3] as f64 / 10_000.0 - 0.25).abs() < 0.02);
+    }
+}
