@@ -1,6 +1,7 @@
 //! The HTTP service: picks an upstream, rewrites the request for it, sends it through the
 //! client, retries a failed connection elsewhere, and answers 502/503 itself.
 
+use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -71,8 +72,8 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Lb<S> {
 }
 
 /// The future of [`Lb`].
-pub type ResponseFuture<ResBody, E> =
-    Pin<Box<dyn Future<Output = Result<Response<LbBody<ResBody>>, E>> + Send>>;
+pub type ResponseFuture<ResBody> =
+    Pin<Box<dyn Future<Output = Result<Response<LbBody<ResBody>>, Infallible>> + Send>>;
 
 impl<S, B, ResBody> Service<Request<B>> for Lb<S>
 where
@@ -83,19 +84,20 @@ where
     ResBody: Send + 'static,
 {
     type Response = Response<LbBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    /// Never an error: the balancer answers 502 and 503 itself, so it can sit behind axum's
+    /// `Router::nest_service` as is.
+    type Error = Infallible;
+    type Future = ResponseFuture<ResBody>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the client's readiness is awaited per attempt, in the response future
+    /// (a client that fails to get ready is answered 502).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         crate::health::start(&self.pool, &self.inner);
-        // The ready client goes with the request; this service keeps a fresh clone.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(forward(Arc::clone(&self.pool), inner, request))
+        Box::pin(forward(Arc::clone(&self.pool), self.inner.clone(), request))
     }
 }
 
@@ -119,7 +121,7 @@ async fn forward<S, B, ResBody>(
     pool: Arc<Pool>,
     mut client: S,
     request: Request<B>,
-) -> Result<Response<LbBody<ResBody>>, S::Error>
+) -> Result<Response<LbBody<ResBody>>, Infallible>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
@@ -165,11 +167,8 @@ where
                 request.headers_mut().insert(header::HOST, host.clone());
             }
         }
-        if !tried.is_empty() {
-            // A retry: the client given with the request was used by the first attempt.
-            if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
-                return Ok(bad_gateway(&upstream, tried, error.into()));
-            }
+        if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
+            return Ok(bad_gateway(&upstream, tried, error.into()));
         }
         let started = now();
         let in_flight = InFlight::new(Arc::clone(&upstream));

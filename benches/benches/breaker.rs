@@ -1,0 +1,502 @@
+//! What `proxflow-breaker` costs per request while the circuit is closed, against the circuit
+//! breaker of `tower-resilience` (its `tower-resilience-circuitbreaker` crate) measured in the
+//! same run.
+//!
+//! ```text
+//! cargo bench -p proxflow-benches --bench breaker -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Every figure is the time of one call, median of criterion's samples. Services are called the
+//! way a server calls them, minus the runtime: `poll_ready`, `call`, then one poll of the
+//! response future with a no-op waker (what `FutureExt::now_or_never` does). No call fails and
+//! none is slow, so every breaker stays closed all run (checked after each benchmark, with the
+//! breaker's count of the calls it recorded): what is measured is the closed path, admission
+//! plus recording of the outcome.
+//!
+//! - `breaker_closed`: one thread.
+//!   - `noop`: `Request::new(())`, then the no-op service, which answers what an axum handler
+//!     returning a `&'static str` answers: 200 with `content-type: text/plain; charset=utf-8`
+//!     (so its header map is allocated, as every real response's is); the response is dropped
+//!     in the loop.
+//!   - `proxflow_http`: the same through `CircuitBreakerLayer::new()` (the HTTP form, the
+//!     origin's defaults: failure threshold 0.5, slow calls at 5 s with the same 0.5 threshold,
+//!     10 calls minimum over a 60 s time-bucketed sliding window; 5xx are failures). Per call:
+//!     the admission (an atomic load of the state), two readings of tokio's clock (outside a
+//!     runtime, `std::time::Instant`), the outcome recorded in the window under the breaker's
+//!     mutex, and the response body wrapped in `BreakerBody`.
+//!   - `proxflow_generic`: the same through `CircuitBreakerLayer::new().generic()` (any
+//!     request and response types; errors are failures, refusals are `BreakerError` values;
+//!     the response is passed on unchanged).
+//!   - `tower_resilience`: the same through `tower-resilience-circuitbreaker`'s
+//!     `CircuitBreakerLayer`, configured as close to ours as it allows (see
+//!     [`tower_resilience_layer`]: failure rate 0.5, at least 10 calls, slow calls at 5 s with
+//!     a 0.5 rate, 5xx responses are failures, one circuit shared by every service the layer
+//!     makes) with its count-based window, its time-based one being unusable at these rates.
+//!     The result is `Result<Response<()>, CircuitBreakerError<Infallible>>`; its future is
+//!     boxed (`BoxFuture`), the call admitted and recorded under a `tokio::sync::Mutex`.
+//!
+//!   The overhead of a breaker is `layer - noop`; the target is `proxflow_http - noop <= 100 ns`.
+//! - `breaker_contended`: `noop`, `proxflow_http` and `tower_resilience` as above, on 1 thread
+//!   and on 2 threads at once (one per core), the threads sharing one layer, so one breaker (each
+//!   thread wraps its own no-op service with the shared layer before the start barrier). Each
+//!   thread makes `iters` calls; the time is the wall time from a barrier until both threads are
+//!   done, divided by `iters`: the time of a call as each thread sees it. Perfect scaling keeps
+//!   it equal to the 1-thread figure (twice the calls per second); `2 x t1 / t2` is the speed-up.
+//!   Here a response future that is pending (tower-resilience's `tokio::sync::Mutex`, when the
+//!   other thread holds it, queues the call and answers `Pending`) is polled again at once until
+//!   it is ready, as a busy runtime would; the re-polls are counted and reported. The target is
+//!   `proxflow_http/2 - noop/2 <= 200 ns`: two threads no worse than twice the one-thread
+//!   target.
+//!
+//! After the runs, a markdown summary of the figures measured by this process (read back from
+//! criterion's `estimates.json`), the overheads, and the targets with PASS/FAIL is printed, the
+//! tower-resilience figures beside ours.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt;
+use http::{Request, Response};
+use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
+use tower::{Layer, Service};
+use tower_resilience_circuitbreaker::{
+    CircuitBreakerHandle, CircuitBreakerLayer as ResilienceLayer, CircuitState, FailureClassifier,
+    SlidingWindowType,
+};
+
+const CLOSED: &str = "breaker_closed";
+const CONTENDED: &str = "breaker_contended";
+
+/// The one-thread target: `proxflow_http - noop`.
+const TARGET_ONE_NS: f64 = 100.0;
+/// The two-thread target: `proxflow_http/2 - noop/2`, per call as each thread sees it.
+const TARGET_TWO_NS: f64 = 200.0;
+
+/// `poll_ready`, `call`, one poll of the future with a no-op waker. Panics if anything is
+/// pending: on one thread nothing may wait on the closed path.
+fn call_now<S, R>(service: &mut S, request: R) -> S::Response
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("service not ready: {other:?}"),
+    }
+    let mut future = pin!(service.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
+        Poll::Pending => panic!("response future pending on the closed path"),
+    }
+}
+
+/// As [`call_now`], but a pending `poll_ready` or response future is polled again at once until
+/// it is ready (a lock held by the other thread); each such re-poll adds one to `repolls`.
+fn call_spin<S, R>(service: &mut S, request: R, repolls: &mut u64) -> S::Response
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(error)) => panic!("service not ready: {error:?}"),
+            Poll::Pending => {
+                *repolls += 1;
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let mut future = pin!(service.call(request));
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => return response,
+            Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
+            Poll::Pending => {
+                *repolls += 1;
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The no-op service: the answer of an axum handler returning a `&'static str`, minus the body.
+/// Its future is `Send + 'static`, as tower-resilience requires of an inner service.
+fn noop(
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_| async { Ok::<_, Infallible>(text_response()) })
+}
+
+fn text_response() -> Response<()> {
+    let mut response = Response::new(());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// tower-resilience's circuit breaker (`tower-resilience-circuitbreaker` 0.14), configured as
+/// close to `CircuitBreakerLayer::new()` as it allows:
+///
+/// - failure rate 0.5, at least 10 calls (`minimum_number_of_calls`), slow calls at 5 s with
+///   a slow-call rate of 0.5 (ours: `latency_threshold` 5 s, the slow-call threshold defaults
+///   to the failure threshold), open 60 s, 3 half-open probes, name `default`;
+/// - 5xx responses are failures (`classify_response`), as our HTTP form's classifier judges;
+/// - built with `build_with_handle`, so that every service the layer makes shares one circuit,
+///   as every service of one of our layers shares one breaker (`build()` gives each service
+///   its own circuit, and the 2-thread runs would share nothing);
+/// - **count-based window** (`SlidingWindowType::CountBased`, size 10 so the window needs 10
+///   calls, as ours). Ours is time-based (60 s, 20 buckets). tower-resilience has a
+///   time-based window too, but it keeps one record per call in a `VecDeque` and scans every
+///   record of the window on every call: at millions of calls per second over 60 s that is
+///   gigabytes and a scan of millions of records per call, so it would measure that scan, not
+///   a breaker. Its count-based window is O(1) per call: counters since the last change of
+///   state, not a rolling window.
+fn tower_resilience_layer() -> (
+    ResilienceLayer<impl FailureClassifier<Response<()>, Infallible> + 'static>,
+    CircuitBreakerHandle<impl Sized>,
+) {
+    ResilienceLayer::builder()
+        .name("default")
+        .failure_rate_threshold(0.5)
+        .sliding_window_type(SlidingWindowType::CountBased)
+        .sliding_window_size(10)
+        .minimum_number_of_calls(10)
+        .slow_call_duration_threshold(Duration::from_secs(5))
+        .slow_call_rate_threshold(0.5)
+        .wait_duration_in_open(Duration::from_secs(60))
+        .permitted_calls_in_half_open(3)
+        .classify_response(|response: &Response<()>| response.status().is_server_error())
+        .build_with_handle()
+        .expect("a valid tower-resilience configuration")
+}
+
+/// Asserts our breaker stayed closed and recorded at least `calls` successes.
+fn check_proxflow(handle: &BreakerHandle, calls: u64) {
+    let snapshot = handle.snapshot();
+    assert_eq!(
+        snapshot.state,
+        State::Closed,
+        "proxflow breaker left closed"
+    );
+    assert!(
+        snapshot.totals.successes >= calls,
+        "proxflow breaker recorded {} successes, expected at least {calls}",
+        snapshot.totals.successes
+    );
+}
+
+/// Asserts tower-resilience's circuit stayed closed and counted at least `calls` calls.
+fn check_resilience<C>(handle: &CircuitBreakerHandle<C>, calls: u64) {
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "tower-resilience left closed"
+    );
+    let metrics = handle
+        .metrics()
+        .now_or_never()
+        .expect("tower-resilience's circuit lock is free between runs");
+    assert!(
+        metrics.total_calls as u64 >= calls,
+        "tower-resilience counted {} calls, expected at least {calls}",
+        metrics.total_calls
+    );
+}
+
+fn closed(c: &mut Criterion) {
+    let mut group = c.benchmark_group(CLOSED);
+    group.throughput(Throughput::Elements(1));
+
+    let mut service = noop();
+    group.bench_function("noop", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+
+    let layer = CircuitBreakerLayer::new();
+    let handle = layer.handle();
+    let mut service = layer.layer(noop());
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
+    let mut ran = false;
+    group.bench_function("proxflow_http", |b| {
+        ran = true;
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    check_proxflow(&handle, if ran { 2 } else { 1 });
+
+    let layer = CircuitBreakerLayer::new().generic();
+    let handle = layer.handle();
+    let mut service = layer.layer(noop());
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
+    let mut ran = false;
+    group.bench_function("proxflow_generic", |b| {
+        ran = true;
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    check_proxflow(&handle, if ran { 2 } else { 1 });
+
+    let (layer, handle) = tower_resilience_layer();
+    let mut service = layer.layer(noop());
+    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
+    let mut ran = false;
+    group.bench_function("tower_resilience", |b| {
+        ran = true;
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    check_resilience(&handle, if ran { 2 } else { 1 });
+    group.finish();
+}
+
+/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the start
+/// barrier until all are done. Set-up inside `work` before its own `barrier.wait()` is not
+/// timed.
+fn on_threads<W>(threads: usize, iters: u64, work: W) -> Duration
+where
+    W: Fn(usize, u64, &Barrier) + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (work, barrier) = (&work, &barrier);
+                scope.spawn(move || work(thread, iters, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().expect("bench thread panicked");
+        }
+        start.elapsed()
+    })
+}
+
+/// Calls made and re-polls of pending futures, per contended benchmark.
+#[derive(Default)]
+struct Tally {
+    calls: AtomicU64,
+    repolls: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, calls: u64, repolls: u64) {
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        self.repolls.fetch_add(repolls, Ordering::Relaxed);
+    }
+}
+
+/// The contended benchmarks, in summary order.
+const CONTENDERS: [&str; 3] = ["noop", "proxflow_http", "tower_resilience"];
+
+/// Re-poll tallies, indexed `[contender][threads - 1]`.
+type Tallies = [[Tally; 2]; 3];
+
+/// `iters` calls of `service` after the barrier, counted in `tally`.
+fn contend<S>(mut service: S, iters: u64, barrier: &Barrier, tally: &Tally)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut repolls = 0;
+    barrier.wait();
+    for _ in 0..iters {
+        black_box(call_spin(
+            &mut service,
+            black_box(Request::new(())),
+            &mut repolls,
+        ));
+    }
+    tally.add(iters, repolls);
+}
+
+fn contended(c: &mut Criterion, tallies: &Tallies) {
+    let mut group = c.benchmark_group(CONTENDED);
+    let proxflow = CircuitBreakerLayer::new();
+    let proxflow_handle = proxflow.handle();
+    let (resilience, resilience_handle) = tower_resilience_layer();
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements(threads as u64));
+        let [noop_tally, proxflow_tally, resilience_tally] =
+            [0, 1, 2].map(|i| &tallies[i][threads - 1]);
+        group.bench_function(BenchmarkId::new(CONTENDERS[0], threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    contend(noop(), iters, barrier, noop_tally)
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new(CONTENDERS[1], threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    contend(proxflow.layer(noop()), iters, barrier, proxflow_tally)
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new(CONTENDERS[2], threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |_, iters, barrier| {
+                    contend(resilience.layer(noop()), iters, barrier, resilience_tally)
+                })
+            })
+        });
+    }
+    group.finish();
+    let calls = |i: usize| {
+        tallies[i]
+            .iter()
+            .map(|t| t.calls.load(Ordering::Relaxed))
+            .sum()
+    };
+    check_proxflow(&proxflow_handle, calls(1));
+    check_resilience(&resilience_handle, calls(2));
+}
+
+/// Where criterion writes its estimates, found as criterion finds it: `$CRITERION_HOME`, else
+/// `criterion/` in `$CARGO_TARGET_DIR`, else in the target directory `cargo metadata` reports.
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(PathBuf::from(metadata["target_directory"].as_str()?).join("criterion"))
+}
+
+/// The median time per iteration (ns) of a benchmark this process measured (its estimates are
+/// newer than `since`), or `None`.
+fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn summary(since: SystemTime, tallies: &Tallies) {
+    let Some(dir) = criterion_dir() else {
+        return;
+    };
+    let get = |id: &str| median_ns(&dir, since, id);
+    let ns = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} ns"));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "not measured",
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| {
+        a.zip(b)
+            .map_or("n/a".to_string(), |(a, b)| format!("{:.2}x", a / b))
+    };
+    let mut out = String::from("\n## Circuit breaker, closed path (medians per call)\n\n");
+    out += "| benchmark | median |\n|---|--:|\n";
+    for name in [
+        "noop",
+        "proxflow_http",
+        "proxflow_generic",
+        "tower_resilience",
+    ] {
+        let id = format!("{CLOSED}/{name}");
+        out += &format!("| {id} | {} |\n", ns(get(&id)));
+    }
+
+    let closed = |name: &str| get(&format!("{CLOSED}/{name}"));
+    let contended = |name: &str, threads: usize| get(&format!("{CONTENDED}/{name}/{threads}"));
+    let minus = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+    let noop = closed("noop");
+    let http = minus(closed("proxflow_http"), noop);
+    let generic = minus(closed("proxflow_generic"), noop);
+    let resilience = minus(closed("tower_resilience"), noop);
+    let noop2 = contended("noop", 2);
+    let http2 = minus(contended("proxflow_http", 2), noop2);
+    let resilience2 = minus(contended("tower_resilience", 2), noop2);
+    let noop1 = contended("noop", 1);
+    let http1 = minus(contended("proxflow_http", 1), noop1);
+    let resilience1 = minus(contended("tower_resilience", 1), noop1);
+
+    out += "\n| overhead (layer - noop) | proxflow | target | result | tower_resilience | tower_resilience / proxflow |\n|---|--:|--:|---|--:|--:|\n";
+    out += &format!(
+        "| 1 thread, HTTP form (breaker_closed/proxflow_http - noop) | {} | <= {TARGET_ONE_NS:.0} ns | {} | {} | {} |\n",
+        ns(http),
+        verdict(http.map(|o| o <= TARGET_ONE_NS)),
+        ns(resilience),
+        ratio(resilience, http),
+    );
+    out += &format!(
+        "| 1 thread, generic form (breaker_closed/proxflow_generic - noop) | {} | | info | {} | {} |\n",
+        ns(generic),
+        ns(resilience),
+        ratio(resilience, generic),
+    );
+    out += &format!(
+        "| contended, 1 thread (breaker_contended/proxflow_http/1 - noop/1) | {} | | info | {} | {} |\n",
+        ns(http1),
+        ns(resilience1),
+        ratio(resilience1, http1),
+    );
+    out += &format!(
+        "| contended, 2 threads, per call as each thread sees it (breaker_contended/proxflow_http/2 - noop/2) | {} | <= {TARGET_TWO_NS:.0} ns | {} | {} | {} |\n",
+        ns(http2),
+        verdict(http2.map(|o| o <= TARGET_TWO_NS)),
+        ns(resilience2),
+        ratio(resilience2, http2),
+    );
+
+    out += "\n| contended: time per call as each thread sees it | 1 thread | 2 threads | speed-up (2 x t1 / t2) | re-polls per 1000 calls, 2 threads |\n|---|--:|--:|--:|--:|\n";
+    for (i, name) in CONTENDERS.iter().enumerate() {
+        let one = contended(name, 1);
+        let two = contended(name, 2);
+        let speedup = one.zip(two).map(|(a, b)| 2.0 * a / b);
+        let tally = &tallies[i][1];
+        let calls = tally.calls.load(Ordering::Relaxed);
+        let repolls = tally.repolls.load(Ordering::Relaxed);
+        let per_mille = if calls == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", repolls as f64 * 1000.0 / calls as f64)
+        };
+        out += &format!(
+            "| {name} | {} | {} | {} | {per_mille} |\n",
+            ns(one),
+            ns(two),
+            speedup.map_or("n/a".into(), |s| format!("{s:.2}x")),
+        );
+    }
+    out += "\ntower_resilience: tower-resilience-circuitbreaker 0.14, count-based window \
+            (size 10, min calls 10), failure rate 0.5, slow calls 5 s at 0.5, 5xx fail, \
+            one shared circuit (build_with_handle).\n";
+    println!("{out}");
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let tallies = Tallies::default();
+    let mut c = Criterion::default().configure_from_args();
+    closed(&mut c);
+    contended(&mut c, &tallies);
+    c.final_summary();
+    summary(since, &tallies);
+}
