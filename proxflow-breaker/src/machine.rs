@@ -323,11 +323,15 @@ impl Machine {
                 if outcome == Outcome::Ignored {
                     return None;
                 }
-                self.window.record(now, outcome == Outcome::Failure, slow);
-                let counts = self.window.totals(now);
-                let over = counts.calls >= self.settings.min_requests
-                    && (counts.failure_rate() >= self.settings.failure_threshold
-                        || counts.slow_rate() >= self.settings.slow_call_threshold);
+                let counts = self.window.record(now, outcome == Outcome::Failure, slow);
+                let settings = &self.settings;
+                let over = counts.calls >= settings.min_requests
+                    && (Counts::reaches(counts.failures, counts.calls, settings.failure_threshold)
+                        || Counts::reaches(
+                            counts.slow,
+                            counts.calls,
+                            settings.slow_call_threshold,
+                        ));
                 if over {
                     self.trip(now)
                 } else {

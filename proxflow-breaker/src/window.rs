@@ -34,6 +34,11 @@ impl Counts {
         self.slow -= other.slow;
     }
 
+    /// Whether `part` of the calls is at least `threshold` of them (no division).
+    pub(crate) fn reaches(part: u32, calls: u32, threshold: f64) -> bool {
+        f64::from(part) >= threshold * f64::from(calls)
+    }
+
     pub(crate) fn failure_rate(&self) -> f64 {
         rate(self.failures, self.calls)
     }
@@ -74,8 +79,8 @@ impl Window {
         }
     }
 
-    /// Counts one call that ended at `now`.
-    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) {
+    /// Counts one call that ended at `now`; returns the counts of the window with it.
+    pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) -> Counts {
         self.advance(now);
         let call = Counts {
             calls: 1,
@@ -84,6 +89,7 @@ impl Window {
         };
         self.buckets[(self.head % BUCKETS as u64) as usize].add(call);
         self.totals.add(call);
+        self.totals
     }
 
     /// The counts of the calls in the window at `now`.
@@ -101,8 +107,13 @@ impl Window {
     /// Moves the head to the bucket of `now`, dropping the buckets that left the window. At
     /// most [`BUCKETS`] steps however long the pause.
     fn advance(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
-        let bucket = u64::try_from(elapsed / u128::from(self.bucket_ns)).unwrap_or(u64::MAX);
+        // 64-bit arithmetic: a 128-bit division per call showed in the closed path's profile.
+        let elapsed = now.saturating_duration_since(self.origin);
+        let elapsed_ns = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let bucket = elapsed_ns / self.bucket_ns;
         if bucket <= self.head {
             return;
         }
