@@ -10,17 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
-/// How an upstream is chosen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-/// Read externally tagged, as the origin writes it: `lb_policy: round_robin`, or
-/// `lb_policy: {adaptive: {history_length: 10, update_interval: 1m, alpha: 0.3}}`.
+/// How an upstream is chosen. Written as the origin writes it: a name
+/// (`lb_policy: round_robin`) or a name with settings
+/// (`lb_policy: {adaptive: {history_length: 10, update_interval: 1m, alpha: 0.3}}`), in JSON,
+/// YAML (a plain map, no tags needed) or TOML.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// In turn.
     RoundRobin,
     /// In turn by static weight, spread out (nginx's smooth weighted round robin).
     WeightedRoundRobin,
-    /// Uniformly at random (seeded).
+    /// By static weight at random (seeded).
     Random,
     /// The fewer requests in flight of two picked at random (power of two choices).
     LeastRequest,
@@ -28,7 +29,7 @@ pub enum Policy {
     /// tower's `PeakEwma`.
     PeakEwma {
         /// Decay time of the latency average. Default 10 s.
-        #[serde(with = "humantime_serde", default = "default_decay")]
+        #[serde(with = "humantime_serde")]
         decay: Duration,
     },
     /// A client address always goes to the same upstream while it is available (rendezvous
@@ -43,6 +44,88 @@ pub enum Policy {
     /// the predicted load, weighted power of two choices with live in-flight counts between
     /// updates.
     Adaptive(AdaptiveConfig),
+}
+
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // serde's own enum form needs YAML tags (`!adaptive`); this reads a name or a map with
+        // one key in every format.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PeakEwmaSettings {
+            #[serde(with = "humantime_serde", default = "default_decay")]
+            decay: Duration,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HeaderHashSettings {
+            header: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Settings {
+            round_robin: Option<Empty>,
+            weighted_round_robin: Option<Empty>,
+            random: Option<Empty>,
+            least_request: Option<Empty>,
+            peak_ewma: Option<PeakEwmaSettings>,
+            ip_hash: Option<Empty>,
+            header_hash: Option<HeaderHashSettings>,
+            adaptive: Option<AdaptiveConfig>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Name(String),
+            Map(Settings),
+        }
+        const EXPECTED: &str = "`lb_policy`: expected round_robin, weighted_round_robin, random, \
+            least_request, ip_hash, {peak_ewma: {decay}}, {header_hash: {header}} or \
+            {adaptive: {history_length, update_interval, alpha, load, failure_penalty}}";
+        let error = || serde::de::Error::custom(EXPECTED);
+        let policy = match Text::deserialize(deserializer).map_err(|_| error())? {
+            Text::Name(name) => match name.as_str() {
+                "round_robin" => Policy::RoundRobin,
+                "weighted_round_robin" => Policy::WeightedRoundRobin,
+                "random" => Policy::Random,
+                "least_request" => Policy::LeastRequest,
+                "peak_ewma" => Policy::PeakEwma {
+                    decay: default_decay(),
+                },
+                "ip_hash" => Policy::IpHash,
+                "adaptive" => Policy::Adaptive(AdaptiveConfig::default()),
+                _ => return Err(error()),
+            },
+            Text::Map(settings) => {
+                let mut chosen = [
+                    settings.round_robin.map(|_| Policy::RoundRobin),
+                    settings
+                        .weighted_round_robin
+                        .map(|_| Policy::WeightedRoundRobin),
+                    settings.random.map(|_| Policy::Random),
+                    settings.least_request.map(|_| Policy::LeastRequest),
+                    settings
+                        .peak_ewma
+                        .map(|s| Policy::PeakEwma { decay: s.decay }),
+                    settings.ip_hash.map(|_| Policy::IpHash),
+                    settings
+                        .header_hash
+                        .map(|s| Policy::HeaderHash { header: s.header }),
+                    settings.adaptive.map(Policy::Adaptive),
+                ]
+                .into_iter()
+                .flatten();
+                match (chosen.next(), chosen.next()) {
+                    (Some(policy), None) => policy,
+                    _ => return Err(error()),
+                }
+            }
+        };
+        Ok(policy)
+    }
 }
 
 impl Default for Policy {

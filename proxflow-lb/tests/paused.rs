@@ -1,0 +1,393 @@
+//! The balancer over an in-process client under tokio's paused clock: ejection and return,
+//! active health checks, removal while a request is pending, adaptive weights from known
+//! latencies, hashing, everything unavailable, and the configuration files.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use proxflow_lb::{
+    ActiveHealth, AdaptiveConfig, AdaptiveLb, Health, LbConfig, NoUpstream, PassiveHealth, Policy,
+};
+use tokio::sync::oneshot;
+use tokio::time::advance;
+use tower::{Service, ServiceExt};
+
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// How the fake upstreams answer: per authority, a status and a latency; requests are
+/// counted by authority and path.
+#[derive(Clone, Default)]
+struct Fake {
+    answers: Arc<Mutex<HashMap<String, (u16, Duration)>>>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    fn set(&self, authority: &str, status: u16, latency: Duration) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(authority.to_string(), (status, latency));
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.starts_with(prefix))
+            .count()
+    }
+
+    fn client(
+        &self,
+    ) -> impl Service<
+        Request<String>,
+        Response = Response<String>,
+        Error = Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        let fake = self.clone();
+        tower::service_fn(move |request: Request<String>| {
+            let fake = fake.clone();
+            async move {
+                let authority = request.uri().authority().unwrap().to_string();
+                fake.seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("{authority}{}", request.uri().path()));
+                let (status, latency) = fake
+                    .answers
+                    .lock()
+                    .unwrap()
+                    .get(&authority)
+                    .copied()
+                    .unwrap_or((200, MS));
+                tokio::time::sleep(latency).await;
+                let mut response = Response::new(authority);
+                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        })
+    }
+}
+
+const THREE: [&str; 3] = ["http://a:80", "http://b:80", "http://c:80"];
+
+async fn send<S>(service: &S, path: &str) -> Response<proxflow_lb::LbBody<String>>
+where
+    S: Service<
+            Request<String>,
+            Response = Response<proxflow_lb::LbBody<String>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let request = Request::get(path).body(String::new()).unwrap();
+    service.clone().oneshot(request).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_in_a_row_eject_an_upstream_and_it_comes_back_slowly() {
+    let fake = Fake::default();
+    fake.set("a:80", 503, MS);
+    let lb = AdaptiveLb::new(THREE)
+        .unwrap()
+        .policy(Policy::RoundRobin)
+        .unwrap()
+        .slow_start(10 * S);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    for _ in 0..15 {
+        send(&service, "/").await;
+    }
+    assert_eq!(fake.count("a:80"), 5, "ejected after 5 failures in a row");
+    let a = &handle.snapshot().upstreams[0];
+    assert_eq!(a.health, Health::Ejected);
+    let left = a.ejected_for_ms.unwrap();
+    assert!((29_990..=30_000).contains(&left), "{left} ms left of 30 s");
+    for _ in 0..30 {
+        send(&service, "/").await;
+    }
+    assert_eq!(fake.count("a:80"), 5, "no traffic while ejected");
+
+    // Back after 30 s, healthy now, with no history and a slow start.
+    fake.set("a:80", 200, MS);
+    advance(30 * S).await;
+    let a = &handle.snapshot().upstreams[0];
+    assert_eq!(a.health, Health::Healthy);
+    assert!((a.weight - 0.1).abs() < 0.01, "{}", a.weight);
+}
+
+/// The next round of checks, and the time for its probes (1 ms each) to be answered.
+async fn check_round() {
+    advance(10 * S).await;
+    settle().await;
+    advance(100 * MS).await;
+    settle().await;
+}
+
+/// Lets the woken tasks run (`advance` wakes them; they run when this task yields).
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_health_checks_take_an_upstream_out_until_it_passes_again() {
+    let fake = Fake::default();
+    fake.set("b:80", 500, MS);
+    let lb = AdaptiveLb::new(THREE)
+        .unwrap()
+        .policy(Policy::RoundRobin)
+        .unwrap()
+        .health_check(ActiveHealth {
+            interval: 10 * S,
+            ..ActiveHealth::default()
+        })
+        .unwrap();
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    send(&service, "/").await; // starts the checks
+    for _ in 0..3 {
+        check_round().await;
+    }
+    assert_eq!(fake.count("b:80/health"), 4, "at start, then every 10 s");
+    assert_eq!(handle.snapshot().upstreams[1].health, Health::FailingChecks);
+    let before = fake.count("b:80/");
+    for _ in 0..10 {
+        send(&service, "/").await;
+    }
+    assert_eq!(fake.count("b:80/"), before, "no requests, only checks");
+    fake.set("b:80", 200, MS);
+    for _ in 0..2 {
+        check_round().await;
+    }
+    assert_eq!(handle.snapshot().upstreams[1].health, Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_an_upstream_with_a_request_pending_is_safe() {
+    // The client holds every request until the test lets it go.
+    let gates: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+    let client = {
+        let gates = Arc::clone(&gates);
+        tower::service_fn(move |request: Request<String>| {
+            let (open, wait) = oneshot::channel();
+            gates.lock().unwrap().push(open);
+            async move {
+                let _ = wait.await;
+                Ok::<_, Infallible>(Response::new(
+                    request.uri().authority().unwrap().to_string(),
+                ))
+            }
+        })
+    };
+    let lb = AdaptiveLb::new(["http://a:80", "http://b:80"])
+        .unwrap()
+        .policy(Policy::RoundRobin)
+        .unwrap();
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new().layer(lb).service(client);
+    let pending = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, "/").await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(handle.snapshot().upstreams[0].in_flight, 1);
+    assert!(handle.remove("http://a:80"));
+    // New requests go to the one left, while the removed one's request is still out.
+    let next = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, "/").await }
+    });
+    tokio::task::yield_now().await;
+    for gate in gates.lock().unwrap().drain(..) {
+        gate.send(()).unwrap();
+    }
+    let pending = pending.await.unwrap();
+    assert_eq!(pending.status(), StatusCode::OK);
+    let next = next.await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.upstreams.len(), 1);
+    assert_eq!(snapshot.upstreams[0].upstream, "http://b:80");
+    assert!(!handle.remove("http://a:80"), "already gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_sends_less_to_the_slow_and_the_failing() {
+    let fake = Fake::default();
+    fake.set("b:80", 200, 50 * MS);
+    fake.set("c:80", 503, MS);
+    let lb = AdaptiveLb::new(THREE)
+        .unwrap()
+        .policy(Policy::Adaptive(AdaptiveConfig {
+            update_interval: S,
+            ..AdaptiveConfig::default()
+        }))
+        .unwrap()
+        .passive_health(PassiveHealth {
+            consecutive_failures: 0,
+            ..PassiveHealth::default()
+        })
+        .unwrap()
+        .seed(3);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    // 10 s of one request every 10 ms, one at a time.
+    for _ in 0..1000 {
+        send(&service, "/").await;
+        advance(10 * MS).await;
+    }
+    let snapshot = handle.snapshot();
+    let weight = |i: usize| snapshot.upstreams[i].adaptive_weight.unwrap();
+    // a: 1 ms; b: 50 ms; c: 1 ms with every answer failed (x5).
+    assert!(weight(0) > 5.0 * weight(1), "{snapshot:#?}");
+    assert!(weight(0) > 3.0 * weight(2), "{snapshot:#?}");
+    assert_eq!(snapshot.upstreams[0].history.len(), 10, "history_length");
+    let requests: Vec<u64> = snapshot.upstreams.iter().map(|u| u.requests).collect();
+    assert!(requests[0] > requests[1] + requests[2], "{requests:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn header_hashing_keeps_a_user_on_one_upstream() {
+    let fake = Fake::default();
+    let lb = AdaptiveLb::new(THREE)
+        .unwrap()
+        .policy(Policy::HeaderHash {
+            header: "x-user".into(),
+        })
+        .unwrap();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    for user in ["ann", "bob", "cy", "dee"] {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let request = Request::get("/")
+                .header("x-user", user)
+                .body(String::new())
+                .unwrap();
+            let response = service.clone().oneshot(request).await.unwrap();
+            seen.push(response.into_body());
+        }
+        let _ = seen;
+    }
+    let by_user: Vec<usize> = ["a:80", "b:80", "c:80"]
+        .iter()
+        .map(|a| fake.count(a))
+        .collect();
+    assert_eq!(by_user.iter().sum::<usize>(), 20);
+    assert!(
+        by_user.iter().all(|n| n % 5 == 0),
+        "{by_user:?}: each user on one upstream"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_everything_drained_the_answer_is_503() {
+    let fake = Fake::default();
+    let lb = AdaptiveLb::new(THREE).unwrap();
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    for url in THREE {
+        assert!(handle.drain(url));
+    }
+    let response = send(&service, "/").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.extensions().get::<NoUpstream>().is_some());
+    assert_eq!(fake.count(""), 0);
+
+    let panicking = AdaptiveLb::new(THREE).unwrap().panic_mode(true);
+    let handle = panicking.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(panicking)
+        .service(fake.client());
+    for url in THREE {
+        handle.drain(url);
+    }
+    assert_eq!(send(&service, "/").await.status(), StatusCode::OK);
+}
+
+#[test]
+fn config_files_read_the_origin_names() {
+    let yaml = "
+upstreams:
+  - url: http://10.0.0.1:8080
+  - url: http://10.0.0.2:8080
+    weight: 3
+lb_policy:
+  adaptive: { history_length: 10, update_interval: 1m, alpha: 0.3 }
+host: upstream
+health_check: { path: /healthz, interval: 5s }
+";
+    let json = r#"{"upstreams": [{"url": "http://10.0.0.1:8080"}, {"url": "http://10.0.0.2:8080", "weight": 3}],
+        "lb_policy": {"adaptive": {"history_length": 10, "update_interval": "1m", "alpha": 0.3}},
+        "host": "upstream", "health_check": {"path": "/healthz", "interval": "5s"}}"#;
+    let toml = r#"
+host = "upstream"
+[[upstreams]]
+url = "http://10.0.0.1:8080"
+[[upstreams]]
+url = "http://10.0.0.2:8080"
+weight = 3
+[lb_policy.adaptive]
+history_length = 10
+update_interval = "1m"
+alpha = 0.3
+[health_check]
+path = "/healthz"
+interval = "5s"
+"#;
+    let from_yaml: LbConfig = serde_yaml::from_str(yaml).unwrap();
+    let from_json: LbConfig = serde_json::from_str(json).unwrap();
+    let from_toml: LbConfig = toml::from_str(toml).unwrap();
+    assert_eq!(from_yaml, from_json);
+    assert_eq!(from_yaml, from_toml);
+    assert_eq!(from_yaml.upstreams[1].weight, 3);
+    assert_eq!(
+        from_yaml.health_check.as_ref().unwrap().unhealthy_threshold,
+        3
+    );
+    AdaptiveLb::from_config(&from_yaml).unwrap();
+
+    let classic: LbConfig = serde_yaml::from_str("lb_policy: round_robin").unwrap();
+    assert_eq!(classic.lb_policy, Policy::RoundRobin);
+    let ewma: LbConfig = serde_yaml::from_str("lb_policy: {peak_ewma: {}}").unwrap();
+    assert_eq!(ewma.lb_policy, Policy::PeakEwma { decay: 10 * S });
+
+    for (bad, field) in [
+        ("upstreams: [{url: 'http://x/path'}]", "upstreams.url"),
+        ("lb_policy: {adaptive: {alpha: 0}}", "alpha"),
+        (
+            "lb_policy: {adaptive: {history_length: 0}}",
+            "history_length",
+        ),
+        ("lb_policy: {header_hash: {header: 'bad header'}}", "header"),
+        ("health_check: {path: health}", "path"),
+    ] {
+        let config: LbConfig = serde_yaml::from_str(bad).unwrap();
+        let error = AdaptiveLb::from_config(&config).unwrap_err();
+        assert!(error.to_string().contains(field), "{bad}: {error}");
+    }
+    assert!(serde_yaml::from_str::<LbConfig>("lb_polcy: random").is_err());
+    assert!(
+        AdaptiveLb::new(["10.0.0.1:8080"]).is_err(),
+        "a scheme is needed"
+    );
+}
