@@ -1,7 +1,7 @@
 //! [`AdaptiveLb`], its builder, and the handle on its upstreams.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tower_layer::Layer;
@@ -10,6 +10,7 @@ use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, U
 use crate::error::ConfigError;
 use crate::pool::{now, Pool, UpstreamSnapshot};
 use crate::service::Lb;
+use crate::upstream::{InFlight, Upstream};
 
 /// A load balancer over a client service: picks an upstream per request and sends the
 /// request there. Cheap to clone; clones and every service they make share the upstreams.
@@ -181,6 +182,22 @@ impl LbHandle {
         self.pool.drain(url)
     }
 
+    /// Picks an upstream as a request would, for traffic the balancer does not send itself (a
+    /// WebSocket or gRPC connection of your own client): the [`Pick`] counts as in flight
+    /// until it is finished with its outcome, so the policy and passive health see that
+    /// traffic too. `key` is the hashing policies' key (a client address, a header value).
+    /// `None` when no upstream is available.
+    pub fn pick(&self, key: Option<&[u8]>) -> Option<Pick> {
+        let started = now();
+        let upstream = self.pool.pick(started, key, &[])?;
+        Some(Pick {
+            in_flight: InFlight::new(Arc::clone(&upstream)),
+            upstream,
+            pool: Arc::clone(&self.pool),
+            started,
+        })
+    }
+
     /// The figures now.
     pub fn snapshot(&self) -> LbSnapshot {
         LbSnapshot {
@@ -193,6 +210,38 @@ impl LbHandle {
 impl std::fmt::Debug for LbHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.snapshot().fmt(f)
+    }
+}
+
+/// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
+/// records nothing).
+pub struct Pick {
+    upstream: Arc<Upstream>,
+    pool: Arc<Pool>,
+    started: Instant,
+    in_flight: InFlight,
+}
+
+impl Pick {
+    /// `scheme://authority` of the chosen upstream.
+    pub fn upstream(&self) -> &str {
+        &self.upstream.name
+    }
+
+    /// The request ended: its latency (from the pick) and whether it failed count as a
+    /// balanced request's would.
+    pub fn finish(self, failed: bool) {
+        let latency = now().saturating_duration_since(self.started);
+        drop(self.in_flight);
+        self.pool.record(&self.upstream, latency, failed);
+    }
+}
+
+impl std::fmt::Debug for Pick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pick")
+            .field("upstream", &self.upstream.name)
+            .finish()
     }
 }
 

@@ -69,7 +69,7 @@ pub use config::{
     UpstreamConfig,
 };
 pub use error::{ConfigError, NoUpstream, UpstreamFailed};
-pub use layer::{AdaptiveLb, LbHandle, LbSnapshot};
+pub use layer::{AdaptiveLb, LbHandle, LbSnapshot, Pick};
 pub use pool::UpstreamSnapshot;
 pub use service::{BoxError, Lb, ResponseFuture};
 pub use upstream::Health;

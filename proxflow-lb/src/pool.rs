@@ -346,8 +346,26 @@ impl Pool {
             .collect()
     }
 
-    pub(crate) fn decay(&self) -> Duration {
-        self.decay
+    /// Records one answer of `upstream`: counts, latency estimate, passive health.
+    pub(crate) fn record(&self, upstream: &Upstream, latency: Duration, failed: bool) {
+        let now = self.nanos_since_origin(now());
+        let ejected = upstream.record(
+            now,
+            latency,
+            failed,
+            self.decay,
+            &self.config.passive_health,
+        );
+        if let Some(length) = ejected {
+            tracing::warn!(upstream = %upstream.name, ejected_for = ?length, "upstream ejected after failures in a row");
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "proxflow_lb_requests_total",
+            "upstream" => upstream.name.to_string(),
+            "outcome" => if failed { "failure" } else { "success" }
+        )
+        .increment(1);
     }
 }
 
@@ -560,7 +578,7 @@ mod tests {
         let ms = Duration::from_millis(1);
         for (upstream, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
             for _ in 0..10 {
-                upstream.record(0, latency, false, pool.decay(), &passive);
+                upstream.record(0, latency, false, pool.decay, &passive);
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -575,8 +593,8 @@ mod tests {
         assert_eq!(snapshot[0].history, [0.01]);
         // An upstream with no answers in the next interval drifts to the mean of the others.
         for _ in 0..10 {
-            list[0].record(0, 10 * ms, false, pool.decay(), &passive);
-            list[1].record(0, 20 * ms, false, pool.decay(), &passive);
+            list[0].record(0, 10 * ms, false, pool.decay, &passive);
+            list[1].record(0, 20 * ms, false, pool.decay, &passive);
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         pool.pick(now(), None, &[]);

@@ -6,7 +6,6 @@ use std::error::Error;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,7 +18,7 @@ use crate::body::LbBody;
 use crate::config::{HostHeader, Policy};
 use crate::error::{NoUpstream, UpstreamFailed};
 use crate::pool::{now, Pool};
-use crate::upstream::Upstream;
+use crate::upstream::{InFlight, Upstream};
 
 /// Errors a client can return, boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -101,22 +100,6 @@ where
     }
 }
 
-/// Counts a request in flight to its upstream until it is answered or dropped.
-struct InFlight(Arc<Upstream>);
-
-impl InFlight {
-    fn new(upstream: Arc<Upstream>) -> InFlight {
-        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(upstream)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn forward<S, B, ResBody>(
     pool: Arc<Pool>,
     mut client: S,
@@ -182,12 +165,12 @@ where
                     .passive_health
                     .failure_statuses
                     .contains(&response.status().as_u16());
-                record(&pool, &upstream, latency, failed);
+                pool.record(&upstream, latency, failed);
                 return Ok(response.map(LbBody::inner));
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                record(&pool, &upstream, latency, true);
+                pool.record(&upstream, latency, true);
                 tried.push(Arc::clone(&upstream.name));
                 let attempts = tried.len() as u32;
                 if retryable && attempts <= pool.config.retries && is_connect_error(&*error) {
@@ -199,27 +182,6 @@ where
             }
         }
     }
-}
-
-fn record(pool: &Pool, upstream: &Upstream, latency: std::time::Duration, failed: bool) {
-    let now = pool.nanos_since_origin(now());
-    let ejected = upstream.record(
-        now,
-        latency,
-        failed,
-        pool.decay(),
-        &pool.config.passive_health,
-    );
-    if let Some(length) = ejected {
-        tracing::warn!(upstream = %upstream.name, ejected_for = ?length, "upstream ejected after failures in a row");
-    }
-    #[cfg(feature = "metrics")]
-    metrics::counter!(
-        "proxflow_lb_requests_total",
-        "upstream" => upstream.name.to_string(),
-        "outcome" => if failed { "failure" } else { "success" }
-    )
-    .increment(1);
 }
 
 /// The upstream's scheme and authority with the request's path and query.

@@ -277,6 +277,22 @@ impl Upstream {
     }
 }
 
+/// Counts a request in flight to its upstream until it is answered or dropped.
+pub(crate) struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    pub(crate) fn new(upstream: Arc<Upstream>) -> InFlight {
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(upstream)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// FNV-1a: a fixed, well-spread hash of upstream names for rendezvous hashing (stable across
 /// processes, unlike `RandomState`, so that every instance maps keys alike).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {

@@ -391,3 +391,36 @@ interval = "5s"
         "a scheme is needed"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn picks_for_traffic_of_your_own_count_like_requests() {
+    let lb = AdaptiveLb::new(THREE)
+        .unwrap()
+        .policy(Policy::IpHash)
+        .unwrap();
+    let handle = lb.handle();
+    let first = handle.pick(Some(b"198.51.100.7")).unwrap();
+    let chosen = first.upstream().to_string();
+    let index = THREE.iter().position(|u| *u == chosen).unwrap();
+    assert_eq!(handle.snapshot().upstreams[index].in_flight, 1);
+    advance(20 * MS).await;
+    first.finish(false);
+    let figures = &handle.snapshot().upstreams[index];
+    assert_eq!((figures.in_flight, figures.requests), (0, 1));
+    assert!(
+        (figures.latency_ewma_ms - 20.0).abs() < 0.5,
+        "{}",
+        figures.latency_ewma_ms
+    );
+    // The same key, the same upstream; five failures eject it, and the key moves.
+    for _ in 0..5 {
+        let pick = handle.pick(Some(b"198.51.100.7")).unwrap();
+        assert_eq!(pick.upstream(), chosen);
+        pick.finish(true);
+    }
+    assert_eq!(handle.snapshot().upstreams[index].health, Health::Ejected);
+    assert_ne!(
+        handle.pick(Some(b"198.51.100.7")).unwrap().upstream(),
+        chosen
+    );
+}
