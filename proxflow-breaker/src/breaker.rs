@@ -161,13 +161,22 @@ impl Breaker {
     pub(crate) fn force(&self, now: Instant, state: State) {
         let mut inner = self.lock();
         let transition = inner.machine.force(now, state);
+        self.publish_epoch(&inner);
         self.after(inner, transition);
     }
 
     pub(crate) fn reset(&self, now: Instant) {
         let mut inner = self.lock();
         let transition = inner.machine.reset(now);
+        // A reset of a closed breaker is no transition, but it starts a new epoch: calls
+        // admitted with the old one would not be counted.
+        self.publish_epoch(&inner);
         self.after(inner, transition);
+    }
+
+    fn publish_epoch(&self, inner: &Inner) {
+        let epoch = inner.machine.closed_epoch().unwrap_or(NOT_CLOSED);
+        self.closed.store(epoch, Ordering::Release);
     }
 
     pub(crate) fn state(&self) -> State {
@@ -207,8 +216,7 @@ impl Breaker {
             return;
         };
         inner.totals.transitions += 1;
-        let epoch = inner.machine.closed_epoch().unwrap_or(NOT_CLOSED);
-        self.closed.store(epoch, Ordering::Release);
+        self.publish_epoch(&inner);
         drop(inner);
         let change = StateChange {
             breaker: Arc::clone(&self.name),
