@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tower_layer::Layer;
 
+use crate::balance::Balance;
 use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, UpstreamConfig};
 use crate::error::ConfigError;
 use crate::pool::{now, Pool, UpstreamSnapshot};
@@ -117,6 +118,24 @@ impl AdaptiveLb {
         &self.config
     }
 
+    /// The generic form: a balancer with this policy and these settings over the services of
+    /// a `Discover` stream (tower's `ServiceList`, a channel of `Change`s, ...), for any
+    /// request type. The configured URLs are not used; endpoints that are not ready (an open
+    /// proxflow-breaker in readiness mode) get no traffic until they are.
+    pub fn balance<D, Req>(&self, discover: D) -> Balance<D, Req>
+    where
+        D: tower::discover::Discover,
+    {
+        let config = LbConfig {
+            upstreams: Vec::new(),
+            ..self.config.clone()
+        };
+        match Pool::new(config) {
+            Ok(pool) => Balance::new(discover, Arc::new(pool)),
+            Err(error) => unreachable!("validated configuration refused: {error}"),
+        }
+    }
+
     /// A handle to add, remove and drain upstreams, and to read their figures.
     pub fn handle(&self) -> LbHandle {
         LbHandle { pool: self.pool() }
@@ -154,6 +173,12 @@ impl<S> Layer<S> for AdaptiveLb {
 #[derive(Clone)]
 pub struct LbHandle {
     pool: Arc<Pool>,
+}
+
+impl LbHandle {
+    pub(crate) fn new(pool: Arc<Pool>) -> LbHandle {
+        LbHandle { pool }
+    }
 }
 
 /// The figures of a balancer; serializes to JSON.

@@ -48,12 +48,14 @@
 //!   predicted load, history, in-flight, requests, failures, latency EWMA and health; a
 //!   `metrics` feature; `tracing` on weight updates (debug) and ejections (warn).
 //!
-//! Not done yet (issue 5): the generic form over a `Discover` stream of tower services, and
-//! the readiness of a proxflow-breaker per upstream.
+//! - **Generic form.** [`AdaptiveLb::balance`] balances any tower services from a `Discover`
+//!   stream with the same policies; an endpoint that is not ready (an open proxflow-breaker in
+//!   readiness mode) gets weight 0 until it is.
 //!
 //! Time is tokio's clock, so tests drive the balancer with paused time.
 
 mod adaptive;
+mod balance;
 mod body;
 mod config;
 mod error;
@@ -63,6 +65,7 @@ mod pool;
 mod service;
 mod upstream;
 
+pub use balance::{Balance, BalanceFuture};
 pub use body::LbBody;
 pub use config::{
     ActiveHealth, AdaptiveConfig, HostHeader, LbConfig, LoadMetric, PassiveHealth, Policy,

@@ -289,15 +289,28 @@ impl Pool {
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
         let now = self.nanos_since_origin(now());
-        let upstream = Arc::new(Upstream::new(url, weight, now, true)?);
+        Ok(self.insert(Arc::new(Upstream::new(url, weight, now, true)?)))
+    }
+
+    /// Adds a generic-form endpoint (slow start applies); false if the name is taken.
+    pub(crate) fn add_endpoint(&self, name: Arc<str>) -> bool {
+        let now = self.nanos_since_origin(now());
+        self.insert(Arc::new(Upstream::endpoint(name, now, true)))
+    }
+
+    fn insert(&self, upstream: Arc<Upstream>) -> bool {
         let mut guard = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
         if guard.iter().any(|u| u.name == upstream.name) {
-            return Ok(false);
+            return false;
         }
         let mut list = guard.to_vec();
         list.push(upstream);
         *guard = list.into();
-        Ok(true)
+        true
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.list().iter().find(|u| *u.name == *name).cloned()
     }
 
     /// Removes an upstream; requests in flight to it finish.

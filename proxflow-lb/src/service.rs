@@ -142,7 +142,8 @@ where
         *request.extensions_mut() = parts.extensions.clone();
         match (pool.config.host, &original_host) {
             (HostHeader::Upstream, _) | (HostHeader::Keep, None) => {
-                if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
+                let authority = upstream.base.as_ref().map(|base| base.authority.as_str());
+                if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
                     request.headers_mut().insert(header::HOST, host);
                 }
             }
@@ -186,13 +187,16 @@ where
 
 /// The upstream's scheme and authority with the request's path and query.
 fn upstream_uri(upstream: &Upstream, original: &Uri) -> Uri {
+    let Some(base) = &upstream.base else {
+        return original.clone();
+    };
     let path = original
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
+        .scheme(base.scheme.clone())
+        .authority(base.authority.clone())
         .path_and_query(path)
         .build()
         .unwrap_or_else(|_| original.clone())

@@ -41,15 +41,24 @@ pub enum Health {
     FailingChecks,
     /// Being drained: no new requests.
     Draining,
+    /// Generic form: the endpoint service is not ready (an open proxflow-breaker in readiness
+    /// mode, a full concurrency limit).
+    NotReady,
+}
+
+/// Where an HTTP-form upstream is.
+pub(crate) struct Base {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
 }
 
 /// Nanoseconds since the pool's origin, as the picks read times.
 pub(crate) type Nanos = u64;
 
 pub(crate) struct Upstream {
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
-    /// `scheme://authority`, as configured.
+    /// HTTP form: scheme and authority; the generic form's endpoints have none.
+    pub(crate) base: Option<Base>,
+    /// `scheme://authority` (HTTP form), or the endpoint's key (generic form).
     pub(crate) name: Arc<str>,
     /// A hash of the name, for rendezvous hashing.
     pub(crate) name_hash: u64,
@@ -63,6 +72,7 @@ pub(crate) struct Upstream {
     ejected_until: AtomicU64,
     failing_checks: AtomicBool,
     draining: AtomicBool,
+    not_ready: AtomicBool,
     /// Peak-EWMA latency estimate (ns, as `f64` bits) and when it was last updated.
     ewma_bits: AtomicU64,
     ewma_at: AtomicU64,
@@ -98,10 +108,31 @@ impl Upstream {
     ) -> Result<Upstream, ConfigError> {
         let (scheme, authority) = parse_base(url)?;
         let name: Arc<str> = Arc::from(format!("{scheme}://{authority}"));
-        Ok(Upstream {
+        let base = Base { scheme, authority };
+        Ok(Upstream::with_name(
+            name,
+            Some(base),
+            static_weight,
+            now,
+            slow_start,
+        ))
+    }
+
+    /// A generic-form endpoint, known by its key.
+    pub(crate) fn endpoint(name: Arc<str>, now: Nanos, slow_start: bool) -> Upstream {
+        Upstream::with_name(name, None, 1, now, slow_start)
+    }
+
+    fn with_name(
+        name: Arc<str>,
+        base: Option<Base>,
+        static_weight: u32,
+        now: Nanos,
+        slow_start: bool,
+    ) -> Upstream {
+        Upstream {
             name_hash: fnv1a(name.as_bytes()),
-            scheme,
-            authority,
+            base,
             name,
             static_weight: static_weight.max(1),
             in_flight: AtomicU32::new(0),
@@ -110,11 +141,12 @@ impl Upstream {
             ejected_until: AtomicU64::new(0),
             failing_checks: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            not_ready: AtomicBool::new(false),
             ewma_bits: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_at: AtomicU64::new(now),
             wrr_current: AtomicI64::new(0),
             stats: Mutex::default(),
-        })
+        }
     }
 
     pub(crate) fn stats(&self) -> MutexGuard<'_, Stats> {
@@ -126,6 +158,8 @@ impl Upstream {
     pub(crate) fn health(&self, now: Nanos) -> Health {
         if self.draining.load(Ordering::Relaxed) {
             Health::Draining
+        } else if self.not_ready.load(Ordering::Relaxed) {
+            Health::NotReady
         } else if self.failing_checks.load(Ordering::Relaxed) {
             Health::FailingChecks
         } else if now < self.ejected_until.load(Ordering::Relaxed) {
@@ -268,6 +302,14 @@ impl Upstream {
         })
     }
 
+    pub(crate) fn is_ready(&self) -> bool {
+        !self.not_ready.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.not_ready.store(!ready, Ordering::Relaxed);
+    }
+
     pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
@@ -284,6 +326,10 @@ impl InFlight {
     pub(crate) fn new(upstream: Arc<Upstream>) -> InFlight {
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(upstream)
+    }
+
+    pub(crate) fn upstream(&self) -> &Upstream {
+        &self.0
     }
 }
 
