@@ -16,6 +16,9 @@ pub(crate) struct Interval {
     pub(crate) failed: u64,
     /// Sum of the answers' latencies.
     pub(crate) busy: Duration,
+    /// Sum of the successful answers' latencies: fast failures must not make an upstream
+    /// look fast.
+    pub(crate) busy_succeeded: Duration,
 }
 
 impl Interval {
@@ -23,32 +26,41 @@ impl Interval {
         self.answered += 1;
         self.failed += u64::from(failed);
         self.busy += latency;
+        if !failed {
+            self.busy_succeeded += latency;
+        }
     }
 }
 
-/// The load sample of one interval, or `None` when the metric has nothing to say (latency
-/// with no answers).
-pub(crate) fn sample(
-    config: &AdaptiveConfig,
-    interval: &Interval,
-    length: Duration,
-) -> Option<f64> {
-    let penalty = if interval.answered == 0 {
-        1.0
-    } else {
-        1.0 + config.failure_penalty * interval.failed as f64 / interval.answered as f64
-    };
+/// The load sample of one interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sample {
+    Load(f64),
+    /// No answers: nothing to say (a zero load would be an infinite weight).
+    Unobserved,
+    /// Latency metric, every answer failed: no latency of its own; as bad as the pool's mean
+    /// with the full penalty (the caller knows the mean).
+    AllFailed,
+}
+
+pub(crate) fn sample(config: &AdaptiveConfig, interval: &Interval, length: Duration) -> Sample {
+    if interval.answered == 0 {
+        return Sample::Unobserved;
+    }
+    let failure_ratio = interval.failed as f64 / interval.answered as f64;
+    let penalty = 1.0 + config.failure_penalty * failure_ratio;
     let base = match config.load {
         LoadMetric::Requests => interval.answered as f64,
         LoadMetric::Concurrency => interval.busy.as_secs_f64() / length.as_secs_f64().max(1e-9),
         LoadMetric::Latency => {
-            if interval.answered == 0 {
-                return None;
+            let succeeded = interval.answered - interval.failed;
+            if succeeded == 0 {
+                return Sample::AllFailed;
             }
-            interval.busy.as_secs_f64() / interval.answered as f64
+            interval.busy_succeeded.as_secs_f64() / succeeded as f64
         }
     };
-    Some(base * penalty)
+    Sample::Load(base * penalty)
 }
 
 /// The last `history_length` samples of one upstream.
@@ -145,20 +157,40 @@ mod tests {
             interval.add(100 * MS, i < 2);
         }
         let second = Duration::from_secs(1);
-        let requests = sample(&config(LoadMetric::Requests), &interval, second).unwrap();
+        let load = |metric, interval: &Interval| match sample(&config(metric), interval, second) {
+            Sample::Load(load) => load,
+            other => panic!("{other:?}"),
+        };
         // 10 answers, 20 % failed, penalty 4: x1.8.
-        assert!((requests - 18.0).abs() < 1e-9);
-        let concurrency = sample(&config(LoadMetric::Concurrency), &interval, second).unwrap();
-        assert!((concurrency - 1.8).abs() < 1e-9, "1 s busy in 1 s, x1.8");
-        let latency = sample(&config(LoadMetric::Latency), &interval, second).unwrap();
-        assert!((latency - 0.18).abs() < 1e-9);
-        assert_eq!(
-            sample(&config(LoadMetric::Latency), &Interval::default(), second),
-            None
+        assert!((load(LoadMetric::Requests, &interval) - 18.0).abs() < 1e-9);
+        assert!(
+            (load(LoadMetric::Concurrency, &interval) - 1.8).abs() < 1e-9,
+            "1 s busy in 1 s"
         );
+        // The latency of the 8 successes, x1.8.
+        assert!((load(LoadMetric::Latency, &interval) - 0.18).abs() < 1e-9);
+        // Fast failures do not lower the latency sample: 8 of 20 succeeded in 100 ms, x3.4.
+        let mut fast_failures = interval;
+        for _ in 0..10 {
+            fast_failures.add(MS, true);
+        }
+        let latency = load(LoadMetric::Latency, &fast_failures);
+        assert!((latency - 0.1 * 3.4).abs() < 1e-9, "{latency}");
+        for metric in [
+            LoadMetric::Requests,
+            LoadMetric::Concurrency,
+            LoadMetric::Latency,
+        ] {
+            assert_eq!(
+                sample(&config(metric), &Interval::default(), second),
+                Sample::Unobserved
+            );
+        }
+        let mut failed = Interval::default();
+        failed.add(MS, true);
         assert_eq!(
-            sample(&config(LoadMetric::Requests), &Interval::default(), second),
-            Some(0.0)
+            sample(&config(LoadMetric::Latency), &failed, second),
+            Sample::AllFailed
         );
     }
 

@@ -1,12 +1,12 @@
 //! The upstreams of one balancer, the policies' picks over them, and the adaptive updates.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::adaptive::{self, Interval};
+use crate::adaptive::{self, Interval, Sample};
 use crate::config::{AdaptiveConfig, LbConfig, Policy};
 use crate::error::ConfigError;
 use crate::upstream::{fnv1a, Health, Nanos, Upstream};
@@ -22,7 +22,6 @@ pub(crate) struct Pool {
     pub(crate) config: LbConfig,
     /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
     decay: Duration,
-    round_robin: AtomicUsize,
     /// Smooth weighted round robin changes all running weights at once.
     wrr: Mutex<()>,
     rng: Mutex<fastrand::Rng>,
@@ -53,7 +52,6 @@ impl Pool {
             origin,
             upstreams: RwLock::new(upstreams.into()),
             decay,
-            round_robin: AtomicUsize::new(0),
             wrr: Mutex::new(()),
             rng: Mutex::new(rng),
             next_update: AtomicU64::new(0),
@@ -134,11 +132,20 @@ impl Pool {
             }
         }
         let index = match &self.config.lb_policy {
-            Policy::RoundRobin => self.round_robin(weights),
-            Policy::WeightedRoundRobin => self.weighted_round_robin(list, weights),
+            // In turn, as smooth weighted round robin over the weights now: an unavailable
+            // upstream's turns spread over all the others (not onto the next in line), and a
+            // slow-starting one gets its ramped share.
+            Policy::RoundRobin | Policy::WeightedRoundRobin => {
+                self.weighted_round_robin(list, weights)
+            }
             Policy::Random => self.weighted_random(weights, total, None),
-            Policy::LeastRequest | Policy::Adaptive(_) => self.two_choices(weights, total, |i| {
+            Policy::LeastRequest => self.two_choices(weights, total, |i| {
                 (f64::from(list[i].in_flight.load(Ordering::Relaxed)) + 1.0) / weights[i]
+            }),
+            // Between updates, the live signals: requests in flight and the peak-EWMA latency
+            // of each answer, so a backend that slows down mid-interval loses traffic at once.
+            Policy::Adaptive(_) => self.two_choices(weights, total, |i| {
+                list[i].ewma_cost(now, self.decay) / weights[i]
             }),
             Policy::PeakEwma { decay } => self.two_choices(weights, total, |i| {
                 list[i].ewma_cost(now, *decay) / weights[i]
@@ -149,14 +156,6 @@ impl Pool {
             },
         };
         Some(Arc::clone(&list[index]))
-    }
-
-    fn round_robin(&self, weights: &[f64]) -> usize {
-        let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
-        (0..weights.len())
-            .map(|offset| (start + offset) % weights.len())
-            .find(|&i| weights[i] > 0.0)
-            .unwrap_or(0)
     }
 
     /// nginx's smooth weighted round robin: each pick, every upstream gains its weight; the
@@ -243,21 +242,34 @@ impl Pool {
             .iter()
             .map(|u| std::mem::take(&mut u.stats().interval))
             .collect();
-        let mut samples: Vec<Option<f64>> = intervals
+        let samples: Vec<Sample> = intervals
             .iter()
             .map(|interval| adaptive::sample(adaptive, interval, length))
             .collect();
-        // No answers, no latency: an unobserved upstream drifts to the mean of the observed
-        // ones, so that it is tried again instead of being judged forever by its past.
-        let observed: Vec<f64> = samples.iter().flatten().copied().collect();
-        if !observed.is_empty() {
-            let mean = observed.iter().sum::<f64>() / observed.len() as f64;
-            for (sample, upstream) in samples.iter_mut().zip(list.iter()) {
-                if sample.is_none() && upstream.health(now) == Health::Healthy {
-                    *sample = Some(mean);
+        let observed: Vec<f64> = samples
+            .iter()
+            .filter_map(|sample| match sample {
+                Sample::Load(load) => Some(*load),
+                _ => None,
+            })
+            .collect();
+        let mean =
+            (!observed.is_empty()).then(|| observed.iter().sum::<f64>() / observed.len() as f64);
+        let samples: Vec<Option<f64>> = samples
+            .iter()
+            .zip(list.iter())
+            .map(|(sample, upstream)| match (sample, mean) {
+                (Sample::Load(load), _) => Some(*load),
+                // Every answer failed: as slow as the pool's mean, fully penalised.
+                (Sample::AllFailed, Some(mean)) => Some(mean * (1.0 + adaptive.failure_penalty)),
+                // No answers: an unobserved upstream drifts to the mean of the observed ones,
+                // so that it is tried again instead of being judged forever by its past.
+                (Sample::Unobserved, Some(mean)) if upstream.health(now) == Health::Healthy => {
+                    Some(mean)
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
         let predicted: Vec<Option<f64>> = list
             .iter()
             .zip(&samples)

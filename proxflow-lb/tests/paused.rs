@@ -254,12 +254,15 @@ async fn adaptive_sends_less_to_the_slow_and_the_failing() {
     }
     let snapshot = handle.snapshot();
     let weight = |i: usize| snapshot.upstreams[i].adaptive_weight.unwrap();
-    // a: 1 ms; b: 50 ms; c: 1 ms with every answer failed (x5).
-    assert!(weight(0) > 5.0 * weight(1), "{snapshot:#?}");
+    // a: 1 ms; b: 50 ms; c: 1 ms, every answer failed (the pool's mean latency x5).
+    let requests: Vec<u64> = snapshot.upstreams.iter().map(|u| u.requests).collect();
+    assert!(requests[0] > 900, "{requests:?}");
+    // b lost every comparison on its answers' latency after its first one; unobserved since,
+    // its weight drifted back to the mean (so it will be tried again when its estimate decays).
+    assert!(requests[1] < 10, "{requests:?}");
+    assert!(requests[2] < 100, "{requests:?}");
     assert!(weight(0) > 3.0 * weight(2), "{snapshot:#?}");
     assert_eq!(snapshot.upstreams[0].history.len(), 10, "history_length");
-    let requests: Vec<u64> = snapshot.upstreams.iter().map(|u| u.requests).collect();
-    assert!(requests[0] > requests[1] + requests[2], "{requests:?}");
 }
 
 #[tokio::test(start_paused = true)]
