@@ -107,11 +107,11 @@ fn picks(c: &mut Criterion) {
             b.iter(|| {
                 let pick = handle.pick(Some(black_box(key))).expect("an upstream");
                 pick.finish(false);
-            })
+            });
+            let figures = handle.snapshot();
+            let requests: u64 = figures.upstreams.iter().map(|u| u.requests).sum();
+            assert!(requests > 0, "{name}: the picks were counted");
         });
-        let figures = handle.snapshot();
-        let requests: u64 = figures.upstreams.iter().map(|u| u.requests).sum();
-        assert!(requests > 0, "{name}: the picks were counted");
     }
     group.finish();
 }

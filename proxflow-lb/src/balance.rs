@@ -245,8 +245,7 @@ where
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    let latency = now().saturating_duration_since(*started);
-                    pool.record(in_flight.upstream(), latency, result.is_err());
+                    pool.record(in_flight.upstream(), *started, now(), result.is_err());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

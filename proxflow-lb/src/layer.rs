@@ -256,9 +256,10 @@ impl Pick {
     /// The request ended: its latency (from the pick) and whether it failed count as a
     /// balanced request's would.
     pub fn finish(self, failed: bool) {
-        let latency = now().saturating_duration_since(self.started);
+        let ended = now();
         drop(self.in_flight);
-        self.pool.record(&self.upstream, latency, failed);
+        self.pool
+            .record(&self.upstream, self.started, ended, failed);
     }
 }
 

@@ -372,10 +372,16 @@ impl Pool {
     }
 
     /// Records one answer of `upstream`: counts, latency estimate, passive health.
-    pub(crate) fn record(&self, upstream: &Upstream, latency: Duration, failed: bool) {
-        let now = self.nanos_since_origin(now());
+    pub(crate) fn record(
+        &self,
+        upstream: &Upstream,
+        started: Instant,
+        ended: Instant,
+        failed: bool,
+    ) {
+        let latency = ended.saturating_duration_since(started);
         let ejected = upstream.record(
-            now,
+            self.nanos_since_origin(ended),
             latency,
             failed,
             self.decay,

@@ -131,7 +131,8 @@ where
     let mut body = Some(body);
     let mut tried: Vec<Arc<str>> = Vec::new();
     loop {
-        let Some(upstream) = pool.pick(now(), key.as_deref(), &tried) else {
+        let started = now();
+        let Some(upstream) = pool.pick(started, key.as_deref(), &tried) else {
             return Ok(no_upstream(&tried));
         };
         let mut request = Request::new(body.take().unwrap_or_default());
@@ -154,11 +155,10 @@ where
         if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
             return Ok(bad_gateway(&upstream, tried, error.into()));
         }
-        let started = now();
         let in_flight = InFlight::new(Arc::clone(&upstream));
         let result = client.call(request).await;
         drop(in_flight);
-        let latency = now().saturating_duration_since(started);
+        let ended = now();
         match result {
             Ok(response) => {
                 let failed = pool
@@ -166,12 +166,12 @@ where
                     .passive_health
                     .failure_statuses
                     .contains(&response.status().as_u16());
-                pool.record(&upstream, latency, failed);
+                pool.record(&upstream, started, ended, failed);
                 return Ok(response.map(LbBody::inner));
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                pool.record(&upstream, latency, true);
+                pool.record(&upstream, started, ended, true);
                 tried.push(Arc::clone(&upstream.name));
                 let attempts = tried.len() as u32;
                 if retryable && attempts <= pool.config.retries && is_connect_error(&*error) {

@@ -233,14 +233,13 @@ impl Upstream {
         // Peak EWMA: a slower answer than the estimate replaces it at once; faster ones pull
         // it down with the decay.
         let rtt = latency.as_nanos() as f64;
-        let estimate = self.latency_estimate(now, decay);
+        let at = self.ewma_at.load(Ordering::Relaxed);
+        let kept = (-(now.saturating_sub(at) as f64) / decay.as_nanos().max(1) as f64).exp();
+        let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed)) * kept;
         let updated = if rtt > estimate {
             rtt
         } else {
-            let at = self.ewma_at.load(Ordering::Relaxed);
-            let elapsed = now.saturating_sub(at) as f64;
-            let weight = (-elapsed / decay.as_nanos().max(1) as f64).exp();
-            estimate * weight + rtt * (1.0 - weight)
+            estimate + rtt * (1.0 - kept)
         };
         self.ewma_bits.store(updated.to_bits(), Ordering::Relaxed);
         self.ewma_at.store(now, Ordering::Relaxed);
