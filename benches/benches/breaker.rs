@@ -55,16 +55,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
+use proxflow_benches::{call_now, criterion_dir, median_ns, on_threads};
 use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower::{Layer, Service};
 use tower_resilience_circuitbreaker::{
@@ -79,26 +79,6 @@ const CONTENDED: &str = "breaker_contended";
 const TARGET_ONE_NS: f64 = 100.0;
 /// The two-thread target: `proxflow_http/2 - noop/2`, per call as each thread sees it.
 const TARGET_TWO_NS: f64 = 200.0;
-
-/// `poll_ready`, `call`, one poll of the future with a no-op waker. Panics if anything is
-/// pending: on one thread nothing may wait on the closed path.
-fn call_now<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        other => panic!("service not ready: {other:?}"),
-    }
-    let mut future = pin!(service.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
-        Poll::Pending => panic!("response future pending on the closed path"),
-    }
-}
 
 /// As [`call_now`], but a pending `poll_ready` or response future is polled again at once until
 /// it is ready (a lock held by the other thread); each such re-poll adds one to `repolls`.
@@ -262,30 +242,6 @@ fn closed(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the start
-/// barrier until all are done. Set-up inside `work` before its own `barrier.wait()` is not
-/// timed.
-fn on_threads<W>(threads: usize, iters: u64, work: W) -> Duration
-where
-    W: Fn(usize, u64, &Barrier) + Sync,
-{
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|thread| {
-                let (work, barrier) = (&work, &barrier);
-                scope.spawn(move || work(thread, iters, barrier))
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for handle in handles {
-            handle.join().expect("bench thread panicked");
-        }
-        start.elapsed()
-    })
-}
-
 /// Calls made and re-polls of pending futures, per contended benchmark.
 #[derive(Default)]
 struct Tally {
@@ -364,36 +320,6 @@ fn contended(c: &mut Criterion, tallies: &Tallies) {
     };
     check_proxflow(&proxflow_handle, calls(1));
     check_resilience(&resilience_handle, calls(2));
-}
-
-/// Where criterion writes its estimates, found as criterion finds it: `$CRITERION_HOME`, else
-/// `criterion/` in `$CARGO_TARGET_DIR`, else in the target directory `cargo metadata` reports.
-fn criterion_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return Some(home.into());
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Some(PathBuf::from(target).join("criterion"));
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .ok()?;
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(PathBuf::from(metadata["target_directory"].as_str()?).join("criterion"))
-}
-
-/// The median time per iteration (ns) of a benchmark this process measured (its estimates are
-/// newer than `since`), or `None`.
-fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f64> {
-    let path = dir.join(id).join("new").join("estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 fn summary(since: SystemTime, tallies: &Tallies) {

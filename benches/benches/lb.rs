@@ -18,15 +18,12 @@
 //! printed.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput};
 use http::{Request, Response};
+use proxflow_benches::{call_now, criterion_dir, median_ns};
 use proxflow_lb::{AdaptiveConfig, AdaptiveLb, Policy};
 use tower::{Layer, Service};
 
@@ -61,25 +58,6 @@ fn adaptive() -> Policy {
         update_interval: Duration::from_secs(1),
         ..AdaptiveConfig::default()
     })
-}
-
-/// `poll_ready`, `call`, one poll with a no-op waker; nothing here waits.
-fn call_now<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        other => panic!("service not ready: {other:?}"),
-    }
-    let mut future = pin!(service.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
-        Poll::Pending => panic!("response future pending"),
-    }
 }
 
 fn noop_client(
@@ -139,34 +117,6 @@ fn requests(c: &mut Criterion) {
         b.iter(|| black_box(call_now(&mut service, Request::new(String::new()))))
     });
     group.finish();
-}
-
-/// Where criterion writes its estimates (as criterion finds it).
-fn criterion_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return Some(home.into());
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Some(PathBuf::from(target).join("criterion"));
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .ok()?;
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(PathBuf::from(metadata["target_directory"].as_str()?).join("criterion"))
-}
-
-/// The median time per iteration (ns) of a benchmark this process measured.
-fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f64> {
-    let path = dir.join(id).join("new").join("estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 fn summary(since: SystemTime) {

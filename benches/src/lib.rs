@@ -1,7 +1,14 @@
 //! Helpers shared by the vendor comparison programs.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::pin;
 use std::process::Command;
-use std::time::SystemTime;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use tower::Service;
 
 /// The current time as `YYYY-MM-DD HH:MM UTC`, from the system clock.
 pub fn utc_now() -> String {
@@ -73,6 +80,82 @@ pub fn thousands(value: f64) -> String {
         out.push(c);
     }
     out
+}
+
+// What the criterion benches share.
+
+/// `poll_ready`, `call`, one poll of the future with a no-op waker. Panics if anything is
+/// pending: on the paths measured here nothing may wait.
+pub fn call_now<S, R>(service: &mut S, request: R) -> S::Response
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("service not ready: {other:?}"),
+    }
+    let mut future = pin!(service.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        Poll::Ready(Err(error)) => panic!("service failed: {error:?}"),
+        Poll::Pending => panic!("response future pending: nothing may wait on the paths measured"),
+    }
+}
+
+/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the start
+/// barrier until all are done. Set-up inside `work` before its own `barrier.wait()` is not
+/// timed.
+pub fn on_threads<W>(threads: usize, iters: u64, work: W) -> Duration
+where
+    W: Fn(usize, u64, &Barrier) + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (work, barrier) = (&work, &barrier);
+                scope.spawn(move || work(thread, iters, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().expect("bench thread panicked");
+        }
+        start.elapsed()
+    })
+}
+
+/// Where criterion writes its estimates, found as criterion finds it: `$CRITERION_HOME`, else
+/// `criterion/` in `$CARGO_TARGET_DIR`, else in the target directory `cargo metadata` reports.
+pub fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(PathBuf::from(metadata["target_directory"].as_str()?).join("criterion"))
+}
+
+/// The median time per iteration (ns) of a benchmark this process measured (its estimates are
+/// newer than `since`), or `None`.
+pub fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
 }
 
 #[cfg(test)]
