@@ -107,16 +107,21 @@ pin_project! {
 }
 
 impl<F, C> Call<F, C> {
-    pub(crate) fn refused(stopped: Stopped) -> Self {
-        Call::Refused { stopped }
-    }
-
-    pub(crate) fn running(future: F, guard: Guard, classify: C, timeout: Option<Duration>) -> Self {
-        Call::Running {
-            future,
-            timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
-            guard: Some(guard),
-            classify,
+    /// With leave, makes the call (`send`); without, the refusal.
+    pub(crate) fn start(
+        leave: Result<Guard, Stopped>,
+        send: impl FnOnce() -> F,
+        classify: C,
+        timeout: Option<Duration>,
+    ) -> Self {
+        match leave {
+            Ok(guard) => Call::Running {
+                future: send(),
+                timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
+                guard: Some(guard),
+                classify,
+            },
+            Err(stopped) => Call::Refused { stopped },
         }
     }
 }

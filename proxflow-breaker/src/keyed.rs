@@ -190,15 +190,12 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let key = (self.key)(request.uri(), request.headers());
         let breaker = self.breakers.get_or_make(key.as_deref().unwrap_or(NO_KEY));
-        let call = match Guard::acquire(&breaker) {
-            Ok(guard) => Call::running(
-                self.inner.call(request),
-                guard,
-                self.classify.clone(),
-                self.timeout,
-            ),
-            Err(stopped) => Call::refused(stopped),
-        };
-        ResponseFuture::new(call)
+        let inner = &mut self.inner;
+        ResponseFuture::new(Call::start(
+            Guard::acquire(&breaker),
+            || inner.call(request),
+            self.classify.clone(),
+            self.timeout,
+        ))
     }
 }

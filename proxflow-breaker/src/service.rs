@@ -129,15 +129,13 @@ impl<S, C> Core<S, C> {
             }
             None => Guard::acquire(&self.breaker),
         };
-        match leave {
-            Ok(guard) => Call::running(
-                self.inner.call(request),
-                guard,
-                self.classify.clone(),
-                self.timeout,
-            ),
-            Err(stopped) => Call::refused(stopped),
-        }
+        let inner = &mut self.inner;
+        Call::start(
+            leave,
+            || inner.call(request),
+            self.classify.clone(),
+            self.timeout,
+        )
     }
 }
 
