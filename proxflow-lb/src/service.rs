@@ -124,6 +124,7 @@ where
         let authority = parts.uri.authority()?;
         HeaderValue::from_str(authority.as_str()).ok()
     });
+    remove_hop_by_hop(&mut parts.headers);
     if pool.config.forwarded_headers {
         forwarded_headers(&mut parts, client_ip, original_host.as_ref());
     }
@@ -167,7 +168,9 @@ where
                     .failure_statuses
                     .contains(&response.status().as_u16());
                 pool.record(&upstream, started, ended, failed);
-                return Ok(response.map(LbBody::inner));
+                let mut response = response.map(LbBody::inner);
+                remove_hop_by_hop(response.headers_mut());
+                return Ok(response);
             }
             Err(error) => {
                 let error: BoxError = error.into();
@@ -200,6 +203,35 @@ fn upstream_uri(upstream: &Upstream, original: &Uri) -> Uri {
         .path_and_query(path)
         .build()
         .unwrap_or_else(|_| original.clone())
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1): a proxy does not
+/// pass them on, nor the fields `Connection` names. (`Upgrade` goes too: this balancer does not
+/// tunnel upgraded connections.)
+fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
 }
 
 fn forwarded_headers(
@@ -304,6 +336,24 @@ fn bad_gateway<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_are_not_passed_on() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-session-hint"),
+            ("keep-alive", "timeout=5"),
+            ("x-session-hint", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "text/html"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
 
     #[test]
     fn connect_errors_are_found_in_the_chain() {
