@@ -1171,7 +1171,7 @@ fn report(
     );
     let _ = writeln!(
         md,
-        "Model (benches/src/bin/lb_simulation.rs): every run is a current-thread tokio \
+        "Model (benches/simulation/src/main.rs): every run is a current-thread tokio \
          runtime with paused time (deterministic per seed; tokio's timers round every latency \
          up to the next millisecond); open-loop Poisson arrivals, each request a task at its \
          scheduled time, latency measured from that time; backends in the process, reached \
