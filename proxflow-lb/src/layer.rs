@@ -11,7 +11,7 @@ use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, U
 use crate::error::ConfigError;
 use crate::pool::{now, Pool, UpstreamSnapshot};
 use crate::service::Lb;
-use crate::upstream::{InFlight, Upstream};
+use crate::upstream::InFlight;
 
 /// A load balancer over a client service: picks an upstream per request and sends the
 /// request there. Cheap to clone; clones and every service they make share the upstreams.
@@ -216,8 +216,7 @@ impl LbHandle {
         let started = now();
         let upstream = self.pool.pick(started, key, &[])?;
         Some(Pick {
-            in_flight: InFlight::new(Arc::clone(&upstream)),
-            upstream,
+            in_flight: InFlight::new(upstream),
             pool: Arc::clone(&self.pool),
             started,
         })
@@ -241,7 +240,6 @@ impl std::fmt::Debug for LbHandle {
 /// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
 /// records nothing).
 pub struct Pick {
-    upstream: Arc<Upstream>,
     pool: Arc<Pool>,
     started: Instant,
     in_flight: InFlight,
@@ -250,23 +248,22 @@ pub struct Pick {
 impl Pick {
     /// `scheme://authority` of the chosen upstream.
     pub fn upstream(&self) -> &str {
-        &self.upstream.name
+        &self.in_flight.upstream().name
     }
 
     /// The request ended: its latency (from the pick) and whether it failed count as a
     /// balanced request's would.
     pub fn finish(self, failed: bool) {
         let ended = now();
-        drop(self.in_flight);
-        self.pool
-            .record(&self.upstream, self.started, ended, failed);
+        let upstream = self.in_flight.upstream();
+        self.pool.record(upstream, self.started, ended, failed);
     }
 }
 
 impl std::fmt::Debug for Pick {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pick")
-            .field("upstream", &self.upstream.name)
+            .field("upstream", &self.upstream())
             .finish()
     }
 }

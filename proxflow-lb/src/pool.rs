@@ -24,7 +24,9 @@ pub(crate) struct Pool {
     decay: Duration,
     /// Smooth weighted round robin changes all running weights at once.
     wrr: Mutex<()>,
-    rng: Mutex<fastrand::Rng>,
+    /// SplitMix64 over an atomic counter: seeded, lock-free (a mutex around a generator was
+    /// a tenth of a pick).
+    rng: AtomicU64,
     /// Adaptive: when the next sample is due.
     next_update: AtomicU64,
     /// Active health checks run (they start with the first request).
@@ -44,16 +46,13 @@ impl Pool {
             Policy::PeakEwma { decay } => *decay,
             _ => Duration::from_secs(10),
         };
-        let rng = match config.seed {
-            Some(seed) => fastrand::Rng::with_seed(seed),
-            None => fastrand::Rng::new(),
-        };
+        let rng = config.seed.unwrap_or_else(|| fastrand::u64(..));
         let pool = Pool {
             origin,
             upstreams: RwLock::new(upstreams.into()),
             decay,
             wrr: Mutex::new(()),
-            rng: Mutex::new(rng),
+            rng: AtomicU64::new(rng),
             next_update: AtomicU64::new(0),
             health_started: AtomicBool::new(false),
             config,
@@ -183,7 +182,7 @@ impl Pool {
 
     fn weighted_random(&self, weights: &[f64], total: f64, skip: Option<usize>) -> usize {
         let total = total - skip.map_or(0.0, |i| weights[i]);
-        let mut target = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64() * total;
+        let mut target = self.random_unit() * total;
         let mut last = 0;
         for (i, &weight) in weights.iter().enumerate() {
             if Some(i) == skip || weight <= 0.0 {
@@ -196,6 +195,16 @@ impl Pool {
             target -= weight;
         }
         last
+    }
+
+    /// A uniform number in [0, 1).
+    fn random_unit(&self) -> f64 {
+        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+        let state = self
+            .rng
+            .fetch_add(GOLDEN, Ordering::Relaxed)
+            .wrapping_add(GOLDEN);
+        (mix(state) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Power of two choices: two distinct upstreams drawn by weight, the lower cost wins.

@@ -1,6 +1,6 @@
 //! One upstream: where it is, what the picks read (lock-free), and what the answers update.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub(crate) struct Base {
     pub(crate) authority: Authority,
 }
 
+const DRAINING: u8 = 1;
+const NOT_READY: u8 = 2;
+const FAILING_CHECKS: u8 = 4;
+
 /// Nanoseconds since the pool's origin, as the picks read times.
 pub(crate) type Nanos = u64;
 
@@ -70,9 +74,8 @@ pub(crate) struct Upstream {
     joined_at: AtomicU64,
     /// Passive ejection ends at this time; 0 when not ejected.
     ejected_until: AtomicU64,
-    failing_checks: AtomicBool,
-    draining: AtomicBool,
-    not_ready: AtomicBool,
+    /// `DRAINING`, `NOT_READY`, `FAILING_CHECKS`: one load for a pick.
+    flags: AtomicU8,
     /// Peak-EWMA latency estimate (ns, as `f64` bits) and when it was last updated.
     ewma_bits: AtomicU64,
     ewma_at: AtomicU64,
@@ -139,9 +142,7 @@ impl Upstream {
             weight_bits: AtomicU64::new(f64::from(static_weight.max(1)).to_bits()),
             joined_at: AtomicU64::new(if slow_start { now.max(1) } else { 0 }),
             ejected_until: AtomicU64::new(0),
-            failing_checks: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            not_ready: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             ewma_bits: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_at: AtomicU64::new(now),
             wrr_current: AtomicI64::new(0),
@@ -156,11 +157,12 @@ impl Upstream {
     }
 
     pub(crate) fn health(&self, now: Nanos) -> Health {
-        if self.draining.load(Ordering::Relaxed) {
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & DRAINING != 0 {
             Health::Draining
-        } else if self.not_ready.load(Ordering::Relaxed) {
+        } else if flags & NOT_READY != 0 {
             Health::NotReady
-        } else if self.failing_checks.load(Ordering::Relaxed) {
+        } else if flags & FAILING_CHECKS != 0 {
             Health::FailingChecks
         } else if now < self.ejected_until.load(Ordering::Relaxed) {
             Health::Ejected
@@ -289,28 +291,36 @@ impl Upstream {
             stats.check_failures += 1;
             stats.check_passes = 0;
         }
-        let failing = self.failing_checks.load(Ordering::Relaxed);
+        let failing = self.flags.load(Ordering::Relaxed) & FAILING_CHECKS != 0;
         let now_failing = if failing {
             stats.check_passes < check.healthy_threshold
         } else {
             stats.check_failures >= check.unhealthy_threshold
         };
         (now_failing != failing).then(|| {
-            self.failing_checks.store(now_failing, Ordering::Relaxed);
+            self.set_flag(FAILING_CHECKS, now_failing);
             now_failing
         })
     }
 
     pub(crate) fn is_ready(&self) -> bool {
-        !self.not_ready.load(Ordering::Relaxed)
+        self.flags.load(Ordering::Relaxed) & NOT_READY == 0
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
-        self.not_ready.store(!ready, Ordering::Relaxed);
+        self.set_flag(NOT_READY, !ready);
     }
 
     pub(crate) fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.set_flag(DRAINING, true);
+    }
+
+    fn set_flag(&self, flag: u8, on: bool) {
+        if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.flags.fetch_and(!flag, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn ejected_until(&self) -> Nanos {
