@@ -41,8 +41,8 @@ pub enum Policy {
         header: String,
     },
     /// The origin's adaptive policy: smoothed load history, weights inversely proportional to
-    /// the predicted load, weighted power of two choices with live in-flight counts between
-    /// updates.
+    /// the predicted load; between updates, weighted power of two choices by the live signals
+    /// (peak-EWMA latency × (in flight + 1) / weight).
     Adaptive(AdaptiveConfig),
 }
 

@@ -30,12 +30,16 @@
 //!   tried again on another upstream (`retries`, default 1; idempotent methods with an empty
 //!   body). A client error is answered `502` (the error in the [`UpstreamFailed`] extension);
 //!   no available upstream is `503`.
-//! - **The adaptive policy.** Every `update_interval`, each upstream's load sample (latency,
-//!   concurrency or request count, × `1 + failure_penalty × failure ratio`) joins a history of
-//!   `history_length`; the prediction is its exponential smoothing with `alpha`; weights are
-//!   1 / prediction, normalised to a mean of 1 (within 1/100..100). An upstream with no answers
-//!   in an interval is given the mean of the others' samples, so that it is tried again.
-//!   Between updates, picks are weighted power of two choices by (in flight + 1) / weight.
+//! - **The adaptive policy.** Every `update_interval`, each upstream's load sample joins a
+//!   history of `history_length`; the prediction is its exponential smoothing with `alpha`;
+//!   weights are 1 / prediction, normalised to a mean of 1 (within 1/100..100). The sample
+//!   (`load`): the mean latency of the successful answers (default; it won the evaluation in
+//!   benches/RESULTS.md), time-averaged concurrency, or the request count, each × `1 +
+//!   failure_penalty × failure ratio`. An interval where every answer failed scores the pool's
+//!   mean, fully penalised; one without answers gives the mean of the others, so that the
+//!   upstream is tried again. Between updates, picks are weighted power of two choices by
+//!   peak-EWMA latency × (in flight + 1) / weight, so a backend that slows down or stalls
+//!   mid-interval loses traffic at once.
 //! - **Classic policies.** Round robin, smooth weighted round robin, random, least request,
 //!   peak EWMA, and weighted rendezvous hashing by client address or header (a key moves only
 //!   when its upstream leaves, or to a better-scoring upstream that joins).
