@@ -23,6 +23,11 @@
 //! # }
 //! ```
 //!
+//! Every answer carries `RateLimit-Policy` and `RateLimit` by default (`headers: always`);
+//! `headers: limited` puts them on 429s only, `never` on none. They are most of what the layer
+//! costs on the allowed path (benches/RESULTS.md: 154 ns per request with them, 55 ns without,
+//! against 45 ns for governor's bare check).
+//!
 //! Memory is bounded: at most `max_keys` keys (default 1,000,000) for the whole layer, each a
 //! 64-bit seeded hash of the client's key, idle keys dropped first. Measured with 2,000,000
 //! distinct client addresses (tests/memory.rs): 36 bytes per key at the default bound (35.7 MB
