@@ -38,7 +38,7 @@ impl Guard {
     }
 
     /// Asks `breaker` for leave at `start`.
-    pub(crate) fn acquire(breaker: &Arc<Breaker>) -> Result<Guard, Stopped> {
+    pub(crate) fn acquire(breaker: &Arc<Breaker>) -> Result<Guard, Refused> {
         let mut start = None;
         let admission = breaker.acquire(|| *start.insert(now()));
         match admission {
@@ -46,9 +46,7 @@ impl Guard {
                 let start = start.unwrap_or_else(now);
                 Ok(Guard::new(Arc::clone(breaker), permit, start))
             }
-            Admission::Refuse { retry_after, state } => {
-                Err(Stopped::Refused { retry_after, state })
-            }
+            Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
         }
     }
 
@@ -81,6 +79,13 @@ impl Drop for Guard {
     }
 }
 
+/// The breaker's no, and when to ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) retry_after: Duration,
+    pub(crate) state: State,
+}
+
 /// Why a call did not reach its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stopped {
@@ -109,7 +114,7 @@ pin_project! {
 impl<F, C> Call<F, C> {
     /// With leave, makes the call (`send`); without, the refusal.
     pub(crate) fn start(
-        leave: Result<Guard, Stopped>,
+        leave: Result<Guard, Refused>,
         send: impl FnOnce() -> F,
         classify: C,
         timeout: Option<Duration>,
@@ -121,7 +126,9 @@ impl<F, C> Call<F, C> {
                 guard: Some(guard),
                 classify,
             },
-            Err(stopped) => Call::Refused { stopped },
+            Err(Refused { retry_after, state }) => Call::Refused {
+                stopped: Stopped::Refused { retry_after, state },
+            },
         }
     }
 }

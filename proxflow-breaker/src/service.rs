@@ -79,11 +79,10 @@ impl Readiness {
             }
             match Guard::acquire(breaker) {
                 Ok(guard) => self.reserved = Some(guard),
-                Err(Stopped::Refused { retry_after, .. }) => {
-                    let wait = retry_after.max(MIN_WAIT);
+                Err(refused) => {
+                    let wait = refused.retry_after.max(MIN_WAIT);
                     self.wait = Some(Box::pin(tokio::time::sleep(wait)));
                 }
-                Err(Stopped::TimedOut(_)) => unreachable!("leave is not a call"),
             }
         }
     }
