@@ -1,4 +1,6 @@
-//! Helpers shared by the vendor comparison programs.
+//! Helpers shared by the vendor comparison programs and the criterion benches.
+
+pub mod vendor;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -46,26 +46,21 @@
 //! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 3 --leaky
 //! ```
 
+use proxflow_benches::vendor::{
+    free_port, median, pinned, run_wrk, start_printing_port, Result, Server, CONNECTIONS, NGINX,
+    SERVER_CPU, WRK_CPU,
+};
 use proxflow_benches::{command_output, shell_quote, thousands, utc_now};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-const NGINX: &str = "/usr/sbin/nginx";
-const WRK: &str = "/usr/bin/wrk";
-const SERVER_CPU: &str = "0";
-const WRK_CPU: &str = "1";
-const CONNECTIONS: u32 = 32;
 /// The reference server: `ratelimit_server --no-limit`, the same hyper server without the layer.
 const NO_LIMIT: &str = "no limiter";
 
@@ -312,56 +307,6 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A running server; dropping it stops the process.
-struct Server {
-    name: &'static str,
-    port: u16,
-    child: Child,
-    /// Where the server's stderr (or nginx's error log) goes, quoted in error messages.
-    log: PathBuf,
-}
-
-impl Server {
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        format!("\n--- {} ---\n{tail}", self.log.display())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SIGTERM first, so nginx's master takes its worker down with it and ratelimit_server
-        // prints its counters; std can only SIGKILL (and `unsafe` for libc::kill is forbidden
-        // in this workspace), hence the `kill` program.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `taskset -c CPU program`: taskset execs the program, so the child's pid is the server's.
-fn pinned(cpu: &str, program: &Path) -> Command {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cpu]).arg(program).stdin(Stdio::null());
-    cmd
-}
-
 /// One nginx (one worker) with a server block per scenario; returns the port of each.
 fn start_nginx(tmp: &Path, args: &Args) -> Result<(Server, BTreeMap<Scenario, u16>)> {
     let dir = tmp.join("nginx");
@@ -472,66 +417,6 @@ http {{
     Ok((server, ports))
 }
 
-/// Binding port 0 and releasing it leaves a small race with other programs; acceptable for nginx,
-/// which cannot report the port it got.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Starts a server given port 0 and reads the port from its `listening on ...:PORT` line.
-fn start_printing_port(
-    name: &'static str,
-    program: &Path,
-    args: &[&str],
-    tmp: &Path,
-) -> Result<Server> {
-    let log = tmp.join(format!(
-        "{name}-{}.stderr.log",
-        args.join("_").replace(' ', "")
-    ));
-    let mut child = pinned(SERVER_CPU, program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(File::create(&log)?)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut server = Server {
-        name,
-        port: 0,
-        child,
-        log,
-    };
-
-    // The reader thread keeps draining stdout after the line so the server never blocks on a
-    // full pipe; it ends when the server exits.
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
-            if line.contains("listening on") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
-        format!(
-            "{name} did not print `listening on ...` within 10 s{}",
-            server.log_tail()
-        )
-    })?;
-    server.port = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .ok_or_else(|| format!("{name}: no port in {line:?}"))?;
-    Ok(server)
-}
-
 /// Before any load: a burst of concurrent requests (32 clients x 20) gets only `200 ok\n` and
 /// `429`, and both if `limited` (only 200s otherwise). Returns (200s, 429s).
 fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
@@ -612,21 +497,8 @@ fn http_get(port: u16) -> Result<(u16, Vec<u8>)> {
 /// benchmark.
 fn wrk(port: u16, secs: u32, server_pids: &[u32]) -> Result<Run> {
     let cpu_before = cpu_seconds(server_pids)?;
-    let output = pinned(WRK_CPU, Path::new(WRK))
-        .args([
-            "-t1",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{secs}s"),
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .output()
-        .map_err(|e| format!("cannot run {WRK}: {e}"))?;
+    let text = run_wrk(&format!("http://127.0.0.1:{port}/"), secs, &[])?;
     let cpu_seconds = cpu_seconds(server_pids)? - cpu_before;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("wrk failed ({}):\n{text}{stderr}", output.status).into());
-    }
     let (mut rps, mut requests, mut seconds, mut non_2xx) = (None, None, None, 0);
     for line in text.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("Requests/sec:") {
@@ -640,15 +512,6 @@ fn wrk(port: u16, secs: u32, server_pids: &[u32]) -> Result<Run> {
                 .split(',')
                 .next()
                 .and_then(|d| parse_wrk_duration(d.trim()));
-        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
-            // "connect 0, read 0, write 0, timeout 0"
-            let any = counts
-                .split(',')
-                .filter_map(|kv| kv.split_whitespace().nth(1))
-                .any(|n| n != "0");
-            if any {
-                return Err(format!("wrk saw socket errors:\n{text}").into());
-            }
         }
     }
     Ok(Run {
@@ -711,16 +574,6 @@ fn parse_wrk_duration(text: &str) -> Option<f64> {
         (text, 1.0)
     };
     number.parse::<f64>().ok().map(|n| n * scale)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
 }
 
 /// What the algorithm admits in `seconds` from a full bucket and an empty queue.

@@ -19,26 +19,20 @@
 //!
 //! A server binary that is missing is skipped with a message; nginx is required.
 
+use proxflow_benches::vendor::{
+    free_port, median, pinned, run_wrk, start_printing_port, Result, Server, CONNECTIONS, NGINX,
+    SERVER_CPU, WRK_CPU,
+};
 use proxflow_benches::{command_output, shell_quote, thousands, utc_now};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-const NGINX: &str = "/usr/sbin/nginx";
-const WRK: &str = "/usr/bin/wrk";
-const SERVER_CPU: &str = "0";
-const WRK_CPU: &str = "1";
-const CONNECTIONS: u32 = 32;
 
 /// Files served, with their sizes. The extensions map to types nobody compresses by default, and
 /// wrk sends no `Accept-Encoding`, so every server sends the bytes as they are.
@@ -176,7 +170,7 @@ fn run(args: Args) -> Result<()> {
     eprintln!("all servers return 200 and the exact bytes; warming up");
     for server in &servers {
         for (file, _) in FILES {
-            wrk(&server.url(file), args.warmup)
+            wrk(&url(server, file), args.warmup)
                 .map_err(|e| format!("{} warm-up: {e}", server.name))?;
         }
     }
@@ -187,7 +181,7 @@ fn run(args: Args) -> Result<()> {
             // Rotating the start spreads any drift (thermal, the neighbour's build) over all servers.
             for i in 0..servers.len() {
                 let server = &servers[(i + round as usize) % servers.len()];
-                let result = wrk(&server.url(file), args.duration)
+                let result = wrk(&url(server, file), args.duration)
                     .map_err(|e| format!("{} {file}: {e}", server.name))?;
                 eprintln!(
                     "round {}/{} {file:<9} {:<17} {:>10} req/s  p50 {:>8}  p99 {:>8}",
@@ -243,57 +237,9 @@ fn file_contents(name: &str, len: usize) -> Vec<u8> {
     }
 }
 
-/// A running server; dropping it stops the process.
-struct Server {
-    name: &'static str,
-    port: u16,
-    child: Child,
-    /// Where the server's stderr (or nginx's error log) goes, quoted in error messages.
-    log: PathBuf,
-}
-
-impl Server {
-    fn url(&self, file: &str) -> String {
-        format!("http://127.0.0.1:{}/{file}", self.port)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        format!("\n--- {} ---\n{tail}", self.log.display())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SIGTERM first, so nginx's master takes its worker down with it; std can only SIGKILL
-        // (and `unsafe` for libc::kill is forbidden in this workspace), hence the `kill` program.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `taskset -c CPU program`: taskset execs the program, so the child's pid is the server's.
-fn pinned(cpu: &str, program: &Path) -> Command {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cpu]).arg(program).stdin(Stdio::null());
-    cmd
+/// `http://127.0.0.1:PORT/file` of a server.
+fn url(server: &Server, file: &str) -> String {
+    format!("http://127.0.0.1:{}/{file}", server.port)
 }
 
 fn start_nginx(tmp: &Path, docroot: &Path) -> Result<Server> {
@@ -372,63 +318,6 @@ http {{
         }
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Binding port 0 and releasing it leaves a small race with other programs; acceptable for nginx,
-/// which cannot report the port it got.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Starts a server given port 0 and reads the port from its `listening on ...:PORT` line.
-fn start_printing_port(
-    name: &'static str,
-    program: &Path,
-    args: &[&str],
-    tmp: &Path,
-) -> Result<Server> {
-    let log = tmp.join(format!("{name}.stderr.log"));
-    let mut child = pinned(SERVER_CPU, program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(File::create(&log)?)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut server = Server {
-        name,
-        port: 0,
-        child,
-        log,
-    };
-
-    // The reader thread keeps draining stdout after the line so the server never blocks on a
-    // full pipe; it ends when the server exits.
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
-            if line.contains("listening on") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
-        format!(
-            "{name} did not print `listening on ...` within 10 s{}",
-            server.log_tail()
-        )
-    })?;
-    server.port = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .ok_or_else(|| format!("{name}: no port in {line:?}"))?;
-    Ok(server)
 }
 
 /// Before any load: 200, no content coding, and exactly the bytes on disk, for every file.
@@ -541,21 +430,7 @@ struct WrkResult {
 /// One wrk run on the load core. Any socket error or non-2xx/3xx response fails the benchmark:
 /// a fast server that drops or refuses requests is not fast.
 fn wrk(url: &str, secs: u32) -> Result<WrkResult> {
-    let output = pinned(WRK_CPU, Path::new(WRK))
-        .args([
-            "-t1",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{secs}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .map_err(|e| format!("cannot run {WRK}: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("wrk failed ({}):\n{text}{stderr}", output.status).into());
-    }
+    let text = run_wrk(url, secs, &["--latency"])?;
     let (mut rps, mut p50, mut p99) = (None, None, None);
     for line in text.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("Requests/sec:") {
@@ -566,15 +441,6 @@ fn wrk(url: &str, secs: u32) -> Result<WrkResult> {
             p99 = Some(value.trim().to_string());
         } else if line.starts_with("Non-2xx or 3xx responses") {
             return Err(format!("wrk saw error responses:\n{text}").into());
-        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
-            // "connect 0, read 0, write 0, timeout 0"
-            let any = counts
-                .split(',')
-                .filter_map(|kv| kv.split_whitespace().nth(1))
-                .any(|n| n != "0");
-            if any {
-                return Err(format!("wrk saw socket errors:\n{text}").into());
-            }
         }
     }
     Ok(WrkResult {
@@ -582,16 +448,6 @@ fn wrk(url: &str, secs: u32) -> Result<WrkResult> {
         p50: p50.unwrap_or_default(),
         p99: p99.unwrap_or_default(),
     })
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
 }
 
 fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) -> String {
