@@ -64,7 +64,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, on_threads};
+use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads};
 use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower::{Layer, Service};
 use tower_resilience_circuitbreaker::{
@@ -109,25 +109,6 @@ where
             }
         }
     }
-}
-
-/// The no-op service: the answer of an axum handler returning a `&'static str`, minus the body.
-/// Its future is `Send + 'static`, as tower-resilience requires of an inner service.
-fn noop(
-) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send + 'static>
-       + Clone
-       + Send
-       + 'static {
-    tower::service_fn(|_| async { Ok::<_, Infallible>(text_response()) })
-}
-
-fn text_response() -> Response<()> {
-    let mut response = Response::new(());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// tower-resilience's circuit breaker (`tower-resilience-circuitbreaker` 0.14), configured as

@@ -74,19 +74,25 @@ fn noop_client(
     })
 }
 
+/// The client address `ip_hash` hashes.
+const KEY: &[u8] = b"198.51.100.7";
+
+/// A balancer over the 10 upstreams.
+fn balancer(policy: Policy) -> AdaptiveLb {
+    AdaptiveLb::new(upstreams())
+        .expect("valid upstreams")
+        .policy(policy)
+        .expect("valid policy")
+        .seed(1)
+}
+
 fn picks(c: &mut Criterion) {
     let mut group = c.benchmark_group(PICK);
     group.throughput(Throughput::Elements(1));
     for (name, policy) in policies() {
-        let lb = AdaptiveLb::new(upstreams())
-            .expect("valid upstreams")
-            .policy(policy)
-            .expect("valid policy")
-            .seed(1);
-        let handle = lb.handle();
-        let key: &[u8] = b"198.51.100.7";
+        let handle = balancer(policy).handle();
         group.bench_function(name, |b| {
-            b.iter(|| black_box(handle.pick(Some(black_box(key))).expect("an upstream")));
+            b.iter(|| black_box(handle.pick(Some(black_box(KEY))).expect("an upstream")));
             let in_flight: u32 = handle
                 .snapshot()
                 .upstreams
@@ -101,16 +107,10 @@ fn picks(c: &mut Criterion) {
     let mut group = c.benchmark_group(PICK_FINISH);
     group.throughput(Throughput::Elements(1));
     for (name, policy) in policies() {
-        let lb = AdaptiveLb::new(upstreams())
-            .expect("valid upstreams")
-            .policy(policy)
-            .expect("valid policy")
-            .seed(1);
-        let handle = lb.handle();
-        let key: &[u8] = b"198.51.100.7";
+        let handle = balancer(policy).handle();
         group.bench_function(name, |b| {
             b.iter(|| {
-                let pick = handle.pick(Some(black_box(key))).expect("an upstream");
+                let pick = handle.pick(Some(black_box(KEY))).expect("an upstream");
                 pick.finish(false);
             });
             let figures = handle.snapshot();
@@ -134,12 +134,7 @@ fn requests(c: &mut Criterion) {
     group.bench_function("noop", |b| {
         b.iter(|| black_box(call_now(&mut client, Request::new(String::new()))))
     });
-    let lb = AdaptiveLb::new(upstreams())
-        .expect("valid upstreams")
-        .policy(adaptive())
-        .expect("valid policy")
-        .seed(1);
-    let mut service = lb.layer(noop_client());
+    let mut service = balancer(adaptive()).layer(noop_client());
     group.bench_function("adaptive", |b| {
         b.iter(|| black_box(call_now(&mut service, Request::new(String::new()))))
     });

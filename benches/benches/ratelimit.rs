@@ -79,7 +79,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::clock::MonotonicClock;
 use governor::{Quota, RateLimiter};
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, on_threads};
+use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, text_response};
 use proxflow_ratelimit::{ClientAddr, LimitHeaders, RateLimitLayer};
 use tower::{Layer, Service};
 
@@ -97,21 +97,6 @@ const ALLOWED: &str = "ratelimit_allowed";
 const KEYED: &str = "ratelimit_keyed_1M";
 const REJECTED: &str = "ratelimit_rejected";
 const CONTENDED: &str = "ratelimit_contended";
-
-/// The no-op service of the allowed-path benchmark: the answer of an axum handler returning a
-/// `&'static str`, minus the body.
-fn noop() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone + Send {
-    tower::service_fn(|_| async { Ok::<_, Infallible>(text_response()) })
-}
-
-fn text_response() -> Response<()> {
-    let mut response = Response::new(());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
 
 /// A no-op service that keeps the request in `slot` instead of dropping it, so the loop can send
 /// it again: no request is built or freed per iteration.

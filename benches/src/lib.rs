@@ -160,6 +160,30 @@ pub fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f
     json["median"]["point_estimate"].as_f64()
 }
 
+/// The no-op service of the criterion benches: the answer of an axum handler returning a
+/// `&'static str`, minus the body (200 with `content-type: text/plain; charset=utf-8`, so its
+/// header map is allocated, as every real response's is).
+pub fn noop() -> impl Service<
+    http::Request<()>,
+    Response = http::Response<()>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_| async { Ok::<_, std::convert::Infallible>(text_response()) })
+}
+
+/// The no-op service's answer.
+pub fn text_response() -> http::Response<()> {
+    let mut response = http::Response::new(());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::civil_from_days;
