@@ -422,7 +422,6 @@ async fn keyed_breakers_are_separate_and_bounded() {
 
 #[tokio::test(start_paused = true)]
 async fn the_keyed_form_reads_the_host_header_by_default() {
-    let backend = Backend::new();
     let keyed = layer().keyed();
     let handle = keyed.handle();
     let app = Router::new()
@@ -434,7 +433,6 @@ async fn the_keyed_form_reads_the_host_header_by_default() {
         .unwrap();
     app.oneshot(request).await.unwrap();
     assert!(handle.get("api.example:8080").is_some());
-    drop(backend);
 }
 
 #[tokio::test(start_paused = true)]

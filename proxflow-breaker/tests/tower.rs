@@ -119,6 +119,7 @@ async fn readiness_leave_not_used_is_given_back() {
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_frees_its_place() {
     let layer = layer().generic();
+    let breaker = layer.handle();
     let (service, mut handle) = mock::pair::<&'static str, &'static str>();
     let mut service = mock::Spawn::new(layer.layer(service));
     trip(&mut service, &mut handle).await;
@@ -132,8 +133,15 @@ async fn a_dropped_probe_frees_its_place() {
             ..
         })
     ));
+    assert_eq!(breaker.snapshot().totals.refused, 1);
     drop(first);
     let third = call(&mut service, "probe 3");
+    assert_eq!(
+        breaker.snapshot().totals.refused,
+        1,
+        "the dropped probe's place went to the third"
+    );
+    assert_eq!(breaker.snapshot().totals.ignored, 1, "the dropped probe");
     drop((second, third));
 }
 

@@ -446,9 +446,8 @@ fn describe_frames(frames: &[Frame]) -> String {
         .join("; ")
 }
 
-#[tokio::test]
-async fn http2_admitted_requests_are_answered() {
-    let addr = axum_server(dropping()).await;
+/// An h2c connection with the preface and empty settings sent.
+async fn h2_connect(addr: SocketAddr) -> TcpStream {
     let mut connection = TcpStream::connect(addr).await.unwrap();
     connection
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -458,6 +457,13 @@ async fn http2_admitted_requests_are_answered() {
         .write_all(&frame(SETTINGS, 0, 0, &[]))
         .await
         .unwrap();
+    connection
+}
+
+#[tokio::test]
+async fn http2_admitted_requests_are_answered() {
+    let addr = axum_server(dropping()).await;
+    let mut connection = h2_connect(addr).await;
     for stream in [1, 3] {
         connection.write_all(&h2_get(stream)).await.unwrap();
         let (frames, end) = h2_exchange(&mut connection, stream).await;
@@ -475,15 +481,7 @@ async fn http2_admitted_requests_are_answered() {
 
 /// Opens an h2c connection and uses up the two admitted requests on streams 1 and 3.
 async fn h2_connection_past_the_limit(addr: SocketAddr) -> TcpStream {
-    let mut connection = TcpStream::connect(addr).await.unwrap();
-    connection
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    connection
-        .write_all(&frame(SETTINGS, 0, 0, &[]))
-        .await
-        .unwrap();
+    let mut connection = h2_connect(addr).await;
     for stream in [1, 3] {
         connection.write_all(&h2_get(stream)).await.unwrap();
         let (_, end) = h2_exchange(&mut connection, stream).await;
