@@ -33,11 +33,30 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_connections(listener, move |_peer| service.clone()).await
+}
+
+/// [`serve`] with a service made per connection from the peer's address (to tag requests
+/// with it, as axum's `ConnectInfo` does).
+pub async fn serve_connections<F, S, B>(
+    listener: TcpListener,
+    mut service_for: F,
+) -> std::io::Result<()>
+where
+    F: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -55,10 +74,12 @@ where
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(
                 TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
+                TowerToHyperService::new(service_for(peer)),
             );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            // Resets by clients (and a rate limiter's `reject: drop`) end connections with an
+            // error: routine.
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }

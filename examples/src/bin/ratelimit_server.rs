@@ -12,7 +12,6 @@
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +19,7 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use proxflow_examples::shutdown_signal;
+use proxflow_examples::serve_connections;
 use proxflow_ratelimit::{Algorithm, ClientAddr, RateLimitConfig, RateLimitLayer, Reject};
 use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceExt};
@@ -167,8 +164,8 @@ async fn run(port: u16, layer: Option<RateLimitLayer>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Serves each connection with `service`, each request tagged with `ClientAddr(peer)`, until
-/// SIGTERM or Ctrl-C.
+/// Serves `service` with each request tagged with `ClientAddr(peer)`, until SIGTERM or Ctrl-C
+/// (then open connections finish).
 async fn accept_loop<S, B>(listener: TcpListener, service: S) -> std::io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -179,39 +176,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service
+    serve_connections(listener, |peer| {
+        service
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ClientAddr(peer));
                 request
-            });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        tokio::spawn(async move {
-            // Resets by the client and `--reject drop` end connections with an error: routine.
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
+            })
+    })
+    .await
 }
 
 #[cfg(test)]
