@@ -210,7 +210,8 @@ impl Pool {
     /// Power of two choices: two distinct upstreams drawn by weight, the lower cost wins.
     fn two_choices(&self, weights: &[f64], total: f64, cost: impl Fn(usize) -> f64) -> usize {
         let first = self.weighted_random(weights, total, None);
-        if weights.iter().filter(|w| **w > 0.0).count() < 2 {
+        if total - weights[first] <= 0.0 {
+            // The only one available.
             return first;
         }
         let second = self.weighted_random(weights, total, Some(first));

@@ -140,8 +140,14 @@ where
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = upstream_uri(&upstream, &parts.uri);
         *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
+        // Copies only while a retry may still need the originals.
+        if !retryable || tried.len() as u32 >= pool.config.retries {
+            *request.headers_mut() = std::mem::take(&mut parts.headers);
+            *request.extensions_mut() = std::mem::take(&mut parts.extensions);
+        } else {
+            *request.headers_mut() = parts.headers.clone();
+            *request.extensions_mut() = parts.extensions.clone();
+        }
         match (pool.config.host, &original_host) {
             (HostHeader::Upstream, _) | (HostHeader::Keep, None) => {
                 let authority = upstream.base.as_ref().map(|base| base.authority.as_str());
