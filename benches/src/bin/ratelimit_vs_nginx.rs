@@ -47,13 +47,13 @@
 //! ```
 
 use proxflow_benches::vendor::{
-    free_port, median, pinned, run_wrk, start_printing_port, Result, Server, CONNECTIONS, NGINX,
-    SERVER_CPU, WRK_CPU,
+    free_port, http_get, median, pinned, run_wrk, start_printing_port, Response, Result, Server,
+    CONNECTIONS, NGINX, SERVER_CPU, WRK_CPU,
 };
 use proxflow_benches::{command_output, shell_quote, thousands, utc_now};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -420,12 +420,12 @@ http {{
 /// Before any load: a burst of concurrent requests (32 clients x 20) gets only `200 ok\n` and
 /// `429`, and both if `limited` (only 200s otherwise). Returns (200s, 429s).
 fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
-    let statuses: Vec<Result<(u16, Vec<u8>)>> = thread::scope(|scope| {
+    let statuses: Vec<Result<Response>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..CONNECTIONS)
             .map(|_| {
                 scope.spawn(move || {
                     (0..20)
-                        .map(|_| http_get(port).map_err(|e| e.to_string()))
+                        .map(|_| http_get(port, "").map_err(|e| e.to_string()))
                         .collect::<Vec<_>>()
                 })
             })
@@ -438,7 +438,8 @@ fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
     });
     let (mut ok, mut limited) = (0, 0);
     for result in statuses {
-        match result? {
+        let response = result?;
+        match (response.status, response.body) {
             (200, body) if body == b"ok\n" => ok += 1,
             (200, body) => {
                 return Err(format!("200 with body {:?}", String::from_utf8_lossy(&body)).into())
@@ -457,40 +458,6 @@ fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
         .into());
     }
     Ok((ok, limited))
-}
-
-/// A minimal HTTP/1.1 GET on a fresh connection: status and body (`Content-Length` bodies only,
-/// which is what both servers send).
-fn http_get(port: u16) -> Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..head_end])?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or("bad status line")?;
-    let length: Option<usize> = lines
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok());
-    let rest = &raw[head_end + 4..];
-    let body = match length {
-        Some(len) => rest.get(..len).ok_or("body shorter than content-length")?,
-        None => rest,
-    };
-    Ok((status, body.to_vec()))
 }
 
 /// One wrk run on the load core. wrk counts non-2xx responses itself; socket errors fail the
