@@ -43,10 +43,10 @@
 //!   request back (it keeps it in a slot) and the loop rewrites its `ClientAddr` for the next
 //!   key, so nothing is allocated, cloned or freed for the request itself.
 //!   - `noop`: rewrite the address, call the recycling no-op service.
-//!   - `layer_ip`: the same through `RateLimitLayer` (`key: ip`, `max_keys` 2,000,000 so all
-//!     1M keys fit: shards hold `max_keys / 64` each and hashes do not spread evenly).
-//!   - `layer_ip_default_max_keys`: the same with the default `max_keys` of 1,000,000, which
-//!     cannot hold all 1M keys: fuller shards evict, evicted keys come back as new ones.
+//!   - `layer_ip`: the same through `RateLimitLayer` (`key: ip`, default `max_keys` of
+//!     1,000,000: all 1M keys are held).
+//!   - `layer_ip_fields_limited`: the same with `headers: limited`: the keyed decision alone.
+//!     For information.
 //!   - `floor_hashmap`: a `std` `HashMap<IpAddr, u64>` (SipHash) holding the same 1M addresses,
 //!     one lookup and write per request: what the memory system charges any keyed limiter
 //!     here (the table is far bigger than the caches). For information.
@@ -122,12 +122,11 @@ fn global_layer() -> RateLimitLayer {
         .expect("global is a key")
 }
 
-fn keyed_layer(max_keys: usize) -> RateLimitLayer {
+fn keyed_layer() -> RateLimitLayer {
     RateLimitLayer::new(1, KEYED_PER)
         .burst(KEYED_BURST)
         .key("ip")
         .expect("ip is a key")
-        .max_keys(max_keys)
 }
 
 fn huge_quota() -> Quota {
@@ -187,17 +186,17 @@ where
 /// The 1M-key state shared by the keyed and contended benchmarks.
 struct Keyed {
     layer: RateLimitLayer,
-    layer_default_max_keys: RateLimitLayer,
+    layer_fields_limited: RateLimitLayer,
     governor: KeyedGovernor,
 }
 
 impl Keyed {
     fn new() -> Keyed {
         let started = Instant::now();
-        let layer = keyed_layer(2 * KEYS as usize);
-        let layer_default_max_keys = keyed_layer(1_000_000);
-        assert_eq!(layer_default_max_keys.config().max_keys, 1_000_000);
-        for layer in [&layer, &layer_default_max_keys] {
+        let layer = keyed_layer();
+        assert_eq!(layer.config().max_keys, KEYS as usize, "the default bound");
+        let layer_fields_limited = keyed_layer().headers(LimitHeaders::Limited);
+        for layer in [&layer, &layer_fields_limited] {
             let mut caller = KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0);
             for _ in 0..KEYS {
                 let response = caller.call();
@@ -209,20 +208,23 @@ impl Keyed {
             assert!(governor.check_key(&addr(i).ip()).is_ok());
         }
         let stats = layer.stats().snapshot();
-        assert_eq!(stats.active_keys, KEYS, "every key is live");
-        let default = layer_default_max_keys.stats().snapshot();
+        for layer in [&layer, &layer_fields_limited] {
+            assert_eq!(
+                layer.stats().snapshot().active_keys,
+                KEYS,
+                "every key is live"
+            );
+        }
         eprintln!(
-            "prefilled {KEYS} keys in {:.1} s: layer (max_keys 2M) {} live keys, {:.1} MB of tables; \
-             layer (max_keys 1M) {} live keys; governor {} keys",
+            "prefilled {KEYS} keys in {:.1} s: layer {} live keys, {:.1} MB of tables; governor {} keys",
             started.elapsed().as_secs_f64(),
             stats.active_keys,
             stats.key_table_bytes as f64 / 1e6,
-            default.active_keys,
             governor.len(),
         );
         Keyed {
             layer,
-            layer_default_max_keys,
+            layer_fields_limited,
             governor,
         }
     }
@@ -299,14 +301,14 @@ fn keyed(c: &mut Criterion, state: &OnceLock<Keyed>) {
     let mut caller = KeyedCaller::new(recycling_noop, 0);
     group.bench_function("noop", |b| b.iter(|| black_box(caller.call())));
 
-    for (name, default_max_keys) in [("layer_ip", false), ("layer_ip_default_max_keys", true)] {
+    for (name, fields_limited) in [("layer_ip", false), ("layer_ip_fields_limited", true)] {
         // Made on first use and kept, so that each sample goes on where the last one stopped.
         let mut caller = None;
         group.bench_function(name, |b| {
             let caller = caller.get_or_insert_with(|| {
                 let keyed = state.get_or_init(Keyed::new);
-                let layer = if default_max_keys {
-                    &keyed.layer_default_max_keys
+                let layer = if fields_limited {
+                    &keyed.layer_fields_limited
                 } else {
                     &keyed.layer
                 };
@@ -456,7 +458,7 @@ fn summary(since: SystemTime) {
         format!("{REJECTED}/governor_direct"),
         format!("{KEYED}/noop"),
         format!("{KEYED}/layer_ip"),
-        format!("{KEYED}/layer_ip_default_max_keys"),
+        format!("{KEYED}/layer_ip_fields_limited"),
         format!("{KEYED}/floor_hashmap"),
         format!("{KEYED}/governor_keyed"),
     ];
@@ -474,7 +476,7 @@ fn summary(since: SystemTime) {
     let rejected = id(REJECTED, "layer_global").zip(noop).map(|(l, n)| l - n);
     let keyed_noop = id(KEYED, "noop");
     let keyed = id(KEYED, "layer_ip").zip(keyed_noop).map(|(l, n)| l - n);
-    let keyed_default = id(KEYED, "layer_ip_default_max_keys")
+    let keyed_limited = id(KEYED, "layer_ip_fields_limited")
         .zip(keyed_noop)
         .map(|(l, n)| l - n);
     out += "\n| derived | value | target | result |\n|---|--:|--:|---|\n";
@@ -501,8 +503,8 @@ fn summary(since: SystemTime) {
         verdict(keyed.map(|k| k <= 300.0)),
     );
     out += &format!(
-        "| keyed, 1M keys, default max_keys (layer_ip_default_max_keys - noop) | {} | | info |\n",
-        ns(keyed_default),
+        "| keyed, 1M keys, `headers: limited` (layer_ip_fields_limited - noop) | {} | | info |\n",
+        ns(keyed_limited),
     );
     let vs = |a: Option<f64>, b: Option<f64>| {
         a.zip(b)
