@@ -26,6 +26,10 @@
 //!     answer. For information.
 //!   - `governor_direct`: `RateLimiter::direct(Quota::per_second(10^9)).check()`, governor's
 //!     default clock (quanta, with the `quanta` feature as governor's defaults have it).
+//!   - `noop_plus_two_fields`: the no-op service's response, then two fields the size of
+//!     `RateLimit-Policy` and `RateLimit` inserted with static values: what writing the two
+//!     fields costs any layer, whatever it decides (`noop_plus_two_fields - noop`). For
+//!     information: it is the floor under the allowed-path overhead.
 //!   - `governor_direct_std_clock`: the same with `MonotonicClock` (`std::time::Instant`, the
 //!     clock under the layer's limiter): for information.
 //!
@@ -266,6 +270,19 @@ fn allowed(c: &mut Criterion) {
     });
 
     let governor = RateLimiter::direct_with_clock(huge_quota(), MonotonicClock);
+    let mut service = noop();
+    let policy = http::HeaderValue::from_static("\"default\";q=1000000000;w=1");
+    let limit = http::HeaderValue::from_static("\"default\";r=99;t=1");
+    group.bench_function("noop_plus_two_fields", |b| {
+        b.iter(|| {
+            let mut response = call_now(&mut service, black_box(Request::new(())));
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-policy", policy.clone());
+            headers.insert("ratelimit", limit.clone());
+            black_box(response)
+        })
+    });
+
     group.bench_function("governor_direct_std_clock", |b| {
         b.iter(|| black_box(governor.check()).is_ok())
     });
@@ -454,6 +471,7 @@ fn summary(since: SystemTime) {
         format!("{ALLOWED}/layer_global_burst_1e9"),
         format!("{ALLOWED}/governor_direct"),
         format!("{ALLOWED}/governor_direct_std_clock"),
+        format!("{ALLOWED}/noop_plus_two_fields"),
         format!("{REJECTED}/layer_global"),
         format!("{REJECTED}/governor_direct"),
         format!("{KEYED}/noop"),
@@ -474,6 +492,9 @@ fn summary(since: SystemTime) {
     let ratio = overhead.zip(governor).map(|(o, g)| o / g);
     let ratio_std = overhead.zip(governor_std).map(|(o, g)| o / g);
     let rejected = id(REJECTED, "layer_global").zip(noop).map(|(l, n)| l - n);
+    let over_noop = |name: &str| id(ALLOWED, name).zip(noop).map(|(l, n)| l - n);
+    let decision = over_noop("layer_global_fields_limited");
+    let two_fields = over_noop("noop_plus_two_fields");
     let keyed_noop = id(KEYED, "noop");
     let keyed = id(KEYED, "layer_ip").zip(keyed_noop).map(|(l, n)| l - n);
     let keyed_limited = id(KEYED, "layer_ip_fields_limited")
@@ -492,6 +513,16 @@ fn summary(since: SystemTime) {
     out += &format!(
         "| overhead / governor_direct_std_clock | {} | | info |\n",
         ratio_std.map_or("n/a".into(), |r| format!("{r:.2}x")),
+    );
+    out += &format!(
+        "| overhead with `headers: limited` (the decision alone) / governor_direct | {} ({}) | | info |\n",
+        decision.zip(governor).map_or("n/a".into(), |(d, g)| format!("{:.2}x", d / g)),
+        ns(decision),
+    );
+    out += &format!(
+        "| two fields inserted, nothing decided (noop_plus_two_fields - noop) / governor_direct | {} ({}) | | info |\n",
+        two_fields.zip(governor).map_or("n/a".into(), |(f, g)| format!("{:.2}x", f / g)),
+        ns(two_fields),
     );
     out += &format!(
         "| layer, rejected path, global (ratelimit_rejected/layer_global - ratelimit_allowed/noop) | {} | | info |\n",
