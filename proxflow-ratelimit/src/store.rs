@@ -61,7 +61,7 @@ impl<S: KeyState> KeyStore<S> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match table.find(key) {
-            Ok(slot) => {
+            Some(slot) => {
                 let mut state = Some(std::mem::take(&mut table.slots[slot].state));
                 let result = f(&mut state);
                 match state {
@@ -73,7 +73,7 @@ impl<S: KeyState> KeyStore<S> {
                 }
                 result
             }
-            Err(()) => {
+            None => {
                 let mut state = None;
                 let result = f(&mut state);
                 if let Some(state) = state {
@@ -167,16 +167,16 @@ impl<S: KeyState> Table<S> {
         key as usize & self.mask()
     }
 
-    /// The slot holding `key`, or `Err` if it is not here.
-    fn find(&self, key: u64) -> Result<usize, ()> {
+    /// The slot holding `key`, if it is here.
+    fn find(&self, key: u64) -> Option<usize> {
         if self.slots.is_empty() {
-            return Err(());
+            return None;
         }
         let mut slot = self.home(key);
         loop {
             match self.slots[slot].key {
-                found if found == key => return Ok(slot),
-                FREE => return Err(()),
+                found if found == key => return Some(slot),
+                FREE => return None,
                 _ => slot = (slot + 1) & self.mask(),
             }
         }
@@ -190,12 +190,7 @@ impl<S: KeyState> Table<S> {
             let most = (capacity * 4).div_ceil(3).next_power_of_two().max(8);
             self.resize(wanted.min(most));
         }
-        let mut slot = self.home(key);
-        while self.slots[slot].key != FREE {
-            slot = (slot + 1) & self.mask();
-        }
-        self.slots[slot] = Slot { key, state };
-        self.len += 1;
+        self.put(Slot { key, state });
     }
 
     /// Empties a slot, shifting later entries of the same run back so that no lookup stops
