@@ -1,13 +1,20 @@
 //! One breaker: the state machine behind a mutex, the lock-free closed path, the counters, the
 //! state-change callback and the events.
+//!
+//! While closed, a call is admitted with one atomic load, and a call that succeeds fast (or
+//! is ignored) while the machine says such calls cannot change its state
+//! ([`Machine::quiet_until`]) is counted in its thread's slot ([`Stripes`]) without the lock.
+//! Every other call is recorded under the lock, which first folds the slots' counts into the
+//! machine, so the machine judges every call as if each had been recorded in turn.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
+use crate::stripes::{Stripes, Tally};
 
 /// Called on every change of state, after the breaker's lock is released.
 pub(crate) type OnStateChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
@@ -26,18 +33,38 @@ pub struct StateChange {
 /// `closed` while the breaker is not plainly closed.
 const NOT_CLOSED: u64 = u64::MAX;
 
+/// `tag` while no period is open.
+const NO_PERIOD: u32 = 0;
+
 pub(crate) struct Breaker {
+    /// Read by every call: apart from the `Arc`'s counts, which every call writes.
+    hot: Hot,
     name: Arc<str>,
     inner: Mutex<Inner>,
-    /// The epoch of the closed state while closed, else [`NOT_CLOSED`]: a closed breaker admits
-    /// a call with one atomic load.
-    closed: AtomicU64,
     on_change: Option<OnStateChange>,
+}
+
+/// What a call reads without the lock; written only under it.
+#[repr(align(128))]
+struct Hot {
+    /// The epoch of the closed state while closed, else [`NOT_CLOSED`].
+    closed: AtomicU64,
+    /// The tag of the open quiet period, or [`NO_PERIOD`].
+    tag: AtomicU32,
+    /// Calls ending this many nanoseconds after `origin` or later are not quiet.
+    until: AtomicU64,
+    origin: Instant,
+    latency_threshold: Duration,
+    stripes: Stripes,
 }
 
 struct Inner {
     machine: Machine,
     totals: Totals,
+    /// The tag the slots carry: the open period's, or the next one's.
+    tag: u32,
+    /// When the open period was opened (its calls are counted in that bucket), if one is.
+    period: Option<Instant>,
 }
 
 /// Calls counted since the breaker was made.
@@ -100,16 +127,29 @@ impl Breaker {
         on_change: Option<OnStateChange>,
     ) -> Breaker {
         let machine = Machine::new(settings, now);
-        let closed = AtomicU64::new(machine.closed_epoch().unwrap_or(NOT_CLOSED));
-        Breaker {
+        let stripes = Stripes::new();
+        let first_tag = NO_PERIOD + 1;
+        stripes.close(first_tag);
+        let breaker = Breaker {
+            hot: Hot {
+                closed: AtomicU64::new(NOT_CLOSED),
+                tag: AtomicU32::new(NO_PERIOD),
+                until: AtomicU64::new(0),
+                origin: now,
+                latency_threshold: machine.latency_threshold(),
+                stripes,
+            },
             name,
             inner: Mutex::new(Inner {
                 machine,
                 totals: Totals::default(),
+                tag: first_tag,
+                period: None,
             }),
-            closed,
             on_change,
-        }
+        };
+        breaker.update(now, |_| ((), None));
+        breaker
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -118,36 +158,22 @@ impl Breaker {
 
     /// May a call go through now? Closed: one atomic load, no lock, no clock.
     pub(crate) fn acquire(&self, now: impl FnOnce() -> Instant) -> Admission {
-        let epoch = self.closed.load(Ordering::Acquire);
+        let epoch = self.hot.closed.load(Ordering::Acquire);
         if epoch != NOT_CLOSED {
             return Admission::Admit(Permit { epoch });
         }
-        let mut inner = self.lock();
-        let (admission, transition) = inner.machine.acquire(now());
-        if let Admission::Refuse { .. } = admission {
-            inner.totals.refused += 1;
-        }
-        self.after(inner, transition);
-        admission
+        let now = now();
+        self.update(now, |inner| {
+            let (admission, transition) = inner.machine.acquire(now);
+            if let Admission::Refuse { .. } = admission {
+                inner.totals.refused += 1;
+            }
+            (admission, transition)
+        })
     }
 
     /// Counts the end of an admitted call.
     pub(crate) fn record(&self, now: Instant, permit: Permit, ending: Ending) {
-        let mut inner = self.lock();
-        let totals = &mut inner.totals;
-        match ending.outcome {
-            Outcome::Success => totals.successes += 1,
-            Outcome::Failure => totals.failures += 1,
-            Outcome::Ignored => totals.ignored += 1,
-        }
-        if ending.outcome != Outcome::Ignored && ending.latency >= inner.machine.latency_threshold()
-        {
-            inner.totals.slow_calls += 1;
-        }
-        inner.totals.timeouts += u64::from(ending.timed_out);
-        let transition = inner
-            .machine
-            .record(now, permit, ending.outcome, ending.latency);
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_breaker_calls_total",
@@ -155,40 +181,64 @@ impl Breaker {
             "outcome" => outcome_name(ending.outcome)
         )
         .increment(1);
-        self.after(inner, transition);
+        let slow = ending.latency >= self.hot.latency_threshold;
+        let tally = match ending.outcome {
+            Outcome::Success if !slow && !ending.timed_out => Some(Tally::Success),
+            Outcome::Ignored => Some(Tally::Ignored),
+            _ => None,
+        };
+        if tally.is_some_and(|tally| self.count_quietly(now, permit, tally)) {
+            return;
+        }
+        self.update(now, |inner| {
+            let totals = &mut inner.totals;
+            match ending.outcome {
+                Outcome::Success => totals.successes += 1,
+                Outcome::Failure => totals.failures += 1,
+                Outcome::Ignored => totals.ignored += 1,
+            }
+            totals.slow_calls += u64::from(ending.outcome != Outcome::Ignored && slow);
+            totals.timeouts += u64::from(ending.timed_out);
+            let transition = inner
+                .machine
+                .record(now, permit, ending.outcome, ending.latency);
+            ((), transition)
+        })
+    }
+
+    /// Counts the call in this thread's slot if it ended inside the open quiet period of its
+    /// own epoch.
+    fn count_quietly(&self, now: Instant, permit: Permit, tally: Tally) -> bool {
+        let hot = &self.hot;
+        let tag = hot.tag.load(Ordering::Acquire);
+        tag != NO_PERIOD
+            && hot.closed.load(Ordering::Acquire) == permit.epoch
+            && nanos(now.saturating_duration_since(hot.origin)) < hot.until.load(Ordering::Acquire)
+            && hot.stripes.add(tag, tally)
     }
 
     pub(crate) fn force(&self, now: Instant, state: State) {
-        let mut inner = self.lock();
-        let transition = inner.machine.force(now, state);
-        self.publish_epoch(&inner);
-        self.after(inner, transition);
+        self.update(now, |inner| ((), inner.machine.force(now, state)));
     }
 
+    /// A reset of a closed breaker is no transition, but it starts a new epoch: calls
+    /// admitted with the old one are not counted.
     pub(crate) fn reset(&self, now: Instant) {
-        let mut inner = self.lock();
-        let transition = inner.machine.reset(now);
-        // A reset of a closed breaker is no transition, but it starts a new epoch: calls
-        // admitted with the old one would not be counted.
-        self.publish_epoch(&inner);
-        self.after(inner, transition);
-    }
-
-    fn publish_epoch(&self, inner: &Inner) {
-        let epoch = inner.machine.closed_epoch().unwrap_or(NOT_CLOSED);
-        self.closed.store(epoch, Ordering::Release);
+        self.update(now, |inner| ((), inner.machine.reset(now)));
     }
 
     pub(crate) fn state(&self) -> State {
-        if self.closed.load(Ordering::Acquire) != NOT_CLOSED {
+        if self.hot.closed.load(Ordering::Acquire) != NOT_CLOSED {
             return State::Closed;
         }
         self.lock().machine.state()
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> BreakerSnapshot {
-        let mut inner = self.lock();
-        let figures = inner.machine.figures(now);
+        let (figures, totals) = self.update(now, |inner| {
+            let figures = inner.machine.figures(now);
+            ((figures, inner.totals), None)
+        });
         BreakerSnapshot {
             breaker: Arc::clone(&self.name),
             state: figures.state,
@@ -199,7 +249,7 @@ impl Breaker {
             trips_in_a_row: figures.trips_in_a_row,
             retry_after_ms: millis(figures.retry_after),
             admitted_share: figures.admitted_share,
-            totals: inner.totals,
+            totals,
         }
     }
 
@@ -210,14 +260,59 @@ impl Breaker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Publishes a change of state: the lock-free flag, then (unlocked) the events.
-    fn after(&self, mut inner: MutexGuard<'_, Inner>, transition: Option<Transition>) {
-        let Some(Transition { from, to }) = transition else {
+    /// Runs `change` under the lock at `now`: the open quiet period's counts are folded into
+    /// the machine first, and after it the lock-free flags are published (a new period
+    /// opened if the machine allows one) before the events of a change of state.
+    fn update<T>(
+        &self,
+        now: Instant,
+        change: impl FnOnce(&mut Inner) -> (T, Option<Transition>),
+    ) -> T {
+        let mut inner = self.lock();
+        self.close_period(&mut inner);
+        let (value, transition) = change(&mut inner);
+        inner.totals.transitions += u64::from(transition.is_some());
+        self.open_period(&mut inner, now);
+        drop(inner);
+        if let Some(transition) = transition {
+            self.announce(transition);
+        }
+        value
+    }
+
+    fn close_period(&self, inner: &mut Inner) {
+        let Some(opened) = inner.period.take() else {
             return;
         };
-        inner.totals.transitions += 1;
-        self.publish_epoch(&inner);
-        drop(inner);
+        inner.tag = inner.tag.checked_add(1).unwrap_or(NO_PERIOD + 1);
+        let taken = self.hot.stripes.close(inner.tag);
+        inner.totals.successes += u64::from(taken.successes);
+        inner.totals.ignored += u64::from(taken.ignored);
+        if taken.successes > 0 {
+            inner.machine.record_quiet(opened, taken.successes);
+        }
+    }
+
+    /// Publishes the closed epoch, then opens a quiet period under the tag the slots carry
+    /// (never published before: each close gives them a new one) if the machine allows one.
+    fn open_period(&self, inner: &mut Inner, now: Instant) {
+        let hot = &self.hot;
+        let epoch = inner.machine.closed_epoch().unwrap_or(NOT_CLOSED);
+        if hot.closed.load(Ordering::Relaxed) != epoch {
+            hot.closed.store(epoch, Ordering::Release);
+        }
+        let Some(until) = inner.machine.quiet_until(now) else {
+            hot.tag.store(NO_PERIOD, Ordering::Release);
+            return;
+        };
+        let until = nanos(until.saturating_duration_since(hot.origin));
+        hot.until.store(until, Ordering::Release);
+        hot.tag.store(inner.tag, Ordering::Release);
+        inner.period = Some(now);
+    }
+
+    /// The events of a change of state, after the lock is released.
+    fn announce(&self, Transition { from, to }: Transition) {
         let change = StateChange {
             breaker: Arc::clone(&self.name),
             from,
@@ -244,6 +339,14 @@ impl Breaker {
             callback(&change);
         }
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    // No 128-bit arithmetic on the closed path.
+    duration
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(duration.subsec_nanos()))
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -36,8 +36,13 @@
 //!   time-bucketed sliding window (20 buckets, O(1) per call, no allocation per call).
 //!   Outcomes of calls admitted in an earlier state are not counted; a call dropped before it
 //!   ends counts as ignored (and frees its probe place).
-//! - **Closed path.** Admission is one atomic load (no lock, no clock); the outcome is
-//!   recorded under a mutex with two clock readings per call (for the latency).
+//! - **Closed path.** Admission is one atomic load (no lock, no clock). A call that succeeds
+//!   faster than `latency_threshold` (or is ignored) is counted in its thread's own slot, with
+//!   no lock, while no run of such calls could change the state (none can trip a window that
+//!   already holds `min_requests` calls below the thresholds, and no bucket leaves the window
+//!   before the current one ends); any other call is judged under the breaker's mutex, which
+//!   first takes in the slots' counts. So every call is judged as if recorded in turn. The
+//!   latency takes two clock readings per call.
 //! - **Forms.** [`CircuitBreakerLayer`] (HTTP), [`CircuitBreakerLayer::generic`] (any
 //!   service; errors are [`BreakerError`]), [`CircuitBreakerLayer::keyed`] (one breaker per
 //!   authority or custom key, at most `max_keys`). With `readiness(true)` an open breaker makes
@@ -58,6 +63,7 @@ mod keyed;
 mod layer;
 mod machine;
 mod service;
+mod stripes;
 mod window;
 
 pub use body::BreakerBody;

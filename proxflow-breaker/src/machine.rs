@@ -106,6 +106,13 @@ impl Settings {
         }
     }
 
+    /// Whether the window's counts open the circuit.
+    fn trips(&self, counts: Counts) -> bool {
+        counts.calls >= self.min_requests
+            && (Counts::reaches(counts.failures, counts.calls, self.failure_threshold)
+                || Counts::reaches(counts.slow, counts.calls, self.slow_call_threshold))
+    }
+
     /// The share of calls ramp-up admits `elapsed` into it.
     pub(crate) fn ramp_share(&self, elapsed: Duration) -> f64 {
         if self.ramp_up.is_zero() {
@@ -324,21 +331,57 @@ impl Machine {
                     return None;
                 }
                 let counts = self.window.record(now, outcome == Outcome::Failure, slow);
-                let settings = &self.settings;
-                let over = counts.calls >= settings.min_requests
-                    && (Counts::reaches(counts.failures, counts.calls, settings.failure_threshold)
-                        || Counts::reaches(
-                            counts.slow,
-                            counts.calls,
-                            settings.slow_call_threshold,
-                        ));
-                if over {
+                if self.settings.trips(counts) {
                     self.trip(now)
                 } else {
                     None
                 }
             }
         }
+    }
+
+    /// Until when a call of this closed epoch that succeeds faster than `latency_threshold`,
+    /// or is ignored, changes nothing but a count: a caller may count such calls apart and
+    /// hand them to [`Self::record_quiet`] later, unjudged, and the machine ends as if each
+    /// had been recorded. `None` when each call must be recorded: any other state, or a
+    /// window where more successes could still trip it (they raise the calls to
+    /// `min_requests` while the failures are at the threshold of that many).
+    ///
+    /// Successes only lower the rates once `min_requests` is reached, so none of them can
+    /// trip a window that the next `min_requests` calls would not. Until the newest bucket
+    /// ends no call leaves the window, and the backoff is not due to reset before
+    /// `backoff_reset` has passed.
+    pub(crate) fn quiet_until(&mut self, now: Instant) -> Option<Instant> {
+        self.closed_epoch()?;
+        let counts = self.window.totals(now);
+        let next = Counts {
+            calls: counts
+                .calls
+                .saturating_add(1)
+                .max(self.settings.min_requests),
+            ..counts
+        };
+        if self.settings.trips(next) {
+            return None;
+        }
+        let head_ends = self.window.head_ends()?;
+        let backoff_resets = (self.trips_in_a_row > 0)
+            .then(|| self.since.checked_add(self.settings.backoff_reset))
+            .flatten();
+        Some(backoff_resets.map_or(head_ends, |resets| resets.min(head_ends)))
+    }
+
+    /// Counts `successes` fast successes of this closed epoch that ended before the instant
+    /// [`Self::quiet_until`] gave at `now`.
+    pub(crate) fn record_quiet(&mut self, now: Instant, successes: u32) {
+        debug_assert!(self.closed_epoch().is_some());
+        self.window.add(
+            now,
+            Counts {
+                calls: successes,
+                ..Counts::default()
+            },
+        );
     }
 
     /// Holds the breaker open (`ForcedOpen`) or closed (`ForcedClosed`) until [`Self::reset`].

@@ -81,15 +81,29 @@ impl Window {
 
     /// Counts one call that ended at `now`; returns the counts of the window with it.
     pub(crate) fn record(&mut self, now: Instant, failure: bool, slow: bool) -> Counts {
+        self.add(
+            now,
+            Counts {
+                calls: 1,
+                failures: u32::from(failure),
+                slow: u32::from(slow),
+            },
+        )
+    }
+
+    /// Counts `calls` that ended at `now`; returns the counts of the window with them.
+    pub(crate) fn add(&mut self, now: Instant, calls: Counts) -> Counts {
         self.advance(now);
-        let call = Counts {
-            calls: 1,
-            failures: u32::from(failure),
-            slow: u32::from(slow),
-        };
-        self.buckets[(self.head % BUCKETS as u64) as usize].add(call);
-        self.totals.add(call);
+        self.buckets[(self.head % BUCKETS as u64) as usize].add(calls);
+        self.totals.add(calls);
         self.totals
+    }
+
+    /// When the newest bucket ends: until then no call leaves the window. `None` past what an
+    /// `Instant` can hold.
+    pub(crate) fn head_ends(&self) -> Option<Instant> {
+        let end_ns = self.head.saturating_add(1).saturating_mul(self.bucket_ns);
+        self.origin.checked_add(Duration::from_nanos(end_ns))
     }
 
     /// The counts of the calls in the window at `now`.
@@ -171,6 +185,22 @@ mod tests {
         window.record(later, true, true);
         assert_eq!(window.totals(later).failure_rate(), 1.0);
         assert_eq!(window.totals(later).slow_rate(), 1.0);
+    }
+
+    #[test]
+    fn the_head_ends_with_its_bucket() {
+        let t0 = Instant::now();
+        let mut window = Window::new(20 * SECOND, t0);
+        assert_eq!(window.head_ends(), Some(t0 + SECOND));
+        window.add(
+            t0 + 5 * SECOND / 2,
+            Counts {
+                calls: 7,
+                ..Counts::default()
+            },
+        );
+        assert_eq!(window.head_ends(), Some(t0 + 3 * SECOND));
+        assert_eq!(window.totals(t0 + 3 * SECOND).calls, 7);
     }
 
     #[test]
