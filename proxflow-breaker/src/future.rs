@@ -11,12 +11,8 @@ use tokio::time::Sleep;
 
 use crate::breaker::{Breaker, Ending};
 use crate::classify::Classify;
+use crate::clock::now;
 use crate::machine::{Admission, Outcome, Permit, State};
-
-/// Tokio's clock, so that paused time in tests drives the breaker.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 /// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.

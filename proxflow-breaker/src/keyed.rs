@@ -12,7 +12,8 @@ use tower_service::Service;
 use crate::body::BreakerBody;
 use crate::breaker::{Breaker, OnStateChange};
 use crate::classify::Classify;
-use crate::future::{now, Call, Guard};
+use crate::clock::now;
+use crate::future::{Call, Guard};
 use crate::machine::{Settings, State};
 use crate::service::ResponseFuture;
 

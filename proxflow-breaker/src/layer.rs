@@ -8,9 +8,9 @@ use tower_layer::Layer;
 
 use crate::breaker::{Breaker, BreakerSnapshot, OnStateChange, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
+use crate::clock::now;
 use crate::config::BreakerConfig;
 use crate::error::ConfigError;
-use crate::future::now;
 use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker};
 use crate::machine::{Settings, State};
 use crate::service::{CircuitBreaker, Core, GenericCircuitBreaker};

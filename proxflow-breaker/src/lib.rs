@@ -42,7 +42,7 @@
 //!   already holds `min_requests` calls below the thresholds, and no bucket leaves the window
 //!   before the current one ends); any other call is judged under the breaker's mutex, which
 //!   first takes in the slots' counts. So every call is judged as if recorded in turn. The
-//!   latency takes two clock readings per call.
+//!   latency takes two clock readings per call (see **Time**).
 //! - **Forms.** [`CircuitBreakerLayer`] (HTTP), [`CircuitBreakerLayer::generic`] (any
 //!   service; errors are [`BreakerError`]), [`CircuitBreakerLayer::keyed`] (one breaker per
 //!   authority or custom key, at most `max_keys`). With `readiness(true)` an open breaker makes
@@ -51,11 +51,21 @@
 //!   counts, time in state), force open, force closed, reset; a state-change callback;
 //!   `tracing` events (warn on opening); a `metrics` feature.
 //!
-//! Time is tokio's clock, so tests drive the breaker with paused time.
+//! - **Time.** The breaker reads the CPU's time-stamp counter (through quanta, as governor
+//!   does), about twice as fast as `Instant::now` on the benchmark machine; a call reads it
+//!   twice. Tests that drive the breaker with tokio's paused time (`tokio::time::pause`,
+//!   `advance`, `start_paused`) enable the `test-util` feature, which makes it read tokio's
+//!   clock:
+//!
+//!   ```toml
+//!   [dev-dependencies]
+//!   proxflow-breaker = { version = "*", features = ["test-util"] }
+//!   ```
 
 mod body;
 mod breaker;
 mod classify;
+mod clock;
 mod config;
 mod error;
 mod future;
