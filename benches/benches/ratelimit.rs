@@ -31,7 +31,7 @@
 //!     fields costs any layer, whatever it decides (`noop_plus_two_fields - noop`). For
 //!     information: it is the floor under the allowed-path overhead.
 //!   - `governor_direct_std_clock`: the same with `MonotonicClock` (`std::time::Instant`, the
-//!     clock under the layer's limiter): for information.
+//!     clock the layer read before it read the TSC): for information.
 //!
 //!   The overhead of the layer is `layer_global - noop`, compared with `governor_direct`.
 //! - `ratelimit_rejected`: the rejection path (the one a flood takes): `key: global`, 1 per hour,

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
@@ -14,20 +14,22 @@ use governor::{Quota, RateLimiter};
 use crate::algorithm::{
     self, gcra_reserve, leaky_bucket, sliding_counter, sliding_log, Nanos, Rate, Verdict,
 };
+use crate::clock;
 use crate::config::Algorithm;
 use crate::store::{KeyState, KeyStore};
 
-/// The layer's clock: nanoseconds since its first reading. Built on tokio's clock, so tests
-/// control it with paused time. Every key table holds times in this frame.
+/// The layer's clock: nanoseconds since its first reading (see [`crate::clock`]). Every key
+/// table holds times in this frame.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LimiterClock {
-    origin: Arc<OnceLock<tokio::time::Instant>>,
+    origin: Arc<OnceLock<Instant>>,
 }
 
 impl LimiterClock {
     pub(crate) fn now_ns(&self) -> Nanos {
-        let origin = self.origin.get_or_init(tokio::time::Instant::now);
-        u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let now = clock::now();
+        let origin = self.origin.get_or_init(|| now);
+        u64::try_from(now.saturating_duration_since(*origin).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
