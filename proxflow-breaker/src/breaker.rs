@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
-use crate::stripes::{Stripes, Tally};
+use crate::stripes::{self, Stripes, Tally};
 
 /// Called on every change of state, after the breaker's lock is released.
 pub(crate) type OnStateChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
@@ -35,6 +35,53 @@ const NOT_CLOSED: u64 = u64::MAX;
 
 /// `tag` while no period is open.
 const NO_PERIOD: u32 = 0;
+
+/// Keeps a breaker alive while a call runs. A breaker that every call shares has one holder
+/// per thread slot and a call clones its thread's: with the breaker's own `Arc` cloned per
+/// call, both cores wrote its count's cache line twice per call.
+#[repr(align(128))]
+pub(crate) struct Holder(Arc<Breaker>);
+
+impl Holder {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Arc<Holder> {
+        Arc::new(Holder(breaker))
+    }
+
+    pub(crate) fn breaker(&self) -> &Arc<Breaker> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Holder {
+    type Target = Breaker;
+
+    fn deref(&self) -> &Breaker {
+        &self.0
+    }
+}
+
+/// The holders of one breaker, one per thread slot. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Holders(Arc<[Arc<Holder>]>);
+
+impl Holders {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Holders {
+        Holders(
+            (0..stripes::slot_count())
+                .map(|_| Holder::new(Arc::clone(&breaker)))
+                .collect(),
+        )
+    }
+
+    /// The calling thread's holder.
+    pub(crate) fn this_thread(&self) -> &Arc<Holder> {
+        &self.0[stripes::this_thread_slot()]
+    }
+
+    pub(crate) fn breaker(&self) -> &Arc<Breaker> {
+        self.0[0].breaker()
+    }
+}
 
 pub(crate) struct Breaker {
     /// Read by every call: apart from the `Arc`'s counts, which every call writes.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::breaker::{Breaker, Ending};
+use crate::breaker::{Ending, Holder};
 use crate::classify::Classify;
 use crate::clock::now;
 use crate::machine::{Admission, Outcome, Permit, State};
@@ -17,14 +17,14 @@ use crate::machine::{Admission, Outcome, Permit, State};
 /// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.
 pub(crate) struct Guard {
-    breaker: Arc<Breaker>,
+    breaker: Arc<Holder>,
     permit: Permit,
     start: Instant,
     done: bool,
 }
 
 impl Guard {
-    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit, start: Instant) -> Guard {
+    pub(crate) fn new(breaker: Arc<Holder>, permit: Permit, start: Instant) -> Guard {
         Guard {
             breaker,
             permit,
@@ -34,7 +34,7 @@ impl Guard {
     }
 
     /// Asks `breaker` for leave at `start`.
-    pub(crate) fn acquire(breaker: &Arc<Breaker>) -> Result<Guard, Refused> {
+    pub(crate) fn acquire(breaker: &Arc<Holder>) -> Result<Guard, Refused> {
         let mut start = None;
         let admission = breaker.acquire(|| *start.insert(now()));
         match admission {

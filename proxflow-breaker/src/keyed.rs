@@ -10,7 +10,7 @@ use http::{header, HeaderMap, Request, Response, Uri};
 use tower_service::Service;
 
 use crate::body::BreakerBody;
-use crate::breaker::{Breaker, OnStateChange};
+use crate::breaker::{Breaker, Holder, OnStateChange};
 use crate::classify::Classify;
 use crate::clock::now;
 use crate::future::{Call, Guard};
@@ -35,7 +35,7 @@ pub(crate) fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 
 /// The breakers of a keyed layer.
 pub(crate) struct Breakers {
-    map: Mutex<HashMap<Arc<str>, Arc<Breaker>>>,
+    map: Mutex<HashMap<Arc<str>, Arc<Holder>>>,
     max_keys: usize,
     settings: Settings,
     on_change: Option<OnStateChange>,
@@ -52,7 +52,7 @@ impl Breakers {
     }
 
     /// The breaker of `key`, made on first use.
-    pub(crate) fn get_or_make(&self, key: &str) -> Arc<Breaker> {
+    pub(crate) fn get_or_make(&self, key: &str) -> Arc<Holder> {
         let mut map = self.lock();
         if let Some(breaker) = map.get(key) {
             return Arc::clone(breaker);
@@ -61,25 +61,30 @@ impl Breakers {
             evict(&mut map, self.max_keys);
         }
         let name: Arc<str> = Arc::from(key);
-        let breaker = Arc::new(Breaker::new(
+        let breaker = Holder::new(Arc::new(Breaker::new(
             Arc::clone(&name),
             self.settings.clone(),
             now(),
             self.on_change.clone(),
-        ));
+        )));
         map.insert(name, Arc::clone(&breaker));
         breaker
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Breaker>> {
-        self.lock().get(key).cloned()
+        self.lock()
+            .get(key)
+            .map(|holder| Arc::clone(holder.breaker()))
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Breaker>> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .values()
+            .map(|holder| Arc::clone(holder.breaker()))
+            .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Breaker>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Holder>>> {
         self.map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -89,7 +94,7 @@ impl Breakers {
 /// Frees a sixteenth of the room at once: closed breakers no call holds first (they carry
 /// nothing a new breaker would not), then closed ones, then any (an open breaker's key starts
 /// over closed: documented as the price of the bound).
-fn evict(map: &mut HashMap<Arc<str>, Arc<Breaker>>, max_keys: usize) {
+fn evict(map: &mut HashMap<Arc<str>, Arc<Holder>>, max_keys: usize) {
     let wanted = (max_keys / 16).max(1);
     let mut freed = 0;
     // Pass 0: closed and idle; pass 1: closed; pass 2: any.

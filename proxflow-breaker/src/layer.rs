@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, Uri};
 use tower_layer::Layer;
 
-use crate::breaker::{Breaker, BreakerSnapshot, OnStateChange, StateChange};
+use crate::breaker::{Breaker, BreakerSnapshot, Holders, OnStateChange, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
 use crate::clock::now;
 use crate::config::BreakerConfig;
@@ -26,7 +26,7 @@ pub struct CircuitBreakerLayer<C = StatusClassifier> {
     classify: C,
     name: Arc<str>,
     on_change: Option<OnStateChange>,
-    breaker: Arc<OnceLock<Arc<Breaker>>>,
+    breaker: Arc<OnceLock<Holders>>,
 }
 
 impl Default for CircuitBreakerLayer {
@@ -233,16 +233,19 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
-    fn breaker(&self) -> Arc<Breaker> {
-        let breaker = self.breaker.get_or_init(|| {
-            Arc::new(Breaker::new(
+    fn holders(&self) -> &Holders {
+        self.breaker.get_or_init(|| {
+            Holders::new(Arc::new(Breaker::new(
                 Arc::clone(&self.name),
                 Settings::new(&self.config),
                 now(),
                 self.on_change.clone(),
-            ))
-        });
-        Arc::clone(breaker)
+            )))
+        })
+    }
+
+    fn breaker(&self) -> Arc<Breaker> {
+        Arc::clone(self.holders().breaker())
     }
 
     fn core<S>(&self, inner: S) -> Core<S, C>
@@ -251,7 +254,7 @@ impl<C> CircuitBreakerLayer<C> {
     {
         Core::new(
             inner,
-            self.breaker(),
+            self.holders().clone(),
             self.classify.clone(),
             self.config.timeout,
             self.config.readiness,

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::body::BreakerBody;
-use crate::breaker::Breaker;
+use crate::breaker::Holders;
 use crate::classify::Classify;
 use crate::error::BreakerError;
 use crate::future::{Call, Guard, Stopped};
@@ -38,7 +37,7 @@ pub struct CallTimedOut {
 /// taken in `poll_ready`.
 pub(crate) struct Core<S, C> {
     inner: S,
-    breaker: Arc<Breaker>,
+    breaker: Holders,
     classify: C,
     timeout: Option<Duration>,
     readiness: Option<Readiness>,
@@ -48,7 +47,7 @@ impl<S: Clone, C: Clone> Clone for Core<S, C> {
     fn clone(&self) -> Self {
         Core {
             inner: self.inner.clone(),
-            breaker: Arc::clone(&self.breaker),
+            breaker: self.breaker.clone(),
             classify: self.classify.clone(),
             timeout: self.timeout,
             // Leave taken by this instance is its own.
@@ -68,7 +67,7 @@ struct Readiness {
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
 impl Readiness {
-    fn poll_leave(&mut self, breaker: &Arc<Breaker>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_leave(&mut self, breaker: &Holders, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.reserved.is_some() {
                 return Poll::Ready(());
@@ -77,7 +76,7 @@ impl Readiness {
                 ready!(wait.as_mut().poll(cx));
                 self.wait = None;
             }
-            match Guard::acquire(breaker) {
+            match Guard::acquire(breaker.this_thread()) {
                 Ok(guard) => self.reserved = Some(guard),
                 Err(refused) => {
                     let wait = refused.retry_after.max(MIN_WAIT);
@@ -91,7 +90,7 @@ impl Readiness {
 impl<S, C> Core<S, C> {
     pub(crate) fn new(
         inner: S,
-        breaker: Arc<Breaker>,
+        breaker: Holders,
         classify: C,
         timeout: Option<Duration>,
         readiness: bool,
@@ -126,7 +125,7 @@ impl<S, C> Core<S, C> {
                 guard.restart();
                 Ok(guard)
             }
-            None => Guard::acquire(&self.breaker),
+            None => Guard::acquire(self.breaker.this_thread()),
         };
         let inner = &mut self.inner;
         Call::start(
@@ -177,7 +176,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.core.inner)
-            .field("breaker", self.core.breaker.name())
+            .field("breaker", self.core.breaker.breaker().name())
             .finish()
     }
 }
@@ -303,7 +302,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for GenericCircuitBreaker<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenericCircuitBreaker")
             .field("inner", &self.core.inner)
-            .field("breaker", self.core.breaker.name())
+            .field("breaker", self.core.breaker.breaker().name())
             .finish()
     }
 }

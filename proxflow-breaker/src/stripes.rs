@@ -42,17 +42,9 @@ pub(crate) struct Taken {
 }
 
 impl Stripes {
-    /// One slot per core, up to 64 (a power of two: the thread's slot is a mask away).
     pub(crate) fn new() -> Stripes {
-        static COUNT: OnceLock<usize> = OnceLock::new();
-        let count = *COUNT.get_or_init(|| {
-            std::thread::available_parallelism()
-                .map_or(1, usize::from)
-                .next_power_of_two()
-                .min(64)
-        });
         Stripes {
-            slots: (0..count).map(|_| Slot::default()).collect(),
+            slots: (0..slot_count()).map(|_| Slot::default()).collect(),
         }
     }
 
@@ -60,7 +52,7 @@ impl Stripes {
     /// or if the slot's count is full (the caller then records the call under the lock,
     /// which closes the period and empties the slots).
     pub(crate) fn add(&self, tag: u32, tally: Tally) -> bool {
-        let slot = &self.slots[thread_index() & (self.slots.len() - 1)].0;
+        let slot = &self.slots[this_thread_slot()].0;
         let shift = match tally {
             Tally::Success => 16,
             Tally::Ignored => 0,
@@ -98,13 +90,25 @@ impl Stripes {
     }
 }
 
-/// This thread's index, given out in turn, so threads spread over the slots.
-fn thread_index() -> usize {
+/// Slots of anything kept per thread: one per core, up to 64 (a power of two: the thread's
+/// slot is a mask away).
+pub(crate) fn slot_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .next_power_of_two()
+            .min(64)
+    })
+}
+
+/// This thread's slot, given out in turn, so threads spread over the slots.
+pub(crate) fn this_thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
-    INDEX.with(|index| *index)
+    INDEX.with(|index| *index) & (slot_count() - 1)
 }
 
 #[cfg(test)]
