@@ -1,5 +1,6 @@
 //! The upstreams of one balancer, the policies' picks over them, and the adaptive updates.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use serde::Serialize;
 use crate::adaptive::{self, Interval, Sample};
 use crate::config::{AdaptiveConfig, LbConfig, Policy};
 use crate::error::ConfigError;
-use crate::upstream::{fnv1a, Health, Nanos, Upstream};
+use crate::upstream::{fnv1a, nanos, Health, Nanos, Shared, Upstream};
 
 /// Tokio's clock, so that paused time in tests drives the balancer.
 pub(crate) fn now() -> Instant {
@@ -17,11 +18,13 @@ pub(crate) fn now() -> Instant {
 }
 
 pub(crate) struct Pool {
-    origin: Instant,
+    shared: Arc<Shared>,
     upstreams: RwLock<Arc<[Arc<Upstream>]>>,
+    /// Tells this pool's list apart from other pools' in the thread-local cache of [`LAST`].
+    id: u64,
+    /// Counts the changes of `upstreams`, so a cached list is known to be current.
+    version: AtomicU64,
     pub(crate) config: LbConfig,
-    /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
-    decay: Duration,
     /// Smooth weighted round robin changes all running weights at once.
     wrr: Mutex<()>,
     /// SplitMix64 over an atomic counter: seeded, lock-free (a mutex around a generator was
@@ -36,21 +39,27 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(config: LbConfig) -> Result<Pool, ConfigError> {
         config.validate()?;
-        let origin = now();
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Upstream::new(&u.url, u.weight, 0, false).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
         let decay = match &config.lb_policy {
             Policy::PeakEwma { decay } => *decay,
             _ => Duration::from_secs(10),
         };
-        let rng = config.seed.unwrap_or_else(|| fastrand::u64(..));
-        let pool = Pool {
-            origin,
-            upstreams: RwLock::new(upstreams.into()),
+        let shared = Arc::new(Shared {
+            origin: now(),
             decay,
+            passive: config.passive_health.clone(),
+        });
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(Arc::clone(&shared), &u.url, u.weight, 0, false).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rng = config.seed.unwrap_or_else(|| fastrand::u64(..));
+        static POOLS: AtomicU64 = AtomicU64::new(0);
+        let pool = Pool {
+            shared,
+            upstreams: RwLock::new(upstreams.into()),
+            id: POOLS.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
             wrr: Mutex::new(()),
             rng: AtomicU64::new(rng),
             next_update: AtomicU64::new(0),
@@ -65,11 +74,37 @@ impl Pool {
     }
 
     pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
-        nanos(at.saturating_duration_since(self.origin))
+        self.shared.nanos_since_origin(at)
     }
 
     pub(crate) fn list(&self) -> Arc<[Arc<Upstream>]> {
-        Arc::clone(&self.upstreams.read().unwrap_or_else(|p| p.into_inner()))
+        self.current().list
+    }
+
+    fn current(&self) -> CachedList {
+        let list = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
+        CachedList {
+            pool: self.id,
+            // Changed under the write lock only: current while the read lock is held.
+            version: self.version.load(Ordering::Relaxed),
+            list: Arc::clone(&list),
+        }
+    }
+
+    /// Runs `f` over the current list, from this thread's cache when no change came since:
+    /// the lock's two atomic read-modify-writes were an eighth of a pick (30 ns of 230).
+    fn with_list<R>(&self, f: impl FnOnce(&[Arc<Upstream>]) -> R) -> R {
+        let version = self.version.load(Ordering::Acquire);
+        let cached = LAST
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .filter(|last| last.pool == self.id && last.version == version)
+            .unwrap_or_else(|| self.current());
+        let result = f(&cached.list);
+        // Fails only while the thread exits; the list is dropped then.
+        let _ = LAST.try_with(|last| last.set(Some(cached)));
+        result
     }
 
     fn adaptive(&self) -> Option<&AdaptiveConfig> {
@@ -89,8 +124,19 @@ impl Pool {
     ) -> Option<Arc<Upstream>> {
         let now = self.nanos_since_origin(now);
         self.maybe_update(now);
-        let guard = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
-        let list: &[Arc<Upstream>] = &guard;
+        self.with_list(|list| {
+            let index = self.choose(list, now, key, exclude)?;
+            Some(Arc::clone(&list[index]))
+        })
+    }
+
+    fn choose(
+        &self,
+        list: &[Arc<Upstream>],
+        now: Nanos,
+        key: Option<&[u8]>,
+        exclude: &[Arc<str>],
+    ) -> Option<usize> {
         let slow_start = self.config.slow_start;
         let excluded = |u: &Upstream| exclude.iter().any(|name| **name == *u.name);
         let weight = |u: &Upstream| {
@@ -137,29 +183,31 @@ impl Pool {
             Policy::RoundRobin | Policy::WeightedRoundRobin => {
                 self.weighted_round_robin(list, weights)
             }
-            Policy::Random => self.weighted_random(weights, total, None),
+            Policy::Random => weighted_random(weights, total, None, unit(self.draw(1))),
             Policy::LeastRequest => self.two_choices(weights, total, |i| {
                 (f64::from(list[i].in_flight.load(Ordering::Relaxed)) + 1.0) / weights[i]
             }),
             // Between updates, the live signals: requests in flight and the peak-EWMA latency
             // of each answer, so a backend that slows down mid-interval loses traffic at once.
             Policy::Adaptive(_) => self.two_choices(weights, total, |i| {
-                list[i].ewma_cost(now, self.decay) / weights[i]
+                list[i].ewma_cost(now, self.shared.decay) / weights[i]
             }),
             Policy::PeakEwma { decay } => self.two_choices(weights, total, |i| {
                 list[i].ewma_cost(now, *decay) / weights[i]
             }),
             Policy::IpHash | Policy::HeaderHash { .. } => match key {
                 Some(key) => rendezvous(list, weights, fnv1a(key)),
-                None => self.weighted_random(weights, total, None),
+                None => weighted_random(weights, total, None, unit(self.draw(1))),
             },
         };
-        Some(Arc::clone(&list[index]))
+        Some(index)
     }
 
     /// nginx's smooth weighted round robin: each pick, every upstream gains its weight; the
     /// richest is picked and pays the total.
     fn weighted_round_robin(&self, list: &[Arc<Upstream>], weights: &[f64]) -> usize {
+        // Under the lock, plain loads and stores: an atomic add per upstream was a third of
+        // a pick.
         let _turn = self.wrr.lock().unwrap_or_else(|p| p.into_inner());
         let mut best = 0;
         let mut best_current = i64::MIN;
@@ -170,51 +218,41 @@ impl Pool {
             }
             let weight = (weights[i] * 1000.0).round().max(1.0) as i64;
             total += weight;
-            let current = upstream.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
+            let current = upstream.wrr_current.load(Ordering::Relaxed) + weight;
+            upstream.wrr_current.store(current, Ordering::Relaxed);
             if current > best_current {
                 best = i;
                 best_current = current;
             }
         }
-        list[best].wrr_current.fetch_sub(total, Ordering::Relaxed);
+        let current = &list[best].wrr_current;
+        current.store(current.load(Ordering::Relaxed) - total, Ordering::Relaxed);
         best
     }
 
-    fn weighted_random(&self, weights: &[f64], total: f64, skip: Option<usize>) -> usize {
-        let total = total - skip.map_or(0.0, |i| weights[i]);
-        let mut target = self.random_unit() * total;
-        let mut last = 0;
-        for (i, &weight) in weights.iter().enumerate() {
-            if Some(i) == skip || weight <= 0.0 {
-                continue;
-            }
-            last = i;
-            if target < weight {
-                return i;
-            }
-            target -= weight;
-        }
-        last
-    }
-
-    /// A uniform number in [0, 1).
-    fn random_unit(&self) -> f64 {
-        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-        let state = self
-            .rng
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN);
-        (mix(state) >> 11) as f64 / (1u64 << 53) as f64
+    /// Takes `draws` states of the generator at once and returns the first; the others
+    /// follow by [`GOLDEN`] steps, as if drawn one by one.
+    fn draw(&self, draws: u64) -> u64 {
+        self.rng
+            .fetch_add(GOLDEN.wrapping_mul(draws), Ordering::Relaxed)
+            .wrapping_add(GOLDEN)
     }
 
     /// Power of two choices: two distinct upstreams drawn by weight, the lower cost wins.
     fn two_choices(&self, weights: &[f64], total: f64, cost: impl Fn(usize) -> f64) -> usize {
-        let first = self.weighted_random(weights, total, None);
-        if total - weights[first] <= 0.0 {
-            // The only one available.
+        // Both draws in one atomic add when there is a choice.
+        let choice = weights.iter().filter(|&&w| w > 0.0).nth(1).is_some();
+        let state = self.draw(if choice { 2 } else { 1 });
+        let first = weighted_random(weights, total, None, unit(state));
+        if !choice {
             return first;
         }
-        let second = self.weighted_random(weights, total, Some(first));
+        let second = weighted_random(
+            weights,
+            total,
+            Some(first),
+            unit(state.wrapping_add(GOLDEN)),
+        );
         if cost(second) < cost(first) {
             second
         } else {
@@ -311,13 +349,15 @@ impl Pool {
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
         let now = self.nanos_since_origin(now());
-        Ok(self.insert(Arc::new(Upstream::new(url, weight, now, true)?)))
+        let shared = Arc::clone(&self.shared);
+        Ok(self.insert(Arc::new(Upstream::new(shared, url, weight, now, true)?)))
     }
 
     /// Adds a generic-form endpoint (slow start applies); false if the name is taken.
     pub(crate) fn add_endpoint(&self, name: Arc<str>) -> bool {
         let now = self.nanos_since_origin(now());
-        self.insert(Arc::new(Upstream::endpoint(name, now, true)))
+        let shared = Arc::clone(&self.shared);
+        self.insert(Arc::new(Upstream::endpoint(shared, name, now, true)))
     }
 
     fn insert(&self, upstream: Arc<Upstream>) -> bool {
@@ -328,6 +368,7 @@ impl Pool {
         let mut list = guard.to_vec();
         list.push(upstream);
         *guard = list.into();
+        self.version.fetch_add(1, Ordering::Release);
         true
     }
 
@@ -342,6 +383,7 @@ impl Pool {
         let list: Vec<_> = guard.iter().filter(|u| *u.name != *name).cloned().collect();
         let removed = list.len() < before;
         *guard = list.into();
+        self.version.fetch_add(1, Ordering::Release);
         removed
     }
 
@@ -372,7 +414,7 @@ impl Pool {
                     in_flight: u.in_flight.load(Ordering::Relaxed),
                     requests: stats.requests,
                     failures: stats.failures,
-                    latency_ewma_ms: u.latency_estimate(now, self.decay) / 1e6,
+                    latency_ewma_ms: u.latency_estimate(now, self.shared.decay) / 1e6,
                     health,
                     ejected_for_ms: (health == Health::Ejected)
                         .then(|| (u.ejected_until() - now) / 1_000_000),
@@ -380,42 +422,55 @@ impl Pool {
             })
             .collect()
     }
-
-    /// Records one answer of `upstream`: counts, latency estimate, passive health.
-    pub(crate) fn record(
-        &self,
-        upstream: &Upstream,
-        started: Instant,
-        ended: Instant,
-        failed: bool,
-    ) {
-        let latency = ended.saturating_duration_since(started);
-        let ejected = upstream.record(
-            self.nanos_since_origin(ended),
-            latency,
-            failed,
-            self.decay,
-            &self.config.passive_health,
-        );
-        if let Some(length) = ejected {
-            tracing::warn!(upstream = %upstream.name, ejected_for = ?length, "upstream ejected after failures in a row");
-        }
-        #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "proxflow_lb_requests_total",
-            "upstream" => upstream.name.to_string(),
-            "outcome" => if failed { "failure" } else { "success" }
-        )
-        .increment(1);
-    }
 }
 
 /// Up to this many upstreams, a pick's weights live on the stack.
 const SMALL: usize = 32;
 
+/// The list a thread picked from last (see [`Pool::with_list`]).
+struct CachedList {
+    pool: u64,
+    version: u64,
+    list: Arc<[Arc<Upstream>]>,
+}
+
+thread_local! {
+    static LAST: Cell<Option<CachedList>> = const { Cell::new(None) };
+}
+
+/// SplitMix64's increment.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A uniform number in [0, 1) from a generator state.
+fn unit(state: u64) -> f64 {
+    (mix(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn weighted_random(weights: &[f64], total: f64, skip: Option<usize>, unit: f64) -> usize {
+    let total = total - skip.map_or(0.0, |i| weights[i]);
+    let mut target = unit * total;
+    let mut last = 0;
+    for (i, &weight) in weights.iter().enumerate() {
+        if Some(i) == skip || weight <= 0.0 {
+            continue;
+        }
+        last = i;
+        if target < weight {
+            return i;
+        }
+        target -= weight;
+    }
+    last
+}
+
 /// Weighted rendezvous hashing: the upstream with the highest `-weight / ln(h)` for the key.
 /// A key moves only when its upstream leaves (or a new one outscores it).
 fn rendezvous(list: &[Arc<Upstream>], weights: &[f64], key: u64) -> usize {
+    // Equal weights rank by the uniform number alone (the score grows with it): ten
+    // logarithms were a quarter of a pick.
+    let equal = list
+        .windows(2)
+        .all(|pair| pair[0].static_weight == pair[1].static_weight);
     let mut best = 0;
     let mut best_score = f64::NEG_INFINITY;
     for (i, upstream) in list.iter().enumerate() {
@@ -425,7 +480,11 @@ fn rendezvous(list: &[Arc<Upstream>], weights: &[f64], key: u64) -> usize {
         let hash = mix(key ^ upstream.name_hash);
         // A uniform number in (0, 1): never 0, whose log is minus infinity.
         let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let score = -f64::from(upstream.static_weight) / unit.ln();
+        let score = if equal {
+            unit
+        } else {
+            -f64::from(upstream.static_weight) / unit.ln()
+        };
         if score > best_score {
             best = i;
             best_score = score;
@@ -439,10 +498,6 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-pub(crate) fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One upstream's figures, as a snapshot lists them.
@@ -578,6 +633,62 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn both_draws_of_two_choices_follow_the_one_by_one_sequence() {
+        let pool = pool(Policy::Random, &THREE);
+        let other = self::pool(Policy::Random, &THREE);
+        let first = pool.draw(2);
+        assert_eq!(first, other.draw(1));
+        assert_eq!(first.wrapping_add(GOLDEN), other.draw(1));
+        assert_eq!(pool.draw(1), other.draw(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn equal_weights_hash_as_the_weighted_score_would() {
+        let pool = pool(Policy::IpHash, &THREE);
+        let list = pool.list();
+        let weights = [1.0; 3];
+        for key in 0..2000u64 {
+            let key = mix(key);
+            let by_score = (0..3)
+                .map(|i| {
+                    let unit =
+                        ((mix(key ^ list[i].name_hash) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                    (-1.0 / unit.ln(), i)
+                })
+                .fold((f64::NEG_INFINITY, 0), |best, next| {
+                    if next.0 > best.0 {
+                        next
+                    } else {
+                        best
+                    }
+                })
+                .1;
+            assert_eq!(rendezvous(&list, &weights, key), by_score, "key {key}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picks_on_one_thread_keep_pools_and_changes_apart() {
+        let one = pool(Policy::Random, &THREE);
+        let other = pool(Policy::Random, &[("http://x:1", 1)]);
+        for _ in 0..100 {
+            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://x:1");
+            assert_eq!(&*other.pick(now(), None, &[]).unwrap().name, "http://x:1");
+        }
+        assert!(one.remove("http://a:1"));
+        for _ in 0..100 {
+            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://a:1");
+        }
+        assert!(one.add("http://a:1", 1).unwrap());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let counts = counts(&one, 3000, |_| None);
+        assert!(
+            counts.iter().all(|&n| n > 800),
+            "{counts:?}: the added one is picked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn nothing_available_is_none_unless_panic_mode() {
         let pool = pool(Policy::RoundRobin, &THREE);
         for (url, _) in THREE {
@@ -619,7 +730,7 @@ mod tests {
         let ms = Duration::from_millis(1);
         for (upstream, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
             for _ in 0..10 {
-                upstream.record(0, latency, false, pool.decay, &passive);
+                upstream.record(0, latency, false, pool.shared.decay, &passive);
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -634,8 +745,8 @@ mod tests {
         assert_eq!(snapshot[0].history, [0.01]);
         // An upstream with no answers in the next interval drifts to the mean of the others.
         for _ in 0..10 {
-            list[0].record(0, 10 * ms, false, pool.decay, &passive);
-            list[1].record(0, 20 * ms, false, pool.decay, &passive);
+            list[0].record(0, 10 * ms, false, pool.shared.decay, &passive);
+            list[1].record(0, 20 * ms, false, pool.shared.decay, &passive);
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         pool.pick(now(), None, &[]);

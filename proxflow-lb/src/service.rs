@@ -173,14 +173,14 @@ where
                     .passive_health
                     .failure_statuses
                     .contains(&response.status().as_u16());
-                pool.record(&upstream, started, ended, failed);
+                upstream.answered(started, ended, failed);
                 let mut response = response.map(LbBody::inner);
                 remove_hop_by_hop(response.headers_mut());
                 return Ok(response);
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                pool.record(&upstream, started, ended, true);
+                upstream.answered(started, ended, true);
                 tried.push(Arc::clone(&upstream.name));
                 let attempts = tried.len() as u32;
                 if retryable && attempts <= pool.config.retries && is_connect_error(&*error) {

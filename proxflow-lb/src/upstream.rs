@@ -2,12 +2,13 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use serde::Serialize;
 
 use crate::adaptive::{History, Interval};
+use crate::config::PassiveHealth;
 use crate::error::ConfigError;
 
 /// Scheme and authority of an upstream URL; anything after the authority is refused.
@@ -59,6 +60,25 @@ const FAILING_CHECKS: u8 = 4;
 /// Nanoseconds since the pool's origin, as the picks read times.
 pub(crate) type Nanos = u64;
 
+/// What the upstreams of one pool share: enough to account for an answer, so that a request
+/// in flight holds its upstream only (another `Arc` per pick was a tenth of a pick).
+pub(crate) struct Shared {
+    pub(crate) origin: Instant,
+    /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
+    pub(crate) decay: Duration,
+    pub(crate) passive: PassiveHealth,
+}
+
+impl Shared {
+    pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
+        nanos(at.saturating_duration_since(self.origin))
+    }
+}
+
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub(crate) struct Upstream {
     /// HTTP form: scheme and authority; the generic form's endpoints have none.
     pub(crate) base: Option<Base>,
@@ -82,6 +102,7 @@ pub(crate) struct Upstream {
     /// Smooth weighted round robin's running weight (changed under the pool's lock).
     pub(crate) wrr_current: AtomicI64,
     stats: Mutex<Stats>,
+    shared: Arc<Shared>,
 }
 
 /// What the answers update, under the upstream's lock.
@@ -104,6 +125,7 @@ const DEFAULT_RTT_NS: f64 = 1_000_000.0;
 
 impl Upstream {
     pub(crate) fn new(
+        shared: Arc<Shared>,
         url: &str,
         static_weight: u32,
         now: Nanos,
@@ -113,6 +135,7 @@ impl Upstream {
         let name: Arc<str> = Arc::from(format!("{scheme}://{authority}"));
         let base = Base { scheme, authority };
         Ok(Upstream::with_name(
+            shared,
             name,
             Some(base),
             static_weight,
@@ -122,11 +145,17 @@ impl Upstream {
     }
 
     /// A generic-form endpoint, known by its key.
-    pub(crate) fn endpoint(name: Arc<str>, now: Nanos, slow_start: bool) -> Upstream {
-        Upstream::with_name(name, None, 1, now, slow_start)
+    pub(crate) fn endpoint(
+        shared: Arc<Shared>,
+        name: Arc<str>,
+        now: Nanos,
+        slow_start: bool,
+    ) -> Upstream {
+        Upstream::with_name(shared, name, None, 1, now, slow_start)
     }
 
     fn with_name(
+        shared: Arc<Shared>,
         name: Arc<str>,
         base: Option<Base>,
         static_weight: u32,
@@ -147,6 +176,7 @@ impl Upstream {
             ewma_at: AtomicU64::new(now),
             wrr_current: AtomicI64::new(0),
             stats: Mutex::default(),
+            shared,
         }
     }
 
@@ -215,7 +245,25 @@ impl Upstream {
         let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         let at = self.ewma_at.load(Ordering::Relaxed);
         let elapsed = now.saturating_sub(at) as f64;
-        estimate * (-elapsed / decay.as_nanos().max(1) as f64).exp()
+        estimate * (-elapsed / decay_nanos(decay)).exp()
+    }
+
+    /// Accounts for one answer to a request sent at `started`: counts, latency estimate,
+    /// passive health.
+    pub(crate) fn answered(&self, started: Instant, ended: Instant, failed: bool) {
+        let shared = &*self.shared;
+        let latency = ended.saturating_duration_since(started);
+        let now = shared.nanos_since_origin(ended);
+        if let Some(length) = self.record(now, latency, failed, shared.decay, &shared.passive) {
+            tracing::warn!(upstream = %self.name, ejected_for = ?length, "upstream ejected after failures in a row");
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "proxflow_lb_requests_total",
+            "upstream" => self.name.to_string(),
+            "outcome" => if failed { "failure" } else { "success" }
+        )
+        .increment(1);
     }
 
     /// Records one answer: the interval's counts, the peak-EWMA estimate and passive health.
@@ -226,7 +274,7 @@ impl Upstream {
         latency: Duration,
         failed: bool,
         decay: Duration,
-        passive: &crate::config::PassiveHealth,
+        passive: &PassiveHealth,
     ) -> Option<Duration> {
         let mut stats = self.stats();
         stats.interval.add(latency, failed);
@@ -236,7 +284,7 @@ impl Upstream {
         // it down with the decay.
         let rtt = latency.as_nanos() as f64;
         let at = self.ewma_at.load(Ordering::Relaxed);
-        let kept = (-(now.saturating_sub(at) as f64) / decay.as_nanos().max(1) as f64).exp();
+        let kept = (-(now.saturating_sub(at) as f64) / decay_nanos(decay)).exp();
         let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed)) * kept;
         let updated = if rtt > estimate {
             rtt
@@ -328,6 +376,12 @@ impl Upstream {
     }
 }
 
+/// As `f64` nanoseconds, through `u64`: converting the `u128` of `as_nanos` was a tenth of an
+/// adaptive pick.
+fn decay_nanos(decay: Duration) -> f64 {
+    nanos(decay).max(1) as f64
+}
+
 /// Counts a request in flight to its upstream until it is answered or dropped.
 pub(crate) struct InFlight(Arc<Upstream>);
 
@@ -359,9 +413,17 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PassiveHealth;
 
     const MS: Duration = Duration::from_millis(1);
+
+    fn upstream() -> Upstream {
+        let shared = Arc::new(Shared {
+            origin: Instant::now(),
+            decay: Duration::from_secs(10),
+            passive: PassiveHealth::default(),
+        });
+        Upstream::new(shared, "http://a:1", 1, 0, false).unwrap()
+    }
 
     #[test]
     fn base_urls_only() {
@@ -382,7 +444,7 @@ mod tests {
 
     #[test]
     fn failures_in_a_row_eject_for_longer_each_time() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let passive = PassiveHealth {
             consecutive_failures: 3,
             ..PassiveHealth::default()
@@ -419,7 +481,7 @@ mod tests {
 
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let passive = PassiveHealth::default();
         let decay = Duration::from_secs(1);
         upstream.record(0, 100 * MS, false, decay, &passive);
@@ -436,7 +498,7 @@ mod tests {
 
     #[test]
     fn health_checks_need_their_thresholds() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let check = crate::config::ActiveHealth::default();
         assert_eq!(upstream.record_check(false, &check), None);
         assert_eq!(upstream.record_check(false, &check), None);
