@@ -22,8 +22,6 @@ pub(crate) struct Pool {
     upstreams: RwLock<Arc<[Arc<Upstream>]>>,
     /// Tells this pool's list apart from other pools' in the thread-local cache of [`LAST`].
     id: u64,
-    /// Counts the changes of `upstreams`, so a cached list is known to be current.
-    version: AtomicU64,
     pub(crate) config: LbConfig,
     /// Smooth weighted round robin changes all running weights at once.
     wrr: Mutex<()>,
@@ -43,11 +41,7 @@ impl Pool {
             Policy::PeakEwma { decay } => *decay,
             _ => Duration::from_secs(10),
         };
-        let shared = Arc::new(Shared {
-            origin: now(),
-            decay,
-            passive: config.passive_health.clone(),
-        });
+        let shared = Arc::new(Shared::new(now(), decay, config.passive_health.clone()));
         let upstreams = config
             .upstreams
             .iter()
@@ -59,7 +53,6 @@ impl Pool {
             shared,
             upstreams: RwLock::new(upstreams.into()),
             id: POOLS.fetch_add(1, Ordering::Relaxed),
-            version: AtomicU64::new(0),
             wrr: Mutex::new(()),
             rng: AtomicU64::new(rng),
             next_update: AtomicU64::new(0),
@@ -78,33 +71,64 @@ impl Pool {
     }
 
     pub(crate) fn list(&self) -> Arc<[Arc<Upstream>]> {
-        self.current().list
+        Arc::clone(&self.upstreams.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn current(&self) -> CachedList {
-        let list = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
-        CachedList {
+    /// Runs `f` over the list and its weights now, from this thread's cache while nothing
+    /// changed and no ejection or slow start moved on: the lock's two atomic
+    /// read-modify-writes and the weights read afresh were most of a pick besides the clock.
+    fn with_weighed<R>(&self, now: Nanos, f: impl FnOnce(&Weighed) -> R) -> R {
+        let version = self.shared.version.load(Ordering::Acquire);
+        let cached = LAST.try_with(Cell::take).ok().flatten();
+        let weighed = match cached {
+            Some(last) if last.pool == self.id && last.version == version && now < last.until => {
+                last
+            }
+            stale => self.weigh(stale, version, now),
+        };
+        let result = f(&weighed);
+        // Fails only while the thread exits; the cache is dropped then.
+        let _ = LAST.try_with(|last| last.set(Some(weighed)));
+        result
+    }
+
+    /// The list and its weights at `version` (read before them) and `now`, in the buffer of
+    /// `stale` if there is one.
+    fn weigh(&self, stale: Option<Weighed>, version: u64, now: Nanos) -> Weighed {
+        let mut weights = stale.map(|stale| stale.weights).unwrap_or_default();
+        let list = self.list();
+        let (total, until) = self.weights(&list, now, &[], &mut weights);
+        Weighed {
             pool: self.id,
-            // Changed under the write lock only: current while the read lock is held.
-            version: self.version.load(Ordering::Relaxed),
-            list: Arc::clone(&list),
+            version,
+            until,
+            list,
+            weights,
+            total,
         }
     }
 
-    /// Runs `f` over the current list, from this thread's cache when no change came since:
-    /// the lock's two atomic read-modify-writes were an eighth of a pick (30 ns of 230).
-    fn with_list<R>(&self, f: impl FnOnce(&[Arc<Upstream>]) -> R) -> R {
-        let version = self.version.load(Ordering::Acquire);
-        let cached = LAST
-            .try_with(Cell::take)
-            .ok()
-            .flatten()
-            .filter(|last| last.pool == self.id && last.version == version)
-            .unwrap_or_else(|| self.current());
-        let result = f(&cached.list);
-        // Fails only while the thread exits; the list is dropped then.
-        let _ = LAST.try_with(|last| last.set(Some(cached)));
-        result
+    /// The weights of `list` now into `weights`; their sum, and until when they hold.
+    fn weights(
+        &self,
+        list: &[Arc<Upstream>],
+        now: Nanos,
+        exclude: &[Arc<str>],
+        weights: &mut Vec<f64>,
+    ) -> (f64, Nanos) {
+        let slow_start = self.config.slow_start;
+        weights.clear();
+        let mut until = Nanos::MAX;
+        for upstream in list {
+            let excluded = exclude.iter().any(|name| **name == *upstream.name);
+            weights.push(if excluded {
+                0.0
+            } else {
+                upstream.weight(now, slow_start)
+            });
+            until = until.min(upstream.weight_holds_until(now, slow_start));
+        }
+        (weights.iter().sum(), until)
     }
 
     fn adaptive(&self) -> Option<&AdaptiveConfig> {
@@ -124,8 +148,31 @@ impl Pool {
     ) -> Option<Arc<Upstream>> {
         let now = self.nanos_since_origin(now);
         self.maybe_update(now);
-        self.with_list(|list| {
-            let index = self.choose(list, now, key, exclude)?;
+        self.with_weighed(now, |weighed| {
+            let list = &weighed.list;
+            let index = if exclude.is_empty() && weighed.total > 0.0 {
+                self.choose(list, &weighed.weights, weighed.total, now, key)
+            } else {
+                // A retry, or nothing available: weights of its own.
+                let mut weights = Vec::with_capacity(list.len());
+                let (mut total, _) = self.weights(list, now, exclude, &mut weights);
+                if total <= 0.0 {
+                    if !self.config.panic_mode {
+                        return None;
+                    }
+                    // Panic mode: every upstream not tried yet, by its weight as if healthy.
+                    for (slot, upstream) in weights.iter_mut().zip(list.iter()) {
+                        if !exclude.iter().any(|name| **name == *upstream.name) {
+                            *slot = upstream.base_weight(now, self.config.slow_start);
+                        }
+                    }
+                    total = weights.iter().sum();
+                    if total <= 0.0 {
+                        return None;
+                    }
+                }
+                self.choose(list, &weights, total, now, key)
+            };
             Some(Arc::clone(&list[index]))
         })
     }
@@ -133,50 +180,12 @@ impl Pool {
     fn choose(
         &self,
         list: &[Arc<Upstream>],
+        weights: &[f64],
+        total: f64,
         now: Nanos,
         key: Option<&[u8]>,
-        exclude: &[Arc<str>],
-    ) -> Option<usize> {
-        let slow_start = self.config.slow_start;
-        let excluded = |u: &Upstream| exclude.iter().any(|name| **name == *u.name);
-        let weight = |u: &Upstream| {
-            if excluded(u) {
-                0.0
-            } else {
-                u.weight(now, slow_start)
-            }
-        };
-        let mut weights: [f64; SMALL] = [0.0; SMALL];
-        let mut heap = Vec::new();
-        let weights: &mut [f64] = if list.len() <= SMALL {
-            &mut weights[..list.len()]
-        } else {
-            heap.resize(list.len(), 0.0);
-            &mut heap
-        };
-        let mut total = 0.0;
-        for (slot, upstream) in weights.iter_mut().zip(list) {
-            *slot = weight(upstream);
-            total += *slot;
-        }
-        if total <= 0.0 {
-            if !self.config.panic_mode {
-                return None;
-            }
-            // Panic mode: every upstream not tried yet, by its weight as if healthy.
-            for (slot, upstream) in weights.iter_mut().zip(list) {
-                *slot = if excluded(upstream) {
-                    0.0
-                } else {
-                    upstream.base_weight(now, slow_start)
-                };
-                total += *slot;
-            }
-            if total <= 0.0 {
-                return None;
-            }
-        }
-        let index = match &self.config.lb_policy {
+    ) -> usize {
+        match &self.config.lb_policy {
             // In turn, as smooth weighted round robin over the weights now: an unavailable
             // upstream's turns spread over all the others (not onto the next in line), and a
             // slow-starting one gets its ramped share.
@@ -199,8 +208,7 @@ impl Pool {
                 Some(key) => rendezvous(list, weights, fnv1a(key)),
                 None => weighted_random(weights, total, None, unit(self.draw(1))),
             },
-        };
-        Some(index)
+        }
     }
 
     /// nginx's smooth weighted round robin: each pick, every upstream gains its weight; the
@@ -368,7 +376,7 @@ impl Pool {
         let mut list = guard.to_vec();
         list.push(upstream);
         *guard = list.into();
-        self.version.fetch_add(1, Ordering::Release);
+        self.shared.changed();
         true
     }
 
@@ -383,7 +391,7 @@ impl Pool {
         let list: Vec<_> = guard.iter().filter(|u| *u.name != *name).cloned().collect();
         let removed = list.len() < before;
         *guard = list.into();
-        self.version.fetch_add(1, Ordering::Release);
+        self.shared.changed();
         removed
     }
 
@@ -424,18 +432,19 @@ impl Pool {
     }
 }
 
-/// Up to this many upstreams, a pick's weights live on the stack.
-const SMALL: usize = 32;
-
-/// The list a thread picked from last (see [`Pool::with_list`]).
-struct CachedList {
+/// A pool's upstreams and their weights as a thread picked from them last (see
+/// [`Pool::with_weighed`]).
+struct Weighed {
     pool: u64,
     version: u64,
+    until: Nanos,
     list: Arc<[Arc<Upstream>]>,
+    weights: Vec<f64>,
+    total: f64,
 }
 
 thread_local! {
-    static LAST: Cell<Option<CachedList>> = const { Cell::new(None) };
+    static LAST: Cell<Option<Weighed>> = const { Cell::new(None) };
 }
 
 /// SplitMix64's increment.
@@ -686,6 +695,33 @@ mod tests {
             counts.iter().all(|&n| n > 800),
             "{counts:?}: the added one is picked"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_weights_follow_each_change_and_the_end_of_an_ejection() {
+        let pool = pool(Policy::Random, &THREE);
+        let list = pool.list();
+        let share = |pool: &Pool| counts(pool, 4000, |_| None)[0] as f64 / 4000.0;
+        assert!((share(&pool) - 1.0 / 3.0).abs() < 0.03);
+        list[0].set_adaptive_weight(Some(2.0));
+        assert!((share(&pool) - 0.5).abs() < 0.03, "a new adaptive weight");
+        list[0].drain();
+        assert_eq!(share(&pool), 0.0, "draining");
+        let passive = pool.config.passive_health.clone();
+        let t = pool.nanos_since_origin(now());
+        for _ in 0..passive.consecutive_failures {
+            list[1].record(
+                t,
+                Duration::from_millis(1),
+                true,
+                pool.shared.decay,
+                &passive,
+            );
+        }
+        assert_eq!(counts(&pool, 100, |_| None), [0, 0, 100], "ejected");
+        tokio::time::advance(passive.base_ejection).await;
+        let counts = counts(&pool, 4000, |_| None);
+        assert!(counts[1] > 0, "{counts:?}: back, slow-starting");
     }
 
     #[tokio::test(start_paused = true)]

@@ -67,11 +67,28 @@ pub(crate) struct Shared {
     /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
     pub(crate) decay: Duration,
     pub(crate) passive: PassiveHealth,
+    /// Counts the changes of the upstream list and of anything a weight depends on but the
+    /// clock, so that weights cached between changes are known to be current.
+    pub(crate) version: AtomicU64,
 }
 
 impl Shared {
+    pub(crate) fn new(origin: Instant, decay: Duration, passive: PassiveHealth) -> Shared {
+        Shared {
+            origin,
+            decay,
+            passive,
+            version: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
         nanos(at.saturating_duration_since(self.origin))
+    }
+
+    /// After the change is stored, so that a reader of the new version sees it.
+    pub(crate) fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -209,6 +226,20 @@ impl Upstream {
         self.base_weight(now, slow_start)
     }
 
+    /// Until when [`weight`](Self::weight) stays what it is now, barring a change counted in
+    /// [`Shared::version`]: the end of an ejection, or `now` while slow start ramps.
+    pub(crate) fn weight_holds_until(&self, now: Nanos, slow_start: Duration) -> Nanos {
+        let ejected_until = self.ejected_until.load(Ordering::Relaxed);
+        if now < ejected_until {
+            return ejected_until;
+        }
+        let joined = self.joined_at.load(Ordering::Relaxed);
+        if joined != 0 && Duration::from_nanos(now.saturating_sub(joined)) < slow_start {
+            return now;
+        }
+        Nanos::MAX
+    }
+
     /// The weight ignoring health (panic mode).
     pub(crate) fn base_weight(&self, now: Nanos, slow_start: Duration) -> f64 {
         let weight = f64::from_bits(self.weight_bits.load(Ordering::Relaxed));
@@ -229,6 +260,7 @@ impl Upstream {
     pub(crate) fn set_adaptive_weight(&self, adaptive: Option<f64>) {
         let weight = f64::from(self.static_weight) * adaptive.unwrap_or(1.0);
         self.weight_bits.store(weight.to_bits(), Ordering::Relaxed);
+        self.shared.changed();
     }
 
     pub(crate) fn effective_adaptive(&self) -> f64 {
@@ -322,6 +354,7 @@ impl Upstream {
         stats.predicted = None;
         stats.adaptive_weight = None;
         self.joined_at.store(until, Ordering::Relaxed);
+        self.shared.changed();
         Some(length)
     }
 
@@ -364,10 +397,14 @@ impl Upstream {
     }
 
     fn set_flag(&self, flag: u8, on: bool) {
-        if on {
-            self.flags.fetch_or(flag, Ordering::Relaxed);
+        let before = if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed)
         } else {
-            self.flags.fetch_and(!flag, Ordering::Relaxed);
+            self.flags.fetch_and(!flag, Ordering::Relaxed)
+        };
+        // The generic form marks endpoints not ready on every poll that finds them so.
+        if (before & flag != 0) != on {
+            self.shared.changed();
         }
     }
 
@@ -417,11 +454,11 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn upstream() -> Upstream {
-        let shared = Arc::new(Shared {
-            origin: Instant::now(),
-            decay: Duration::from_secs(10),
-            passive: PassiveHealth::default(),
-        });
+        let shared = Arc::new(Shared::new(
+            Instant::now(),
+            Duration::from_secs(10),
+            PassiveHealth::default(),
+        ));
         Upstream::new(shared, "http://a:1", 1, 0, false).unwrap()
     }
 
