@@ -51,6 +51,8 @@ pub enum Health {
 pub(crate) struct Base {
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
+    /// The authority as a `Host` value, made once instead of per request.
+    pub(crate) host: Option<http::HeaderValue>,
 }
 
 const DRAINING: u8 = 1;
@@ -150,7 +152,12 @@ impl Upstream {
     ) -> Result<Upstream, ConfigError> {
         let (scheme, authority) = parse_base(url)?;
         let name: Arc<str> = Arc::from(format!("{scheme}://{authority}"));
-        let base = Base { scheme, authority };
+        let host = http::HeaderValue::from_str(authority.as_str()).ok();
+        let base = Base {
+            scheme,
+            authority,
+            host,
+        };
         Ok(Upstream::with_name(
             shared,
             name,
@@ -267,10 +274,13 @@ impl Upstream {
         f64::from_bits(self.weight_bits.load(Ordering::Relaxed)) / f64::from(self.static_weight)
     }
 
-    /// Peak-EWMA cost: the decayed latency estimate × (requests in flight + 1).
-    pub(crate) fn ewma_cost(&self, now: Nanos, decay: Duration) -> f64 {
+    /// Peak-EWMA cost before its decay: the latency estimate × (requests in flight + 1), and
+    /// the time it decays from (not after `now`).
+    fn undecayed_cost(&self, now: Nanos) -> (f64, Nanos) {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        self.latency_estimate(now, decay) * pending
+        let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let at = self.ewma_at.load(Ordering::Relaxed).min(now);
+        (estimate * pending, at)
     }
 
     pub(crate) fn latency_estimate(&self, now: Nanos, decay: Duration) -> f64 {
@@ -413,6 +423,28 @@ impl Upstream {
     }
 }
 
+/// Whether `b`'s peak-EWMA cost (the decayed latency estimate × (requests in flight + 1))
+/// per unit of weight is below `a`'s. Both decay by the same factor per nanosecond, so only
+/// the older estimate is decayed to the newer one's time: one `exp` where two were a tenth
+/// of a pick.
+pub(crate) fn lower_ewma_cost(
+    (b, b_weight): (&Upstream, f64),
+    (a, a_weight): (&Upstream, f64),
+    now: Nanos,
+    decay: Duration,
+) -> bool {
+    let (b_cost, b_at) = b.undecayed_cost(now);
+    let (a_cost, a_at) = a.undecayed_cost(now);
+    let (b_cost, a_cost) = (b_cost / b_weight, a_cost / a_weight);
+    let decayed =
+        |older: Nanos, newer: Nanos| (-((newer - older) as f64) / decay_nanos(decay)).exp();
+    if a_at <= b_at {
+        b_cost < a_cost * decayed(a_at, b_at)
+    } else {
+        b_cost * decayed(b_at, a_at) < a_cost
+    }
+}
+
 /// As `f64` nanoseconds, through `u64`: converting the `u128` of `as_nanos` was a tenth of an
 /// adaptive pick.
 fn decay_nanos(decay: Duration) -> f64 {
@@ -531,6 +563,43 @@ mod tests {
         );
         let later = upstream.latency_estimate(1_000_000_000, decay);
         assert!((later - 100_000_000.0 / std::f64::consts::E).abs() < 1.0);
+    }
+
+    #[test]
+    fn ewma_costs_compare_as_if_both_were_decayed_to_now() {
+        let passive = PassiveHealth::default();
+        let decay = Duration::from_secs(1);
+        let s = 1_000_000_000u64;
+        let upstreams: Vec<Upstream> = (0..4).map(|_| upstream()).collect();
+        // Estimates of 100, 300, 20 and 1 ms, set 0, 1, 3 and 4 s in; 2 and 0 in flight.
+        for (i, (latency, at)) in [(100, 0), (300, s), (20, 3 * s), (1, 4 * s)]
+            .into_iter()
+            .enumerate()
+        {
+            upstreams[i].record(at, latency * MS, false, decay, &passive);
+        }
+        upstreams[1].in_flight.store(2, Ordering::Relaxed);
+        let weights = [1.0, 3.0, 0.5, 1.0];
+        for now in [4 * s, 5 * s, 9 * s, 40 * s] {
+            let cost = |i: usize| {
+                let pending = f64::from(upstreams[i].in_flight.load(Ordering::Relaxed)) + 1.0;
+                upstreams[i].latency_estimate(now, decay) * pending / weights[i]
+            };
+            for a in 0..4 {
+                for b in 0..4 {
+                    if a == b {
+                        continue;
+                    }
+                    let lower = lower_ewma_cost(
+                        (&upstreams[b], weights[b]),
+                        (&upstreams[a], weights[a]),
+                        now,
+                        decay,
+                    );
+                    assert_eq!(lower, cost(b) < cost(a), "now {now}, {b} against {a}");
+                }
+            }
+        }
     }
 
     #[test]
