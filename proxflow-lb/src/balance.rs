@@ -195,7 +195,6 @@ where
         let state = State::Running {
             future: endpoint.service.call(request),
             in_flight: Some(InFlight::new(Arc::clone(&endpoint.upstream))),
-            pool: Arc::clone(&self.pool),
             started: now(),
         };
         BalanceFuture { state }
@@ -219,7 +218,6 @@ pin_project! {
             #[pin]
             future: F,
             in_flight: Option<InFlight>,
-            pool: Arc<Pool>,
             started: Instant,
         },
     }
@@ -240,12 +238,13 @@ where
             StateProj::Running {
                 future,
                 in_flight,
-                pool,
                 started,
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    pool.record(in_flight.upstream(), *started, now(), result.is_err());
+                    in_flight
+                        .upstream()
+                        .answered(*started, now(), result.is_err());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response};
+use http::{header, Request, Response};
 use tower_service::Service;
 
 use crate::config::ActiveHealth;
@@ -76,8 +76,8 @@ where
     };
     let mut request = Request::new(B::default());
     *request.uri_mut() = uri;
-    if let Ok(host) = HeaderValue::from_str(base.authority.as_str()) {
-        request.headers_mut().insert(header::HOST, host);
+    if let Some(host) = &base.host {
+        request.headers_mut().insert(header::HOST, host.clone());
     }
     let answer = async {
         std::future::poll_fn(|cx| client.poll_ready(cx))

@@ -217,7 +217,6 @@ impl LbHandle {
         let upstream = self.pool.pick(started, key, &[])?;
         Some(Pick {
             in_flight: InFlight::new(upstream),
-            pool: Arc::clone(&self.pool),
             started,
         })
     }
@@ -240,7 +239,6 @@ impl std::fmt::Debug for LbHandle {
 /// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
 /// records nothing).
 pub struct Pick {
-    pool: Arc<Pool>,
     started: Instant,
     in_flight: InFlight,
 }
@@ -255,8 +253,9 @@ impl Pick {
     /// balanced request's would.
     pub fn finish(self, failed: bool) {
         let ended = now();
-        let upstream = self.in_flight.upstream();
-        self.pool.record(upstream, self.started, ended, failed);
+        self.in_flight
+            .upstream()
+            .answered(self.started, ended, failed);
     }
 }
 

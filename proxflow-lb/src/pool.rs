@@ -1,5 +1,6 @@
 //! The upstreams of one balancer, the policies' picks over them, and the adaptive updates.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use serde::Serialize;
 use crate::adaptive::{self, Interval, Sample};
 use crate::config::{AdaptiveConfig, LbConfig, Policy};
 use crate::error::ConfigError;
-use crate::upstream::{fnv1a, Health, Nanos, Upstream};
+use crate::upstream::{fnv1a, lower_ewma_cost, nanos, Health, Nanos, Shared, Upstream};
 
 /// Tokio's clock, so that paused time in tests drives the balancer.
 pub(crate) fn now() -> Instant {
@@ -17,11 +18,11 @@ pub(crate) fn now() -> Instant {
 }
 
 pub(crate) struct Pool {
-    origin: Instant,
+    shared: Arc<Shared>,
     upstreams: RwLock<Arc<[Arc<Upstream>]>>,
+    /// Tells this pool's list apart from other pools' in the thread-local cache of [`LAST`].
+    id: u64,
     pub(crate) config: LbConfig,
-    /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
-    decay: Duration,
     /// Smooth weighted round robin changes all running weights at once.
     wrr: Mutex<()>,
     /// SplitMix64 over an atomic counter: seeded, lock-free (a mutex around a generator was
@@ -36,21 +37,22 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(config: LbConfig) -> Result<Pool, ConfigError> {
         config.validate()?;
-        let origin = now();
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Upstream::new(&u.url, u.weight, 0, false).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
         let decay = match &config.lb_policy {
             Policy::PeakEwma { decay } => *decay,
             _ => Duration::from_secs(10),
         };
+        let shared = Arc::new(Shared::new(now(), decay, config.passive_health.clone()));
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(Arc::clone(&shared), &u.url, u.weight, 0, false).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let rng = config.seed.unwrap_or_else(|| fastrand::u64(..));
+        static POOLS: AtomicU64 = AtomicU64::new(0);
         let pool = Pool {
-            origin,
+            shared,
             upstreams: RwLock::new(upstreams.into()),
-            decay,
+            id: POOLS.fetch_add(1, Ordering::Relaxed),
             wrr: Mutex::new(()),
             rng: AtomicU64::new(rng),
             next_update: AtomicU64::new(0),
@@ -65,11 +67,65 @@ impl Pool {
     }
 
     pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
-        nanos(at.saturating_duration_since(self.origin))
+        self.shared.nanos_since_origin(at)
     }
 
     pub(crate) fn list(&self) -> Arc<[Arc<Upstream>]> {
         Arc::clone(&self.upstreams.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` over the list and its weights now, from this thread's cache while nothing
+    /// changed and no ejection or slow start moved on: the lock's two atomic
+    /// read-modify-writes and the weights read afresh were most of a pick besides the clock.
+    fn with_weighed<R>(&self, now: Nanos, f: impl FnOnce(&Weighed) -> R) -> R {
+        let version = self.shared.version.load(Ordering::Acquire);
+        let cached = LAST.try_with(Cell::take).ok().flatten();
+        let weighed = match cached {
+            Some(last) if last.pool == self.id && last.version == version && now < last.until => {
+                last
+            }
+            stale => self.weigh(stale, version, now),
+        };
+        let result = f(&weighed);
+        // Fails only while the thread exits; the cache is dropped then.
+        let _ = LAST.try_with(|last| last.set(Some(weighed)));
+        result
+    }
+
+    /// The list and its weights at `version` (read before them) and `now`, in the buffers of
+    /// `stale` if there is one.
+    fn weigh(&self, stale: Option<Box<Weighed>>, version: u64, now: Nanos) -> Box<Weighed> {
+        let mut weighed = stale.unwrap_or_default();
+        let fresh = &mut *weighed;
+        fresh.list = self.list();
+        (fresh.total, fresh.until) = self.weights(&fresh.list, now, &[], &mut fresh.weights);
+        turns(&fresh.weights, &mut fresh.turns);
+        fresh.pool = self.id;
+        fresh.version = version;
+        weighed
+    }
+
+    /// The weights of `list` now into `weights`; their sum, and until when they hold.
+    fn weights(
+        &self,
+        list: &[Arc<Upstream>],
+        now: Nanos,
+        exclude: &[Arc<str>],
+        weights: &mut Vec<f64>,
+    ) -> (f64, Nanos) {
+        let slow_start = self.config.slow_start;
+        weights.clear();
+        let mut until = Nanos::MAX;
+        for upstream in list {
+            let excluded = exclude.iter().any(|name| **name == *upstream.name);
+            weights.push(if excluded {
+                0.0
+            } else {
+                upstream.weight(now, slow_start)
+            });
+            until = until.min(upstream.weight_holds_until(now, slow_start));
+        }
+        (weights.iter().sum(), until)
     }
 
     fn adaptive(&self) -> Option<&AdaptiveConfig> {
@@ -89,133 +145,136 @@ impl Pool {
     ) -> Option<Arc<Upstream>> {
         let now = self.nanos_since_origin(now);
         self.maybe_update(now);
-        let guard = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
-        let list: &[Arc<Upstream>] = &guard;
-        let slow_start = self.config.slow_start;
-        let excluded = |u: &Upstream| exclude.iter().any(|name| **name == *u.name);
-        let weight = |u: &Upstream| {
-            if excluded(u) {
-                0.0
+        self.with_weighed(now, |weighed| {
+            let list = &weighed.list;
+            let index = if exclude.is_empty() && weighed.total > 0.0 {
+                let weights = (&weighed.weights[..], &weighed.turns[..]);
+                self.choose(list, weights, weighed.total, now, key)
             } else {
-                u.weight(now, slow_start)
-            }
-        };
-        let mut weights: [f64; SMALL] = [0.0; SMALL];
-        let mut heap = Vec::new();
-        let weights: &mut [f64] = if list.len() <= SMALL {
-            &mut weights[..list.len()]
-        } else {
-            heap.resize(list.len(), 0.0);
-            &mut heap
-        };
-        let mut total = 0.0;
-        for (slot, upstream) in weights.iter_mut().zip(list) {
-            *slot = weight(upstream);
-            total += *slot;
-        }
-        if total <= 0.0 {
-            if !self.config.panic_mode {
-                return None;
-            }
-            // Panic mode: every upstream not tried yet, by its weight as if healthy.
-            for (slot, upstream) in weights.iter_mut().zip(list) {
-                *slot = if excluded(upstream) {
-                    0.0
-                } else {
-                    upstream.base_weight(now, slow_start)
-                };
-                total += *slot;
-            }
-            if total <= 0.0 {
-                return None;
-            }
-        }
-        let index = match &self.config.lb_policy {
+                // A retry, or nothing available: weights of its own.
+                let mut weights = Vec::with_capacity(list.len());
+                let (mut total, _) = self.weights(list, now, exclude, &mut weights);
+                if total <= 0.0 {
+                    if !self.config.panic_mode {
+                        return None;
+                    }
+                    // Panic mode: every upstream not tried yet, by its weight as if healthy.
+                    for (slot, upstream) in weights.iter_mut().zip(list.iter()) {
+                        if !exclude.iter().any(|name| **name == *upstream.name) {
+                            *slot = upstream.base_weight(now, self.config.slow_start);
+                        }
+                    }
+                    total = weights.iter().sum();
+                    if total <= 0.0 {
+                        return None;
+                    }
+                }
+                let mut integers = Vec::with_capacity(list.len());
+                turns(&weights, &mut integers);
+                self.choose(list, (&weights, &integers), total, now, key)
+            };
+            Some(Arc::clone(&list[index]))
+        })
+    }
+
+    fn choose(
+        &self,
+        list: &[Arc<Upstream>],
+        (weights, turns): (&[f64], &[i64]),
+        total: f64,
+        now: Nanos,
+        key: Option<&[u8]>,
+    ) -> usize {
+        match &self.config.lb_policy {
             // In turn, as smooth weighted round robin over the weights now: an unavailable
             // upstream's turns spread over all the others (not onto the next in line), and a
             // slow-starting one gets its ramped share.
             Policy::RoundRobin | Policy::WeightedRoundRobin => {
-                self.weighted_round_robin(list, weights)
+                self.weighted_round_robin(list, turns)
             }
-            Policy::Random => self.weighted_random(weights, total, None),
-            Policy::LeastRequest => self.two_choices(weights, total, |i| {
-                (f64::from(list[i].in_flight.load(Ordering::Relaxed)) + 1.0) / weights[i]
+            Policy::Random => weighted_random(weights, total, None, unit(self.draw(1))),
+            Policy::LeastRequest => self.two_choices(weights, total, |second, first| {
+                let cost = |i: usize| {
+                    (f64::from(list[i].in_flight.load(Ordering::Relaxed)) + 1.0) / weights[i]
+                };
+                cost(second) < cost(first)
             }),
             // Between updates, the live signals: requests in flight and the peak-EWMA latency
             // of each answer, so a backend that slows down mid-interval loses traffic at once.
-            Policy::Adaptive(_) => self.two_choices(weights, total, |i| {
-                list[i].ewma_cost(now, self.decay) / weights[i]
-            }),
-            Policy::PeakEwma { decay } => self.two_choices(weights, total, |i| {
-                list[i].ewma_cost(now, *decay) / weights[i]
-            }),
+            Policy::Adaptive(_) | Policy::PeakEwma { .. } => {
+                self.two_choices(weights, total, |second, first| {
+                    lower_ewma_cost(
+                        (&list[second], weights[second]),
+                        (&list[first], weights[first]),
+                        now,
+                        self.shared.decay,
+                    )
+                })
+            }
             Policy::IpHash | Policy::HeaderHash { .. } => match key {
                 Some(key) => rendezvous(list, weights, fnv1a(key)),
-                None => self.weighted_random(weights, total, None),
+                None => weighted_random(weights, total, None, unit(self.draw(1))),
             },
-        };
-        Some(Arc::clone(&list[index]))
+        }
     }
 
     /// nginx's smooth weighted round robin: each pick, every upstream gains its weight; the
     /// richest is picked and pays the total.
-    fn weighted_round_robin(&self, list: &[Arc<Upstream>], weights: &[f64]) -> usize {
+    fn weighted_round_robin(&self, list: &[Arc<Upstream>], turns: &[i64]) -> usize {
+        // Under the lock, plain loads and stores: an atomic add per upstream was a third of
+        // a pick.
         let _turn = self.wrr.lock().unwrap_or_else(|p| p.into_inner());
         let mut best = 0;
         let mut best_current = i64::MIN;
         let mut total = 0i64;
         for (i, upstream) in list.iter().enumerate() {
-            if weights[i] <= 0.0 {
+            let weight = turns[i];
+            if weight == 0 {
                 continue;
             }
-            let weight = (weights[i] * 1000.0).round().max(1.0) as i64;
             total += weight;
-            let current = upstream.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
+            let current = upstream.wrr_current.load(Ordering::Relaxed) + weight;
+            upstream.wrr_current.store(current, Ordering::Relaxed);
             if current > best_current {
                 best = i;
                 best_current = current;
             }
         }
-        list[best].wrr_current.fetch_sub(total, Ordering::Relaxed);
+        let current = &list[best].wrr_current;
+        current.store(current.load(Ordering::Relaxed) - total, Ordering::Relaxed);
         best
     }
 
-    fn weighted_random(&self, weights: &[f64], total: f64, skip: Option<usize>) -> usize {
-        let total = total - skip.map_or(0.0, |i| weights[i]);
-        let mut target = self.random_unit() * total;
-        let mut last = 0;
-        for (i, &weight) in weights.iter().enumerate() {
-            if Some(i) == skip || weight <= 0.0 {
-                continue;
-            }
-            last = i;
-            if target < weight {
-                return i;
-            }
-            target -= weight;
-        }
-        last
+    /// Takes `draws` states of the generator at once and returns the first; the others
+    /// follow by [`GOLDEN`] steps, as if drawn one by one.
+    fn draw(&self, draws: u64) -> u64 {
+        self.rng
+            .fetch_add(GOLDEN.wrapping_mul(draws), Ordering::Relaxed)
+            .wrapping_add(GOLDEN)
     }
 
-    /// A uniform number in [0, 1).
-    fn random_unit(&self) -> f64 {
-        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-        let state = self
-            .rng
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN);
-        (mix(state) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Power of two choices: two distinct upstreams drawn by weight, the lower cost wins.
-    fn two_choices(&self, weights: &[f64], total: f64, cost: impl Fn(usize) -> f64) -> usize {
-        let first = self.weighted_random(weights, total, None);
-        if total - weights[first] <= 0.0 {
-            // The only one available.
+    /// Power of two choices: two distinct upstreams drawn by weight; the second wins if
+    /// `cheaper(second, first)`.
+    fn two_choices(
+        &self,
+        weights: &[f64],
+        total: f64,
+        cheaper: impl Fn(usize, usize) -> bool,
+    ) -> usize {
+        // Both draws in one atomic add when there is a choice.
+        let choice = weights.iter().filter(|&&w| w > 0.0).nth(1).is_some();
+        let state = self.draw(if choice { 2 } else { 1 });
+        let first = weighted_random(weights, total, None, unit(state));
+        if !choice {
             return first;
         }
-        let second = self.weighted_random(weights, total, Some(first));
-        if cost(second) < cost(first) {
+        let second = weighted_random(
+            weights,
+            total,
+            Some(first),
+            unit(state.wrapping_add(GOLDEN)),
+        );
+        if cheaper(second, first) {
             second
         } else {
             first
@@ -311,13 +370,15 @@ impl Pool {
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
         let now = self.nanos_since_origin(now());
-        Ok(self.insert(Arc::new(Upstream::new(url, weight, now, true)?)))
+        let shared = Arc::clone(&self.shared);
+        Ok(self.insert(Arc::new(Upstream::new(shared, url, weight, now, true)?)))
     }
 
     /// Adds a generic-form endpoint (slow start applies); false if the name is taken.
     pub(crate) fn add_endpoint(&self, name: Arc<str>) -> bool {
         let now = self.nanos_since_origin(now());
-        self.insert(Arc::new(Upstream::endpoint(name, now, true)))
+        let shared = Arc::clone(&self.shared);
+        self.insert(Arc::new(Upstream::endpoint(shared, name, now, true)))
     }
 
     fn insert(&self, upstream: Arc<Upstream>) -> bool {
@@ -328,6 +389,7 @@ impl Pool {
         let mut list = guard.to_vec();
         list.push(upstream);
         *guard = list.into();
+        self.shared.changed();
         true
     }
 
@@ -342,6 +404,7 @@ impl Pool {
         let list: Vec<_> = guard.iter().filter(|u| *u.name != *name).cloned().collect();
         let removed = list.len() < before;
         *guard = list.into();
+        self.shared.changed();
         removed
     }
 
@@ -372,7 +435,7 @@ impl Pool {
                     in_flight: u.in_flight.load(Ordering::Relaxed),
                     requests: stats.requests,
                     failures: stats.failures,
-                    latency_ewma_ms: u.latency_estimate(now, self.decay) / 1e6,
+                    latency_ewma_ms: u.latency_estimate(now, self.shared.decay) / 1e6,
                     health,
                     ejected_for_ms: (health == Health::Ejected)
                         .then(|| (u.ejected_until() - now) / 1_000_000),
@@ -380,42 +443,73 @@ impl Pool {
             })
             .collect()
     }
-
-    /// Records one answer of `upstream`: counts, latency estimate, passive health.
-    pub(crate) fn record(
-        &self,
-        upstream: &Upstream,
-        started: Instant,
-        ended: Instant,
-        failed: bool,
-    ) {
-        let latency = ended.saturating_duration_since(started);
-        let ejected = upstream.record(
-            self.nanos_since_origin(ended),
-            latency,
-            failed,
-            self.decay,
-            &self.config.passive_health,
-        );
-        if let Some(length) = ejected {
-            tracing::warn!(upstream = %upstream.name, ejected_for = ?length, "upstream ejected after failures in a row");
-        }
-        #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "proxflow_lb_requests_total",
-            "upstream" => upstream.name.to_string(),
-            "outcome" => if failed { "failure" } else { "success" }
-        )
-        .increment(1);
-    }
 }
 
-/// Up to this many upstreams, a pick's weights live on the stack.
-const SMALL: usize = 32;
+/// A pool's upstreams and their weights as a thread picked from them last (see
+/// [`Pool::with_weighed`]). Boxed in the thread-local: moving it in and out by value cost
+/// 10-20 ns a pick.
+#[derive(Default)]
+struct Weighed {
+    pool: u64,
+    version: u64,
+    until: Nanos,
+    list: Arc<[Arc<Upstream>]>,
+    weights: Vec<f64>,
+    total: f64,
+    /// The weights as smooth weighted round robin counts them.
+    turns: Vec<i64>,
+}
+
+/// Smooth weighted round robin's integer weights: thousandths, at least 1, 0 when
+/// unavailable. Kept with the weights: a `round` call per upstream was a third of a pick.
+fn turns(weights: &[f64], turns: &mut Vec<i64>) {
+    turns.clear();
+    turns.extend(weights.iter().map(|&weight| {
+        if weight <= 0.0 {
+            0
+        } else {
+            (weight * 1000.0).round().max(1.0) as i64
+        }
+    }));
+}
+
+thread_local! {
+    static LAST: Cell<Option<Box<Weighed>>> = const { Cell::new(None) };
+}
+
+/// SplitMix64's increment.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A uniform number in [0, 1) from a generator state.
+fn unit(state: u64) -> f64 {
+    (mix(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn weighted_random(weights: &[f64], total: f64, skip: Option<usize>, unit: f64) -> usize {
+    let total = total - skip.map_or(0.0, |i| weights[i]);
+    let mut target = unit * total;
+    let mut last = 0;
+    for (i, &weight) in weights.iter().enumerate() {
+        if Some(i) == skip || weight <= 0.0 {
+            continue;
+        }
+        last = i;
+        if target < weight {
+            return i;
+        }
+        target -= weight;
+    }
+    last
+}
 
 /// Weighted rendezvous hashing: the upstream with the highest `-weight / ln(h)` for the key.
 /// A key moves only when its upstream leaves (or a new one outscores it).
 fn rendezvous(list: &[Arc<Upstream>], weights: &[f64], key: u64) -> usize {
+    // Equal weights rank by the uniform number alone (the score grows with it): ten
+    // logarithms were a quarter of a pick.
+    let equal = list
+        .windows(2)
+        .all(|pair| pair[0].static_weight == pair[1].static_weight);
     let mut best = 0;
     let mut best_score = f64::NEG_INFINITY;
     for (i, upstream) in list.iter().enumerate() {
@@ -425,7 +519,11 @@ fn rendezvous(list: &[Arc<Upstream>], weights: &[f64], key: u64) -> usize {
         let hash = mix(key ^ upstream.name_hash);
         // A uniform number in (0, 1): never 0, whose log is minus infinity.
         let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let score = -f64::from(upstream.static_weight) / unit.ln();
+        let score = if equal {
+            unit
+        } else {
+            -f64::from(upstream.static_weight) / unit.ln()
+        };
         if score > best_score {
             best = i;
             best_score = score;
@@ -439,10 +537,6 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-pub(crate) fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One upstream's figures, as a snapshot lists them.
@@ -578,6 +672,89 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn both_draws_of_two_choices_follow_the_one_by_one_sequence() {
+        let pool = pool(Policy::Random, &THREE);
+        let other = self::pool(Policy::Random, &THREE);
+        let first = pool.draw(2);
+        assert_eq!(first, other.draw(1));
+        assert_eq!(first.wrapping_add(GOLDEN), other.draw(1));
+        assert_eq!(pool.draw(1), other.draw(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn equal_weights_hash_as_the_weighted_score_would() {
+        let pool = pool(Policy::IpHash, &THREE);
+        let list = pool.list();
+        let weights = [1.0; 3];
+        for key in 0..2000u64 {
+            let key = mix(key);
+            let by_score = (0..3)
+                .map(|i| {
+                    let unit =
+                        ((mix(key ^ list[i].name_hash) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                    (-1.0 / unit.ln(), i)
+                })
+                .fold((f64::NEG_INFINITY, 0), |best, next| {
+                    if next.0 > best.0 {
+                        next
+                    } else {
+                        best
+                    }
+                })
+                .1;
+            assert_eq!(rendezvous(&list, &weights, key), by_score, "key {key}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picks_on_one_thread_keep_pools_and_changes_apart() {
+        let one = pool(Policy::Random, &THREE);
+        let other = pool(Policy::Random, &[("http://x:1", 1)]);
+        for _ in 0..100 {
+            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://x:1");
+            assert_eq!(&*other.pick(now(), None, &[]).unwrap().name, "http://x:1");
+        }
+        assert!(one.remove("http://a:1"));
+        for _ in 0..100 {
+            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://a:1");
+        }
+        assert!(one.add("http://a:1", 1).unwrap());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let counts = counts(&one, 3000, |_| None);
+        assert!(
+            counts.iter().all(|&n| n > 800),
+            "{counts:?}: the added one is picked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_weights_follow_each_change_and_the_end_of_an_ejection() {
+        let pool = pool(Policy::Random, &THREE);
+        let list = pool.list();
+        let share = |pool: &Pool| counts(pool, 4000, |_| None)[0] as f64 / 4000.0;
+        assert!((share(&pool) - 1.0 / 3.0).abs() < 0.03);
+        list[0].set_adaptive_weight(Some(2.0));
+        assert!((share(&pool) - 0.5).abs() < 0.03, "a new adaptive weight");
+        list[0].drain();
+        assert_eq!(share(&pool), 0.0, "draining");
+        let passive = pool.config.passive_health.clone();
+        let t = pool.nanos_since_origin(now());
+        for _ in 0..passive.consecutive_failures {
+            list[1].record(
+                t,
+                Duration::from_millis(1),
+                true,
+                pool.shared.decay,
+                &passive,
+            );
+        }
+        assert_eq!(counts(&pool, 100, |_| None), [0, 0, 100], "ejected");
+        tokio::time::advance(passive.base_ejection).await;
+        let counts = counts(&pool, 4000, |_| None);
+        assert!(counts[1] > 0, "{counts:?}: back, slow-starting");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn nothing_available_is_none_unless_panic_mode() {
         let pool = pool(Policy::RoundRobin, &THREE);
         for (url, _) in THREE {
@@ -619,7 +796,7 @@ mod tests {
         let ms = Duration::from_millis(1);
         for (upstream, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
             for _ in 0..10 {
-                upstream.record(0, latency, false, pool.decay, &passive);
+                upstream.record(0, latency, false, pool.shared.decay, &passive);
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -634,8 +811,8 @@ mod tests {
         assert_eq!(snapshot[0].history, [0.01]);
         // An upstream with no answers in the next interval drifts to the mean of the others.
         for _ in 0..10 {
-            list[0].record(0, 10 * ms, false, pool.decay, &passive);
-            list[1].record(0, 20 * ms, false, pool.decay, &passive);
+            list[0].record(0, 10 * ms, false, pool.shared.decay, &passive);
+            list[1].record(0, 20 * ms, false, pool.shared.decay, &passive);
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         pool.pick(now(), None, &[]);

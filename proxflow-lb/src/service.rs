@@ -150,8 +150,7 @@ where
         }
         match (pool.config.host, &original_host) {
             (HostHeader::Upstream, _) | (HostHeader::Keep, None) => {
-                let authority = upstream.base.as_ref().map(|base| base.authority.as_str());
-                if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                if let Some(host) = upstream.base.as_ref().and_then(|base| base.host.clone()) {
                     request.headers_mut().insert(header::HOST, host);
                 }
             }
@@ -173,14 +172,14 @@ where
                     .passive_health
                     .failure_statuses
                     .contains(&response.status().as_u16());
-                pool.record(&upstream, started, ended, failed);
+                upstream.answered(started, ended, failed);
                 let mut response = response.map(LbBody::inner);
                 remove_hop_by_hop(response.headers_mut());
                 return Ok(response);
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                pool.record(&upstream, started, ended, true);
+                upstream.answered(started, ended, true);
                 tried.push(Arc::clone(&upstream.name));
                 let attempts = tried.len() as u32;
                 if retryable && attempts <= pool.config.retries && is_connect_error(&*error) {
@@ -215,6 +214,9 @@ fn upstream_uri(upstream: &Upstream, original: &Uri) -> Uri {
 /// pass them on, nor the fields `Connection` names. (`Upgrade` goes too: this balancer does not
 /// tunnel upgraded connections.)
 fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -225,20 +227,23 @@ fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
+
+/// Made at compile time: `from_static` checks its name at run time otherwise.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 fn forwarded_headers(
     parts: &mut http::request::Parts,

@@ -2,12 +2,13 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use serde::Serialize;
 
 use crate::adaptive::{History, Interval};
+use crate::config::PassiveHealth;
 use crate::error::ConfigError;
 
 /// Scheme and authority of an upstream URL; anything after the authority is refused.
@@ -50,6 +51,8 @@ pub enum Health {
 pub(crate) struct Base {
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
+    /// The authority as a `Host` value, made once instead of per request.
+    pub(crate) host: Option<http::HeaderValue>,
 }
 
 const DRAINING: u8 = 1;
@@ -58,6 +61,42 @@ const FAILING_CHECKS: u8 = 4;
 
 /// Nanoseconds since the pool's origin, as the picks read times.
 pub(crate) type Nanos = u64;
+
+/// What the upstreams of one pool share: enough to account for an answer, so that a request
+/// in flight holds its upstream only (another `Arc` per pick was a tenth of a pick).
+pub(crate) struct Shared {
+    pub(crate) origin: Instant,
+    /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
+    pub(crate) decay: Duration,
+    pub(crate) passive: PassiveHealth,
+    /// Counts the changes of the upstream list and of anything a weight depends on but the
+    /// clock, so that weights cached between changes are known to be current.
+    pub(crate) version: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(origin: Instant, decay: Duration, passive: PassiveHealth) -> Shared {
+        Shared {
+            origin,
+            decay,
+            passive,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
+        nanos(at.saturating_duration_since(self.origin))
+    }
+
+    /// After the change is stored, so that a reader of the new version sees it.
+    pub(crate) fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
+}
+
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 pub(crate) struct Upstream {
     /// HTTP form: scheme and authority; the generic form's endpoints have none.
@@ -82,6 +121,7 @@ pub(crate) struct Upstream {
     /// Smooth weighted round robin's running weight (changed under the pool's lock).
     pub(crate) wrr_current: AtomicI64,
     stats: Mutex<Stats>,
+    shared: Arc<Shared>,
 }
 
 /// What the answers update, under the upstream's lock.
@@ -104,6 +144,7 @@ const DEFAULT_RTT_NS: f64 = 1_000_000.0;
 
 impl Upstream {
     pub(crate) fn new(
+        shared: Arc<Shared>,
         url: &str,
         static_weight: u32,
         now: Nanos,
@@ -111,8 +152,14 @@ impl Upstream {
     ) -> Result<Upstream, ConfigError> {
         let (scheme, authority) = parse_base(url)?;
         let name: Arc<str> = Arc::from(format!("{scheme}://{authority}"));
-        let base = Base { scheme, authority };
+        let host = http::HeaderValue::from_str(authority.as_str()).ok();
+        let base = Base {
+            scheme,
+            authority,
+            host,
+        };
         Ok(Upstream::with_name(
+            shared,
             name,
             Some(base),
             static_weight,
@@ -122,11 +169,17 @@ impl Upstream {
     }
 
     /// A generic-form endpoint, known by its key.
-    pub(crate) fn endpoint(name: Arc<str>, now: Nanos, slow_start: bool) -> Upstream {
-        Upstream::with_name(name, None, 1, now, slow_start)
+    pub(crate) fn endpoint(
+        shared: Arc<Shared>,
+        name: Arc<str>,
+        now: Nanos,
+        slow_start: bool,
+    ) -> Upstream {
+        Upstream::with_name(shared, name, None, 1, now, slow_start)
     }
 
     fn with_name(
+        shared: Arc<Shared>,
         name: Arc<str>,
         base: Option<Base>,
         static_weight: u32,
@@ -147,6 +200,7 @@ impl Upstream {
             ewma_at: AtomicU64::new(now),
             wrr_current: AtomicI64::new(0),
             stats: Mutex::default(),
+            shared,
         }
     }
 
@@ -179,6 +233,20 @@ impl Upstream {
         self.base_weight(now, slow_start)
     }
 
+    /// Until when [`weight`](Self::weight) stays what it is now, barring a change counted in
+    /// [`Shared::version`]: the end of an ejection, or `now` while slow start ramps.
+    pub(crate) fn weight_holds_until(&self, now: Nanos, slow_start: Duration) -> Nanos {
+        let ejected_until = self.ejected_until.load(Ordering::Relaxed);
+        if now < ejected_until {
+            return ejected_until;
+        }
+        let joined = self.joined_at.load(Ordering::Relaxed);
+        if joined != 0 && Duration::from_nanos(now.saturating_sub(joined)) < slow_start {
+            return now;
+        }
+        Nanos::MAX
+    }
+
     /// The weight ignoring health (panic mode).
     pub(crate) fn base_weight(&self, now: Nanos, slow_start: Duration) -> f64 {
         let weight = f64::from_bits(self.weight_bits.load(Ordering::Relaxed));
@@ -199,23 +267,45 @@ impl Upstream {
     pub(crate) fn set_adaptive_weight(&self, adaptive: Option<f64>) {
         let weight = f64::from(self.static_weight) * adaptive.unwrap_or(1.0);
         self.weight_bits.store(weight.to_bits(), Ordering::Relaxed);
+        self.shared.changed();
     }
 
     pub(crate) fn effective_adaptive(&self) -> f64 {
         f64::from_bits(self.weight_bits.load(Ordering::Relaxed)) / f64::from(self.static_weight)
     }
 
-    /// Peak-EWMA cost: the decayed latency estimate × (requests in flight + 1).
-    pub(crate) fn ewma_cost(&self, now: Nanos, decay: Duration) -> f64 {
+    /// Peak-EWMA cost before its decay: the latency estimate × (requests in flight + 1), and
+    /// the time it decays from (not after `now`).
+    fn undecayed_cost(&self, now: Nanos) -> (f64, Nanos) {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        self.latency_estimate(now, decay) * pending
+        let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let at = self.ewma_at.load(Ordering::Relaxed).min(now);
+        (estimate * pending, at)
     }
 
     pub(crate) fn latency_estimate(&self, now: Nanos, decay: Duration) -> f64 {
         let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         let at = self.ewma_at.load(Ordering::Relaxed);
         let elapsed = now.saturating_sub(at) as f64;
-        estimate * (-elapsed / decay.as_nanos().max(1) as f64).exp()
+        estimate * (-elapsed / decay_nanos(decay)).exp()
+    }
+
+    /// Accounts for one answer to a request sent at `started`: counts, latency estimate,
+    /// passive health.
+    pub(crate) fn answered(&self, started: Instant, ended: Instant, failed: bool) {
+        let shared = &*self.shared;
+        let latency = ended.saturating_duration_since(started);
+        let now = shared.nanos_since_origin(ended);
+        if let Some(length) = self.record(now, latency, failed, shared.decay, &shared.passive) {
+            tracing::warn!(upstream = %self.name, ejected_for = ?length, "upstream ejected after failures in a row");
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "proxflow_lb_requests_total",
+            "upstream" => self.name.to_string(),
+            "outcome" => if failed { "failure" } else { "success" }
+        )
+        .increment(1);
     }
 
     /// Records one answer: the interval's counts, the peak-EWMA estimate and passive health.
@@ -226,7 +316,7 @@ impl Upstream {
         latency: Duration,
         failed: bool,
         decay: Duration,
-        passive: &crate::config::PassiveHealth,
+        passive: &PassiveHealth,
     ) -> Option<Duration> {
         let mut stats = self.stats();
         stats.interval.add(latency, failed);
@@ -236,7 +326,7 @@ impl Upstream {
         // it down with the decay.
         let rtt = latency.as_nanos() as f64;
         let at = self.ewma_at.load(Ordering::Relaxed);
-        let kept = (-(now.saturating_sub(at) as f64) / decay.as_nanos().max(1) as f64).exp();
+        let kept = (-(now.saturating_sub(at) as f64) / decay_nanos(decay)).exp();
         let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed)) * kept;
         let updated = if rtt > estimate {
             rtt
@@ -274,6 +364,7 @@ impl Upstream {
         stats.predicted = None;
         stats.adaptive_weight = None;
         self.joined_at.store(until, Ordering::Relaxed);
+        self.shared.changed();
         Some(length)
     }
 
@@ -316,16 +407,48 @@ impl Upstream {
     }
 
     fn set_flag(&self, flag: u8, on: bool) {
-        if on {
-            self.flags.fetch_or(flag, Ordering::Relaxed);
+        let before = if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed)
         } else {
-            self.flags.fetch_and(!flag, Ordering::Relaxed);
+            self.flags.fetch_and(!flag, Ordering::Relaxed)
+        };
+        // The generic form marks endpoints not ready on every poll that finds them so.
+        if (before & flag != 0) != on {
+            self.shared.changed();
         }
     }
 
     pub(crate) fn ejected_until(&self) -> Nanos {
         self.ejected_until.load(Ordering::Relaxed)
     }
+}
+
+/// Whether `b`'s peak-EWMA cost (the decayed latency estimate × (requests in flight + 1))
+/// per unit of weight is below `a`'s. Both decay by the same factor per nanosecond, so only
+/// the older estimate is decayed to the newer one's time: one `exp` where two were a tenth
+/// of a pick.
+pub(crate) fn lower_ewma_cost(
+    (b, b_weight): (&Upstream, f64),
+    (a, a_weight): (&Upstream, f64),
+    now: Nanos,
+    decay: Duration,
+) -> bool {
+    let (b_cost, b_at) = b.undecayed_cost(now);
+    let (a_cost, a_at) = a.undecayed_cost(now);
+    let (b_cost, a_cost) = (b_cost / b_weight, a_cost / a_weight);
+    let decayed =
+        |older: Nanos, newer: Nanos| (-((newer - older) as f64) / decay_nanos(decay)).exp();
+    if a_at <= b_at {
+        b_cost < a_cost * decayed(a_at, b_at)
+    } else {
+        b_cost * decayed(b_at, a_at) < a_cost
+    }
+}
+
+/// As `f64` nanoseconds, through `u64`: converting the `u128` of `as_nanos` was a tenth of an
+/// adaptive pick.
+fn decay_nanos(decay: Duration) -> f64 {
+    nanos(decay).max(1) as f64
 }
 
 /// Counts a request in flight to its upstream until it is answered or dropped.
@@ -359,9 +482,17 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PassiveHealth;
 
     const MS: Duration = Duration::from_millis(1);
+
+    fn upstream() -> Upstream {
+        let shared = Arc::new(Shared::new(
+            Instant::now(),
+            Duration::from_secs(10),
+            PassiveHealth::default(),
+        ));
+        Upstream::new(shared, "http://a:1", 1, 0, false).unwrap()
+    }
 
     #[test]
     fn base_urls_only() {
@@ -382,7 +513,7 @@ mod tests {
 
     #[test]
     fn failures_in_a_row_eject_for_longer_each_time() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let passive = PassiveHealth {
             consecutive_failures: 3,
             ..PassiveHealth::default()
@@ -419,7 +550,7 @@ mod tests {
 
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let passive = PassiveHealth::default();
         let decay = Duration::from_secs(1);
         upstream.record(0, 100 * MS, false, decay, &passive);
@@ -435,8 +566,45 @@ mod tests {
     }
 
     #[test]
+    fn ewma_costs_compare_as_if_both_were_decayed_to_now() {
+        let passive = PassiveHealth::default();
+        let decay = Duration::from_secs(1);
+        let s = 1_000_000_000u64;
+        let upstreams: Vec<Upstream> = (0..4).map(|_| upstream()).collect();
+        // Estimates of 100, 300, 20 and 1 ms, set 0, 1, 3 and 4 s in; 2 and 0 in flight.
+        for (i, (latency, at)) in [(100, 0), (300, s), (20, 3 * s), (1, 4 * s)]
+            .into_iter()
+            .enumerate()
+        {
+            upstreams[i].record(at, latency * MS, false, decay, &passive);
+        }
+        upstreams[1].in_flight.store(2, Ordering::Relaxed);
+        let weights = [1.0, 3.0, 0.5, 1.0];
+        for now in [4 * s, 5 * s, 9 * s, 40 * s] {
+            let cost = |i: usize| {
+                let pending = f64::from(upstreams[i].in_flight.load(Ordering::Relaxed)) + 1.0;
+                upstreams[i].latency_estimate(now, decay) * pending / weights[i]
+            };
+            for a in 0..4 {
+                for b in 0..4 {
+                    if a == b {
+                        continue;
+                    }
+                    let lower = lower_ewma_cost(
+                        (&upstreams[b], weights[b]),
+                        (&upstreams[a], weights[a]),
+                        now,
+                        decay,
+                    );
+                    assert_eq!(lower, cost(b) < cost(a), "now {now}, {b} against {a}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn health_checks_need_their_thresholds() {
-        let upstream = Upstream::new("http://a:1", 1, 0, false).unwrap();
+        let upstream = upstream();
         let check = crate::config::ActiveHealth::default();
         assert_eq!(upstream.record_check(false, &check), None);
         assert_eq!(upstream.record_check(false, &check), None);
