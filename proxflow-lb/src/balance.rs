@@ -21,8 +21,9 @@ use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
+use crate::clock::now;
 use crate::layer::LbHandle;
-use crate::pool::{now, Pool};
+use crate::pool::Pool;
 use crate::service::BoxError;
 use crate::upstream::{InFlight, Upstream};
 

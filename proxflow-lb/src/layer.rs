@@ -7,9 +7,10 @@ use serde::Serialize;
 use tower_layer::Layer;
 
 use crate::balance::Balance;
+use crate::clock::now;
 use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, UpstreamConfig};
 use crate::error::ConfigError;
-use crate::pool::{now, Pool, UpstreamSnapshot};
+use crate::pool::{Pool, UpstreamSnapshot};
 use crate::service::Lb;
 use crate::upstream::InFlight;
 

@@ -56,11 +56,21 @@
 //!   stream with the same policies; an endpoint that is not ready (an open proxflow-breaker in
 //!   readiness mode) gets weight 0 until it is.
 //!
-//! Time is tokio's clock, so tests drive the balancer with paused time.
+//! Time is the CPU's time-stamp counter (through quanta, as governor reads it), about half the
+//! cost of `Instant::now` on the benchmark machine; every pick and answer reads it. Tests and
+//! simulations that drive the balancer with tokio's paused time (`tokio::time::pause`,
+//! `advance`, `start_paused`) enable the `test-util` feature, which makes it read tokio's
+//! clock:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! proxflow-lb = { version = "*", features = ["test-util"] }
+//! ```
 
 mod adaptive;
 mod balance;
 mod body;
+mod clock;
 mod config;
 mod error;
 mod health;

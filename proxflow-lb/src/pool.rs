@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::adaptive::{self, Interval, Sample};
+use crate::clock::now;
 use crate::config::{AdaptiveConfig, LbConfig, Policy};
 use crate::error::ConfigError;
 use crate::upstream::{fnv1a, lower_ewma_cost, nanos, Health, Nanos, Shared, Upstream};
-
-/// Tokio's clock, so that paused time in tests drives the balancer.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 pub(crate) struct Pool {
     shared: Arc<Shared>,

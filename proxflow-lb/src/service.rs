@@ -15,9 +15,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::LbBody;
+use crate::clock::now;
 use crate::config::{HostHeader, Policy};
 use crate::error::{NoUpstream, UpstreamFailed};
-use crate::pool::{now, Pool};
+use crate::pool::Pool;
 use crate::upstream::{InFlight, Upstream};
 
 /// Errors a client can return, boxed.
