@@ -15,13 +15,12 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::layer::LbHandle;
 use crate::pool::Pool;
 use crate::service::BoxError;
@@ -154,7 +153,7 @@ where
         loop {
             let name = match self.chosen.take() {
                 Some(name) => name,
-                None => match self.pool.pick(now(), None, &tried) {
+                None => match self.pool.pick(Moment::now(), None, &tried) {
                     Some(upstream) => Arc::clone(&upstream.name),
                     // Nothing ready: the endpoints polled above and the stream will wake us.
                     None => return Poll::Pending,
@@ -196,7 +195,7 @@ where
         let state = State::Running {
             future: endpoint.service.call(request),
             in_flight: Some(InFlight::new(Arc::clone(&endpoint.upstream))),
-            started: now(),
+            started: Moment::now(),
         };
         BalanceFuture { state }
     }
@@ -219,7 +218,7 @@ pin_project! {
             #[pin]
             future: F,
             in_flight: Option<InFlight>,
-            started: Instant,
+            started: Moment,
         },
     }
 }
@@ -245,7 +244,7 @@ where
                 if let Some(in_flight) = in_flight.take() {
                     in_flight
                         .upstream()
-                        .answered(*started, now(), result.is_err());
+                        .answered(*started, Moment::now(), result.is_err());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -1,13 +1,13 @@
 //! [`AdaptiveLb`], its builder, and the handle on its upstreams.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tower_layer::Layer;
 
 use crate::balance::Balance;
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, UpstreamConfig};
 use crate::error::ConfigError;
 use crate::pool::{Pool, UpstreamSnapshot};
@@ -214,7 +214,7 @@ impl LbHandle {
     /// traffic too. `key` is the hashing policies' key (a client address, a header value).
     /// `None` when no upstream is available.
     pub fn pick(&self, key: Option<&[u8]>) -> Option<Pick> {
-        let started = now();
+        let started = Moment::now();
         let upstream = self.pool.pick(started, key, &[])?;
         Some(Pick {
             in_flight: InFlight::new(upstream),
@@ -226,7 +226,7 @@ impl LbHandle {
     pub fn snapshot(&self) -> LbSnapshot {
         LbSnapshot {
             policy: policy_name(&self.pool.config.lb_policy),
-            upstreams: self.pool.snapshot(now()),
+            upstreams: self.pool.snapshot(Moment::now()),
         }
     }
 }
@@ -240,7 +240,7 @@ impl std::fmt::Debug for LbHandle {
 /// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
 /// records nothing).
 pub struct Pick {
-    started: Instant,
+    started: Moment,
     in_flight: InFlight,
 }
 
@@ -253,7 +253,7 @@ impl Pick {
     /// The request ended: its latency (from the pick) and whether it failed count as a
     /// balanced request's would.
     pub fn finish(self, failed: bool) {
-        let ended = now();
+        let ended = Moment::now();
         self.in_flight
             .upstream()
             .answered(self.started, ended, failed);

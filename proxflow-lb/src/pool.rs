@@ -3,12 +3,12 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::adaptive::{self, Interval, Sample};
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::config::{AdaptiveConfig, LbConfig, Policy};
 use crate::error::ConfigError;
 use crate::upstream::{fnv1a, lower_ewma_cost, nanos, Health, Nanos, Shared, Upstream};
@@ -37,7 +37,11 @@ impl Pool {
             Policy::PeakEwma { decay } => *decay,
             _ => Duration::from_secs(10),
         };
-        let shared = Arc::new(Shared::new(now(), decay, config.passive_health.clone()));
+        let shared = Arc::new(Shared::new(
+            Moment::now(),
+            decay,
+            config.passive_health.clone(),
+        ));
         let upstreams = config
             .upstreams
             .iter()
@@ -62,7 +66,7 @@ impl Pool {
         Ok(pool)
     }
 
-    pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
+    pub(crate) fn nanos_since_origin(&self, at: Moment) -> Nanos {
         self.shared.nanos_since_origin(at)
     }
 
@@ -135,7 +139,7 @@ impl Pool {
     /// is off). `key` is the hash policies' key; `exclude` the upstreams already tried.
     pub(crate) fn pick(
         &self,
-        now: Instant,
+        now: Moment,
         key: Option<&[u8]>,
         exclude: &[Arc<str>],
     ) -> Option<Arc<Upstream>> {
@@ -365,14 +369,14 @@ impl Pool {
 
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
-        let now = self.nanos_since_origin(now());
+        let now = self.nanos_since_origin(Moment::now());
         let shared = Arc::clone(&self.shared);
         Ok(self.insert(Arc::new(Upstream::new(shared, url, weight, now, true)?)))
     }
 
     /// Adds a generic-form endpoint (slow start applies); false if the name is taken.
     pub(crate) fn add_endpoint(&self, name: Arc<str>) -> bool {
-        let now = self.nanos_since_origin(now());
+        let now = self.nanos_since_origin(Moment::now());
         let shared = Arc::clone(&self.shared);
         self.insert(Arc::new(Upstream::endpoint(shared, name, now, true)))
     }
@@ -414,7 +418,7 @@ impl Pool {
         found.is_some()
     }
 
-    pub(crate) fn snapshot(&self, at: Instant) -> Vec<UpstreamSnapshot> {
+    pub(crate) fn snapshot(&self, at: Moment) -> Vec<UpstreamSnapshot> {
         let now = self.nanos_since_origin(at);
         self.list()
             .iter()
@@ -588,7 +592,7 @@ mod tests {
     fn counts(pool: &Pool, picks: usize, key: impl Fn(usize) -> Option<Vec<u8>>) -> Vec<usize> {
         let list = pool.list();
         let mut counts = vec![0; list.len()];
-        let t = now();
+        let t = Moment::now();
         for i in 0..picks {
             let key = key(i);
             let picked = pool.pick(t, key.as_deref(), &[]).unwrap();
@@ -612,7 +616,7 @@ mod tests {
             &[("http://a:1", 5), ("http://b:1", 1), ("http://c:1", 1)],
         );
         let list = pool.list();
-        let t = now();
+        let t = Moment::now();
         let order: String = (0..7)
             .map(|_| {
                 let picked = pool.pick(t, None, &[]).unwrap();
@@ -645,7 +649,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hashing_keeps_keys_in_place_until_their_upstream_leaves() {
         let pool = pool(Policy::IpHash, &THREE);
-        let t = now();
+        let t = Moment::now();
         let key = |i: usize| format!("10.0.0.{i}").into_bytes();
         let before: Vec<Arc<str>> = (0..200)
             .map(|i| Arc::clone(&pool.pick(t, Some(&key(i)), &[]).unwrap().name))
@@ -707,12 +711,21 @@ mod tests {
         let one = pool(Policy::Random, &THREE);
         let other = pool(Policy::Random, &[("http://x:1", 1)]);
         for _ in 0..100 {
-            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://x:1");
-            assert_eq!(&*other.pick(now(), None, &[]).unwrap().name, "http://x:1");
+            assert_ne!(
+                &*one.pick(Moment::now(), None, &[]).unwrap().name,
+                "http://x:1"
+            );
+            assert_eq!(
+                &*other.pick(Moment::now(), None, &[]).unwrap().name,
+                "http://x:1"
+            );
         }
         assert!(one.remove("http://a:1"));
         for _ in 0..100 {
-            assert_ne!(&*one.pick(now(), None, &[]).unwrap().name, "http://a:1");
+            assert_ne!(
+                &*one.pick(Moment::now(), None, &[]).unwrap().name,
+                "http://a:1"
+            );
         }
         assert!(one.add("http://a:1", 1).unwrap());
         tokio::time::advance(Duration::from_secs(30)).await;
@@ -734,7 +747,7 @@ mod tests {
         list[0].drain();
         assert_eq!(share(&pool), 0.0, "draining");
         let passive = pool.config.passive_health.clone();
-        let t = pool.nanos_since_origin(now());
+        let t = pool.nanos_since_origin(Moment::now());
         for _ in 0..passive.consecutive_failures {
             list[1].record(
                 t,
@@ -756,7 +769,7 @@ mod tests {
         for (url, _) in THREE {
             pool.drain(url);
         }
-        assert!(pool.pick(now(), None, &[]).is_none());
+        assert!(pool.pick(Moment::now(), None, &[]).is_none());
         let panicking = Pool::new(LbConfig {
             panic_mode: true,
             ..pool.config.clone()
@@ -765,7 +778,7 @@ mod tests {
         for (url, _) in THREE {
             panicking.drain(url);
         }
-        assert!(panicking.pick(now(), None, &[]).is_some());
+        assert!(panicking.pick(Moment::now(), None, &[]).is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -774,7 +787,7 @@ mod tests {
         let exclude: Vec<Arc<str>> = vec![Arc::from("http://a:1"), Arc::from("http://b:1")];
         for _ in 0..100 {
             assert_eq!(
-                &*pool.pick(now(), None, &exclude).unwrap().name,
+                &*pool.pick(Moment::now(), None, &exclude).unwrap().name,
                 "http://c:1"
             );
         }
@@ -796,8 +809,8 @@ mod tests {
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
-        pool.pick(now(), None, &[]);
-        let snapshot = pool.snapshot(now());
+        pool.pick(Moment::now(), None, &[]);
+        let snapshot = pool.snapshot(Moment::now());
         let weights: Vec<f64> = snapshot
             .iter()
             .map(|u| u.adaptive_weight.unwrap())
@@ -811,8 +824,8 @@ mod tests {
             list[1].record(0, 20 * ms, false, pool.shared.decay, &passive);
         }
         tokio::time::advance(Duration::from_secs(1)).await;
-        pool.pick(now(), None, &[]);
-        let snapshot = pool.snapshot(now());
+        pool.pick(Moment::now(), None, &[]);
+        let snapshot = pool.snapshot(Moment::now());
         assert_eq!(snapshot[2].history.len(), 2);
         assert!((snapshot[2].history[1] - 0.015).abs() < 1e-12);
     }

@@ -15,7 +15,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::LbBody;
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::config::{HostHeader, Policy};
 use crate::error::{NoUpstream, UpstreamFailed};
 use crate::pool::Pool;
@@ -133,7 +133,7 @@ where
     let mut body = Some(body);
     let mut tried: Vec<Arc<str>> = Vec::new();
     loop {
-        let started = now();
+        let started = Moment::now();
         let Some(upstream) = pool.pick(started, key.as_deref(), &tried) else {
             return Ok(no_upstream(&tried));
         };
@@ -165,7 +165,7 @@ where
         let in_flight = InFlight::new(Arc::clone(&upstream));
         let result = client.call(request).await;
         drop(in_flight);
-        let ended = now();
+        let ended = Moment::now();
         match result {
             Ok(response) => {
                 let failed = pool

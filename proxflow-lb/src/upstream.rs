@@ -2,12 +2,13 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use serde::Serialize;
 
 use crate::adaptive::{History, Interval};
+use crate::clock::Moment;
 use crate::config::PassiveHealth;
 use crate::error::ConfigError;
 
@@ -65,7 +66,7 @@ pub(crate) type Nanos = u64;
 /// What the upstreams of one pool share: enough to account for an answer, so that a request
 /// in flight holds its upstream only (another `Arc` per pick was a tenth of a pick).
 pub(crate) struct Shared {
-    pub(crate) origin: Instant,
+    pub(crate) origin: Moment,
     /// Peak-EWMA decay (`PeakEwma`'s, or 10 s for the latency shown in snapshots).
     pub(crate) decay: Duration,
     pub(crate) passive: PassiveHealth,
@@ -75,7 +76,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(origin: Instant, decay: Duration, passive: PassiveHealth) -> Shared {
+    pub(crate) fn new(origin: Moment, decay: Duration, passive: PassiveHealth) -> Shared {
         Shared {
             origin,
             decay,
@@ -84,8 +85,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn nanos_since_origin(&self, at: Instant) -> Nanos {
-        nanos(at.saturating_duration_since(self.origin))
+    pub(crate) fn nanos_since_origin(&self, at: Moment) -> Nanos {
+        at.nanos_since(self.origin)
     }
 
     /// After the change is stored, so that a reader of the new version sees it.
@@ -292,9 +293,9 @@ impl Upstream {
 
     /// Accounts for one answer to a request sent at `started`: counts, latency estimate,
     /// passive health.
-    pub(crate) fn answered(&self, started: Instant, ended: Instant, failed: bool) {
+    pub(crate) fn answered(&self, started: Moment, ended: Moment, failed: bool) {
         let shared = &*self.shared;
-        let latency = ended.saturating_duration_since(started);
+        let latency = ended.duration_since(started);
         let now = shared.nanos_since_origin(ended);
         if let Some(length) = self.record(now, latency, failed, shared.decay, &shared.passive) {
             tracing::warn!(upstream = %self.name, ejected_for = ?length, "upstream ejected after failures in a row");
@@ -487,7 +488,7 @@ mod tests {
 
     fn upstream() -> Upstream {
         let shared = Arc::new(Shared::new(
-            Instant::now(),
+            Moment::now(),
             Duration::from_secs(10),
             PassiveHealth::default(),
         ));
