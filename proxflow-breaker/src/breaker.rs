@@ -84,7 +84,8 @@ impl Holders {
 }
 
 pub(crate) struct Breaker {
-    /// Read by every call: apart from the `Arc`'s counts, which every call writes.
+    /// Read by every call, on lines of its own (calls write their holder's count instead of
+    /// the `Arc`'s).
     hot: Hot,
     name: Arc<str>,
     inner: Mutex<Inner>,
