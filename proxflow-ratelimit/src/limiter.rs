@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
@@ -14,7 +14,7 @@ use governor::{Quota, RateLimiter};
 use crate::algorithm::{
     self, gcra_reserve, leaky_bucket, sliding_counter, sliding_log, Nanos, Rate, Verdict,
 };
-use crate::clock;
+use crate::clock::Moment;
 use crate::config::Algorithm;
 use crate::store::{KeyState, KeyStore};
 
@@ -22,14 +22,13 @@ use crate::store::{KeyState, KeyStore};
 /// table holds times in this frame.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LimiterClock {
-    origin: Arc<OnceLock<Instant>>,
+    origin: Arc<OnceLock<Moment>>,
 }
 
 impl LimiterClock {
     pub(crate) fn now_ns(&self) -> Nanos {
-        let now = clock::now();
-        let origin = self.origin.get_or_init(|| now);
-        u64::try_from(now.saturating_duration_since(*origin).as_nanos()).unwrap_or(u64::MAX)
+        let now = Moment::now();
+        now.nanos_since(*self.origin.get_or_init(|| now))
     }
 }
 
