@@ -188,7 +188,7 @@ impl<S: KeyState> Table<S> {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             let wanted = (self.slots.len() * 2).max(8);
             let most = (capacity * 4).div_ceil(3).next_power_of_two().max(8);
-            self.resize(wanted.min(most));
+            self.rebuild(wanted.min(most), |_| true);
         }
         self.put(Slot { key, state });
     }
@@ -211,11 +211,14 @@ impl<S: KeyState> Table<S> {
         self.len -= 1;
     }
 
-    fn resize(&mut self, slots: usize) {
+    /// Moves the entries `keep` accepts into a new array of `slots` slots.
+    fn rebuild(&mut self, slots: usize, mut keep: impl FnMut(&S) -> bool) {
         let old = std::mem::replace(&mut self.slots, new_slots(slots));
         self.len = 0;
         for entry in old.into_iter().filter(|entry| entry.key != FREE) {
-            self.put(entry);
+            if keep(&entry.state) {
+                self.put(entry);
+            }
         }
     }
 
@@ -253,17 +256,12 @@ impl<S: KeyState> Table<S> {
             );
         }
         let before = self.len;
-        let slots = self.slots.len();
-        let old = std::mem::replace(&mut self.slots, new_slots(slots));
-        self.len = 0;
-        for entry in old.into_iter().filter(|entry| entry.key != FREE) {
-            let idle_at = entry.state.idle_at();
+        self.rebuild(self.slots.len(), |state| {
+            let idle_at = state.idle_at();
             let drop_busy = busy_to_drop > 0 && idle_at <= threshold;
             busy_to_drop -= usize::from(drop_busy);
-            if idle_at > now && !drop_busy {
-                self.put(entry);
-            }
-        }
+            idle_at > now && !drop_busy
+        });
         before - self.len
     }
 }
