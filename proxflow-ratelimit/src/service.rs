@@ -309,7 +309,7 @@ where
                 };
             }
             Decision::Answer(response, body) => State::Answered {
-                answer: Some(Box::new((response, body))),
+                answer: Some((response, body)),
             },
         };
         ResponseFuture {
@@ -338,9 +338,10 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        // The refusal and the wait are boxed so that the future of an admitted request, the
-        // common one, stays small: it is moved on its way to the server (perf: `memmove`).
-        Answered { answer: Option<Box<(Response<()>, AnswerBody)>> },
+        Answered { answer: Option<(Response<()>, AnswerBody)> },
+        // Boxed so that the future of an admitted request stays small (a `Sleep` and a
+        // `Request` are most of 400 bytes, moved on the way to the server); the refusal is
+        // not, as a flood of them is the path a limiter exists for.
         Waiting { held: Pin<Box<Held<S, B>>> },
         Inner { #[pin] future: S::Future },
     }
@@ -367,7 +368,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Answered { answer } => {
-                    let (response, body) = *answer.take().expect("polled after completion");
+                    let (response, body) = answer.take().expect("polled after completion");
                     let body = match body {
                         AnswerBody::Text(text) => RateLimitBody::text(text),
                         AnswerBody::Abort => RateLimitBody::abort(),
