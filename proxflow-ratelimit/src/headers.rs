@@ -2,7 +2,7 @@
 //! draft "RateLimit header fields for HTTP", structured-field form), `Retry-After`, and the
 //! legacy `X-RateLimit-*` trio.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -32,16 +32,20 @@ pub(crate) struct LimitState {
 /// `RateLimit-Policy` and `RateLimit` values of one quota, built once: formatting and
 /// allocating two header values per request was most of the layer's cost (perf: `format`,
 /// `malloc`, `free` on top of the profile of the criterion bench). The cached values are
-/// [interned](interned): putting one into a response copies a pointer.
+/// [interned](interned): an answer carries two pointers to them.
 pub(crate) struct HeaderCache {
     rate: Rate,
     name: String,
-    policy: HeaderValue,
+    policy: Interned,
     /// `RateLimit` values by `remaining`, each with the reset it was made for. On the token
     /// bucket's allowed path the reset follows from `remaining`, so the first value made is the
     /// one every later answer with that `remaining` needs; any other reset is formatted.
-    limits: Box<[OnceLock<(u64, HeaderValue)>]>,
+    limits: Box<[OnceLock<(u64, Interned)>]>,
 }
+
+/// A value made once for the life of the process (see [`interned`]); `None` once the set is
+/// full.
+type Interned = Option<&'static HeaderValue>;
 
 /// Quotas with a larger burst cache the values of their lowest `remaining` counts only.
 const MAX_CACHED: usize = 1024;
@@ -60,62 +64,77 @@ impl HeaderCache {
     /// The fields of one answer.
     pub(crate) fn fields(&self, state: &LimitState, legacy: bool) -> LimitFields {
         let reset = seconds_up(state.reset_after);
-        let policy = if state.rate == self.rate {
-            self.policy.clone()
-        } else {
-            policy_value(&self.name, &state.rate)
-        };
+        let policy = self.policy.filter(|_| state.rate == self.rate);
+        let limit = self.cached_limit(state.remaining, reset);
+        if let (Some(policy), Some(limit), false) = (policy, limit, legacy) {
+            return LimitFields::Cached { policy, limit };
+        }
         let legacy = legacy.then(|| {
-            Box::new([
+            [
                 HeaderValue::from(state.rate.rate),
                 HeaderValue::from(state.remaining),
                 HeaderValue::from(reset),
-            ])
+            ]
         });
-        LimitFields {
-            policy,
-            limit: self.limit(state.remaining, reset),
+        LimitFields::Made(Box::new(MadeFields {
+            policy: policy.map_or_else(|| policy_value(&self.name, &state.rate), Clone::clone),
+            limit: limit.map_or_else(
+                || limit_value(&self.name, state.remaining, reset),
+                Clone::clone,
+            ),
             legacy,
-        }
+        }))
     }
 
-    fn limit(&self, remaining: u32, reset: u64) -> HeaderValue {
-        if let Some(slot) = self.limits.get(remaining as usize) {
-            let (cached_reset, value) =
-                slot.get_or_init(|| (reset, interned(limit_value(&self.name, remaining, reset))));
-            if *cached_reset == reset {
-                return value.clone();
-            }
-        }
-        limit_value(&self.name, remaining, reset)
+    fn cached_limit(&self, remaining: u32, reset: u64) -> Interned {
+        let slot = self.limits.get(remaining as usize)?;
+        let (cached_reset, value) =
+            slot.get_or_init(|| (reset, interned(limit_value(&self.name, remaining, reset))));
+        (*cached_reset == reset).then_some(*value).flatten()
     }
 }
 
-/// Most values the process keeps for good (about 2 MB): beyond them, values are shared
-/// through reference counts.
+/// `Retry-After` values up to this many seconds are interned; longer waits are formatted.
+const MAX_CACHED_RETRY: u64 = 3600;
+
+/// The `Retry-After` value of a wait, in whole seconds rounded up, at least 1: a client told 0
+/// would retry at once.
+pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
+    static VALUES: [OnceLock<Interned>; MAX_CACHED_RETRY as usize + 1] =
+        [const { OnceLock::new() }; MAX_CACHED_RETRY as usize + 1];
+    let seconds = seconds_up(wait).max(1);
+    VALUES
+        .get(seconds as usize)
+        .and_then(|slot| *slot.get_or_init(|| interned(HeaderValue::from(seconds))))
+        .map_or_else(|| HeaderValue::from(seconds), HeaderValue::clone)
+}
+
+/// Most values the process keeps for good (about 2 MB).
 const MAX_INTERNED: usize = 65_536;
 
 /// The same value with `'static` bytes, kept for the life of the process and shared by every
-/// layer that makes it. Cloning a reference-counted value and dropping it with the response are
-/// two atomic operations on a line both cores write (perf: `shared_clone` and `shared_drop`,
-/// 5% of a keyed decision); a static one costs neither. Values repeat across layers built from
-/// the same quota, and there are at most 1025 per quota, so the set stays small; the cap
-/// bounds it anyway.
-fn interned(value: HeaderValue) -> HeaderValue {
-    static VALUES: Mutex<BTreeSet<&'static [u8]>> = Mutex::new(BTreeSet::new());
-    let Ok(mut values) = VALUES.lock() else {
-        return value;
-    };
-    let bytes = match values.get(value.as_bytes()) {
-        Some(&bytes) => bytes,
-        None if values.len() < MAX_INTERNED => {
-            let bytes: &'static [u8] = Box::leak(value.as_bytes().into());
-            values.insert(bytes);
-            bytes
-        }
-        None => return value,
-    };
-    HeaderValue::from_maybe_shared(Bytes::from_static(bytes)).unwrap_or(value)
+/// layer that makes it; `None` once the set is full. Cloning a reference-counted value and
+/// dropping it with the response are two atomic operations on a line both cores write (perf:
+/// `shared_clone` and `shared_drop`, 5% of a keyed decision); a static one costs neither, and an
+/// answer carries a pointer to it instead of the value (a smaller future to move). Values
+/// repeat across layers built from the same quota, and there are at most 1025 per quota, so the
+/// set stays small; the cap bounds it anyway.
+fn interned(value: HeaderValue) -> Interned {
+    static VALUES: Mutex<BTreeMap<&'static [u8], &'static HeaderValue>> =
+        Mutex::new(BTreeMap::new());
+    let mut values = VALUES.lock().ok()?;
+    if let Some(&known) = values.get(value.as_bytes()) {
+        return Some(known);
+    }
+    if values.len() >= MAX_INTERNED {
+        return None;
+    }
+    let bytes: &'static [u8] = Box::leak(value.as_bytes().into());
+    let leaked: &'static HeaderValue = Box::leak(Box::new(
+        HeaderValue::from_maybe_shared(Bytes::from_static(bytes)).ok()?,
+    ));
+    values.insert(bytes, leaked);
+    Some(leaked)
 }
 
 /// `"name";q=<rate>;w=<window seconds>`.
@@ -146,21 +165,43 @@ fn structured(name: &str, parameters: [(&[u8; 1], u64); 2]) -> HeaderValue {
 }
 
 /// The fields of one answer, made when the layer decides and inserted into the response.
-pub(crate) struct LimitFields {
+pub(crate) enum LimitFields {
+    /// The layer's own quota with a cached remaining count: two pointers, nothing to free.
+    Cached {
+        policy: &'static HeaderValue,
+        limit: &'static HeaderValue,
+    },
+    /// Values formatted for this answer: other quotas, uncached counts, legacy fields.
+    Made(Box<MadeFields>),
+}
+
+pub(crate) struct MadeFields {
     policy: HeaderValue,
     limit: HeaderValue,
-    legacy: Option<Box<[HeaderValue; 3]>>,
+    legacy: Option<[HeaderValue; 3]>,
 }
 
 impl LimitFields {
     pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY, self.policy);
-        headers.insert(RATELIMIT, self.limit);
-        if let Some(legacy) = self.legacy {
-            let [limit, remaining, reset] = *legacy;
-            headers.insert(X_LIMIT, limit);
-            headers.insert(X_REMAINING, remaining);
-            headers.insert(X_RESET, reset);
+        match self {
+            LimitFields::Cached { policy, limit } => {
+                headers.insert(RATELIMIT_POLICY, policy.clone());
+                headers.insert(RATELIMIT, limit.clone());
+            }
+            LimitFields::Made(made) => {
+                let MadeFields {
+                    policy,
+                    limit,
+                    legacy,
+                } = *made;
+                headers.insert(RATELIMIT_POLICY, policy);
+                headers.insert(RATELIMIT, limit);
+                if let Some([limit, remaining, reset]) = legacy {
+                    headers.insert(X_LIMIT, limit);
+                    headers.insert(X_REMAINING, remaining);
+                    headers.insert(X_RESET, reset);
+                }
+            }
         }
     }
 }
@@ -223,5 +264,23 @@ mod tests {
         }
         assert_eq!(seconds_up(1), 1);
         assert_eq!(seconds_up(0), 0);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        const SECOND: Nanos = 1_000_000_000;
+        assert_eq!(retry_after(0), "1", "never 0: a client would retry at once");
+        assert_eq!(retry_after(SECOND + 1), "2");
+        assert_eq!(retry_after(3600 * SECOND), "3600");
+        assert_eq!(
+            retry_after(3601 * SECOND),
+            "3601",
+            "formatted past the cache"
+        );
+        // Cached values are shared, not copied per answer.
+        assert_eq!(
+            retry_after(30 * SECOND).as_bytes().as_ptr(),
+            retry_after(30 * SECOND).as_bytes().as_ptr()
+        );
     }
 }

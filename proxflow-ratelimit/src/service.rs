@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::algorithm::{Nanos, Rate, Verdict};
 use crate::body::RateLimitBody;
 use crate::config::{LimitHeaders, MissingKey, Reject};
-use crate::headers::{self, seconds_up, LimitFields, LimitState};
+use crate::headers::{self, LimitFields, LimitState};
 use crate::key::{KeyKind, KeyRules, RequestView};
 use crate::layer::Quota;
 use crate::limiter::{Limiter, LimiterClock, Tables};
@@ -68,12 +68,52 @@ enum Decision {
         wait: Nanos,
         fields: Option<LimitFields>,
     },
-    Answer(Response<()>, AnswerBody),
+    Answer(Answer),
 }
 
-enum AnswerBody {
-    Text(&'static str),
-    Abort,
+/// A response the layer gives itself, built when its future is polled: the decision and the
+/// future carry these few words instead of a response.
+enum Answer {
+    MissingKey,
+    Limited {
+        retry_after: Nanos,
+        rate: Rate,
+        fields: Option<LimitFields>,
+    },
+    Drop,
+}
+
+impl Answer {
+    fn into_response<B>(self) -> Response<RateLimitBody<B>> {
+        match self {
+            Answer::MissingKey => plain(
+                StatusCode::BAD_REQUEST,
+                RateLimitBody::text("missing rate limit key\n"),
+            ),
+            Answer::Drop => plain(StatusCode::TOO_MANY_REQUESTS, RateLimitBody::abort()),
+            Answer::Limited {
+                retry_after,
+                rate,
+                fields,
+            } => {
+                let mut response = plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    RateLimitBody::text("too many requests\n"),
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
+                if let Some(fields) = fields {
+                    fields.insert_into(headers);
+                }
+                response.extensions_mut().insert(RateLimited {
+                    retry_after: Duration::from_nanos(retry_after),
+                    rate: rate.rate,
+                    per: Duration::from_nanos(rate.per_ns),
+                });
+                response
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -89,13 +129,7 @@ impl Shared {
                 match self.missing_key {
                     MissingKey::Shared => Some(self.rules.missing()),
                     MissingKey::Allow => return Decision::Pass(None),
-                    MissingKey::Reject => {
-                        let response = plain(StatusCode::BAD_REQUEST);
-                        return Decision::Answer(
-                            response,
-                            AnswerBody::Text("missing rate limit key\n"),
-                        );
-                    }
+                    MissingKey::Reject => return Decision::Answer(Answer::MissingKey),
                 }
             }
         };
@@ -159,29 +193,17 @@ impl Shared {
                 if self.reject == Reject::Drop {
                     self.counters.add(Counter::Dropped);
                     tracing::debug!("rate limited: dropping the connection");
-                    return Decision::Answer(
-                        plain(StatusCode::TOO_MANY_REQUESTS),
-                        AnswerBody::Abort,
-                    );
+                    return Decision::Answer(Answer::Drop);
                 }
                 self.counters.add(Counter::Limited);
                 tracing::debug!(retry_after_ms = retry_after / 1_000_000, "rate limited");
-                let mut response = plain(StatusCode::TOO_MANY_REQUESTS);
-                let retry = seconds_up(retry_after).max(1);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-                if self.headers != LimitHeaders::Never {
-                    self.header_cache
-                        .fields(&state, self.legacy_headers)
-                        .insert_into(response.headers_mut());
-                }
-                response.extensions_mut().insert(RateLimited {
-                    retry_after: Duration::from_nanos(retry_after),
-                    rate: state.rate.rate,
-                    per: Duration::from_nanos(state.rate.per_ns),
-                });
-                Decision::Answer(response, AnswerBody::Text("too many requests\n"))
+                let fields = (self.headers != LimitHeaders::Never)
+                    .then(|| self.header_cache.fields(&state, self.legacy_headers));
+                Decision::Answer(Answer::Limited {
+                    retry_after,
+                    rate,
+                    fields,
+                })
             }
         }
     }
@@ -217,8 +239,8 @@ impl Shared {
     }
 }
 
-fn plain(status: StatusCode) -> Response<()> {
-    let mut response = Response::new(());
+fn plain<B>(status: StatusCode, body: RateLimitBody<B>) -> Response<RateLimitBody<B>> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -308,8 +330,8 @@ where
                     fields,
                 };
             }
-            Decision::Answer(response, body) => State::Answered {
-                answer: Some((response, body)),
+            Decision::Answer(answer) => State::Answered {
+                answer: Some(answer),
             },
         };
         ResponseFuture {
@@ -338,10 +360,10 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Answered { answer: Option<(Response<()>, AnswerBody)> },
+        Answered { answer: Option<Answer> },
         // Boxed so that the future of an admitted request stays small (a `Sleep` and a
-        // `Request` are most of 400 bytes, moved on the way to the server); the refusal is
-        // not, as a flood of them is the path a limiter exists for.
+        // `Request` are most of 400 bytes, moved on the way to the server). The refusal is
+        // small and not boxed: a flood of them is the path a limiter exists for.
         Waiting { held: Pin<Box<Held<S, B>>> },
         Inner { #[pin] future: S::Future },
     }
@@ -368,12 +390,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Answered { answer } => {
-                    let (response, body) = answer.take().expect("polled after completion");
-                    let body = match body {
-                        AnswerBody::Text(text) => RateLimitBody::text(text),
-                        AnswerBody::Abort => RateLimitBody::abort(),
-                    };
-                    return Poll::Ready(Ok(response.map(|()| body)));
+                    let answer = answer.take().expect("polled after completion");
+                    return Poll::Ready(Ok(answer.into_response()));
                 }
                 StateProj::Waiting { held } => {
                     let held = held.as_mut().project();
