@@ -529,6 +529,10 @@ fn summary(since: SystemTime) {
         ns(two_fields),
     );
     out += &format!(
+        "| the floor of any limiter that writes the two fields: (governor_direct + the two fields) / governor_direct | {} | | info |\n",
+        two_fields.zip(governor).map_or("n/a".into(), |(f, g)| format!("{:.2}x", (g + f) / g)),
+    );
+    out += &format!(
         "| layer, rejected path, global (ratelimit_rejected/layer_global - ratelimit_allowed/noop) | {} | | info |\n",
         ns(rejected)
     );
