@@ -153,6 +153,10 @@ pub struct RateLimitConfig {
     pub headers: LimitHeaders,
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`. Default `false`.
     pub legacy_headers: bool,
+    /// Put a [`RateLimited`](crate::RateLimited) into the extensions of every 429, for outer
+    /// layers and logs. Default `false`: three small allocations per refusal, about 8% of the
+    /// user-space instructions of a refused request in the example `ratelimit_server`.
+    pub mark_refusals: bool,
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields. Default `default`.
     pub policy_name: String,
 }
@@ -177,6 +181,7 @@ impl Default for RateLimitConfig {
             shadow: false,
             headers: LimitHeaders::Always,
             legacy_headers: false,
+            mark_refusals: false,
             policy_name: "default".into(),
         }
     }

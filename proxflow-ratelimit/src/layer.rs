@@ -171,6 +171,12 @@ impl RateLimitLayer {
         self.with(|c| c.legacy_headers = on)
     }
 
+    /// Put a [`RateLimited`](crate::RateLimited) into the extensions of every 429, for outer
+    /// layers and logs. Default: off (three small allocations per refusal).
+    pub fn mark_refusals(self, on: bool) -> Self {
+        self.with(|c| c.mark_refusals = on)
+    }
+
     /// `user` key: the header holding the user id when no [`UserId`](crate::UserId) extension
     /// is set. Default: none.
     pub fn user_header(self, name: HeaderName) -> Self {
@@ -256,6 +262,7 @@ impl RateLimitLayer {
             shadow: c.shadow,
             headers: c.headers,
             legacy_headers: c.legacy_headers,
+            mark_refusals: c.mark_refusals,
             header_cache: HeaderCache::new(&c.policy_name, rate),
             counters: Counters::default(),
         }

@@ -45,12 +45,14 @@ pub(crate) struct Shared {
     pub(crate) shadow: bool,
     pub(crate) headers: LimitHeaders,
     pub(crate) legacy_headers: bool,
+    pub(crate) mark_refusals: bool,
     /// The default quota's header values (other quotas' are formatted per answer).
     pub(crate) header_cache: headers::HeaderCache,
     pub(crate) counters: Counters,
 }
 
-/// Put into the extensions of every 429 this layer answers, for outer layers and logs.
+/// Put into the extensions of every 429 this layer answers when
+/// [`mark_refusals`](crate::RateLimitLayer::mark_refusals) is on, for outer layers and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimited {
     /// When the same request would be admitted.
@@ -77,8 +79,9 @@ enum Answer {
     MissingKey,
     Limited {
         retry_after: Nanos,
-        rate: Rate,
         fields: Option<LimitFields>,
+        /// With `mark_refusals`: the limit that refused it.
+        mark: Option<Rate>,
     },
     Drop,
 }
@@ -93,8 +96,8 @@ impl Answer {
             Answer::Drop => plain(StatusCode::TOO_MANY_REQUESTS, RateLimitBody::abort()),
             Answer::Limited {
                 retry_after,
-                rate,
                 fields,
+                mark,
             } => {
                 let mut response = plain(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -105,11 +108,13 @@ impl Answer {
                 if let Some(fields) = fields {
                     fields.insert_into(headers);
                 }
-                response.extensions_mut().insert(RateLimited {
-                    retry_after: Duration::from_nanos(retry_after),
-                    rate: rate.rate,
-                    per: Duration::from_nanos(rate.per_ns),
-                });
+                if let Some(rate) = mark {
+                    response.extensions_mut().insert(RateLimited {
+                        retry_after: Duration::from_nanos(retry_after),
+                        rate: rate.rate,
+                        per: Duration::from_nanos(rate.per_ns),
+                    });
+                }
                 response
             }
         }
@@ -201,8 +206,8 @@ impl Shared {
                     .then(|| self.header_cache.fields(&state, self.legacy_headers));
                 Decision::Answer(Answer::Limited {
                     retry_after,
-                    rate,
                     fields,
+                    mark: self.mark_refusals.then_some(rate),
                 })
             }
         }

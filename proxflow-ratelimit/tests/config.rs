@@ -64,7 +64,7 @@ fn every_field_reads_from_each_format() {
         "trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "ipv6_prefix": 56,
         "user_header": "x-user", "api_key_header": "x-key", "api_key_query": "token",
         "missing_key": "reject", "max_keys": 5000, "shadow": true, "headers": "limited",
-        "legacy_headers": true,
+        "legacy_headers": true, "mark_refusals": true,
         "policy_name": "tier-a"
     }"#;
     let yaml = "
@@ -85,6 +85,7 @@ max_keys: 5000
 shadow: true
 headers: limited
 legacy_headers: true
+mark_refusals: true
 policy_name: tier-a
 ";
     let toml = r#"
@@ -105,6 +106,7 @@ max_keys = 5000
 shadow = true
 headers = "limited"
 legacy_headers = true
+mark_refusals = true
 policy_name = "tier-a"
 "#;
     let expected = RateLimitConfig {
@@ -125,6 +127,7 @@ policy_name = "tier-a"
         shadow: true,
         headers: LimitHeaders::Limited,
         legacy_headers: true,
+        mark_refusals: true,
         policy_name: "tier-a".into(),
     };
     assert_eq!(
@@ -164,7 +167,7 @@ fn an_empty_config_is_the_documented_default() {
     assert_eq!(empty.api_key_query.as_deref(), Some("api_key"));
     assert_eq!(empty.missing_key, MissingKey::Shared);
     assert_eq!(empty.max_keys, 1_000_000);
-    assert!(!empty.shadow && !empty.legacy_headers);
+    assert!(!empty.shadow && !empty.legacy_headers && !empty.mark_refusals);
     assert_eq!(empty.policy_name, "default");
     empty.validate().unwrap();
     // The builder starts from the same defaults.

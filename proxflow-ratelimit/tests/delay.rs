@@ -66,7 +66,8 @@ fn delaying(algorithm: Algorithm, burst: u32, max_delay: Duration) -> (axum::Rou
         .algorithm(algorithm)
         .burst(burst)
         .reject(Reject::Delay)
-        .max_delay(max_delay);
+        .max_delay(max_delay)
+        .mark_refusals(true);
     let stats = layer.stats();
     (app(layer), stats)
 }

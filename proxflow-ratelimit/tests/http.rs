@@ -29,7 +29,9 @@ fn assert_fields(response: &http::Response<Body>, policy: &str, limit: &str) {
 #[tokio::test(start_paused = true)]
 async fn allowed_and_limited_responses_carry_the_ietf_fields() {
     // 60 per minute, burst 10: one token per second.
-    let layer = RateLimitLayer::new(60, Duration::from_secs(60)).burst(10);
+    let layer = RateLimitLayer::new(60, Duration::from_secs(60))
+        .burst(10)
+        .mark_refusals(true);
     let app = app(layer);
     for k in 1..=10u32 {
         let response = send(&app, from("198.51.100.7")).await;
@@ -80,6 +82,11 @@ async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
     assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
     let limited = send(&app, from("192.0.2.1")).await;
     assert_eq!(header(&limited, "retry-after"), Some("90"));
+    assert_eq!(
+        limited.extensions().get::<RateLimited>(),
+        None,
+        "marked only with mark_refusals"
+    );
 
     advance(Duration::from_millis(89_500)).await;
     let limited = send(&app, from("192.0.2.1")).await;
