@@ -36,45 +36,61 @@ const NOT_CLOSED: u64 = u64::MAX;
 /// `tag` while no period is open.
 const NO_PERIOD: u32 = 0;
 
-/// Keeps a breaker alive while a call runs. A breaker that every call shares has one holder
-/// per thread slot and a call clones its thread's: with the breaker's own `Arc` cloned per
-/// call, both cores wrote its count's cache line twice per call.
+/// Keeps a breaker alive while a call runs, and judges the call's result. A breaker that every
+/// call shares has one holder per thread slot and a call clones its thread's: with the
+/// breaker's own `Arc` cloned per call, both cores wrote its count's cache line twice per call.
+/// The classifier is here rather than in each call's future, which a call would otherwise
+/// copy (the default one is 128 bytes).
 #[repr(align(128))]
-pub(crate) struct Holder(Arc<Breaker>);
+pub(crate) struct Holder<C> {
+    breaker: Arc<Breaker>,
+    classify: C,
+}
 
-impl Holder {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Arc<Holder> {
-        Arc::new(Holder(breaker))
+impl<C> Holder<C> {
+    pub(crate) fn new(breaker: Arc<Breaker>, classify: C) -> Arc<Holder<C>> {
+        Arc::new(Holder { breaker, classify })
     }
 
     pub(crate) fn breaker(&self) -> &Arc<Breaker> {
-        &self.0
+        &self.breaker
+    }
+
+    pub(crate) fn classifier(&self) -> &C {
+        &self.classify
     }
 }
 
-impl std::ops::Deref for Holder {
+impl<C> std::ops::Deref for Holder<C> {
     type Target = Breaker;
 
     fn deref(&self) -> &Breaker {
-        &self.0
+        &self.breaker
     }
 }
 
 /// The holders of one breaker, one per thread slot. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct Holders(Arc<[Arc<Holder>]>);
+pub(crate) struct Holders<C>(Arc<[Arc<Holder<C>>]>);
 
-impl Holders {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Holders {
+impl<C> Clone for Holders<C> {
+    fn clone(&self) -> Self {
+        Holders(Arc::clone(&self.0))
+    }
+}
+
+impl<C: Clone> Holders<C> {
+    pub(crate) fn new(breaker: Arc<Breaker>, classify: &C) -> Holders<C> {
         Holders(
             (0..stripes::slot_count())
-                .map(|_| Holder::new(Arc::clone(&breaker)))
+                .map(|_| Holder::new(Arc::clone(&breaker), classify.clone()))
                 .collect(),
         )
     }
+}
 
+impl<C> Holders<C> {
     /// The calling thread's holder.
-    pub(crate) fn this_thread(&self) -> &Arc<Holder> {
+    pub(crate) fn this_thread(&self) -> &Arc<Holder<C>> {
         &self.0[stripes::this_thread_slot()]
     }
 

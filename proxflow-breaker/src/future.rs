@@ -16,15 +16,15 @@ use crate::machine::{Admission, Outcome, Permit, State};
 
 /// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.
-pub(crate) struct Guard {
-    breaker: Arc<Holder>,
+pub(crate) struct Guard<C> {
+    breaker: Arc<Holder<C>>,
     permit: Permit,
     start: Instant,
     done: bool,
 }
 
-impl Guard {
-    pub(crate) fn new(breaker: Arc<Holder>, permit: Permit, start: Instant) -> Guard {
+impl<C> Guard<C> {
+    pub(crate) fn new(breaker: Arc<Holder<C>>, permit: Permit, start: Instant) -> Guard<C> {
         Guard {
             breaker,
             permit,
@@ -34,7 +34,7 @@ impl Guard {
     }
 
     /// Asks `breaker` for leave at `start`.
-    pub(crate) fn acquire(breaker: &Arc<Holder>) -> Result<Guard, Refused> {
+    pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
         let mut start = None;
         let admission = breaker.acquire(|| *start.insert(now()));
         match admission {
@@ -67,7 +67,7 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+impl<C> Drop for Guard<C> {
     fn drop(&mut self) {
         if !self.done {
             self.end(Outcome::Ignored, false);
@@ -101,8 +101,8 @@ pin_project! {
             future: F,
             // Boxed: only calls with a timeout pay for a timer.
             timeout: Option<(Pin<Box<Sleep>>, Duration)>,
-            guard: Option<Guard>,
-            classify: C,
+            // Its holder has the classifier.
+            guard: Option<Guard<C>>,
         },
     }
 }
@@ -110,9 +110,8 @@ pin_project! {
 impl<F, C> Call<F, C> {
     /// With leave, makes the call (`send`); without, the refusal.
     pub(crate) fn start(
-        leave: Result<Guard, Refused>,
+        leave: Result<Guard<C>, Refused>,
         send: impl FnOnce() -> F,
-        classify: C,
         timeout: Option<Duration>,
     ) -> Self {
         match leave {
@@ -120,7 +119,6 @@ impl<F, C> Call<F, C> {
                 future: send(),
                 timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
                 guard: Some(guard),
-                classify,
             },
             Err(Refused { retry_after, state }) => Call::Refused {
                 stopped: Stopped::Refused { retry_after, state },
@@ -143,11 +141,10 @@ where
                 future,
                 timeout,
                 guard,
-                classify,
             } => {
                 if let Poll::Ready(result) = future.poll(cx) {
-                    let outcome = classify.classify(result.as_ref());
                     if let Some(guard) = guard.take() {
+                        let outcome = guard.breaker.classifier().classify(result.as_ref());
                         guard.finish(outcome, false);
                     }
                     return Poll::Ready(Ok(result));
