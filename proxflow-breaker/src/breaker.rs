@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::{nanos, Moment};
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
 use crate::stripes::{self, Stripes, Tally};
 
@@ -117,8 +118,9 @@ struct Hot {
     tag: AtomicU32,
     /// Calls ending this many nanoseconds after `origin` or later are not quiet.
     until: AtomicU64,
-    origin: Instant,
-    latency_threshold: Duration,
+    origin: Moment,
+    /// In nanoseconds (saturating: the state machine judges what is beyond).
+    latency_threshold: u64,
     stripes: Stripes,
 }
 
@@ -179,7 +181,8 @@ pub struct BreakerSnapshot {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ending {
     pub(crate) outcome: Outcome,
-    pub(crate) latency: Duration,
+    /// In nanoseconds.
+    pub(crate) latency: u64,
     pub(crate) timed_out: bool,
 }
 
@@ -187,9 +190,10 @@ impl Breaker {
     pub(crate) fn new(
         name: Arc<str>,
         settings: Settings,
-        now: Instant,
+        origin: Moment,
         on_change: Option<OnStateChange>,
     ) -> Breaker {
+        let now = origin.instant();
         let machine = Machine::new(settings, now);
         let stripes = Stripes::new();
         let first_tag = NO_PERIOD + 1;
@@ -199,8 +203,8 @@ impl Breaker {
                 closed: AtomicU64::new(NOT_CLOSED),
                 tag: AtomicU32::new(NO_PERIOD),
                 until: AtomicU64::new(0),
-                origin: now,
-                latency_threshold: machine.latency_threshold(),
+                origin,
+                latency_threshold: nanos(machine.latency_threshold()),
                 stripes,
             },
             name,
@@ -221,12 +225,12 @@ impl Breaker {
     }
 
     /// May a call go through now? Closed: one atomic load, no lock, no clock.
-    pub(crate) fn acquire(&self, now: impl FnOnce() -> Instant) -> Admission {
+    pub(crate) fn acquire(&self, now: impl FnOnce() -> Moment) -> Admission {
         let epoch = self.hot.closed.load(Ordering::Acquire);
         if epoch != NOT_CLOSED {
             return Admission::Admit(Permit { epoch });
         }
-        let now = now();
+        let now = now().instant();
         self.update(now, |inner| {
             let (admission, transition) = inner.machine.acquire(now);
             if let Admission::Refuse { .. } = admission {
@@ -237,7 +241,7 @@ impl Breaker {
     }
 
     /// Counts the end of an admitted call.
-    pub(crate) fn record(&self, now: Instant, permit: Permit, ending: Ending) {
+    pub(crate) fn record(&self, now: Moment, permit: Permit, ending: Ending) {
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_breaker_calls_total",
@@ -254,6 +258,8 @@ impl Breaker {
         if tally.is_some_and(|tally| self.count_quietly(now, permit, tally)) {
             return;
         }
+        let now = now.instant();
+        let latency = Duration::from_nanos(ending.latency);
         self.update(now, |inner| {
             let totals = &mut inner.totals;
             match ending.outcome {
@@ -263,21 +269,19 @@ impl Breaker {
             }
             totals.slow_calls += u64::from(ending.outcome != Outcome::Ignored && slow);
             totals.timeouts += u64::from(ending.timed_out);
-            let transition = inner
-                .machine
-                .record(now, permit, ending.outcome, ending.latency);
+            let transition = inner.machine.record(now, permit, ending.outcome, latency);
             ((), transition)
         })
     }
 
     /// Counts the call in this thread's slot if it ended inside the open quiet period of its
     /// own epoch.
-    fn count_quietly(&self, now: Instant, permit: Permit, tally: Tally) -> bool {
+    fn count_quietly(&self, now: Moment, permit: Permit, tally: Tally) -> bool {
         let hot = &self.hot;
         let tag = hot.tag.load(Ordering::Acquire);
         tag != NO_PERIOD
             && hot.closed.load(Ordering::Acquire) == permit.epoch
-            && nanos(now.saturating_duration_since(hot.origin)) < hot.until.load(Ordering::Acquire)
+            && now.nanos_since(hot.origin) < hot.until.load(Ordering::Acquire)
             && hot.stripes.add(tag, tally)
     }
 
@@ -369,8 +373,10 @@ impl Breaker {
             hot.tag.store(NO_PERIOD, Ordering::Release);
             return;
         };
-        let until = nanos(until.saturating_duration_since(hot.origin));
-        hot.until.store(until, Ordering::Release);
+        // One nanosecond short: a call's nanoseconds since `origin` may be one less than
+        // those between their instants, by which the machine would judge it.
+        let until = nanos(until.saturating_duration_since(hot.origin.instant()));
+        hot.until.store(until.saturating_sub(1), Ordering::Release);
         hot.tag.store(inner.tag, Ordering::Release);
         inner.period = Some(now);
     }
@@ -403,14 +409,6 @@ impl Breaker {
             callback(&change);
         }
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    // No 128-bit arithmetic on the closed path.
-    duration
-        .as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(duration.subsec_nanos()))
 }
 
 fn millis(duration: Duration) -> u64 {

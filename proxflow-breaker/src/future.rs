@@ -4,14 +4,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::breaker::{Ending, Holder};
 use crate::classify::Classify;
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::machine::{Admission, Outcome, Permit, State};
 
 /// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
@@ -19,12 +19,12 @@ use crate::machine::{Admission, Outcome, Permit, State};
 pub(crate) struct Guard<C> {
     breaker: Arc<Holder<C>>,
     permit: Permit,
-    start: Instant,
+    start: Moment,
     done: bool,
 }
 
 impl<C> Guard<C> {
-    pub(crate) fn new(breaker: Arc<Holder<C>>, permit: Permit, start: Instant) -> Guard<C> {
+    pub(crate) fn new(breaker: Arc<Holder<C>>, permit: Permit, start: Moment) -> Guard<C> {
         Guard {
             breaker,
             permit,
@@ -36,10 +36,10 @@ impl<C> Guard<C> {
     /// Asks `breaker` for leave at `start`.
     pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
         let mut start = None;
-        let admission = breaker.acquire(|| *start.insert(now()));
+        let admission = breaker.acquire(|| *start.insert(Moment::now()));
         match admission {
             Admission::Admit(permit) => {
-                let start = start.unwrap_or_else(now);
+                let start = start.unwrap_or_else(Moment::now);
                 Ok(Guard::new(Arc::clone(breaker), permit, start))
             }
             Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
@@ -48,7 +48,7 @@ impl<C> Guard<C> {
 
     /// The call starts now (in readiness mode leave is taken in `poll_ready`, earlier).
     pub(crate) fn restart(&mut self) {
-        self.start = now();
+        self.start = Moment::now();
     }
 
     fn finish(mut self, outcome: Outcome, timed_out: bool) {
@@ -57,10 +57,10 @@ impl<C> Guard<C> {
 
     fn end(&mut self, outcome: Outcome, timed_out: bool) {
         self.done = true;
-        let now = now();
+        let now = Moment::now();
         let ending = Ending {
             outcome,
-            latency: now.saturating_duration_since(self.start),
+            latency: now.nanos_since(self.start),
             timed_out,
         };
         self.breaker.record(now, self.permit, ending);

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use crate::breaker::{Breaker, BreakerSnapshot, Holders, OnStateChange, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
-use crate::clock::now;
+use crate::clock::{now, Moment};
 use crate::config::BreakerConfig;
 use crate::error::ConfigError;
 use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker, Registry};
@@ -244,7 +244,7 @@ impl<C> CircuitBreakerLayer<C> {
             let breaker = Breaker::new(
                 Arc::clone(&self.name),
                 Settings::new(&self.config),
-                now(),
+                Moment::now(),
                 self.on_change.clone(),
             );
             Holders::new(Arc::new(breaker), &self.classify)
