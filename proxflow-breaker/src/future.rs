@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tower_service::Service;
 
 use crate::breaker::{Ending, Holder};
 use crate::classify::Classify;
@@ -108,15 +109,19 @@ pin_project! {
 }
 
 impl<F, C> Call<F, C> {
-    /// With leave, makes the call (`send`); without, the refusal.
-    pub(crate) fn start(
+    /// With leave, calls `inner`; without, the refusal.
+    pub(crate) fn start<S, R>(
         leave: Result<Guard<C>, Refused>,
-        send: impl FnOnce() -> F,
+        inner: &mut S,
+        request: R,
         timeout: Option<Duration>,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Service<R, Future = F>,
+    {
         match leave {
             Ok(guard) => Call::Running {
-                future: send(),
+                future: inner.call(request),
                 timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
                 guard: Some(guard),
             },

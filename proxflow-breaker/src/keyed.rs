@@ -211,11 +211,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let key = (self.key)(request.uri(), request.headers());
         let breaker = self.breakers.get_or_make(key.as_deref().unwrap_or(NO_KEY));
-        let inner = &mut self.inner;
-        ResponseFuture::new(Call::start(
-            Guard::acquire(&breaker),
-            || inner.call(request),
-            self.timeout,
-        ))
+        let leave = Guard::acquire(&breaker);
+        ResponseFuture::new(Call::start(leave, &mut self.inner, request, self.timeout))
     }
 }

@@ -130,8 +130,7 @@ impl<S, C> Core<S, C> {
             }
             None => Guard::acquire(self.breaker.this_thread()),
         };
-        let inner = &mut self.inner;
-        Call::start(leave, || inner.call(request), self.timeout)
+        Call::start(leave, &mut self.inner, request, self.timeout)
     }
 }
 
