@@ -132,16 +132,22 @@ impl<F, C> Call<F, C> {
     }
 }
 
-impl<F, C, R, E> Future for Call<F, C>
-where
-    F: Future<Output = Result<R, E>>,
-    C: Classify<R, E>,
-{
-    type Output = Result<Result<R, E>, Stopped>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<F, C> Call<F, C> {
+    /// Polls the call; its result becomes the caller's output through `done`, the breaker's
+    /// refusal or timeout through `stopped`. (Not a `Future` of its own: an output nesting the
+    /// result, mapped again by each form, had the response copied once more per call.)
+    pub(crate) fn poll_into<R, E, T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        done: impl FnOnce(Result<R, E>) -> T,
+        stopped: impl FnOnce(Stopped) -> T,
+    ) -> Poll<T>
+    where
+        F: Future<Output = Result<R, E>>,
+        C: Classify<R, E>,
+    {
         match self.project() {
-            CallProj::Refused { stopped } => Poll::Ready(Err(*stopped)),
+            CallProj::Refused { stopped: refused } => Poll::Ready(stopped(*refused)),
             CallProj::Running {
                 future,
                 timeout,
@@ -152,14 +158,14 @@ where
                         let outcome = guard.breaker.classifier().classify(result.as_ref());
                         guard.finish(outcome, false);
                     }
-                    return Poll::Ready(Ok(result));
+                    return Poll::Ready(done(result));
                 }
                 if let Some((sleep, after)) = timeout {
                     if sleep.as_mut().poll(cx).is_ready() {
                         if let Some(guard) = guard.take() {
                             guard.finish(Outcome::Failure, true);
                         }
-                        return Poll::Ready(Err(Stopped::TimedOut(*after)));
+                        return Poll::Ready(stopped(Stopped::TimedOut(*after)));
                     }
                 }
                 Poll::Pending

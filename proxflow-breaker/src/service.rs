@@ -220,10 +220,11 @@ where
     type Output = Result<Response<BreakerBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().call.poll(cx)) {
-            Ok(result) => result.map(|response| response.map(BreakerBody::inner)),
-            Err(stopped) => Ok(answer(stopped)),
-        })
+        self.project().call.poll_into(
+            cx,
+            |result| result.map(|response| response.map(BreakerBody::inner)),
+            |stopped| Ok(answer(stopped)),
+        )
     }
 }
 
@@ -340,12 +341,15 @@ where
     type Output = Result<R, BreakerError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().call.poll(cx)) {
-            Ok(result) => result.map_err(BreakerError::Inner),
-            Err(Stopped::Refused { retry_after, state }) => {
-                Err(BreakerError::Open { retry_after, state })
-            }
-            Err(Stopped::TimedOut(after)) => Err(BreakerError::Timeout(after)),
-        })
+        self.project().call.poll_into(
+            cx,
+            |result| result.map_err(BreakerError::Inner),
+            |stopped| match stopped {
+                Stopped::Refused { retry_after, state } => {
+                    Err(BreakerError::Open { retry_after, state })
+                }
+                Stopped::TimedOut(after) => Err(BreakerError::Timeout(after)),
+            },
+        )
     }
 }
