@@ -224,13 +224,18 @@ impl Breaker {
         &self.name
     }
 
-    /// May a call go through now? Closed: one atomic load, no lock, no clock.
-    pub(crate) fn acquire(&self, now: impl FnOnce() -> Moment) -> Admission {
+    /// May a call go through now? Closed: one atomic load, no lock.
+    #[inline]
+    pub(crate) fn acquire(&self, now: Moment) -> Admission {
         let epoch = self.hot.closed.load(Ordering::Acquire);
         if epoch != NOT_CLOSED {
             return Admission::Admit(Permit { epoch });
         }
-        let now = now().instant();
+        self.acquire_in_turn(now)
+    }
+
+    fn acquire_in_turn(&self, now: Moment) -> Admission {
+        let now = now.instant();
         self.update(now, |inner| {
             let (admission, transition) = inner.machine.acquire(now);
             if let Admission::Refuse { .. } = admission {

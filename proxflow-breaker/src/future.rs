@@ -34,15 +34,12 @@ impl<C> Guard<C> {
         }
     }
 
-    /// Asks `breaker` for leave at `start`.
+    /// Asks `breaker` for leave now.
+    #[inline]
     pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
-        let mut start = None;
-        let admission = breaker.acquire(|| *start.insert(Moment::now()));
-        match admission {
-            Admission::Admit(permit) => {
-                let start = start.unwrap_or_else(Moment::now);
-                Ok(Guard::new(Arc::clone(breaker), permit, start))
-            }
+        let start = Moment::now();
+        match breaker.acquire(start) {
+            Admission::Admit(permit) => Ok(Guard::new(Arc::clone(breaker), permit, start)),
             Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
         }
     }
