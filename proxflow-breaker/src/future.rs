@@ -15,46 +15,59 @@ use crate::classify::Classify;
 use crate::clock::Moment;
 use crate::machine::{Admission, Outcome, Permit, State};
 
-/// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
+/// An admitted call, until it is judged. Dropped before (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.
-pub(crate) struct Guard<C> {
+pub(crate) struct Guard<C>(Option<Leave<C>>);
+
+/// What judging an admitted call takes.
+struct Leave<C> {
     breaker: Arc<Holder<C>>,
     permit: Permit,
     start: Moment,
-    done: bool,
 }
 
 impl<C> Guard<C> {
-    pub(crate) fn new(breaker: Arc<Holder<C>>, permit: Permit, start: Moment) -> Guard<C> {
-        Guard {
-            breaker,
-            permit,
-            start,
-            done: false,
-        }
-    }
-
     /// Asks `breaker` for leave now.
     #[inline]
     pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
         let start = Moment::now();
         match breaker.acquire(start) {
-            Admission::Admit(permit) => Ok(Guard::new(Arc::clone(breaker), permit, start)),
+            Admission::Admit(permit) => Ok(Guard(Some(Leave {
+                breaker: Arc::clone(breaker),
+                permit,
+                start,
+            }))),
             Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
         }
     }
 
     /// The call starts now (in readiness mode leave is taken in `poll_ready`, earlier).
     pub(crate) fn restart(&mut self) {
-        self.start = Moment::now();
+        if let Some(leave) = &mut self.0 {
+            leave.start = Moment::now();
+        }
     }
 
-    fn finish(mut self, outcome: Outcome, timed_out: bool) {
-        self.end(outcome, timed_out);
+    /// Judges the call by its result.
+    fn judge<R, E>(&mut self, result: Result<&R, &E>)
+    where
+        C: Classify<R, E>,
+    {
+        if let Some(leave) = self.0.take() {
+            let outcome = leave.breaker.classifier().classify(result);
+            leave.end(outcome, false);
+        }
     }
 
-    fn end(&mut self, outcome: Outcome, timed_out: bool) {
-        self.done = true;
+    fn time_out(&mut self) {
+        if let Some(leave) = self.0.take() {
+            leave.end(Outcome::Failure, true);
+        }
+    }
+}
+
+impl<C> Leave<C> {
+    fn end(self, outcome: Outcome, timed_out: bool) {
         let now = Moment::now();
         let ending = Ending {
             outcome,
@@ -67,8 +80,8 @@ impl<C> Guard<C> {
 
 impl<C> Drop for Guard<C> {
     fn drop(&mut self) {
-        if !self.done {
-            self.end(Outcome::Ignored, false);
+        if let Some(leave) = self.0.take() {
+            leave.end(Outcome::Ignored, false);
         }
     }
 }
@@ -100,7 +113,7 @@ pin_project! {
             // Boxed: only calls with a timeout pay for a timer.
             timeout: Option<(Pin<Box<Sleep>>, Duration)>,
             // Its holder has the classifier.
-            guard: Option<Guard<C>>,
+            guard: Guard<C>,
         },
     }
 }
@@ -120,7 +133,7 @@ impl<F, C> Call<F, C> {
             Ok(guard) => Call::Running {
                 future: inner.call(request),
                 timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
-                guard: Some(guard),
+                guard,
             },
             Err(Refused { retry_after, state }) => Call::Refused {
                 stopped: Stopped::Refused { retry_after, state },
@@ -151,17 +164,12 @@ impl<F, C> Call<F, C> {
                 guard,
             } => {
                 if let Poll::Ready(result) = future.poll(cx) {
-                    if let Some(guard) = guard.take() {
-                        let outcome = guard.breaker.classifier().classify(result.as_ref());
-                        guard.finish(outcome, false);
-                    }
+                    guard.judge(result.as_ref());
                     return Poll::Ready(done(result));
                 }
                 if let Some((sleep, after)) = timeout {
                     if sleep.as_mut().poll(cx).is_ready() {
-                        if let Some(guard) = guard.take() {
-                            guard.finish(Outcome::Failure, true);
-                        }
+                        guard.time_out();
                         return Poll::Ready(stopped(Stopped::TimedOut(*after)));
                     }
                 }
