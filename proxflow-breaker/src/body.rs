@@ -54,10 +54,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Text { text } if text.is_empty() => Poll::Ready(None),
-            KindProj::Text { text } => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                std::mem::take(text),
-            ))))),
+            KindProj::Text { text } => {
+                let text = std::mem::take(text);
+                Poll::Ready((!text.is_empty()).then(|| Ok(Frame::data(Bytes::from_static(text)))))
+            }
         }
     }
 

@@ -119,7 +119,7 @@ struct Hot {
     /// Calls ending this many nanoseconds after `origin` or later are not quiet.
     until: AtomicU64,
     origin: Moment,
-    /// In nanoseconds (saturating: the state machine judges what is beyond).
+    /// In nanoseconds (saturating, as the latencies are).
     latency_threshold: u64,
     stripes: Stripes,
 }
