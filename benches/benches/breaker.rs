@@ -21,10 +21,11 @@
 //!   - `proxflow_http`: the same through `CircuitBreakerLayer::new()` (the HTTP form, the
 //!     origin's defaults: failure threshold 0.5, slow calls at 5 s with the same 0.5 threshold,
 //!     10 calls minimum over a 60 s time-bucketed sliding window; 5xx are failures). Per call:
-//!     the admission (an atomic load of the state), two readings of tokio's clock (outside a
-//!     runtime, `std::time::Instant`), the success counted in the thread's slot of the
-//!     breaker (no lock while closed and healthy), and the response body wrapped in
-//!     `BreakerBody`.
+//!     two readings of the TSC (the call's start and end, through quanta), the admission (an
+//!     atomic load of the state), the thread's holder of the breaker cloned and dropped (its
+//!     classifier judges the response), the success counted in the thread's slot of the
+//!     breaker (one compare-and-swap, no lock while closed and healthy), and the response body
+//!     wrapped in `BreakerBody`.
 //!   - `proxflow_generic`: the same through `CircuitBreakerLayer::new().generic()` (any
 //!     request and response types; errors are failures, refusals are `BreakerError` values;
 //!     the response is passed on unchanged).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::{nanos, Moment};
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
 use crate::stripes::{self, Stripes, Tally};
 
@@ -36,45 +37,61 @@ const NOT_CLOSED: u64 = u64::MAX;
 /// `tag` while no period is open.
 const NO_PERIOD: u32 = 0;
 
-/// Keeps a breaker alive while a call runs. A breaker that every call shares has one holder
-/// per thread slot and a call clones its thread's: with the breaker's own `Arc` cloned per
-/// call, both cores wrote its count's cache line twice per call.
+/// Keeps a breaker alive while a call runs, and judges the call's result. A breaker that every
+/// call shares has one holder per thread slot and a call clones its thread's: with the
+/// breaker's own `Arc` cloned per call, both cores wrote its count's cache line twice per call.
+/// The classifier is here rather than in each call's future, which a call would otherwise
+/// copy (the default one is 128 bytes).
 #[repr(align(128))]
-pub(crate) struct Holder(Arc<Breaker>);
+pub(crate) struct Holder<C> {
+    breaker: Arc<Breaker>,
+    classify: C,
+}
 
-impl Holder {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Arc<Holder> {
-        Arc::new(Holder(breaker))
+impl<C> Holder<C> {
+    pub(crate) fn new(breaker: Arc<Breaker>, classify: C) -> Arc<Holder<C>> {
+        Arc::new(Holder { breaker, classify })
     }
 
     pub(crate) fn breaker(&self) -> &Arc<Breaker> {
-        &self.0
+        &self.breaker
+    }
+
+    pub(crate) fn classifier(&self) -> &C {
+        &self.classify
     }
 }
 
-impl std::ops::Deref for Holder {
+impl<C> std::ops::Deref for Holder<C> {
     type Target = Breaker;
 
     fn deref(&self) -> &Breaker {
-        &self.0
+        &self.breaker
     }
 }
 
 /// The holders of one breaker, one per thread slot. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct Holders(Arc<[Arc<Holder>]>);
+pub(crate) struct Holders<C>(Arc<[Arc<Holder<C>>]>);
 
-impl Holders {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Holders {
+impl<C> Clone for Holders<C> {
+    fn clone(&self) -> Self {
+        Holders(Arc::clone(&self.0))
+    }
+}
+
+impl<C: Clone> Holders<C> {
+    pub(crate) fn new(breaker: Arc<Breaker>, classify: &C) -> Holders<C> {
         Holders(
             (0..stripes::slot_count())
-                .map(|_| Holder::new(Arc::clone(&breaker)))
+                .map(|_| Holder::new(Arc::clone(&breaker), classify.clone()))
                 .collect(),
         )
     }
+}
 
+impl<C> Holders<C> {
     /// The calling thread's holder.
-    pub(crate) fn this_thread(&self) -> &Arc<Holder> {
+    pub(crate) fn this_thread(&self) -> &Arc<Holder<C>> {
         &self.0[stripes::this_thread_slot()]
     }
 
@@ -101,8 +118,9 @@ struct Hot {
     tag: AtomicU32,
     /// Calls ending this many nanoseconds after `origin` or later are not quiet.
     until: AtomicU64,
-    origin: Instant,
-    latency_threshold: Duration,
+    origin: Moment,
+    /// In nanoseconds (saturating, as the latencies are).
+    latency_threshold: u64,
     stripes: Stripes,
 }
 
@@ -163,7 +181,8 @@ pub struct BreakerSnapshot {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ending {
     pub(crate) outcome: Outcome,
-    pub(crate) latency: Duration,
+    /// In nanoseconds.
+    pub(crate) latency: u64,
     pub(crate) timed_out: bool,
 }
 
@@ -171,9 +190,10 @@ impl Breaker {
     pub(crate) fn new(
         name: Arc<str>,
         settings: Settings,
-        now: Instant,
+        origin: Moment,
         on_change: Option<OnStateChange>,
     ) -> Breaker {
+        let now = origin.instant();
         let machine = Machine::new(settings, now);
         let stripes = Stripes::new();
         let first_tag = NO_PERIOD + 1;
@@ -183,8 +203,8 @@ impl Breaker {
                 closed: AtomicU64::new(NOT_CLOSED),
                 tag: AtomicU32::new(NO_PERIOD),
                 until: AtomicU64::new(0),
-                origin: now,
-                latency_threshold: machine.latency_threshold(),
+                origin,
+                latency_threshold: nanos(machine.latency_threshold()),
                 stripes,
             },
             name,
@@ -204,13 +224,18 @@ impl Breaker {
         &self.name
     }
 
-    /// May a call go through now? Closed: one atomic load, no lock, no clock.
-    pub(crate) fn acquire(&self, now: impl FnOnce() -> Instant) -> Admission {
+    /// May a call go through now? Closed: one atomic load, no lock.
+    #[inline]
+    pub(crate) fn acquire(&self, now: Moment) -> Admission {
         let epoch = self.hot.closed.load(Ordering::Acquire);
         if epoch != NOT_CLOSED {
             return Admission::Admit(Permit { epoch });
         }
-        let now = now();
+        self.acquire_in_turn(now)
+    }
+
+    fn acquire_in_turn(&self, now: Moment) -> Admission {
+        let now = now.instant();
         self.update(now, |inner| {
             let (admission, transition) = inner.machine.acquire(now);
             if let Admission::Refuse { .. } = admission {
@@ -221,7 +246,7 @@ impl Breaker {
     }
 
     /// Counts the end of an admitted call.
-    pub(crate) fn record(&self, now: Instant, permit: Permit, ending: Ending) {
+    pub(crate) fn record(&self, now: Moment, permit: Permit, ending: Ending) {
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_breaker_calls_total",
@@ -238,6 +263,8 @@ impl Breaker {
         if tally.is_some_and(|tally| self.count_quietly(now, permit, tally)) {
             return;
         }
+        let now = now.instant();
+        let latency = Duration::from_nanos(ending.latency);
         self.update(now, |inner| {
             let totals = &mut inner.totals;
             match ending.outcome {
@@ -247,21 +274,19 @@ impl Breaker {
             }
             totals.slow_calls += u64::from(ending.outcome != Outcome::Ignored && slow);
             totals.timeouts += u64::from(ending.timed_out);
-            let transition = inner
-                .machine
-                .record(now, permit, ending.outcome, ending.latency);
+            let transition = inner.machine.record(now, permit, ending.outcome, latency);
             ((), transition)
         })
     }
 
     /// Counts the call in this thread's slot if it ended inside the open quiet period of its
     /// own epoch.
-    fn count_quietly(&self, now: Instant, permit: Permit, tally: Tally) -> bool {
+    fn count_quietly(&self, now: Moment, permit: Permit, tally: Tally) -> bool {
         let hot = &self.hot;
         let tag = hot.tag.load(Ordering::Acquire);
         tag != NO_PERIOD
             && hot.closed.load(Ordering::Acquire) == permit.epoch
-            && nanos(now.saturating_duration_since(hot.origin)) < hot.until.load(Ordering::Acquire)
+            && now.nanos_since(hot.origin) < hot.until.load(Ordering::Acquire)
             && hot.stripes.add(tag, tally)
     }
 
@@ -353,8 +378,10 @@ impl Breaker {
             hot.tag.store(NO_PERIOD, Ordering::Release);
             return;
         };
-        let until = nanos(until.saturating_duration_since(hot.origin));
-        hot.until.store(until, Ordering::Release);
+        // One nanosecond short: a call's nanoseconds since `origin` may be one less than
+        // those between their instants, by which the machine would judge it.
+        let until = nanos(until.saturating_duration_since(hot.origin.instant()));
+        hot.until.store(until.saturating_sub(1), Ordering::Release);
         hot.tag.store(inner.tag, Ordering::Release);
         inner.period = Some(now);
     }
@@ -387,14 +414,6 @@ impl Breaker {
             callback(&change);
         }
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    // No 128-bit arithmetic on the closed path.
-    duration
-        .as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(duration.subsec_nanos()))
 }
 
 fn millis(duration: Duration) -> u64 {

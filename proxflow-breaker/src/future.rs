@@ -4,73 +4,84 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tower_service::Service;
 
 use crate::breaker::{Ending, Holder};
 use crate::classify::Classify;
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::machine::{Admission, Outcome, Permit, State};
 
-/// An admitted call in progress. Dropped before it ends (the caller went away), it counts as
+/// An admitted call, until it is judged. Dropped before (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.
-pub(crate) struct Guard {
-    breaker: Arc<Holder>,
+pub(crate) struct Guard<C>(Option<Leave<C>>);
+
+/// What judging an admitted call takes.
+struct Leave<C> {
+    breaker: Arc<Holder<C>>,
     permit: Permit,
-    start: Instant,
-    done: bool,
+    start: Moment,
 }
 
-impl Guard {
-    pub(crate) fn new(breaker: Arc<Holder>, permit: Permit, start: Instant) -> Guard {
-        Guard {
-            breaker,
-            permit,
-            start,
-            done: false,
-        }
-    }
-
-    /// Asks `breaker` for leave at `start`.
-    pub(crate) fn acquire(breaker: &Arc<Holder>) -> Result<Guard, Refused> {
-        let mut start = None;
-        let admission = breaker.acquire(|| *start.insert(now()));
-        match admission {
-            Admission::Admit(permit) => {
-                let start = start.unwrap_or_else(now);
-                Ok(Guard::new(Arc::clone(breaker), permit, start))
-            }
+impl<C> Guard<C> {
+    /// Asks `breaker` for leave now.
+    #[inline]
+    pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
+        let start = Moment::now();
+        match breaker.acquire(start) {
+            Admission::Admit(permit) => Ok(Guard(Some(Leave {
+                breaker: Arc::clone(breaker),
+                permit,
+                start,
+            }))),
             Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
         }
     }
 
     /// The call starts now (in readiness mode leave is taken in `poll_ready`, earlier).
     pub(crate) fn restart(&mut self) {
-        self.start = now();
+        if let Some(leave) = &mut self.0 {
+            leave.start = Moment::now();
+        }
     }
 
-    fn finish(mut self, outcome: Outcome, timed_out: bool) {
-        self.end(outcome, timed_out);
+    /// Judges the call by its result.
+    fn judge<R, E>(&mut self, result: Result<&R, &E>)
+    where
+        C: Classify<R, E>,
+    {
+        if let Some(leave) = self.0.take() {
+            let outcome = leave.breaker.classifier().classify(result);
+            leave.end(outcome, false);
+        }
     }
 
-    fn end(&mut self, outcome: Outcome, timed_out: bool) {
-        self.done = true;
-        let now = now();
+    fn time_out(&mut self) {
+        if let Some(leave) = self.0.take() {
+            leave.end(Outcome::Failure, true);
+        }
+    }
+}
+
+impl<C> Leave<C> {
+    fn end(self, outcome: Outcome, timed_out: bool) {
+        let now = Moment::now();
         let ending = Ending {
             outcome,
-            latency: now.saturating_duration_since(self.start),
+            latency: now.nanos_since(self.start),
             timed_out,
         };
         self.breaker.record(now, self.permit, ending);
     }
 }
 
-impl Drop for Guard {
+impl<C> Drop for Guard<C> {
     fn drop(&mut self) {
-        if !self.done {
-            self.end(Outcome::Ignored, false);
+        if let Some(leave) = self.0.take() {
+            leave.end(Outcome::Ignored, false);
         }
     }
 }
@@ -101,26 +112,28 @@ pin_project! {
             future: F,
             // Boxed: only calls with a timeout pay for a timer.
             timeout: Option<(Pin<Box<Sleep>>, Duration)>,
-            guard: Option<Guard>,
-            classify: C,
+            // Its holder has the classifier.
+            guard: Guard<C>,
         },
     }
 }
 
 impl<F, C> Call<F, C> {
-    /// With leave, makes the call (`send`); without, the refusal.
-    pub(crate) fn start(
-        leave: Result<Guard, Refused>,
-        send: impl FnOnce() -> F,
-        classify: C,
+    /// With leave, calls `inner`; without, the refusal.
+    pub(crate) fn start<S, R>(
+        leave: Result<Guard<C>, Refused>,
+        inner: &mut S,
+        request: R,
         timeout: Option<Duration>,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Service<R, Future = F>,
+    {
         match leave {
             Ok(guard) => Call::Running {
-                future: send(),
+                future: inner.call(request),
                 timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
-                guard: Some(guard),
-                classify,
+                guard,
             },
             Err(Refused { retry_after, state }) => Call::Refused {
                 stopped: Stopped::Refused { retry_after, state },
@@ -129,35 +142,35 @@ impl<F, C> Call<F, C> {
     }
 }
 
-impl<F, C, R, E> Future for Call<F, C>
-where
-    F: Future<Output = Result<R, E>>,
-    C: Classify<R, E>,
-{
-    type Output = Result<Result<R, E>, Stopped>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<F, C> Call<F, C> {
+    /// Polls the call; its result becomes the caller's output through `done`, the breaker's
+    /// refusal or timeout through `stopped`. (Not a `Future` of its own: an output nesting the
+    /// result, mapped again by each form, had the response copied once more per call.)
+    pub(crate) fn poll_into<R, E, T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        done: impl FnOnce(Result<R, E>) -> T,
+        stopped: impl FnOnce(Stopped) -> T,
+    ) -> Poll<T>
+    where
+        F: Future<Output = Result<R, E>>,
+        C: Classify<R, E>,
+    {
         match self.project() {
-            CallProj::Refused { stopped } => Poll::Ready(Err(*stopped)),
+            CallProj::Refused { stopped: refused } => Poll::Ready(stopped(*refused)),
             CallProj::Running {
                 future,
                 timeout,
                 guard,
-                classify,
             } => {
                 if let Poll::Ready(result) = future.poll(cx) {
-                    let outcome = classify.classify(result.as_ref());
-                    if let Some(guard) = guard.take() {
-                        guard.finish(outcome, false);
-                    }
-                    return Poll::Ready(Ok(result));
+                    guard.judge(result.as_ref());
+                    return Poll::Ready(done(result));
                 }
                 if let Some((sleep, after)) = timeout {
                     if sleep.as_mut().poll(cx).is_ready() {
-                        if let Some(guard) = guard.take() {
-                            guard.finish(Outcome::Failure, true);
-                        }
-                        return Poll::Ready(Err(Stopped::TimedOut(*after)));
+                        guard.time_out();
+                        return Poll::Ready(stopped(Stopped::TimedOut(*after)));
                     }
                 }
                 Poll::Pending

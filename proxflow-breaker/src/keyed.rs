@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::body::BreakerBody;
 use crate::breaker::{Breaker, Holder, OnStateChange};
 use crate::classify::Classify;
-use crate::clock::now;
+use crate::clock::Moment;
 use crate::future::{Call, Guard};
 use crate::machine::{Settings, State};
 use crate::service::ResponseFuture;
@@ -34,25 +34,39 @@ pub(crate) fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 }
 
 /// The breakers of a keyed layer.
-pub(crate) struct Breakers {
-    map: Mutex<HashMap<Arc<str>, Arc<Holder>>>,
+pub(crate) struct Breakers<C> {
+    map: Mutex<HashMap<Arc<str>, Arc<Holder<C>>>>,
     max_keys: usize,
     settings: Settings,
     on_change: Option<OnStateChange>,
+    classify: C,
 }
 
-impl Breakers {
-    pub(crate) fn new(max_keys: u64, settings: Settings, on_change: Option<OnStateChange>) -> Self {
+/// What a [`KeyedBreakerHandle`](crate::KeyedBreakerHandle) asks of the breakers, whatever
+/// their classifier.
+pub(crate) trait Registry: Send + Sync {
+    fn get(&self, key: &str) -> Option<Arc<Breaker>>;
+    fn all(&self) -> Vec<Arc<Breaker>>;
+}
+
+impl<C: Clone> Breakers<C> {
+    pub(crate) fn new(
+        max_keys: u64,
+        settings: Settings,
+        on_change: Option<OnStateChange>,
+        classify: C,
+    ) -> Self {
         Breakers {
             map: Mutex::default(),
             max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX).max(1),
             settings,
             on_change,
+            classify,
         }
     }
 
     /// The breaker of `key`, made on first use.
-    pub(crate) fn get_or_make(&self, key: &str) -> Arc<Holder> {
+    pub(crate) fn get_or_make(&self, key: &str) -> Arc<Holder<C>> {
         let mut map = self.lock();
         if let Some(breaker) = map.get(key) {
             return Arc::clone(breaker);
@@ -61,40 +75,45 @@ impl Breakers {
             evict(&mut map, self.max_keys);
         }
         let name: Arc<str> = Arc::from(key);
-        let breaker = Holder::new(Arc::new(Breaker::new(
+        let breaker = Breaker::new(
             Arc::clone(&name),
             self.settings.clone(),
-            now(),
+            Moment::now(),
             self.on_change.clone(),
-        )));
-        map.insert(name, Arc::clone(&breaker));
-        breaker
+        );
+        let holder = Holder::new(Arc::new(breaker), self.classify.clone());
+        map.insert(name, Arc::clone(&holder));
+        holder
     }
+}
 
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Breaker>> {
-        self.lock()
-            .get(key)
-            .map(|holder| Arc::clone(holder.breaker()))
-    }
-
-    pub(crate) fn all(&self) -> Vec<Arc<Breaker>> {
-        self.lock()
-            .values()
-            .map(|holder| Arc::clone(holder.breaker()))
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Holder>>> {
+impl<C> Breakers<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Holder<C>>>> {
         self.map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
+impl<C: Send + Sync> Registry for Breakers<C> {
+    fn get(&self, key: &str) -> Option<Arc<Breaker>> {
+        self.lock()
+            .get(key)
+            .map(|holder| Arc::clone(holder.breaker()))
+    }
+
+    fn all(&self) -> Vec<Arc<Breaker>> {
+        self.lock()
+            .values()
+            .map(|holder| Arc::clone(holder.breaker()))
+            .collect()
+    }
+}
+
 /// Frees a sixteenth of the room at once: closed breakers no call holds first (they carry
 /// nothing a new breaker would not), then closed ones, then any (an open breaker's key starts
 /// over closed: documented as the price of the bound).
-fn evict(map: &mut HashMap<Arc<str>, Arc<Holder>>, max_keys: usize) {
+fn evict<C>(map: &mut HashMap<Arc<str>, Arc<Holder<C>>>, max_keys: usize) {
     let wanted = (max_keys / 16).max(1);
     let mut freed = 0;
     // Pass 0: closed and idle; pass 1: closed; pass 2: any.
@@ -121,18 +140,16 @@ fn evict(map: &mut HashMap<Arc<str>, Arc<Holder>>, max_keys: usize) {
 /// The service of a [`KeyedCircuitBreakerLayer`](crate::KeyedCircuitBreakerLayer).
 pub struct KeyedCircuitBreaker<S, C> {
     inner: S,
-    breakers: Arc<Breakers>,
-    classify: C,
+    breakers: Arc<Breakers<C>>,
     timeout: Option<Duration>,
     key: KeyFn,
 }
 
-impl<S: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, C> {
+impl<S: Clone, C> Clone for KeyedCircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         KeyedCircuitBreaker {
             inner: self.inner.clone(),
             breakers: Arc::clone(&self.breakers),
-            classify: self.classify.clone(),
             timeout: self.timeout,
             key: Arc::clone(&self.key),
         }
@@ -142,15 +159,13 @@ impl<S: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, C> {
 impl<S, C> KeyedCircuitBreaker<S, C> {
     pub(crate) fn new(
         inner: S,
-        breakers: Arc<Breakers>,
-        classify: C,
+        breakers: Arc<Breakers<C>>,
         timeout: Option<Duration>,
         key: KeyFn,
     ) -> Self {
         KeyedCircuitBreaker {
             inner,
             breakers,
-            classify,
             timeout,
             key,
         }
@@ -196,12 +211,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let key = (self.key)(request.uri(), request.headers());
         let breaker = self.breakers.get_or_make(key.as_deref().unwrap_or(NO_KEY));
-        let inner = &mut self.inner;
-        ResponseFuture::new(Call::start(
-            Guard::acquire(&breaker),
-            || inner.call(request),
-            self.classify.clone(),
-            self.timeout,
-        ))
+        let leave = Guard::acquire(&breaker);
+        ResponseFuture::new(Call::start(leave, &mut self.inner, request, self.timeout))
     }
 }

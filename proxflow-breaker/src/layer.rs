@@ -8,10 +8,10 @@ use tower_layer::Layer;
 
 use crate::breaker::{Breaker, BreakerSnapshot, Holders, OnStateChange, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
-use crate::clock::now;
+use crate::clock::{now, Moment};
 use crate::config::BreakerConfig;
 use crate::error::ConfigError;
-use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker};
+use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker, Registry};
 use crate::machine::{Settings, State};
 use crate::service::{CircuitBreaker, Core, GenericCircuitBreaker};
 
@@ -26,7 +26,7 @@ pub struct CircuitBreakerLayer<C = StatusClassifier> {
     classify: C,
     name: Arc<str>,
     on_change: Option<OnStateChange>,
-    breaker: Arc<OnceLock<Holders>>,
+    breaker: Arc<OnceLock<Holders<C>>>,
 }
 
 impl Default for CircuitBreakerLayer {
@@ -210,7 +210,10 @@ impl<C> CircuitBreakerLayer<C> {
     }
 
     /// A handle on the breaker: its state and figures, and manual control.
-    pub fn handle(&self) -> BreakerHandle {
+    pub fn handle(&self) -> BreakerHandle
+    where
+        C: Clone,
+    {
         BreakerHandle {
             breaker: self.breaker(),
         }
@@ -233,18 +236,25 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
-    fn holders(&self) -> &Holders {
+    fn holders(&self) -> &Holders<C>
+    where
+        C: Clone,
+    {
         self.breaker.get_or_init(|| {
-            Holders::new(Arc::new(Breaker::new(
+            let breaker = Breaker::new(
                 Arc::clone(&self.name),
                 Settings::new(&self.config),
-                now(),
+                Moment::now(),
                 self.on_change.clone(),
-            )))
+            );
+            Holders::new(Arc::new(breaker), &self.classify)
         })
     }
 
-    fn breaker(&self) -> Arc<Breaker> {
+    fn breaker(&self) -> Arc<Breaker>
+    where
+        C: Clone,
+    {
         Arc::clone(self.holders().breaker())
     }
 
@@ -255,7 +265,6 @@ impl<C> CircuitBreakerLayer<C> {
         Core::new(
             inner,
             self.holders().clone(),
-            self.classify.clone(),
             self.config.timeout,
             self.config.readiness,
         )
@@ -302,7 +311,10 @@ impl<C> GenericCircuitBreakerLayer<C> {
     }
 
     /// A handle on the breaker.
-    pub fn handle(&self) -> BreakerHandle {
+    pub fn handle(&self) -> BreakerHandle
+    where
+        C: Clone,
+    {
         self.layer.handle()
     }
 }
@@ -321,7 +333,7 @@ impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
 pub struct KeyedCircuitBreakerLayer<C = StatusClassifier> {
     layer: CircuitBreakerLayer<C>,
     key: KeyFn,
-    breakers: Arc<OnceLock<Arc<Breakers>>>,
+    breakers: Arc<OnceLock<Arc<Breakers<C>>>>,
 }
 
 impl<C> KeyedCircuitBreakerLayer<C> {
@@ -339,18 +351,25 @@ impl<C> KeyedCircuitBreakerLayer<C> {
     }
 
     /// A handle on the breakers.
-    pub fn handle(&self) -> KeyedBreakerHandle {
+    pub fn handle(&self) -> KeyedBreakerHandle
+    where
+        C: Clone + Send + Sync + 'static,
+    {
         KeyedBreakerHandle {
             breakers: self.breakers(),
         }
     }
 
-    fn breakers(&self) -> Arc<Breakers> {
+    fn breakers(&self) -> Arc<Breakers<C>>
+    where
+        C: Clone,
+    {
         let breakers = self.breakers.get_or_init(|| {
             Arc::new(Breakers::new(
                 self.layer.config.max_keys,
                 Settings::new(&self.layer.config),
                 self.layer.on_change.clone(),
+                self.layer.classify.clone(),
             ))
         });
         Arc::clone(breakers)
@@ -364,7 +383,6 @@ impl<S, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<C> {
         KeyedCircuitBreaker::new(
             inner,
             self.breakers(),
-            self.layer.classify.clone(),
             self.layer.config.timeout,
             Arc::clone(&self.key),
         )
@@ -421,7 +439,7 @@ impl std::fmt::Debug for BreakerHandle {
 /// A handle on the breakers of a keyed layer. Cheap to clone.
 #[derive(Clone)]
 pub struct KeyedBreakerHandle {
-    breakers: Arc<Breakers>,
+    breakers: Arc<dyn Registry>,
 }
 
 impl KeyedBreakerHandle {

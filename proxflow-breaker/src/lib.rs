@@ -53,7 +53,7 @@
 //!
 //! - **Time.** The breaker reads the CPU's time-stamp counter (through quanta, as governor
 //!   does), about twice as fast as `Instant::now` on the benchmark machine; a call reads it
-//!   twice. Tests that drive the breaker with tokio's paused time (`tokio::time::pause`,
+//!   twice, and its latency is the difference of the two counts in nanoseconds. Tests that drive the breaker with tokio's paused time (`tokio::time::pause`,
 //!   `advance`, `start_paused`) enable the `test-util` feature, which makes it read tokio's
 //!   clock:
 //!

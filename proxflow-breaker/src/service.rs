@@ -37,18 +37,16 @@ pub struct CallTimedOut {
 /// taken in `poll_ready`.
 pub(crate) struct Core<S, C> {
     inner: S,
-    breaker: Holders,
-    classify: C,
+    breaker: Holders<C>,
     timeout: Option<Duration>,
-    readiness: Option<Readiness>,
+    readiness: Option<Readiness<C>>,
 }
 
-impl<S: Clone, C: Clone> Clone for Core<S, C> {
+impl<S: Clone, C> Clone for Core<S, C> {
     fn clone(&self) -> Self {
         Core {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
-            classify: self.classify.clone(),
             timeout: self.timeout,
             // Leave taken by this instance is its own.
             readiness: self.readiness.as_ref().map(|_| Readiness::default()),
@@ -57,17 +55,25 @@ impl<S: Clone, C: Clone> Clone for Core<S, C> {
 }
 
 /// Readiness mode: `poll_ready` takes the breaker's leave, or waits until it may.
-#[derive(Default)]
-struct Readiness {
-    reserved: Option<Guard>,
+struct Readiness<C> {
+    reserved: Option<Guard<C>>,
     wait: Option<Pin<Box<Sleep>>>,
+}
+
+impl<C> Default for Readiness<C> {
+    fn default() -> Self {
+        Readiness {
+            reserved: None,
+            wait: None,
+        }
+    }
 }
 
 /// Refusals in readiness mode wait at least this long before asking again.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-impl Readiness {
-    fn poll_leave(&mut self, breaker: &Holders, cx: &mut Context<'_>) -> Poll<()> {
+impl<C> Readiness<C> {
+    fn poll_leave(&mut self, breaker: &Holders<C>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.reserved.is_some() {
                 return Poll::Ready(());
@@ -90,15 +96,13 @@ impl Readiness {
 impl<S, C> Core<S, C> {
     pub(crate) fn new(
         inner: S,
-        breaker: Holders,
-        classify: C,
+        breaker: Holders<C>,
         timeout: Option<Duration>,
         readiness: bool,
     ) -> Self {
         Core {
             inner,
             breaker,
-            classify,
             timeout,
             readiness: readiness.then(Readiness::default),
         }
@@ -117,7 +121,6 @@ impl<S, C> Core<S, C> {
     fn call<R>(&mut self, request: R) -> Call<S::Future, C>
     where
         S: Service<R>,
-        C: Clone,
     {
         let reserved = self.readiness.as_mut().and_then(|r| r.reserved.take());
         let leave = match reserved {
@@ -127,13 +130,7 @@ impl<S, C> Core<S, C> {
             }
             None => Guard::acquire(self.breaker.this_thread()),
         };
-        let inner = &mut self.inner;
-        Call::start(
-            leave,
-            || inner.call(request),
-            self.classify.clone(),
-            self.timeout,
-        )
+        Call::start(leave, &mut self.inner, request, self.timeout)
     }
 }
 
@@ -143,7 +140,7 @@ pub struct CircuitBreaker<S, C> {
     core: Core<S, C>,
 }
 
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             core: self.core.clone(),
@@ -184,7 +181,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreaker<S, C> {
 impl<S, C, B, ResBody> Service<Request<B>> for CircuitBreaker<S, C>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
-    C: Classify<Response<ResBody>, S::Error> + Clone,
+    C: Classify<Response<ResBody>, S::Error>,
 {
     type Response = Response<BreakerBody<ResBody>>;
     type Error = S::Error;
@@ -223,10 +220,11 @@ where
     type Output = Result<Response<BreakerBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().call.poll(cx)) {
-            Ok(result) => result.map(|response| response.map(BreakerBody::inner)),
-            Err(stopped) => Ok(answer(stopped)),
-        })
+        self.project().call.poll_into(
+            cx,
+            |result| result.map(|response| response.map(BreakerBody::inner)),
+            |stopped| Ok(answer(stopped)),
+        )
     }
 }
 
@@ -269,7 +267,7 @@ pub struct GenericCircuitBreaker<S, C> {
     core: Core<S, C>,
 }
 
-impl<S: Clone, C: Clone> Clone for GenericCircuitBreaker<S, C> {
+impl<S: Clone, C> Clone for GenericCircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         GenericCircuitBreaker {
             core: self.core.clone(),
@@ -310,7 +308,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for GenericCircuitBreaker<S, C> {
 impl<S, C, R> Service<R> for GenericCircuitBreaker<S, C>
 where
     S: Service<R>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, S::Error>,
 {
     type Response = S::Response;
     type Error = BreakerError<S::Error>;
@@ -343,12 +341,15 @@ where
     type Output = Result<R, BreakerError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().call.poll(cx)) {
-            Ok(result) => result.map_err(BreakerError::Inner),
-            Err(Stopped::Refused { retry_after, state }) => {
-                Err(BreakerError::Open { retry_after, state })
-            }
-            Err(Stopped::TimedOut(after)) => Err(BreakerError::Timeout(after)),
-        })
+        self.project().call.poll_into(
+            cx,
+            |result| result.map_err(BreakerError::Inner),
+            |stopped| match stopped {
+                Stopped::Refused { retry_after, state } => {
+                    Err(BreakerError::Open { retry_after, state })
+                }
+                Stopped::TimedOut(after) => Err(BreakerError::Timeout(after)),
+            },
+        )
     }
 }
