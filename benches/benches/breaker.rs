@@ -40,9 +40,9 @@
 //!   The overhead of a breaker is `layer - noop`; the target is `proxflow_http - noop <= 100 ns`.
 //! - `breaker_contended`: `noop`, `proxflow_http` and `tower_resilience` as above, on 1 thread
 //!   and on 2 threads at once (one per core), the threads sharing one layer, so one breaker (each
-//!   thread wraps its own no-op service with the shared layer before the start barrier). Each
-//!   thread makes `iters` calls; the time is the wall time from a barrier until both threads are
-//!   done, divided by `iters`: the time of a call as each thread sees it. Perfect scaling keeps
+//!   thread wraps its own no-op service with the shared layer before the start line). Each
+//!   thread makes `iters` calls; the time is the wall time from the first thread's start (each
+//!   thread reads the clock itself) until both threads are done, divided by `iters`: the time of a call as each thread sees it. Perfect scaling keeps
 //!   it equal to the 1-thread figure (twice the calls per second); `2 x t1 / t2` is the speed-up.
 //!   Here a response future that is pending (tower-resilience's `tokio::sync::Mutex`, when the
 //!   other thread holds it, queues the call and answers `Pending`) is polled again at once until
@@ -59,14 +59,14 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
+
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads};
+use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, StartLine};
 use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower::{Layer, Service};
 use tower_resilience_circuitbreaker::{
@@ -245,14 +245,14 @@ const CONTENDERS: [&str; 3] = ["noop", "proxflow_http", "tower_resilience"];
 /// Re-poll tallies, indexed `[contender][threads - 1]`.
 type Tallies = [[Tally; 2]; 3];
 
-/// `iters` calls of `service` after the barrier, counted in `tally`.
-fn contend<S>(mut service: S, iters: u64, barrier: &Barrier, tally: &Tally)
+/// `iters` calls of `service` from the start line, counted in `tally`.
+fn contend<S>(mut service: S, iters: u64, start: &StartLine, tally: &Tally)
 where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
     let mut repolls = 0;
-    barrier.wait();
+    start.wait();
     for _ in 0..iters {
         black_box(call_spin(
             &mut service,
@@ -274,22 +274,22 @@ fn contended(c: &mut Criterion, tallies: &Tallies) {
             [0, 1, 2].map(|i| &tallies[i][threads - 1]);
         group.bench_function(BenchmarkId::new(CONTENDERS[0], threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
-                    contend(noop(), iters, barrier, noop_tally)
+                on_threads(threads, iters, |_, iters, start| {
+                    contend(noop(), iters, start, noop_tally)
                 })
             })
         });
         group.bench_function(BenchmarkId::new(CONTENDERS[1], threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
-                    contend(proxflow.layer(noop()), iters, barrier, proxflow_tally)
+                on_threads(threads, iters, |_, iters, start| {
+                    contend(proxflow.layer(noop()), iters, start, proxflow_tally)
                 })
             })
         });
         group.bench_function(BenchmarkId::new(CONTENDERS[2], threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
-                    contend(resilience.layer(noop()), iters, barrier, resilience_tally)
+                on_threads(threads, iters, |_, iters, start| {
+                    contend(resilience.layer(noop()), iters, start, resilience_tally)
                 })
             })
         });

@@ -60,7 +60,8 @@
 //!   The cost of the layer per request is `layer_ip - noop`.
 //! - `ratelimit_contended`: the same calls on 1 thread and on 2 threads at once (one per core),
 //!   sharing one layer (or one governor limiter). Each thread makes `iters` calls; the time is
-//!   the wall time from a barrier until both threads are done, divided by `iters`: the time of a
+//!   the wall time from the first thread's start (each thread reads the clock itself) until both
+//!   threads are done, divided by `iters`: the time of a
 //!   call as each thread sees it. Perfect scaling keeps it equal to the 1-thread figure (twice
 //!   the calls per second); `2 x t1 / t2` is the speed-up. The keyed variants start the two
 //!   threads half the key space apart.
@@ -379,9 +380,9 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
         group.throughput(Throughput::Elements(threads as u64));
         group.bench_function(BenchmarkId::new("noop", threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
+                on_threads(threads, iters, |_, iters, start| {
                     let mut service = noop();
-                    barrier.wait();
+                    start.wait();
                     for _ in 0..iters {
                         black_box(call_now(&mut service, black_box(Request::new(()))));
                     }
@@ -390,9 +391,9 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
         });
         group.bench_function(BenchmarkId::new("layer_global", threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
+                on_threads(threads, iters, |_, iters, start| {
                     let mut service = global.layer(noop());
-                    barrier.wait();
+                    start.wait();
                     for _ in 0..iters {
                         black_box(call_now(&mut service, black_box(Request::new(()))));
                     }
@@ -401,8 +402,8 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
         });
         group.bench_function(BenchmarkId::new("governor_direct", threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |_, iters, barrier| {
-                    barrier.wait();
+                on_threads(threads, iters, |_, iters, start| {
+                    start.wait();
                     for _ in 0..iters {
                         let _ = black_box(direct.check()).is_ok();
                     }
@@ -411,9 +412,9 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
         });
         group.bench_function(BenchmarkId::new("noop_keyed", threads), |b| {
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |thread, iters, barrier| {
+                on_threads(threads, iters, |thread, iters, start| {
                     let mut caller = KeyedCaller::new(recycling_noop, start_of(thread, iters));
-                    barrier.wait();
+                    start.wait();
                     for _ in 0..iters {
                         black_box(caller.call());
                     }
@@ -425,12 +426,12 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
             // time of the first calls, and a 4 s fill there would leave it 1-iteration samples.
             let layer = &state.get_or_init(Keyed::new).layer;
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |thread, iters, barrier| {
+                on_threads(threads, iters, |thread, iters, start| {
                     let mut caller = KeyedCaller::new(
                         |slot| layer.layer(recycling_noop(slot)),
                         start_of(thread, iters),
                     );
-                    barrier.wait();
+                    start.wait();
                     for _ in 0..iters {
                         black_box(caller.call());
                     }
@@ -440,9 +441,9 @@ fn contended(c: &mut Criterion, state: &OnceLock<Keyed>) {
         group.bench_function(BenchmarkId::new("governor_keyed_1M", threads), |b| {
             let governor = &state.get_or_init(Keyed::new).governor;
             b.iter_custom(|iters| {
-                on_threads(threads, iters, |thread, iters, barrier| {
+                on_threads(threads, iters, |thread, iters, start| {
                     let mut next = start_of(thread, iters);
-                    barrier.wait();
+                    start.wait();
                     for _ in 0..iters {
                         let ip = addr(next).ip();
                         next = (next + 1) % KEYS;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::process::Command;
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -106,28 +106,53 @@ where
     }
 }
 
-/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the start
-/// barrier until all are done. Set-up inside `work` before its own `barrier.wait()` is not
-/// timed.
+/// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the first
+/// thread's start until the last one is done. Each thread starts at `start.wait()`, so set-up
+/// inside `work` before it is not timed. The threads read the clock themselves: a timer kept by
+/// the spawning thread would start late whenever that thread lost its core at the start, and
+/// with as many bench threads as cores it often does.
 pub fn on_threads<W>(threads: usize, iters: u64, work: W) -> Duration
 where
-    W: Fn(usize, u64, &Barrier) + Sync,
+    W: Fn(usize, u64, &StartLine) + Sync,
 {
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
+    let start = StartLine {
+        barrier: Barrier::new(threads),
+        starts: Mutex::new(Vec::with_capacity(threads)),
+    };
+    let ends: Vec<Instant> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
-                let (work, barrier) = (&work, &barrier);
-                scope.spawn(move || work(thread, iters, barrier))
+                let (work, start) = (&work, &start);
+                scope.spawn(move || {
+                    work(thread, iters, start);
+                    Instant::now()
+                })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for handle in handles {
-            handle.join().expect("bench thread panicked");
-        }
-        start.elapsed()
-    })
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("bench thread panicked"))
+            .collect()
+    });
+    let starts = start.starts.into_inner().expect("no thread panicked");
+    let first = starts.iter().min().expect("every thread started");
+    let last = ends.iter().max().expect("at least one thread");
+    last.duration_since(*first)
+}
+
+/// Where the threads of [`on_threads`] wait for each other, and note when they started.
+pub struct StartLine {
+    barrier: Barrier,
+    starts: Mutex<Vec<Instant>>,
+}
+
+impl StartLine {
+    /// Waits for the other threads, then notes this thread's start.
+    pub fn wait(&self) {
+        self.barrier.wait();
+        let now = Instant::now();
+        self.starts.lock().expect("no thread panicked").push(now);
+    }
 }
 
 /// Where criterion writes its estimates, found as criterion finds it: `$CRITERION_HOME`, else
