@@ -42,8 +42,9 @@
 //!   and on 2 threads at once (one per core), the threads sharing one layer, so one breaker (each
 //!   thread wraps its own no-op service with the shared layer before the start line). Each
 //!   thread makes `iters` calls; the time is the wall time from the first thread's start (each
-//!   thread reads the clock itself) until both threads are done, divided by `iters`: the time of a call as each thread sees it. Perfect scaling keeps
-//!   it equal to the 1-thread figure (twice the calls per second); `2 x t1 / t2` is the speed-up.
+//!   thread reads the clock itself) until both threads are done, divided by `iters`: the time
+//!   of a call as each thread sees it. Perfect scaling keeps it equal to the 1-thread figure
+//!   (twice the calls per second); `2 x t1 / t2` is the speed-up.
 //!   Here a response future that is pending (tower-resilience's `tokio::sync::Mutex`, when the
 //!   other thread holds it, queues the call and answers `Pending`) is polled again at once until
 //!   it is ready, as a busy runtime would; the re-polls are counted and reported. The target is

@@ -61,10 +61,9 @@
 //! - `ratelimit_contended`: the same calls on 1 thread and on 2 threads at once (one per core),
 //!   sharing one layer (or one governor limiter). Each thread makes `iters` calls; the time is
 //!   the wall time from the first thread's start (each thread reads the clock itself) until both
-//!   threads are done, divided by `iters`: the time of a
-//!   call as each thread sees it. Perfect scaling keeps it equal to the 1-thread figure (twice
-//!   the calls per second); `2 x t1 / t2` is the speed-up. The keyed variants start the two
-//!   threads half the key space apart.
+//!   threads are done, divided by `iters`: the time of a call as each thread sees it. Perfect
+//!   scaling keeps it equal to the 1-thread figure (twice the calls per second); `2 x t1 / t2`
+//!   is the speed-up. The keyed variants start the two threads half the key space apart.
 //!
 //! After the runs, a markdown summary of the figures measured by this process (read back from
 //! criterion's `estimates.json`) and the targets of issue 3 is printed.
