@@ -312,11 +312,9 @@ where
         };
         let state = match self.shared.decide(&view) {
             Decision::Pass(fields) => {
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture {
                     state: State::Inner {
-                        future: ready.call(request),
+                        future: self.inner.call(request),
                     },
                     fields,
                 };
