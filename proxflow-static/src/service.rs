@@ -777,16 +777,17 @@ where
             && (!config.pass_other_methods
                 || request.method() == Method::GET
                 || request.method() == Method::HEAD);
-        // Use the service that was driven to readiness; keep a clone in its place.
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
         if !for_files {
             return StaticFuture {
                 state: State::Inner {
-                    future: ready.call(request),
+                    future: self.inner.call(request),
                 },
             };
         }
+        // The future may call the inner service later (a file that is not there): it takes the
+        // one driven to readiness and leaves a clone in its place.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
         let future = self
             .shared
             .start(request.method(), request.uri(), request.headers());
