@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::algorithm::Nanos;
+use crate::algorithm::{nanos, Nanos};
 
 /// A moment on the rate limiter's clock. One build takes one kind only.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +33,7 @@ impl Moment {
     pub(crate) fn nanos_since(self, earlier: Moment) -> Nanos {
         match (earlier, self) {
             (Moment::Ticks(earlier), Moment::Ticks(now)) => tsc().delta_as_nanos(earlier, now),
-            (Moment::At(earlier), Moment::At(now)) => {
-                u64::try_from(now.saturating_duration_since(earlier).as_nanos()).unwrap_or(u64::MAX)
-            }
+            (Moment::At(earlier), Moment::At(now)) => nanos(now.saturating_duration_since(earlier)),
             // Never made: `now` takes one kind per build.
             _ => 0,
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::HeaderName;
 use tower_layer::Layer;
 
-use crate::algorithm::Rate;
+use crate::algorithm::{nanos, Rate};
 use crate::client_ip::TrustedProxies;
 use crate::config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
@@ -32,9 +32,7 @@ pub struct Quota {
 
 impl Quota {
     pub(crate) fn per_ns(&self) -> u64 {
-        u64::try_from(self.per.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
+        nanos(self.per).max(1)
     }
 }
 
@@ -245,7 +243,7 @@ impl RateLimitLayer {
             api_key_query: c.api_key_query.clone(),
             seed: RandomState::new(),
         };
-        let per_ns = u64::try_from(c.per.as_nanos()).unwrap_or(u64::MAX);
+        let per_ns = nanos(c.per);
         let rate = Rate::new(c.rate, per_ns, c.burst);
         let tables = Tables::new(c.algorithm, c.max_keys);
         let clock = LimiterClock::default();
@@ -257,7 +255,7 @@ impl RateLimitLayer {
             resolver: self.resolver.clone(),
             tiers: RwLock::new(HashMap::new()),
             reject: c.reject,
-            max_delay: u64::try_from(c.max_delay.as_nanos()).unwrap_or(u64::MAX),
+            max_delay: nanos(c.max_delay),
             missing_key: c.missing_key,
             shadow: c.shadow,
             headers: c.headers,

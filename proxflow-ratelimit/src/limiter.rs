@@ -12,7 +12,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
 use crate::algorithm::{
-    self, gcra_reserve, leaky_bucket, sliding_counter, sliding_log, Nanos, Rate, Verdict,
+    self, gcra_reserve, leaky_bucket, nanos, sliding_counter, sliding_log, Nanos, Rate, Verdict,
 };
 use crate::clock::Moment;
 use crate::config::Algorithm;
@@ -255,7 +255,7 @@ impl Limiter {
                     }
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(clock.now());
-                        let retry_after = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                        let retry_after = nanos(wait);
                         let reset_after = u64::from(rate.burst).saturating_mul(t);
                         Verdict::Refuse {
                             retry_after,
