@@ -60,7 +60,6 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
