@@ -21,11 +21,14 @@
 //!   - `proxflow_http`: the same through `CircuitBreakerLayer::new()` (the HTTP form, the
 //!     origin's defaults: failure threshold 0.5, slow calls at 5 s with the same 0.5 threshold,
 //!     10 calls minimum over a 60 s time-bucketed sliding window; 5xx are failures). Per call:
-//!     two readings of the TSC (the call's start and end, through quanta), the admission (an
+//!     two readings of the breaker's clock (the call's start and end: by default two atomic
+//!     loads of the millisecond ticker's latest TSC reading), the admission (an
 //!     atomic load of the state), the thread's holder of the breaker cloned and dropped (its
 //!     classifier judges the response), the success counted in the thread's slot of the
 //!     breaker (one compare-and-swap, no lock while closed and healthy), and the response body
 //!     wrapped in `BreakerBody`.
+//!   - `proxflow_http_precise`: the same with `precise_clock(true)`: each of the two readings
+//!     reads the TSC itself, through quanta.
 //!   - `proxflow_generic`: the same through `CircuitBreakerLayer::new().generic()` (any
 //!     request and response types; errors are failures, refusals are `BreakerError` values;
 //!     the response is passed on unchanged).
@@ -63,7 +66,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, StartLine};
@@ -192,26 +196,26 @@ fn closed(c: &mut Criterion) {
     });
 
     let layer = CircuitBreakerLayer::new();
-    let handle = layer.handle();
-    let mut service = layer.layer(noop());
-    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
-    let mut ran = false;
-    group.bench_function("proxflow_http", |b| {
-        ran = true;
-        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
-    });
-    check_proxflow(&handle, if ran { 2 } else { 1 });
-
+    bench_proxflow(
+        &mut group,
+        "proxflow_http",
+        layer.handle(),
+        layer.layer(noop()),
+    );
+    let layer = CircuitBreakerLayer::new().precise_clock(true);
+    bench_proxflow(
+        &mut group,
+        "proxflow_http_precise",
+        layer.handle(),
+        layer.layer(noop()),
+    );
     let layer = CircuitBreakerLayer::new().generic();
-    let handle = layer.handle();
-    let mut service = layer.layer(noop());
-    assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
-    let mut ran = false;
-    group.bench_function("proxflow_generic", |b| {
-        ran = true;
-        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
-    });
-    check_proxflow(&handle, if ran { 2 } else { 1 });
+    bench_proxflow(
+        &mut group,
+        "proxflow_generic",
+        layer.handle(),
+        layer.layer(noop()),
+    );
 
     let (layer, handle) = tower_resilience_layer();
     let mut service = layer.layer(noop());
@@ -223,6 +227,26 @@ fn closed(c: &mut Criterion) {
     });
     check_resilience(&handle, if ran { 2 } else { 1 });
     group.finish();
+}
+
+/// Benchmarks `service`, one of ours, then checks that its breaker (`handle`) counted every
+/// call a success.
+fn bench_proxflow<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    handle: BreakerHandle,
+    mut service: S,
+) where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    call_now(&mut service, Request::new(()));
+    let mut ran = false;
+    group.bench_function(name, |b| {
+        ran = true;
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    check_proxflow(&handle, if ran { 2 } else { 1 });
 }
 
 /// Calls made and re-polls of pending futures, per contended benchmark.
@@ -325,6 +349,7 @@ fn summary(since: SystemTime, tallies: &Tallies) {
     for name in [
         "noop",
         "proxflow_http",
+        "proxflow_http_precise",
         "proxflow_generic",
         "tower_resilience",
     ] {
@@ -337,6 +362,7 @@ fn summary(since: SystemTime, tallies: &Tallies) {
     let minus = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
     let noop = closed("noop");
     let http = minus(closed("proxflow_http"), noop);
+    let precise = minus(closed("proxflow_http_precise"), noop);
     let generic = minus(closed("proxflow_generic"), noop);
     let resilience = minus(closed("tower_resilience"), noop);
     let noop2 = contended("noop", 2);
@@ -353,6 +379,12 @@ fn summary(since: SystemTime, tallies: &Tallies) {
         verdict(http.map(|o| o <= TARGET_ONE_NS)),
         ns(resilience),
         ratio(resilience, http),
+    );
+    out += &format!(
+        "| 1 thread, HTTP form, `precise_clock(true)` (breaker_closed/proxflow_http_precise - noop) | {} | | info | {} | {} |\n",
+        ns(precise),
+        ns(resilience),
+        ratio(resilience, precise),
     );
     out += &format!(
         "| 1 thread, generic form (breaker_closed/proxflow_generic - noop) | {} | | info | {} | {} |\n",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::clock::{nanos, Moment};
+use crate::clock::{nanos, Moment, Source};
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
 use crate::stripes::{self, Stripes, Tally};
 
@@ -119,6 +119,7 @@ struct Hot {
     /// Calls ending this many nanoseconds after `origin` or later are not quiet.
     until: AtomicU64,
     origin: Moment,
+    source: Source,
     /// In nanoseconds (saturating, as the latencies are).
     latency_threshold: u64,
     stripes: Stripes,
@@ -190,9 +191,10 @@ impl Breaker {
     pub(crate) fn new(
         name: Arc<str>,
         settings: Settings,
-        origin: Moment,
         on_change: Option<OnStateChange>,
     ) -> Breaker {
+        let source = settings.clock();
+        let origin = source.now();
         let now = origin.instant();
         let machine = Machine::new(settings, now);
         let stripes = Stripes::new();
@@ -204,6 +206,7 @@ impl Breaker {
                 tag: AtomicU32::new(NO_PERIOD),
                 until: AtomicU64::new(0),
                 origin,
+                source,
                 latency_threshold: nanos(machine.latency_threshold()),
                 stripes,
             },
@@ -218,6 +221,12 @@ impl Breaker {
         };
         breaker.update(now, |_| ((), None));
         breaker
+    }
+
+    /// A reading of this breaker's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Moment {
+        self.hot.source.now()
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -290,13 +299,15 @@ impl Breaker {
             && hot.stripes.add(tag, tally)
     }
 
-    pub(crate) fn force(&self, now: Instant, state: State) {
+    pub(crate) fn force(&self, state: State) {
+        let now = self.now().instant();
         self.update(now, |inner| ((), inner.machine.force(now, state)));
     }
 
     /// A reset of a closed breaker is no transition, but it starts a new epoch: calls
     /// admitted with the old one are not counted.
-    pub(crate) fn reset(&self, now: Instant) {
+    pub(crate) fn reset(&self) {
+        let now = self.now().instant();
         self.update(now, |inner| ((), inner.machine.reset(now)));
     }
 
@@ -307,7 +318,8 @@ impl Breaker {
         self.lock().machine.state()
     }
 
-    pub(crate) fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+    pub(crate) fn snapshot(&self) -> BreakerSnapshot {
+        let now = self.now().instant();
         let (figures, totals) = self.update(now, |inner| {
             let figures = inner.machine.figures(now);
             ((figures, inner.totals), None)

@@ -1,15 +1,63 @@
 //! The breaker's clock.
 //!
 //! A call reads it twice (when it starts and when it ends), so its cost is a large part of the
-//! closed path's: `std`'s `Instant::now` (`clock_gettime`) takes about 40 ns on the machine the
-//! benchmarks run on, the TSC read through quanta about 20 ns. A reading is a [`Moment`]: a
-//! TSC count, turned into nanoseconds only by subtracting another, and into a `std` instant (an
-//! anchor plus the TSC's progress since) only when the state machine needs one; the `Instant`
-//! arithmetic of a conversion cost about 15 ns a reading. With the `test-util` feature a moment
-//! is tokio's instant instead, which paused time drives.
+//! closed path's. Two sources, chosen per breaker:
+//!
+//! - **The ticker** (default): a thread, started once per process by the first breaker that
+//!   uses it, stores a reading of the time-stamp counter every millisecond; a call reads that
+//!   store, one atomic load. Latencies are then known to about a millisecond, plenty against
+//!   the default `latency_threshold` of 5 s. This is the cached time of nginx's event loop
+//!   and of Envoy's `approximateMonotonicTime`, kept by a thread because a Tower layer has no
+//!   loop to hook.
+//! - **The TSC** itself, read through quanta per reading: about 20 ns on the machine the
+//!   benchmarks run on (`std`'s `Instant::now`, `clock_gettime`, about 40 ns). Chosen with
+//!   `precise_clock`, or when `latency_threshold` is under [`TICKER_MAX_THRESHOLD`].
+//!
+//! A reading is a [`Moment`]: a TSC count, turned into nanoseconds only by subtracting
+//! another, and into a `std` instant (an anchor plus the TSC's progress since) only when the
+//! state machine needs one; the `Instant` arithmetic of a conversion cost about 15 ns a
+//! reading. With the `test-util` feature a moment is tokio's instant instead, which paused
+//! time drives, whichever source is chosen.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::thread;
 use std::time::{Duration, Instant};
+
+/// How often the ticker stores a reading.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Below this `latency_threshold` a breaker reads the TSC per call: a tick would be more than
+/// 1 % of the threshold.
+pub(crate) const TICKER_MAX_THRESHOLD: Duration = Duration::from_millis(100);
+
+/// Where a breaker takes its readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The TSC, per reading.
+    Tsc,
+    /// The ticker's latest reading.
+    Ticker,
+}
+
+impl Source {
+    /// The ticker, unless `precise` or its thread cannot be started.
+    pub(crate) fn choose(precise: bool) -> Source {
+        if precise || !ticker_runs() {
+            Source::Tsc
+        } else {
+            Source::Ticker
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now(self) -> Moment {
+        match self {
+            Source::Tsc => Moment::now(),
+            Source::Ticker => Moment::recent(),
+        }
+    }
+}
 
 /// A reading of the breaker's clock. One build takes one kind only.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +74,19 @@ impl Moment {
             Moment::At(tokio::time::Instant::now().into_std())
         } else {
             Moment::Ticks(anchor().clock.raw())
+        }
+    }
+
+    /// The ticker's latest reading, at most about a [`TICK`] old (once [`ticker_runs`]).
+    #[inline]
+    pub(crate) fn recent() -> Moment {
+        if cfg!(feature = "test-util") {
+            Moment::now()
+        } else {
+            // Relaxed: one thread stores, in increasing order, so each reader sees the counts
+            // in that order; a call whose future moves to another thread is handed over with
+            // a synchronization that orders its two readings.
+            Moment::Ticks(RECENT.load(Ordering::Relaxed))
         }
     }
 
@@ -56,17 +117,31 @@ impl Moment {
     }
 }
 
-/// Now, as a `std` instant.
-pub(crate) fn now() -> Instant {
-    Moment::now().instant()
-}
-
 /// The duration in nanoseconds, saturating (no 128-bit arithmetic on the closed path).
 pub(crate) fn nanos(duration: Duration) -> u64 {
     duration
         .as_secs()
         .saturating_mul(1_000_000_000)
         .saturating_add(u64::from(duration.subsec_nanos()))
+}
+
+/// The ticker's latest TSC reading.
+static RECENT: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the ticker if it is not running; false if its thread could not be started.
+fn ticker_runs() -> bool {
+    static RUNS: OnceLock<bool> = OnceLock::new();
+    *RUNS.get_or_init(|| {
+        let tick = || RECENT.store(anchor().clock.raw(), Ordering::Relaxed);
+        tick();
+        thread::Builder::new()
+            .name("proxflow-breaker-clock".into())
+            .spawn(move || loop {
+                thread::sleep(TICK);
+                tick();
+            })
+            .is_ok()
+    })
 }
 
 /// The TSC clock, and a reading of it taken at a known `std` instant.
@@ -91,6 +166,27 @@ fn anchor() -> &'static Anchor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ticker_follows_the_tsc() {
+        // Read the ticker's store directly: with `test-util`, `recent` reads tokio's clock.
+        let recent = || Moment::Ticks(RECENT.load(Ordering::Relaxed));
+        assert!(ticker_runs());
+        let first = recent();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let advanced = loop {
+            let reading = recent();
+            if reading.nanos_since(first) > 0 {
+                break reading;
+            }
+            assert!(Instant::now() < deadline, "the ticker never ticked");
+            thread::sleep(TICK);
+        };
+        // Never ahead of the TSC: a reading taken after it is as late or later.
+        let now = ticks();
+        assert_eq!(advanced.nanos_since(now), 0);
+        assert!(now.nanos_since(first) > 0);
+    }
 
     fn ticks() -> Moment {
         Moment::Ticks(anchor().clock.raw())

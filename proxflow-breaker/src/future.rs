@@ -30,7 +30,7 @@ impl<C> Guard<C> {
     /// Asks `breaker` for leave now.
     #[inline]
     pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
-        let start = Moment::now();
+        let start = breaker.now();
         match breaker.acquire(start) {
             Admission::Admit(permit) => Ok(Guard(Some(Leave {
                 breaker: Arc::clone(breaker),
@@ -44,7 +44,7 @@ impl<C> Guard<C> {
     /// The call starts now (in readiness mode leave is taken in `poll_ready`, earlier).
     pub(crate) fn restart(&mut self) {
         if let Some(leave) = &mut self.0 {
-            leave.start = Moment::now();
+            leave.start = leave.breaker.now();
         }
     }
 
@@ -68,7 +68,7 @@ impl<C> Guard<C> {
 
 impl<C> Leave<C> {
     fn end(self, outcome: Outcome, timed_out: bool) {
-        let now = Moment::now();
+        let now = self.breaker.now();
         let ending = Ending {
             outcome,
             latency: now.nanos_since(self.start),

@@ -12,7 +12,6 @@ use tower_service::Service;
 use crate::body::BreakerBody;
 use crate::breaker::{Breaker, Holder, OnStateChange};
 use crate::classify::Classify;
-use crate::clock::Moment;
 use crate::future::{Call, Guard};
 use crate::machine::{Settings, State};
 use crate::service::ResponseFuture;
@@ -78,7 +77,6 @@ impl<C: Clone> Breakers<C> {
         let breaker = Breaker::new(
             Arc::clone(&name),
             self.settings.clone(),
-            Moment::now(),
             self.on_change.clone(),
         );
         let holder = Holder::new(Arc::new(breaker), self.classify.clone());

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::{Source, TICKER_MAX_THRESHOLD};
 use crate::config::BreakerConfig;
 use crate::window::{Counts, Window};
 
@@ -71,6 +72,7 @@ pub(crate) struct Settings {
     ramp_up: Duration,
     ramp_up_floor: f64,
     ramp_up_aggression: f64,
+    clock: Source,
 }
 
 impl Settings {
@@ -89,7 +91,15 @@ impl Settings {
             ramp_up: config.ramp_up_duration,
             ramp_up_floor: config.ramp_up_floor,
             ramp_up_aggression: config.ramp_up_aggression,
+            clock: Source::choose(
+                config.precise_clock || config.latency_threshold < TICKER_MAX_THRESHOLD,
+            ),
         }
+    }
+
+    /// Where the breaker reads the time.
+    pub(crate) fn clock(&self) -> Source {
+        self.clock
     }
 
     /// Open time after `trips` trips in a row: the recovery timeout grown by the backoff,
