@@ -2,7 +2,7 @@
 //! number, in one layer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,9 +32,12 @@ pub(crate) fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// The breakers of a keyed layer.
+type Map<C> = HashMap<Arc<str>, Arc<Holder<C>>>;
+
+/// The breakers of a keyed layer. Calls of known keys share a read lock, so that calls on
+/// several cores do not queue for the map; a new key takes the write lock.
 pub(crate) struct Breakers<C> {
-    map: Mutex<HashMap<Arc<str>, Arc<Holder<C>>>>,
+    map: RwLock<Map<C>>,
     max_keys: usize,
     settings: Settings,
     on_change: Option<OnStateChange>,
@@ -56,7 +59,7 @@ impl<C: Clone> Breakers<C> {
         classify: C,
     ) -> Self {
         Breakers {
-            map: Mutex::default(),
+            map: RwLock::default(),
             max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX).max(1),
             settings,
             on_change,
@@ -66,7 +69,11 @@ impl<C: Clone> Breakers<C> {
 
     /// The breaker of `key`, made on first use.
     pub(crate) fn get_or_make(&self, key: &str) -> Arc<Holder<C>> {
-        let mut map = self.lock();
+        if let Some(breaker) = self.read().get(key) {
+            return Arc::clone(breaker);
+        }
+        let mut map = self.write();
+        // Another call may have made it between the two locks.
         if let Some(breaker) = map.get(key) {
             return Arc::clone(breaker);
         }
@@ -86,22 +93,28 @@ impl<C: Clone> Breakers<C> {
 }
 
 impl<C> Breakers<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Holder<C>>>> {
+    fn read(&self) -> RwLockReadGuard<'_, Map<C>> {
         self.map
-            .lock()
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Map<C>> {
+        self.map
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl<C: Send + Sync> Registry for Breakers<C> {
     fn get(&self, key: &str) -> Option<Arc<Breaker>> {
-        self.lock()
+        self.read()
             .get(key)
             .map(|holder| Arc::clone(holder.breaker()))
     }
 
     fn all(&self) -> Vec<Arc<Breaker>> {
-        self.lock()
+        self.read()
             .values()
             .map(|holder| Arc::clone(holder.breaker()))
             .collect()
@@ -111,7 +124,7 @@ impl<C: Send + Sync> Registry for Breakers<C> {
 /// Frees a sixteenth of the room at once: closed breakers no call holds first (they carry
 /// nothing a new breaker would not), then closed ones, then any (an open breaker's key starts
 /// over closed: documented as the price of the bound).
-fn evict<C>(map: &mut HashMap<Arc<str>, Arc<Holder<C>>>, max_keys: usize) {
+fn evict<C>(map: &mut Map<C>, max_keys: usize) {
     let wanted = (max_keys / 16).max(1);
     let mut freed = 0;
     // Pass 0: closed and idle; pass 1: closed; pass 2: any.
