@@ -259,7 +259,7 @@ impl Breaker {
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_breaker_calls_total",
-            "breaker" => self.name.to_string(),
+            "breaker" => Arc::clone(&self.name),
             "outcome" => outcome_name(ending.outcome)
         )
         .increment(1);
@@ -413,11 +413,11 @@ impl Breaker {
         }
         #[cfg(feature = "metrics")]
         {
-            metrics::gauge!("proxflow_breaker_state", "breaker" => self.name.to_string())
+            metrics::gauge!("proxflow_breaker_state", "breaker" => Arc::clone(&self.name))
                 .set(state_number(to));
             metrics::counter!(
                 "proxflow_breaker_transitions_total",
-                "breaker" => self.name.to_string(),
+                "breaker" => Arc::clone(&self.name),
                 "to" => state_name(to)
             )
             .increment(1);

@@ -362,7 +362,7 @@ impl Pool {
         );
         #[cfg(feature = "metrics")]
         for upstream in list.iter() {
-            metrics::gauge!("proxflow_lb_weight", "upstream" => upstream.name.to_string())
+            metrics::gauge!("proxflow_lb_weight", "upstream" => Arc::clone(&upstream.name))
                 .set(upstream.effective_adaptive());
         }
     }

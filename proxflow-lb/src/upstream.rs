@@ -303,7 +303,7 @@ impl Upstream {
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_lb_requests_total",
-            "upstream" => self.name.to_string(),
+            "upstream" => Arc::clone(&self.name),
             "outcome" => if failed { "failure" } else { "success" }
         )
         .increment(1);
