@@ -737,4 +737,31 @@ mod tests {
         });
         assert!(eager.ramp_share(15 * S) > 0.7);
     }
+
+    #[test]
+    fn the_ticker_unless_asked_or_the_threshold_is_short() {
+        let clock = |config: BreakerConfig| Settings::new(&config).clock();
+        assert_eq!(clock(BreakerConfig::default()), Source::Ticker);
+        assert_eq!(
+            clock(BreakerConfig {
+                precise_clock: true,
+                ..BreakerConfig::default()
+            }),
+            Source::Tsc
+        );
+        assert_eq!(
+            clock(BreakerConfig {
+                latency_threshold: 50 * MS,
+                ..BreakerConfig::default()
+            }),
+            Source::Tsc
+        );
+        assert_eq!(
+            clock(BreakerConfig {
+                latency_threshold: 100 * MS,
+                ..BreakerConfig::default()
+            }),
+            Source::Ticker
+        );
+    }
 }
