@@ -1,6 +1,7 @@
 //! Pieces shared by the example programs: serving a Tower service over hyper with graceful
-//! shutdown, and the example site.
+//! shutdown, the example site, and the gateway.
 
+pub mod gateway;
 pub mod site;
 
 use std::convert::Infallible;
