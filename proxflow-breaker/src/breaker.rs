@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::clock::{nanos, Moment, Source};
+use crate::clock::{nanos, Moment, Source, TickerHold};
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
 use crate::stripes::{self, Stripes, Tally};
 
@@ -107,6 +107,8 @@ pub(crate) struct Breaker {
     name: Arc<str>,
     inner: Mutex<Inner>,
     on_change: Option<OnStateChange>,
+    /// Keeps the ticker's thread running while this breaker reads it.
+    _ticker: Option<TickerHold>,
 }
 
 /// What a call reads without the lock; written only under it.
@@ -193,7 +195,16 @@ impl Breaker {
         settings: Settings,
         on_change: Option<OnStateChange>,
     ) -> Breaker {
-        let source = settings.clock();
+        let ticker = if settings.precise_clock() {
+            None
+        } else {
+            TickerHold::take()
+        };
+        let source = if ticker.is_some() {
+            Source::Ticker
+        } else {
+            Source::Tsc
+        };
         let origin = source.now();
         let now = origin.instant();
         let machine = Machine::new(settings, now);
@@ -218,6 +229,7 @@ impl Breaker {
                 period: None,
             }),
             on_change,
+            _ticker: ticker,
         };
         breaker.update(now, |_| ((), None));
         breaker

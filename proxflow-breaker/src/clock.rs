@@ -3,9 +3,10 @@
 //! A call reads it twice (when it starts and when it ends), so its cost is a large part of the
 //! closed path's. Two sources, chosen per breaker:
 //!
-//! - **The ticker** (default): a thread, started once per process by the first breaker that
-//!   uses it, stores a reading of the time-stamp counter every millisecond; a call reads that
-//!   store, one atomic load. Latencies are then known to about a millisecond, plenty against
+//! - **The ticker** (default): a thread stores a reading of the time-stamp counter every
+//!   millisecond, and a call reads that store: one atomic load. One thread serves the whole
+//!   process; it runs while a breaker that reads it exists (started by the first, it ends
+//!   within a tick of the last one's drop). Latencies are then known to about a millisecond, plenty against
 //!   the default `latency_threshold` of 5 s. This is the cached time of nginx's event loop
 //!   and of Envoy's `approximateMonotonicTime`, kept by a thread because a Tower layer has no
 //!   loop to hook.
@@ -20,7 +21,7 @@
 //! time drives, whichever source is chosen.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,15 +42,6 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// The ticker, unless `precise` or its thread cannot be started.
-    pub(crate) fn choose(precise: bool) -> Source {
-        if precise || !ticker_runs() {
-            Source::Tsc
-        } else {
-            Source::Ticker
-        }
-    }
-
     #[inline]
     pub(crate) fn now(self) -> Moment {
         match self {
@@ -77,7 +69,7 @@ impl Moment {
         }
     }
 
-    /// The ticker's latest reading, at most about a [`TICK`] old (once [`ticker_runs`]).
+    /// The ticker's latest reading, at most about a [`TICK`] old while a [`TickerHold`] lives.
     #[inline]
     pub(crate) fn recent() -> Moment {
         if cfg!(feature = "test-util") {
@@ -128,20 +120,81 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 /// The ticker's latest TSC reading.
 static RECENT: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the ticker if it is not running; false if its thread could not be started.
-fn ticker_runs() -> bool {
-    static RUNS: OnceLock<bool> = OnceLock::new();
-    *RUNS.get_or_init(|| {
-        let tick = || RECENT.store(anchor().clock.raw(), Ordering::Relaxed);
-        tick();
-        thread::Builder::new()
-            .name("proxflow-breaker-clock".into())
-            .spawn(move || loop {
-                thread::sleep(TICK);
-                tick();
-            })
-            .is_ok()
-    })
+/// The ticker's thread, and the breakers that read it.
+struct Ticker {
+    /// Where it stores its readings.
+    recent: &'static AtomicU64,
+    state: Mutex<TickerState>,
+}
+
+#[derive(Default)]
+struct TickerState {
+    holds: usize,
+    running: bool,
+}
+
+/// A breaker's hold on the ticker: its thread runs while one exists.
+pub(crate) struct TickerHold(&'static Ticker);
+
+impl TickerHold {
+    /// A hold on the process's ticker, its thread started if it is not running; `None` if
+    /// it could not be started.
+    pub(crate) fn take() -> Option<TickerHold> {
+        static TICKER: Ticker = Ticker {
+            recent: &RECENT,
+            state: Mutex::new(TickerState {
+                holds: 0,
+                running: false,
+            }),
+        };
+        TICKER.hold()
+    }
+}
+
+impl Drop for TickerHold {
+    fn drop(&mut self) {
+        self.0.lock().holds -= 1;
+    }
+}
+
+impl Ticker {
+    fn hold(&'static self) -> Option<TickerHold> {
+        let mut state = self.lock();
+        if !state.running {
+            // A reading before the first call's, whatever the new thread's first tick waits.
+            self.tick();
+            thread::Builder::new()
+                .name("proxflow-breaker-clock".into())
+                .spawn(move || self.run())
+                .ok()?;
+            state.running = true;
+        }
+        state.holds += 1;
+        Some(TickerHold(self))
+    }
+
+    fn run(&self) {
+        loop {
+            thread::sleep(TICK);
+            let mut state = self.lock();
+            if state.holds == 0 {
+                state.running = false;
+                return;
+            }
+            self.tick();
+        }
+    }
+
+    fn tick(&self) {
+        self.recent.store(anchor().clock.raw(), Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickerState> {
+        // Nothing panics while holding it; a poisoned count is still the count.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The TSC clock, and a reading of it taken at a known `std` instant.
@@ -167,25 +220,52 @@ fn anchor() -> &'static Anchor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_ticker_follows_the_tsc() {
-        // Read the ticker's store directly: with `test-util`, `recent` reads tokio's clock.
-        let recent = || Moment::Ticks(RECENT.load(Ordering::Relaxed));
-        assert!(ticker_runs());
-        let first = recent();
+    /// A ticker of the test's own, so that other tests' breakers do not hold it.
+    fn own_ticker() -> &'static Ticker {
+        Box::leak(Box::new(Ticker {
+            recent: Box::leak(Box::new(AtomicU64::new(0))),
+            state: Mutex::default(),
+        }))
+    }
+
+    /// Waits until `done`, failing after ten seconds.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let advanced = loop {
-            let reading = recent();
-            if reading.nanos_since(first) > 0 {
-                break reading;
-            }
-            assert!(Instant::now() < deadline, "the ticker never ticked");
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
             thread::sleep(TICK);
-        };
+        }
+    }
+
+    #[test]
+    fn the_ticker_follows_the_tsc_while_held() {
+        let ticker = own_ticker();
+        let recent = || Moment::Ticks(ticker.recent.load(Ordering::Relaxed));
+        let hold = ticker.hold().expect("a thread");
+        let first = recent();
+        assert!(first.nanos_since(Moment::Ticks(0)) > 0, "a reading at once");
+        wait_until("the ticker never ticked", || {
+            recent().nanos_since(first) > 0
+        });
         // Never ahead of the TSC: a reading taken after it is as late or later.
+        let advanced = recent();
         let now = ticks();
         assert_eq!(advanced.nanos_since(now), 0);
-        assert!(now.nanos_since(first) > 0);
+
+        // Two holds, one thread; it ends when the last hold is dropped.
+        let second = ticker.hold().expect("the same thread");
+        drop(hold);
+        assert!(ticker.lock().running);
+        drop(second);
+        wait_until("the thread kept running", || !ticker.lock().running);
+        let stopped = recent();
+        thread::sleep(TICK * 5);
+        assert_eq!(recent().nanos_since(stopped), 0, "no tick after it ended");
+
+        // A new hold starts it again, with a fresh reading.
+        let _again = ticker.hold().expect("a new thread");
+        assert!(recent().nanos_since(stopped) > 0);
+        assert!(ticker.lock().running);
     }
 
     fn ticks() -> Moment {

@@ -65,8 +65,9 @@ pub struct BreakerConfig {
     /// Keyed form: the most breakers kept (closed ones unused longest go first). Default 10,000.
     pub max_keys: u64,
     /// Read the time-stamp counter at each call's start and end (about 20 ns each) instead of
-    /// the millisecond ticker (one atomic load; a thread started once per process). Default
-    /// `false`; a `latency_threshold` under 100 ms reads the counter whatever this says.
+    /// the millisecond ticker (one atomic load; one thread per process, running while a breaker
+    /// reads it). Default `false`; a `latency_threshold` under 100 ms reads the counter
+    /// whatever this says.
     pub precise_clock: bool,
 }
 

@@ -166,8 +166,9 @@ impl<C> CircuitBreakerLayer<C> {
     }
 
     /// Read the time-stamp counter at each call's start and end (about 20 ns each) instead of
-    /// the millisecond ticker (one atomic load; a thread started once per process). Default
-    /// off; a `latency_threshold` under 100 ms reads the counter whatever this says.
+    /// the millisecond ticker (one atomic load; one thread per process, running while a breaker
+    /// reads it). Default off; a `latency_threshold` under 100 ms reads the counter whatever
+    /// this says.
     pub fn precise_clock(self, on: bool) -> Self {
         self.with(|c| c.precise_clock = on)
     }

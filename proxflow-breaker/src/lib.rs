@@ -53,9 +53,9 @@
 //!
 //! - **Time.** A call's latency is the difference of two readings of the breaker's clock, at
 //!   its start and at its end. By default the clock is a millisecond ticker: a thread (named
-//!   `proxflow-breaker-clock`, started once per process by the first breaker, never stopped)
-//!   stores a reading of the CPU's time-stamp counter every millisecond, and a reading is one
-//!   atomic load, the cached time nginx's and Envoy's event loops keep. Latencies are then
+//!   `proxflow-breaker-clock`, one per process, running while a breaker reads it) stores a
+//!   reading of the CPU's time-stamp counter every millisecond, and a reading is one atomic
+//!   load, the cached time nginx's and Envoy's event loops keep. Latencies are then
 //!   known to about a millisecond. With `precise_clock(true)`, or a `latency_threshold` under
 //!   100 ms, each reading reads the time-stamp counter itself (through quanta, as governor
 //!   does; about 20 ns a reading on the benchmark machine, half of `Instant::now`). Tests that

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::clock::{Source, TICKER_MAX_THRESHOLD};
+use crate::clock::TICKER_MAX_THRESHOLD;
 use crate::config::BreakerConfig;
 use crate::window::{Counts, Window};
 
@@ -72,7 +72,7 @@ pub(crate) struct Settings {
     ramp_up: Duration,
     ramp_up_floor: f64,
     ramp_up_aggression: f64,
-    clock: Source,
+    precise_clock: bool,
 }
 
 impl Settings {
@@ -91,15 +91,13 @@ impl Settings {
             ramp_up: config.ramp_up_duration,
             ramp_up_floor: config.ramp_up_floor,
             ramp_up_aggression: config.ramp_up_aggression,
-            clock: Source::choose(
-                config.precise_clock || config.latency_threshold < TICKER_MAX_THRESHOLD,
-            ),
+            precise_clock: config.precise_clock || config.latency_threshold < TICKER_MAX_THRESHOLD,
         }
     }
 
-    /// Where the breaker reads the time.
-    pub(crate) fn clock(&self) -> Source {
-        self.clock
+    /// Whether the breaker reads the TSC per call rather than the ticker.
+    pub(crate) fn precise_clock(&self) -> bool {
+        self.precise_clock
     }
 
     /// Open time after `trips` trips in a row: the recovery timeout grown by the backoff,
@@ -740,28 +738,19 @@ mod tests {
 
     #[test]
     fn the_ticker_unless_asked_or_the_threshold_is_short() {
-        let clock = |config: BreakerConfig| Settings::new(&config).clock();
-        assert_eq!(clock(BreakerConfig::default()), Source::Ticker);
-        assert_eq!(
-            clock(BreakerConfig {
-                precise_clock: true,
-                ..BreakerConfig::default()
-            }),
-            Source::Tsc
-        );
-        assert_eq!(
-            clock(BreakerConfig {
-                latency_threshold: 50 * MS,
-                ..BreakerConfig::default()
-            }),
-            Source::Tsc
-        );
-        assert_eq!(
-            clock(BreakerConfig {
-                latency_threshold: 100 * MS,
-                ..BreakerConfig::default()
-            }),
-            Source::Ticker
-        );
+        let precise = |config: BreakerConfig| Settings::new(&config).precise_clock();
+        assert!(!precise(BreakerConfig::default()));
+        assert!(precise(BreakerConfig {
+            precise_clock: true,
+            ..BreakerConfig::default()
+        }));
+        assert!(precise(BreakerConfig {
+            latency_threshold: 50 * MS,
+            ..BreakerConfig::default()
+        }));
+        assert!(!precise(BreakerConfig {
+            latency_threshold: 100 * MS,
+            ..BreakerConfig::default()
+        }));
     }
 }
