@@ -44,9 +44,10 @@
 //!   On this shared host the no-op's own median moves by 20-40 ns between runs taken seconds
 //!   apart, and a difference of two medians carries both moves; so:
 //! - `breaker_overhead`: the same overhead measured paired: each sample times `iters` calls
-//!   of the layer and `iters` of the no-op, alternating in stretches of 1000 calls, and
-//!   reports the difference, per call. `proxflow_http` (the target's figure: `<= 100 ns`) and
-//!   `proxflow_http_precise`. The summary shows both estimates of the one-thread overhead.
+//!   of the layer and `iters` of the no-op, alternating in stretches of 1000 calls (each
+//!   going first in turn), and reports the difference, per call: `proxflow_http` (the
+//!   target's figure, `<= 100 ns`) and `proxflow_http_precise`. The summary shows both
+//!   estimates of the one-thread overhead.
 //! - `breaker_contended`: `noop`, `proxflow_http` and `tower_resilience` as above, on 1 thread
 //!   and on 2 threads at once (one per core), the threads sharing one layer, so one breaker (each
 //!   thread wraps its own no-op service with the shared layer before the start line). Each
@@ -261,9 +262,9 @@ fn bench_proxflow<S>(
 const STRETCH: u64 = 1000;
 
 /// The paired measurement: `iters` calls of `service` and `iters` of the no-op, alternating in
-/// stretches of [`STRETCH`], and the time of the first minus that of the second. Each
-/// sample so holds both under the same conditions of the host, instead of two medians of
-/// runs taken seconds apart.
+/// stretches of [`STRETCH`] (which goes first alternates too), and the time of the first minus
+/// that of the second. Each sample so holds both under the same conditions of the host,
+/// instead of two medians of runs taken seconds apart.
 fn paired<S>(
     service: &mut S,
     noop: &mut impl Service<Request<()>, Error = Infallible>,
@@ -275,18 +276,24 @@ where
 {
     let (mut layered, mut bare) = (Duration::ZERO, Duration::ZERO);
     let mut left = iters;
+    let mut noop_first = true;
     while left > 0 {
         let stretch = left.min(STRETCH);
-        let start = Instant::now();
-        for _ in 0..stretch {
-            black_box(call_now(noop, black_box(Request::new(()))));
+        for noop_now in [noop_first, !noop_first] {
+            let start = Instant::now();
+            if noop_now {
+                for _ in 0..stretch {
+                    black_box(call_now(noop, black_box(Request::new(()))));
+                }
+                bare += start.elapsed();
+            } else {
+                for _ in 0..stretch {
+                    black_box(call_now(service, black_box(Request::new(()))));
+                }
+                layered += start.elapsed();
+            }
         }
-        let middle = Instant::now();
-        for _ in 0..stretch {
-            black_box(call_now(service, black_box(Request::new(()))));
-        }
-        bare += middle - start;
-        layered += middle.elapsed();
+        noop_first = !noop_first;
         left -= stretch;
     }
     layered.saturating_sub(bare)

@@ -6,10 +6,10 @@
 //! - **The ticker** (default): a thread stores a reading of the time-stamp counter every
 //!   millisecond, and a call reads that store: one atomic load. One thread serves the whole
 //!   process; it runs while a breaker that reads it exists (started by the first, it ends
-//!   within a tick of the last one's drop). Latencies are then known to about a millisecond, plenty against
-//!   the default `latency_threshold` of 5 s. This is the cached time of nginx's event loop
-//!   and of Envoy's `approximateMonotonicTime`, kept by a thread because a Tower layer has no
-//!   loop to hook.
+//!   within a tick of the last one's drop). Latencies are then known to about a millisecond,
+//!   plenty against the default `latency_threshold` of 5 s. This is the cached time of
+//!   nginx's event loop and of Envoy's `approximateMonotonicTime`, kept by a thread because a
+//!   Tower layer has no loop to hook.
 //! - **The TSC** itself, read through quanta per reading: about 20 ns on the machine the
 //!   benchmarks run on (`std`'s `Instant::now`, `clock_gettime`, about 40 ns). Chosen with
 //!   `precise_clock`, or when `latency_threshold` is under [`TICKER_MAX_THRESHOLD`].
