@@ -74,7 +74,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use criterion::{Bencher, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, StartLine};
@@ -199,9 +199,7 @@ fn closed(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let mut service = noop();
-    group.bench_function("noop", |b| {
-        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
-    });
+    group.bench_function("noop", |b| each_call(b, &mut service));
 
     let layer = CircuitBreakerLayer::new();
     bench_proxflow(
@@ -209,6 +207,7 @@ fn closed(c: &mut Criterion) {
         "proxflow_http",
         layer.handle(),
         layer.layer(noop()),
+        each_call,
     );
     let layer = CircuitBreakerLayer::new().precise_clock(true);
     bench_proxflow(
@@ -216,6 +215,7 @@ fn closed(c: &mut Criterion) {
         "proxflow_http_precise",
         layer.handle(),
         layer.layer(noop()),
+        each_call,
     );
     let layer = CircuitBreakerLayer::new().generic();
     bench_proxflow(
@@ -223,6 +223,7 @@ fn closed(c: &mut Criterion) {
         "proxflow_generic",
         layer.handle(),
         layer.layer(noop()),
+        each_call,
     );
 
     let (layer, handle) = tower_resilience_layer();
@@ -231,19 +232,29 @@ fn closed(c: &mut Criterion) {
     let mut ran = false;
     group.bench_function("tower_resilience", |b| {
         ran = true;
-        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+        each_call(b, &mut service)
     });
     check_resilience(&handle, if ran { 2 } else { 1 });
     group.finish();
 }
 
-/// Benchmarks `service`, one of ours, then checks that its breaker (`handle`) counted every
-/// call a success.
+/// Times each call of `service`, one at a time.
+fn each_call<S>(b: &mut Bencher<'_, WallTime>, service: &mut S)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    b.iter(|| black_box(call_now(service, black_box(Request::new(())))))
+}
+
+/// Benchmarks `service`, one of ours, with `measure`, then checks that its breaker (`handle`)
+/// counted every call a success.
 fn bench_proxflow<S>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     handle: BreakerHandle,
     mut service: S,
+    mut measure: impl FnMut(&mut Bencher<'_, WallTime>, &mut S),
 ) where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
@@ -252,7 +263,7 @@ fn bench_proxflow<S>(
     let mut ran = false;
     group.bench_function(name, |b| {
         ran = true;
-        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+        measure(b, &mut service)
     });
     check_proxflow(&handle, if ran { 2 } else { 1 });
 }
@@ -310,15 +321,13 @@ fn overhead(c: &mut Criterion) {
             CircuitBreakerLayer::new().precise_clock(true),
         ),
     ] {
-        let handle = layer.handle();
-        let mut service = layer.layer(noop());
-        call_now(&mut service, Request::new(()));
-        let mut ran = false;
-        group.bench_function(name, |b| {
-            ran = true;
-            b.iter_custom(|iters| paired(&mut service, &mut bare, iters))
-        });
-        check_proxflow(&handle, if ran { 2 } else { 1 });
+        bench_proxflow(
+            &mut group,
+            name,
+            layer.handle(),
+            layer.layer(noop()),
+            |b, service| b.iter_custom(|iters| paired(service, &mut bare, iters)),
+        );
     }
     group.finish();
 }
