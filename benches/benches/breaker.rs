@@ -459,50 +459,64 @@ fn summary(since: SystemTime, tallies: &Tallies) {
     let resilience1 = minus(contended("tower_resilience", 1), noop1);
 
     out += "\n| overhead (layer - noop) | proxflow | target | result | tower_resilience | tower_resilience / proxflow |\n|---|--:|--:|---|--:|--:|\n";
-    out += &format!(
-        "| 1 thread, HTTP form, paired (breaker_overhead/proxflow_http) | {} | <= {TARGET_ONE_NS:.0} ns | {} | {} | {} |\n",
-        ns(http_paired),
-        verdict(http_paired.map(|o| o <= TARGET_ONE_NS)),
-        ns(resilience),
-        ratio(resilience, http_paired),
+    // One row: what is measured, our overhead, its target if it has one, tower-resilience's.
+    let mut row = |what: &str, ours: Option<f64>, target: Option<f64>, theirs: Option<f64>| {
+        let (target, result) = match target {
+            Some(target) => (
+                format!("<= {target:.0} ns"),
+                verdict(ours.map(|o| o <= target)),
+            ),
+            None => (String::new(), "info"),
+        };
+        out += &format!(
+            "| {what} | {} | {target} | {result} | {} | {} |\n",
+            ns(ours),
+            ns(theirs),
+            ratio(theirs, ours),
+        );
+    };
+    let one = Some(TARGET_ONE_NS);
+    row(
+        "1 thread, HTTP form, paired (breaker_overhead/proxflow_http)",
+        http_paired,
+        one,
+        resilience,
     );
-    out += &format!(
-        "| 1 thread, HTTP form, `precise_clock(true)`, paired (breaker_overhead/proxflow_http_precise) | {} | | info | {} | {} |\n",
-        ns(precise_paired),
-        ns(resilience),
-        ratio(resilience, precise_paired),
+    row(
+        "1 thread, HTTP form, `precise_clock(true)`, paired (breaker_overhead/proxflow_http_precise)",
+        precise_paired,
+        None,
+        resilience,
     );
-    out += &format!(
-        "| 1 thread, HTTP form (breaker_closed/proxflow_http - noop) | {} | <= {TARGET_ONE_NS:.0} ns | {} | {} | {} |\n",
-        ns(http),
-        verdict(http.map(|o| o <= TARGET_ONE_NS)),
-        ns(resilience),
-        ratio(resilience, http),
+    row(
+        "1 thread, HTTP form (breaker_closed/proxflow_http - noop)",
+        http,
+        one,
+        resilience,
     );
-    out += &format!(
-        "| 1 thread, HTTP form, `precise_clock(true)` (breaker_closed/proxflow_http_precise - noop) | {} | | info | {} | {} |\n",
-        ns(precise),
-        ns(resilience),
-        ratio(resilience, precise),
+    row(
+        "1 thread, HTTP form, `precise_clock(true)` (breaker_closed/proxflow_http_precise - noop)",
+        precise,
+        None,
+        resilience,
     );
-    out += &format!(
-        "| 1 thread, generic form (breaker_closed/proxflow_generic - noop) | {} | | info | {} | {} |\n",
-        ns(generic),
-        ns(resilience),
-        ratio(resilience, generic),
+    row(
+        "1 thread, generic form (breaker_closed/proxflow_generic - noop)",
+        generic,
+        None,
+        resilience,
     );
-    out += &format!(
-        "| contended, 1 thread (breaker_contended/proxflow_http/1 - noop/1) | {} | | info | {} | {} |\n",
-        ns(http1),
-        ns(resilience1),
-        ratio(resilience1, http1),
+    row(
+        "contended, 1 thread (breaker_contended/proxflow_http/1 - noop/1)",
+        http1,
+        None,
+        resilience1,
     );
-    out += &format!(
-        "| contended, 2 threads, per call as each thread sees it (breaker_contended/proxflow_http/2 - noop/2) | {} | <= {TARGET_TWO_NS:.0} ns | {} | {} | {} |\n",
-        ns(http2),
-        verdict(http2.map(|o| o <= TARGET_TWO_NS)),
-        ns(resilience2),
-        ratio(resilience2, http2),
+    row(
+        "contended, 2 threads, per call as each thread sees it (breaker_contended/proxflow_http/2 - noop/2)",
+        http2,
+        Some(TARGET_TWO_NS),
+        resilience2,
     );
 
     out += "\n| contended: time per call as each thread sees it | 1 thread | 2 threads | speed-up (2 x t1 / t2) | re-polls per 1000 calls, 2 threads |\n|---|--:|--:|--:|--:|\n";
