@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod site;
+pub mod timer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,7 +72,7 @@ where
         };
         let _ = stream.set_nodelay(true);
         let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
+            .timer(timer::ConnectionTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(
                 TokioIo::new(stream),
