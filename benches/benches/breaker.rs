@@ -71,13 +71,13 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::measurement::WallTime;
 use criterion::{Bencher, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, StartLine};
+use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, paired, StartLine};
 use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower::{Layer, Service};
 use tower_resilience_circuitbreaker::{
@@ -268,48 +268,6 @@ fn bench_proxflow<S>(
     check_proxflow(&handle, if ran { 2 } else { 1 });
 }
 
-/// Calls per stretch of [`paired`]: long enough that the two clock readings per stretch cost
-/// little per call, short enough that both services see the same state of the host.
-const STRETCH: u64 = 1000;
-
-/// The paired measurement: `iters` calls of `service` and `iters` of the no-op, alternating in
-/// stretches of [`STRETCH`] (which goes first alternates too), and the time of the first minus
-/// that of the second. Each sample so holds both under the same conditions of the host,
-/// instead of two medians of runs taken seconds apart.
-fn paired<S>(
-    service: &mut S,
-    noop: &mut impl Service<Request<()>, Error = Infallible>,
-    iters: u64,
-) -> Duration
-where
-    S: Service<Request<()>>,
-    S::Error: std::fmt::Debug,
-{
-    let (mut layered, mut bare) = (Duration::ZERO, Duration::ZERO);
-    let mut left = iters;
-    let mut noop_first = true;
-    while left > 0 {
-        let stretch = left.min(STRETCH);
-        for noop_now in [noop_first, !noop_first] {
-            let start = Instant::now();
-            if noop_now {
-                for _ in 0..stretch {
-                    black_box(call_now(noop, black_box(Request::new(()))));
-                }
-                bare += start.elapsed();
-            } else {
-                for _ in 0..stretch {
-                    black_box(call_now(service, black_box(Request::new(()))));
-                }
-                layered += start.elapsed();
-            }
-        }
-        noop_first = !noop_first;
-        left -= stretch;
-    }
-    layered.saturating_sub(bare)
-}
-
 fn overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group(OVERHEAD);
     group.throughput(Throughput::Elements(1));
@@ -326,7 +284,15 @@ fn overhead(c: &mut Criterion) {
             name,
             layer.handle(),
             layer.layer(noop()),
-            |b, service| b.iter_custom(|iters| paired(service, &mut bare, iters)),
+            |b, service| {
+                b.iter_custom(|iters| {
+                    paired(
+                        iters,
+                        || drop(black_box(call_now(service, black_box(Request::new(()))))),
+                        || drop(black_box(call_now(&mut bare, black_box(Request::new(()))))),
+                    )
+                })
+            },
         );
     }
     group.finish();

@@ -33,6 +33,13 @@
 //!   - `governor_direct_std_clock`: the same with `MonotonicClock` (`std::time::Instant`, the
 //!     clock the layer read before it read the TSC): for information.
 //!
+//!   - `noop_axum_body`, `layer_global_axum_body`, `tower_governor_global`: the no-op answering
+//!     axum's body type (the only one `tower_governor` answers with), and over it this layer and
+//!     `tower_governor` 0.8 (`GlobalKeyExtractor`, a token per nanosecond, burst 100,
+//!     `use_headers()`: it writes `x-ratelimit-limit` and `x-ratelimit-remaining` on allowed
+//!     answers, as this layer writes its two fields): the governor-based Tower layer most users
+//!     pick, for information.
+//!
 //!   The overhead of the layer is `layer_global - noop`, compared with `governor_direct`.
 //! - `ratelimit_rejected`: the rejection path (the one a flood takes): `key: global`, 1 per hour,
 //!   burst 1, the one token spent, so every request gets the 429 (with `Retry-After` and the
@@ -58,6 +65,17 @@
 //!     the same 1M addresses, same quota, addresses computed in the loop.
 //!
 //!   The cost of the layer per request is `layer_ip - noop`.
+//! - `ratelimit_paired`: the targets' overheads measured paired, as the breaker's bench measures
+//!   its target: each sample times `iters` measured calls and `iters` no-op calls alternating in
+//!   stretches of 1,000, and reports the difference per call. Two medians taken seconds apart
+//!   carry the host's drift (in one run the no-op moved by 20%); a paired sample does not.
+//!   - `layer_global`: the layer of `ratelimit_allowed/layer_global` against the no-op.
+//!   - `governor_direct`: governor's `check()` followed by the no-op's call, against the no-op
+//!     alone: governor's cost measured the same way.
+//!   - `layer_ip_1M`: the keyed layer of `ratelimit_keyed_1M/layer_ip` against its no-op.
+//!
+//!   The targets compare these: `layer_global / governor_direct` (<= 1.5x) and `layer_ip_1M`
+//!   (<= 300 ns).
 //! - `ratelimit_contended`: the same calls on 1 thread and on 2 threads at once (one per core),
 //!   sharing one layer (or one governor limiter). Each thread makes `iters` calls; the time is
 //!   the wall time from the first thread's start (each thread reads the clock itself) until both
@@ -83,9 +101,14 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::clock::MonotonicClock;
 use governor::{Quota, RateLimiter};
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, text_response};
+use proxflow_benches::{
+    call_now, criterion_dir, median_ns, noop, on_threads, paired, text_response,
+};
 use proxflow_ratelimit::{ClientAddr, LimitHeaders, RateLimitLayer};
 use tower::{Layer, Service};
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::GlobalKeyExtractor;
+use tower_governor::GovernorLayer;
 
 /// A rate nothing in a benchmark can exhaust: one token per nanosecond, a second's worth of
 /// burst.
@@ -105,6 +128,7 @@ const ALLOWED: &str = "ratelimit_allowed";
 const KEYED: &str = "ratelimit_keyed_1M";
 const REJECTED: &str = "ratelimit_rejected";
 const CONTENDED: &str = "ratelimit_contended";
+const PAIRED: &str = "ratelimit_paired";
 
 /// A no-op service that keeps the request in `slot` instead of dropping it, so the loop can send
 /// it again: no request is built or freed per iteration.
@@ -290,7 +314,42 @@ fn allowed(c: &mut Criterion) {
     group.bench_function("governor_direct_std_clock", |b| {
         b.iter(|| black_box(governor.check()).is_ok())
     });
+
+    // tower_governor answers with axum's body type only: both layers over the same no-op
+    // answering it.
+    let mut service = axum_noop();
+    group.bench_function("noop_axum_body", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    let mut service = global_layer().layer(axum_noop());
+    group.bench_function("layer_global_axum_body", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
+    let config = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(100)
+        .key_extractor(GlobalKeyExtractor)
+        .use_headers()
+        .finish()
+        .expect("a valid quota");
+    let mut service = GovernorLayer::new(config).layer(axum_noop());
+    let first = call_now(&mut service, Request::new(()));
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().contains_key("x-ratelimit-remaining"));
+    group.bench_function("tower_governor_global", |b| {
+        b.iter(|| black_box(call_now(&mut service, black_box(Request::new(())))))
+    });
     group.finish();
+}
+
+/// The no-op service with axum's body type.
+fn axum_noop() -> impl Service<
+    Request<()>,
+    Response = Response<axum::body::Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone {
+    tower::service_fn(|_| async { Ok(text_response().map(|()| axum::body::Body::empty())) })
 }
 
 fn rejected(c: &mut Criterion) {
@@ -360,6 +419,68 @@ fn keyed(c: &mut Criterion, state: &OnceLock<Keyed>) {
             let ip = addr(next).ip();
             next = (next + 1) % KEYS;
             black_box(governor.check_key(&ip)).is_ok()
+        })
+    });
+    group.finish();
+}
+
+/// The targets' overheads measured paired (see [`paired`]): each sample alternates the measured
+/// calls with the same number of no-op calls and keeps the difference.
+fn paired_overheads(c: &mut Criterion, state: &OnceLock<Keyed>) {
+    let mut group = c.benchmark_group(PAIRED);
+    group.throughput(Throughput::Elements(1));
+    let mut bare = noop();
+    let mut call_bare = move || drop(black_box(call_now(&mut bare, black_box(Request::new(())))));
+
+    let mut layered = global_layer().layer(noop());
+    group.bench_function("layer_global", |b| {
+        b.iter_custom(|iters| {
+            paired(
+                iters,
+                || {
+                    drop(black_box(call_now(
+                        &mut layered,
+                        black_box(Request::new(())),
+                    )))
+                },
+                &mut call_bare,
+            )
+        })
+    });
+
+    // governor's check added to the no-op's call, against the no-op alone: its cost in the
+    // same loop and measured the same way as the layer's.
+    let governor = RateLimiter::direct(huge_quota());
+    let mut beside = noop();
+    group.bench_function("governor_direct", |b| {
+        b.iter_custom(|iters| {
+            paired(
+                iters,
+                || {
+                    let _ = black_box(governor.check()).is_ok();
+                    drop(black_box(call_now(
+                        &mut beside,
+                        black_box(Request::new(())),
+                    )));
+                },
+                &mut call_bare,
+            )
+        })
+    });
+
+    let mut keyed_bare = KeyedCaller::new(recycling_noop, 0);
+    let mut keyed = None;
+    group.bench_function("layer_ip_1M", |b| {
+        let keyed = keyed.get_or_insert_with(|| {
+            let layer = &state.get_or_init(Keyed::new).layer;
+            KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
+        });
+        b.iter_custom(|iters| {
+            paired(
+                iters,
+                || drop(black_box(keyed.call())),
+                || drop(black_box(keyed_bare.call())),
+            )
         })
     });
     group.finish();
@@ -476,6 +597,9 @@ fn summary(since: SystemTime) {
         format!("{ALLOWED}/governor_direct"),
         format!("{ALLOWED}/governor_direct_std_clock"),
         format!("{ALLOWED}/noop_plus_two_fields"),
+        format!("{ALLOWED}/noop_axum_body"),
+        format!("{ALLOWED}/layer_global_axum_body"),
+        format!("{ALLOWED}/tower_governor_global"),
         format!("{REJECTED}/layer_global"),
         format!("{REJECTED}/governor_direct"),
         format!("{KEYED}/noop"),
@@ -509,10 +633,19 @@ fn summary(since: SystemTime) {
         "| layer overhead, allowed, global (layer_global - noop) | {} | | |\n",
         ns(overhead)
     );
+    let paired_layer = id(PAIRED, "layer_global");
+    let paired_governor = id(PAIRED, "governor_direct");
+    let paired_ratio = paired_layer.zip(paired_governor).map(|(l, g)| l / g);
     out += &format!(
-        "| overhead / governor_direct (quanta clock) | {} | <= 1.5x | {} |\n",
+        "| paired: layer overhead {}, governor's check {} (ratelimit_paired/layer_global, governor_direct); ratio | {} | <= 1.5x | {} |\n",
+        ns(paired_layer),
+        ns(paired_governor),
+        paired_ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
+        verdict(paired_ratio.map(|r| r <= 1.5)),
+    );
+    out += &format!(
+        "| difference of medians: overhead / governor_direct (quanta clock) | {} | | info |\n",
         ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
-        verdict(ratio.map(|r| r <= 1.5)),
     );
     out += &format!(
         "| overhead / governor_direct_std_clock | {} | | info |\n",
@@ -532,14 +665,34 @@ fn summary(since: SystemTime) {
         "| the floor of any limiter that writes the two fields: (governor_direct + the two fields) / governor_direct | {} | | info |\n",
         two_fields.zip(governor).map_or("n/a".into(), |(f, g)| format!("{:.2}x", (g + f) / g)),
     );
+    let over_axum_noop = |name: &str| {
+        id(ALLOWED, name)
+            .zip(id(ALLOWED, "noop_axum_body"))
+            .map(|(l, n)| l - n)
+    };
+    let ours_axum = over_axum_noop("layer_global_axum_body");
+    let tower_governor = over_axum_noop("tower_governor_global");
+    out += &format!(
+        "| overheads over the axum-body no-op: this layer {}, tower_governor {}; ratio | {} | | info |\n",
+        ns(ours_axum),
+        ns(tower_governor),
+        ours_axum
+            .zip(tower_governor)
+            .map_or("n/a".into(), |(o, t)| format!("{:.2}x", o / t)),
+    );
     out += &format!(
         "| layer, rejected path, global (ratelimit_rejected/layer_global - ratelimit_allowed/noop) | {} | | info |\n",
         ns(rejected)
     );
+    let paired_keyed = id(PAIRED, "layer_ip_1M");
     out += &format!(
-        "| keyed, 1M live keys (layer_ip - noop) | {} | <= 300 ns | {} |\n",
+        "| keyed, 1M live keys, paired (ratelimit_paired/layer_ip_1M) | {} | <= 300 ns | {} |\n",
+        ns(paired_keyed),
+        verdict(paired_keyed.map(|k| k <= 300.0)),
+    );
+    out += &format!(
+        "| keyed, 1M live keys, difference of medians (layer_ip - noop) | {} | | info |\n",
         ns(keyed),
-        verdict(keyed.map(|k| k <= 300.0)),
     );
     out += &format!(
         "| keyed, 1M keys, `headers: limited` (layer_ip_fields_limited - noop) | {} | | info |\n",
@@ -588,6 +741,7 @@ fn main() {
     // Filled on first use: criterion calls a benchmark's closure only if it is selected.
     let state = OnceLock::new();
     keyed(&mut c, &state);
+    paired_overheads(&mut c, &state);
     contended(&mut c, &state);
     c.final_summary();
     summary(since);
