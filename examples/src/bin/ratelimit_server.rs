@@ -4,7 +4,7 @@
 //! ratelimit_server -p 8080 --rate 1000 --per 1s --burst 101 --algorithm token_bucket --key ip --reject 429
 //! ```
 //!
-//! HTTP/1.1 on 127.0.0.1, a current-thread Tokio runtime (one core), `TCP_NODELAY`, each
+//! HTTP/1.1 on 127.0.0.1, a current-thread Tokio runtime (one core), `TCP_NODELAY`, mimalloc, each
 //! request tagged with `ClientAddr(peer)` so that `--key ip` limits per client address. `-p 0`
 //! picks a free port; the port is printed on stdout as `listening on http://127.0.0.1:PORT`.
 //! On SIGTERM or Ctrl-C it prints the layer's counters on stderr
@@ -23,6 +23,12 @@ use proxflow_examples::serve_connections;
 use proxflow_ratelimit::{Algorithm, ClientAddr, RateLimitConfig, RateLimitLayer, Reject};
 use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceExt};
+
+// A server answering a flood of 429s allocates a header map per answer; mimalloc's thread-local
+// free lists serve that with about half the instructions of glibc's malloc, which on this path
+// also merges its fast bins again and again (`malloc_consolidate`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The algorithms, as the configuration names them.
 #[derive(Debug, Clone, Copy, ValueEnum)]
