@@ -566,7 +566,7 @@ fn report(
         "Servers pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}: `wrk -t1 -c{CONNECTIONS} -d{}s` \
          (one client address, so one key), median of {} round(s) after a {} s warm-up, servers \
          interleaved, the bucket refilled before each run. {}, 1 worker, access_log off, \
-         keepalive_requests 1000000, {}; proxflow `ratelimit_server` (hyper HTTP/1.1, \
+         keepalive_requests 1000000, {}; proxflow `ratelimit_server` (hyper HTTP/1.1, mimalloc, \
          current-thread runtime, TCP_NODELAY). Admitted = wrk's requests minus its `Non-2xx` \
          count (both servers answer only 200 or 429, checked first).\n",
         args.duration,
