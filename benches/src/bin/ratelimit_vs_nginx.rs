@@ -90,6 +90,10 @@ struct Args {
     /// below the 32 connections, so that requests are rejected.
     #[arg(long, default_value_t = 10)]
     leaky_burst: u32,
+    /// Which of proxflow's answers carry the `RateLimit-Policy` and `RateLimit` fields:
+    /// `always` (the layer's default), `limited` or `never` (nginx sends no such fields).
+    #[arg(long, default_value = "always", value_parser = ["always", "limited", "never"])]
+    headers: String,
     /// Keep nginx's default of logging each rejected request at `error` level.
     #[arg(long)]
     nginx_log_rejections: bool,
@@ -193,6 +197,8 @@ fn run(args: Args) -> Result<()> {
             "ip",
             "--reject",
             "429",
+            "--headers",
+            &args.headers,
         ];
         let server = start_printing_port("proxflow", &proxflow_bin, &server_args, tmp.path())?;
         proxflow.insert(scenario, (server, server_args.join(" ")));

@@ -20,7 +20,9 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use proxflow_examples::serve_connections;
-use proxflow_ratelimit::{Algorithm, ClientAddr, RateLimitConfig, RateLimitLayer, Reject};
+use proxflow_ratelimit::{
+    Algorithm, ClientAddr, LimitHeaders, RateLimitConfig, RateLimitLayer, Reject,
+};
 use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceExt};
 
@@ -52,6 +54,17 @@ enum RejectArg {
     Drop,
 }
 
+/// Which answers carry the `RateLimit-Policy` and `RateLimit` fields.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HeadersArg {
+    /// Allowed and limited answers (the default).
+    Always,
+    /// Limited answers only.
+    Limited,
+    /// None (a 429 still carries `Retry-After`).
+    Never,
+}
+
 /// Answers `200 ok` to what a rate limiter lets through.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -77,6 +90,9 @@ struct Args {
     /// What a request over the limit gets.
     #[arg(long, value_enum, default_value_t = RejectArg::TooManyRequests)]
     reject: RejectArg,
+    /// Which answers carry the `RateLimit-Policy` and `RateLimit` fields.
+    #[arg(long, value_enum, default_value_t = HeadersArg::Always)]
+    headers: HeadersArg,
     /// With `--reject delay`, the longest a request is held.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     max_delay: Duration,
@@ -133,6 +149,11 @@ fn main() -> std::io::Result<()> {
             RejectArg::Drop => Reject::Drop,
         },
         max_delay: args.max_delay,
+        headers: match args.headers {
+            HeadersArg::Always => LimitHeaders::Always,
+            HeadersArg::Limited => LimitHeaders::Limited,
+            HeadersArg::Never => LimitHeaders::Never,
+        },
         ..RateLimitConfig::default()
     };
     let layer = match RateLimitLayer::from_config(&config) {
