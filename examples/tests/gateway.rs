@@ -16,16 +16,7 @@ async fn serve(settings: Settings) -> SocketAddr {
     let gateway = gateway::start(&settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            gateway
-                .router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    tokio::spawn(gateway::serve(listener, gateway.router));
     addr
 }
 
@@ -97,6 +88,11 @@ async fn the_site_the_api_and_the_dashboard_work_together() {
     let stats = stats(gateway).await;
     assert_eq!(stats["ratelimit"]["allowed"], 3);
     assert_eq!(stats["ratelimit"]["limited"], 1);
+    assert_eq!(
+        stats["ratelimit"]["missing_key"], 0,
+        "every request carries its client's address"
+    );
+    assert_eq!(stats["ratelimit"]["active_keys"], 1);
     assert_eq!(stats["breaker"]["state"], "closed");
     assert_eq!(
         stats["breaker"]["totals"]["successes"], 3,

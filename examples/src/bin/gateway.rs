@@ -6,11 +6,9 @@
 //! cargo run --release -p proxflow-examples --bin gateway
 //! ```
 
-use std::net::SocketAddr;
-
 use clap::Parser;
 use proxflow_examples::gateway::{self, Settings};
-use proxflow_examples::{runtime, shutdown_signal};
+use proxflow_examples::runtime;
 
 /// Runs the proxflow gateway on its embedded defaults.
 #[derive(Debug, Parser)]
@@ -48,12 +46,5 @@ async fn run(args: Args) -> std::io::Result<()> {
     for (demo, addr) in settings.upstreams.iter().zip(&gateway.upstreams) {
         println!("  upstream   {} at http://{addr}", demo.name);
     }
-    axum::serve(
-        listener,
-        gateway
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    gateway::serve(listener, gateway.router).await
 }
