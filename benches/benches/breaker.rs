@@ -77,7 +77,9 @@ use criterion::measurement::WallTime;
 use criterion::{Bencher, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use proxflow_benches::{call_now, criterion_dir, median_ns, noop, on_threads, paired, StartLine};
+use proxflow_benches::{
+    call_now, call_once, criterion_dir, median_ns, noop, on_threads, paired, StartLine,
+};
 use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower::{Layer, Service};
 use tower_resilience_circuitbreaker::{
@@ -244,7 +246,7 @@ where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
-    b.iter(|| black_box(call_now(service, black_box(Request::new(())))))
+    b.iter(|| call_once(service))
 }
 
 /// Benchmarks `service`, one of ours, with `measure`, then checks that its breaker (`handle`)
@@ -285,13 +287,7 @@ fn overhead(c: &mut Criterion) {
             layer.handle(),
             layer.layer(noop()),
             |b, service| {
-                b.iter_custom(|iters| {
-                    paired(
-                        iters,
-                        || drop(black_box(call_now(service, black_box(Request::new(()))))),
-                        || drop(black_box(call_now(&mut bare, black_box(Request::new(()))))),
-                    )
-                })
+                b.iter_custom(|iters| paired(iters, || call_once(service), || call_once(&mut bare)))
             },
         );
     }

@@ -106,6 +106,20 @@ where
     }
 }
 
+/// One call of `service` with a fresh `Request::new(())`, as the benchmarks' loops make it:
+/// [`call_now`], `black_box` on the request and the response, the response dropped.
+#[inline]
+pub fn call_once<S>(service: &mut S)
+where
+    S: Service<http::Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    drop(std::hint::black_box(call_now(
+        service,
+        std::hint::black_box(http::Request::new(())),
+    )));
+}
+
 /// Calls per stretch of [`paired`]: long enough that the two clock readings per stretch cost
 /// little per call, short enough that both sides see the same state of the host.
 pub const STRETCH: u64 = 1000;
