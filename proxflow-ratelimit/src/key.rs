@@ -20,6 +20,9 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// The extensions (authentication middleware puts the user there).
     pub extensions: &'a Extensions,
+    /// The connection's peer, when the service was given it with
+    /// [`RateLimit::with_peer`](crate::RateLimit::with_peer).
+    pub peer: Option<SocketAddr>,
 }
 
 /// A custom key: return `None` when the request has no key.
@@ -40,7 +43,9 @@ where
 }
 
 /// The client's address, for servers that are not axum: insert it into each request's
-/// extensions (axum's `ConnectInfo<SocketAddr>` and a bare `SocketAddr` are read too).
+/// extensions (axum's `ConnectInfo<SocketAddr>` and a bare `SocketAddr` are read too). A server
+/// that makes one service per connection can give the service the address instead, with
+/// [`RateLimit::with_peer`](crate::RateLimit::with_peer), and skip the per-request insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
@@ -119,7 +124,7 @@ impl KeyRules {
         match &self.kind {
             KeyKind::Global => Some(self.hash(0u8, ())),
             KeyKind::Ip => {
-                let peer = peer_addr(request.extensions)?.ip();
+                let peer = peer_addr(request)?.ip();
                 let client = client_ip(peer, request.headers, &self.trusted);
                 // One 16-byte write: SipHash's per-write bookkeeping was most of the cost of
                 // hashing `(kind, IpAddr)` (its tag, discriminant and octets went in as
@@ -171,8 +176,11 @@ fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
     (!bytes.is_empty()).then_some(bytes)
 }
 
-/// The peer address the server recorded for the connection.
-pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
+/// The peer address the server recorded for the connection: in the request's extensions first
+/// (middleware that knows better, such as a PROXY protocol reader, puts it there), then the one
+/// the service was given.
+pub(crate) fn peer_addr(request: &RequestView<'_>) -> Option<SocketAddr> {
+    let extensions = request.extensions;
     if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
         return Some(*addr);
     }
@@ -182,7 +190,7 @@ pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
     {
         return Some(*addr);
     }
-    extensions.get::<SocketAddr>().copied()
+    extensions.get::<SocketAddr>().copied().or(request.peer)
 }
 
 /// The raw value of `name` in a query string (`a=1&api_key=xyz`). Not percent-decoded: the
@@ -217,6 +225,7 @@ mod tests {
             uri: request.uri(),
             headers: request.headers(),
             extensions: request.extensions(),
+            peer: None,
         };
         rules.key(&view)
     }

@@ -64,12 +64,7 @@ async fn hyper_server(layer: RateLimitLayer) -> (SocketAddr, mpsc::UnboundedRece
             let inner = tower::service_fn(|_: Request<Incoming>| async {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
             });
-            let service = layer
-                .layer(inner)
-                .map_request(move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(ClientAddr(peer));
-                    request
-                });
+            let service = layer.layer(inner).with_peer(peer);
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
                 let result = hyper::server::conn::http1::Builder::new()

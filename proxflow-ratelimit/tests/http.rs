@@ -14,6 +14,7 @@ use proxflow_ratelimit::{
     RequestView, UserId,
 };
 use tokio::time::advance;
+use tower::{Layer, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -675,6 +676,38 @@ async fn client_address_from_each_kind_of_extension() {
     assert_eq!(status(&app, client_addr).await, 200);
     assert_eq!(status(&app, bare).await, 429, "same address, same bucket");
     assert_eq!(status(&app, from("192.0.2.77:6000")).await, 429);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .missing_key(MissingKey::Reject);
+    let hello = tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
+    });
+    let connection = |peer: &str| layer.layer(hello.clone()).with_peer(addr(peer));
+    let status_of = |service: proxflow_ratelimit::RateLimit<_>, request| async move {
+        service.oneshot(request).await.expect("infallible").status()
+    };
+    let bare = || Request::new(Body::empty());
+    assert_eq!(status_of(connection("192.0.2.1:5000"), bare()).await, 200);
+    assert_eq!(
+        status_of(connection("192.0.2.1:6000"), bare()).await,
+        429,
+        "another connection of the same client shares its bucket"
+    );
+    assert_eq!(status_of(connection("192.0.2.2:5000"), bare()).await, 200);
+    // An address in the request's extensions wins over the connection's.
+    assert_eq!(
+        status_of(connection("192.0.2.3:5000"), from("192.0.2.1")).await,
+        429
+    );
+    assert_eq!(
+        status_of(layer.layer(hello.clone()), bare()).await,
+        400,
+        "without a peer, a request has no ip key"
+    );
 }
 
 /// A quota resolver's answer cannot be refused like a config: an overlong period or burst is
