@@ -686,7 +686,7 @@ async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
     let hello = tower::service_fn(|_: Request<Body>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
     });
-    let connection = |peer: &str| layer.layer(hello.clone()).with_peer(addr(peer));
+    let connection = |peer: &str| layer.layer(hello).with_peer(addr(peer));
     let status_of = |service: proxflow_ratelimit::RateLimit<_>, request| async move {
         service.oneshot(request).await.expect("infallible").status()
     };
@@ -704,7 +704,7 @@ async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
         429
     );
     assert_eq!(
-        status_of(layer.layer(hello.clone()), bare()).await,
+        status_of(layer.layer(hello), bare()).await,
         400,
         "without a peer, a request has no ip key"
     );
