@@ -125,16 +125,7 @@ impl KeyRules {
             KeyKind::Global => Some(self.hash(0u8, ())),
             KeyKind::Ip => {
                 let peer = peer_addr(request)?.ip();
-                let client = client_ip(peer, request.headers, &self.trusted);
-                // One 16-byte write: SipHash's per-write bookkeeping was most of the cost of
-                // hashing `(kind, IpAddr)` (its tag, discriminant and octets went in as
-                // separate writes). No kind tag is needed: the only other key of an `ip` layer,
-                // the shared key of requests without one, is hashed from one byte.
-                let bits = match group(client, self.ipv6_prefix) {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                    IpAddr::V6(v6) => v6,
-                };
-                Some(self.seed.hash_one(u128::from(bits)))
+                Some(self.ip_key(client_ip(peer, request.headers, &self.trusted)))
             }
             KeyKind::User => {
                 if let Some(UserId(user)) = request.extensions.get::<UserId>() {
@@ -162,6 +153,27 @@ impl KeyRules {
         }
     }
 
+    /// The `ip` key of a connection from `peer` whose requests carry no address of their own,
+    /// made once per connection: `None` unless the key is `ip` and `peer` is not a trusted
+    /// proxy (behind one, the key depends on each request's forwarding headers).
+    pub(crate) fn connection_key(&self, peer: SocketAddr) -> Option<KeyHash> {
+        let peer = peer.ip().to_canonical();
+        (matches!(self.kind, KeyKind::Ip) && !self.trusted.contains(peer))
+            .then(|| self.ip_key(peer))
+    }
+
+    fn ip_key(&self, client: IpAddr) -> KeyHash {
+        // One 16-byte write: SipHash's per-write bookkeeping was most of the cost of hashing
+        // `(kind, IpAddr)` (its tag, discriminant and octets went in as separate writes). No
+        // kind tag is needed: the only other key of an `ip` layer, the shared key of requests
+        // without one, is hashed from one byte.
+        let bits = match group(client, self.ipv6_prefix) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        self.seed.hash_one(u128::from(bits))
+    }
+
     /// The shared key of requests that have none (`missing_key: shared`).
     pub(crate) fn missing(&self) -> KeyHash {
         self.hash(6u8, ())
@@ -180,7 +192,11 @@ fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
 /// (middleware that knows better, such as a PROXY protocol reader, puts it there), then the one
 /// the service was given.
 pub(crate) fn peer_addr(request: &RequestView<'_>) -> Option<SocketAddr> {
-    let extensions = request.extensions;
+    tagged_addr(request.extensions).or(request.peer)
+}
+
+/// An address put into the request's extensions.
+pub(crate) fn tagged_addr(extensions: &Extensions) -> Option<SocketAddr> {
     if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
         return Some(*addr);
     }
@@ -190,7 +206,7 @@ pub(crate) fn peer_addr(request: &RequestView<'_>) -> Option<SocketAddr> {
     {
         return Some(*addr);
     }
-    extensions.get::<SocketAddr>().copied().or(request.peer)
+    extensions.get::<SocketAddr>().copied()
 }
 
 /// The raw value of `name` in a query string (`a=1&api_key=xyz`). Not percent-decoded: the

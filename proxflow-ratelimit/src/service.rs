@@ -19,7 +19,7 @@ use crate::algorithm::{Nanos, Rate, Verdict};
 use crate::body::RateLimitBody;
 use crate::config::{LimitHeaders, MissingKey, Reject};
 use crate::headers::{self, LimitFields, LimitState};
-use crate::key::{KeyKind, KeyRules, RequestView};
+use crate::key::{self, KeyHash, KeyKind, KeyRules, RequestView};
 use crate::layer::Quota;
 use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::stats::{Counter, Counters};
@@ -123,10 +123,15 @@ impl Answer {
 }
 
 impl Shared {
-    fn decide(&self, view: &RequestView<'_>) -> Decision {
+    /// `known`: the request's key if the caller knows it already (a connection's `ip` key).
+    fn decide(&self, view: &RequestView<'_>, known: Option<KeyHash>) -> Decision {
         // The global key uses governor's lock-free direct limiter: no key to hash.
         let global = matches!(self.rules.kind, KeyKind::Global);
-        let found = if global { None } else { self.rules.key(view) };
+        let found = if global {
+            None
+        } else {
+            known.or_else(|| self.rules.key(view))
+        };
         let key = match found {
             _ if global => None,
             Some(key) => Some(key),
@@ -261,6 +266,8 @@ pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
+    /// The `ip` key of `peer`, hashed once for the connection.
+    peer_key: Option<KeyHash>,
 }
 
 impl<S> RateLimit<S> {
@@ -269,6 +276,7 @@ impl<S> RateLimit<S> {
             inner,
             shared,
             peer: None,
+            peer_key: None,
         }
     }
 
@@ -279,6 +287,7 @@ impl<S> RateLimit<S> {
     /// Default: no peer.
     pub fn with_peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
+        self.peer_key = self.shared.rules.connection_key(peer);
         self
     }
 
@@ -328,7 +337,10 @@ where
             extensions: request.extensions(),
             peer: self.peer,
         };
-        let state = match self.shared.decide(&view) {
+        let known = self
+            .peer_key
+            .filter(|_| key::tagged_addr(request.extensions()).is_none());
+        let state = match self.shared.decide(&view, known) {
             Decision::Pass(fields) => {
                 return ResponseFuture {
                     state: State::Inner {

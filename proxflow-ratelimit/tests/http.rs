@@ -14,7 +14,7 @@ use proxflow_ratelimit::{
     RequestView, UserId,
 };
 use tokio::time::advance;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -707,6 +707,52 @@ async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
         status_of(layer.layer(hello), bare()).await,
         400,
         "without a peer, a request has no ip key"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_from_a_trusted_proxy_is_keyed_per_forwarded_client() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .trusted_proxies(["10.0.0.0/8"])
+        .unwrap();
+    let hello = tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
+    });
+    let forwarded_for = |client: &str| {
+        Request::builder()
+            .header("x-forwarded-for", client)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut proxy = layer.layer(hello).with_peer(addr("10.0.0.1:5000"));
+    let mut statuses = Vec::new();
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.1"] {
+        let response = proxy
+            .ready()
+            .await
+            .unwrap()
+            .call(forwarded_for(client))
+            .await;
+        statuses.push(response.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "one bucket per forwarded client");
+    // A client that is not a trusted proxy cannot choose its key with the header.
+    let mut client = layer.layer(hello).with_peer(addr("192.0.2.9:5000"));
+    let mut statuses = Vec::new();
+    for spoofed in ["198.51.100.1", "198.51.100.2"] {
+        let response = client
+            .ready()
+            .await
+            .unwrap()
+            .call(forwarded_for(spoofed))
+            .await;
+        statuses.push(response.unwrap().status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 429],
+        "one bucket for the connection's client"
     );
 }
 
