@@ -6,8 +6,8 @@
 //!
 //! HTTP/1.1 on 127.0.0.1, a current-thread Tokio runtime (one core), `TCP_NODELAY`, mimalloc, a
 //! service per connection told its peer (`RateLimit::with_peer`) so that `--key ip` limits per
-//! client address. `-p 0`
-//! picks a free port; the port is printed on stdout as `listening on http://127.0.0.1:PORT`.
+//! client address. `-p 0` picks a free port; the port is printed on stdout as
+//! `listening on http://127.0.0.1:PORT`.
 //! On SIGTERM or Ctrl-C it prints the layer's counters on stderr
 //! (`ratelimit stats: allowed=.. limited=.. ...`) and exits.
 
