@@ -207,6 +207,11 @@ async fn two_answered_then_dropped(addr: SocketAddr, stats: &Stats) {
     );
     assert_eq!(stats.snapshot().dropped, 2);
     assert_eq!(stats.snapshot().limited, 0);
+    assert_eq!(
+        stats.snapshot().missing_key,
+        0,
+        "every request was keyed by its client's address"
+    );
 }
 
 #[tokio::test]
