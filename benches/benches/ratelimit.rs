@@ -74,6 +74,10 @@
 //!   - `governor_direct`: governor's `check()` followed by the no-op's call, against the no-op
 //!     alone: governor's cost measured the same way.
 //!   - `layer_ip_1M`: the keyed layer of `ratelimit_keyed_1M/layer_ip` against its no-op.
+//!   - `layer_global_fields_limited`, `layer_ip_1M_fields_limited`: the same with
+//!     `headers: limited`, the decision alone. For information.
+//!   - `governor_keyed_1M`: governor's keyed check of the same address added to the keyed
+//!     no-op's call, against the keyed no-op alone. For information.
 //!
 //!   The targets compare these: `layer_global / governor_direct` (<= 1.5x) and `layer_ip_1M`
 //!   (<= 300 ns).
@@ -424,10 +428,17 @@ fn paired_overheads(c: &mut Criterion, state: &OnceLock<Keyed>) {
     group.throughput(Throughput::Elements(1));
     let mut bare = noop();
 
-    let mut layered = global_layer().layer(noop());
-    group.bench_function("layer_global", |b| {
-        b.iter_custom(|iters| paired(iters, || call_once(&mut layered), || call_once(&mut bare)))
-    });
+    for (name, headers) in [
+        ("layer_global", LimitHeaders::Always),
+        ("layer_global_fields_limited", LimitHeaders::Limited),
+    ] {
+        let mut layered = global_layer().headers(headers).layer(noop());
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                paired(iters, || call_once(&mut layered), || call_once(&mut bare))
+            })
+        });
+    }
 
     // governor's check added to the no-op's call, against the no-op alone: its cost in the
     // same loop and measured the same way as the layer's.
@@ -447,16 +458,41 @@ fn paired_overheads(c: &mut Criterion, state: &OnceLock<Keyed>) {
     });
 
     let mut keyed_bare = KeyedCaller::new(recycling_noop, 0);
-    let mut keyed = None;
-    group.bench_function("layer_ip_1M", |b| {
-        let keyed = keyed.get_or_insert_with(|| {
-            let layer = &state.get_or_init(Keyed::new).layer;
-            KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
+    for (name, fields_limited) in [("layer_ip_1M", false), ("layer_ip_1M_fields_limited", true)] {
+        let mut keyed = None;
+        group.bench_function(name, |b| {
+            let keyed = keyed.get_or_insert_with(|| {
+                let state = state.get_or_init(Keyed::new);
+                let layer = if fields_limited {
+                    &state.layer_fields_limited
+                } else {
+                    &state.layer
+                };
+                KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
+            });
+            b.iter_custom(|iters| {
+                paired(
+                    iters,
+                    || drop(black_box(keyed.call())),
+                    || drop(black_box(keyed_bare.call())),
+                )
+            })
         });
+    }
+
+    // governor's keyed check added to the keyed no-op's call (the same address), against the
+    // keyed no-op alone.
+    let mut keyed_beside = KeyedCaller::new(recycling_noop, 0);
+    group.bench_function("governor_keyed_1M", |b| {
+        let governor = &state.get_or_init(Keyed::new).governor;
         b.iter_custom(|iters| {
             paired(
                 iters,
-                || drop(black_box(keyed.call())),
+                || {
+                    let ip = addr(keyed_beside.next).ip();
+                    let _ = black_box(governor.check_key(&ip)).is_ok();
+                    drop(black_box(keyed_beside.call()));
+                },
                 || drop(black_box(keyed_bare.call())),
             )
         })
@@ -591,6 +627,10 @@ fn summary(since: SystemTime) {
     }
 
     let id = |group: &str, name: &str| get(&format!("{group}/{name}"));
+    let vs = |a: Option<f64>, b: Option<f64>| {
+        a.zip(b)
+            .map_or("n/a".to_string(), |(a, b)| format!("{:.2}x", a / b))
+    };
     let noop = id(ALLOWED, "noop");
     let overhead = id(ALLOWED, "layer_global").zip(noop).map(|(l, n)| l - n);
     let governor = id(ALLOWED, "governor_direct");
@@ -620,6 +660,12 @@ fn summary(since: SystemTime) {
         ns(paired_governor),
         paired_ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
         verdict(paired_ratio.map(|r| r <= 1.5)),
+    );
+    let paired_decision = id(PAIRED, "layer_global_fields_limited");
+    out += &format!(
+        "| paired: the decision alone (`headers: limited`) {} / governor's check | {} | | info |\n",
+        ns(paired_decision),
+        vs(paired_decision, paired_governor),
     );
     out += &format!(
         "| difference of medians: overhead / governor_direct (quanta clock) | {} | | info |\n",
@@ -668,6 +714,14 @@ fn summary(since: SystemTime) {
         ns(paired_keyed),
         verdict(paired_keyed.map(|k| k <= 300.0)),
     );
+    let paired_keyed_limited = id(PAIRED, "layer_ip_1M_fields_limited");
+    let paired_governor_keyed = id(PAIRED, "governor_keyed_1M");
+    out += &format!(
+        "| keyed, paired: `headers: limited` {}; governor's keyed check {}; layer / governor | {} | | info |\n",
+        ns(paired_keyed_limited),
+        ns(paired_governor_keyed),
+        vs(paired_keyed, paired_governor_keyed),
+    );
     out += &format!(
         "| keyed, 1M live keys, difference of medians (layer_ip - noop) | {} | | info |\n",
         ns(keyed),
@@ -676,10 +730,6 @@ fn summary(since: SystemTime) {
         "| keyed, 1M keys, `headers: limited` (layer_ip_fields_limited - noop) | {} | | info |\n",
         ns(keyed_limited),
     );
-    let vs = |a: Option<f64>, b: Option<f64>| {
-        a.zip(b)
-            .map_or("n/a".to_string(), |(a, b)| format!("{:.2}x", a / b))
-    };
     out += &format!(
         "| keyed layer cost / governor_keyed | {} | | info |\n",
         vs(keyed, id(KEYED, "governor_keyed")),
