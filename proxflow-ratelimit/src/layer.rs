@@ -13,7 +13,7 @@ use crate::client_ip::TrustedProxies;
 use crate::config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
 use crate::headers::HeaderCache;
-use crate::key::{KeyExtractor, KeyKind, KeyRules, RequestView};
+use crate::key::{AddressHasher, KeyExtractor, KeyKind, KeyRules, RequestView};
 use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::service::{QuotaResolver, RateLimit, Shared};
 use crate::stats::{Counters, Stats};
@@ -233,6 +233,7 @@ impl RateLimitLayer {
                 tracing::error!(%entry, %reason, "bad trusted proxy; trusting none");
                 TrustedProxies::default()
             });
+        let seed = RandomState::new();
         let rules = KeyRules {
             kind,
             trusted,
@@ -241,7 +242,8 @@ impl RateLimitLayer {
             api_key_header: header(&c.api_key_header)
                 .unwrap_or(HeaderName::from_static("x-api-key")),
             api_key_query: c.api_key_query.clone(),
-            seed: RandomState::new(),
+            address: AddressHasher::new(&seed),
+            seed,
         };
         let per_ns = nanos(c.per);
         let rate = Rate::new(c.rate, per_ns, c.burst);
