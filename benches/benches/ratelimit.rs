@@ -228,6 +228,15 @@ struct Keyed {
 }
 
 impl Keyed {
+    /// The keyed layer, with `headers: limited` or with the defaults.
+    fn layer_for(&self, fields_limited: bool) -> &RateLimitLayer {
+        if fields_limited {
+            &self.layer_fields_limited
+        } else {
+            &self.layer
+        }
+    }
+
     fn new() -> Keyed {
         let started = Instant::now();
         let layer = keyed_layer();
@@ -383,12 +392,7 @@ fn keyed(c: &mut Criterion, state: &OnceLock<Keyed>) {
         let mut caller = None;
         group.bench_function(name, |b| {
             let caller = caller.get_or_insert_with(|| {
-                let keyed = state.get_or_init(Keyed::new);
-                let layer = if fields_limited {
-                    &keyed.layer_fields_limited
-                } else {
-                    &keyed.layer
-                };
+                let layer = state.get_or_init(Keyed::new).layer_for(fields_limited);
                 KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
             });
             b.iter(|| black_box(caller.call()))
@@ -462,12 +466,7 @@ fn paired_overheads(c: &mut Criterion, state: &OnceLock<Keyed>) {
         let mut keyed = None;
         group.bench_function(name, |b| {
             let keyed = keyed.get_or_insert_with(|| {
-                let state = state.get_or_init(Keyed::new);
-                let layer = if fields_limited {
-                    &state.layer_fields_limited
-                } else {
-                    &state.layer
-                };
+                let layer = state.get_or_init(Keyed::new).layer_for(fields_limited);
                 KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
             });
             b.iter_custom(|iters| {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -678,34 +679,59 @@ async fn client_address_from_each_kind_of_extension() {
     assert_eq!(status(&app, from("192.0.2.77:6000")).await, 429);
 }
 
+/// `GET /` answers `hello`: the inner service of the tests that make a service per connection.
+fn hello() -> impl Service<Request<Body>, Response = http::Response<Body>, Error = Infallible> + Copy
+{
+    tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, Infallible>(http::Response::new(Body::from("hello")))
+    })
+}
+
+/// The statuses of `requests`, each sent through a clone of `service` (clones share its
+/// limiter and its peer).
+async fn statuses_through<S, B>(
+    service: &S,
+    requests: impl IntoIterator<Item = Request<Body>>,
+) -> Vec<u16>
+where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible> + Clone,
+{
+    let mut statuses = Vec::new();
+    for request in requests {
+        let response = service.clone().oneshot(request).await.expect("infallible");
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
         .burst(1)
         .missing_key(MissingKey::Reject);
-    let hello = tower::service_fn(|_: Request<Body>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
-    });
-    let connection = |peer: &str| layer.layer(hello).with_peer(addr(peer));
-    let status_of = |service: proxflow_ratelimit::RateLimit<_>, request| async move {
-        service.oneshot(request).await.expect("infallible").status()
-    };
+    let connection = |peer: &str| layer.layer(hello()).with_peer(addr(peer));
     let bare = || Request::new(Body::empty());
-    assert_eq!(status_of(connection("192.0.2.1:5000"), bare()).await, 200);
     assert_eq!(
-        status_of(connection("192.0.2.1:6000"), bare()).await,
-        429,
+        statuses_through(&connection("192.0.2.1:5000"), [bare()]).await,
+        [200]
+    );
+    assert_eq!(
+        statuses_through(&connection("192.0.2.1:6000"), [bare()]).await,
+        [429],
         "another connection of the same client shares its bucket"
     );
-    assert_eq!(status_of(connection("192.0.2.2:5000"), bare()).await, 200);
+    assert_eq!(
+        statuses_through(&connection("192.0.2.2:5000"), [bare()]).await,
+        [200]
+    );
     // An address in the request's extensions wins over the connection's.
     assert_eq!(
-        status_of(connection("192.0.2.3:5000"), from("192.0.2.1")).await,
-        429
+        statuses_through(&connection("192.0.2.3:5000"), [from("192.0.2.1")]).await,
+        [429]
     );
     assert_eq!(
-        status_of(layer.layer(hello), bare()).await,
-        400,
+        statuses_through(&layer.layer(hello()), [bare()]).await,
+        [400],
         "without a peer, a request has no ip key"
     );
 }
@@ -716,41 +742,31 @@ async fn a_connection_from_a_trusted_proxy_is_keyed_per_forwarded_client() {
         .burst(1)
         .trusted_proxies(["10.0.0.0/8"])
         .unwrap();
-    let hello = tower::service_fn(|_: Request<Body>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello")))
-    });
-    let forwarded_for = |client: &str| {
-        Request::builder()
-            .header("x-forwarded-for", client)
-            .body(Body::empty())
-            .unwrap()
+    let forwarded_for = |clients: &[&str]| {
+        clients
+            .iter()
+            .map(|client| {
+                Request::builder()
+                    .header("x-forwarded-for", *client)
+                    .body(Body::empty())
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
     };
-    let mut proxy = layer.layer(hello).with_peer(addr("10.0.0.1:5000"));
-    let mut statuses = Vec::new();
-    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.1"] {
-        let response = proxy
-            .ready()
-            .await
-            .unwrap()
-            .call(forwarded_for(client))
-            .await;
-        statuses.push(response.unwrap().status().as_u16());
-    }
-    assert_eq!(statuses, [200, 200, 429], "one bucket per forwarded client");
-    // A client that is not a trusted proxy cannot choose its key with the header.
-    let mut client = layer.layer(hello).with_peer(addr("192.0.2.9:5000"));
-    let mut statuses = Vec::new();
-    for spoofed in ["198.51.100.1", "198.51.100.2"] {
-        let response = client
-            .ready()
-            .await
-            .unwrap()
-            .call(forwarded_for(spoofed))
-            .await;
-        statuses.push(response.unwrap().status().as_u16());
-    }
+    let proxy = layer.layer(hello()).with_peer(addr("10.0.0.1:5000"));
     assert_eq!(
-        statuses,
+        statuses_through(
+            &proxy,
+            forwarded_for(&["192.0.2.1", "192.0.2.2", "192.0.2.1"])
+        )
+        .await,
+        [200, 200, 429],
+        "one bucket per forwarded client"
+    );
+    // A client that is not a trusted proxy cannot choose its key with the header.
+    let client = layer.layer(hello()).with_peer(addr("192.0.2.9:5000"));
+    assert_eq!(
+        statuses_through(&client, forwarded_for(&["198.51.100.1", "198.51.100.2"])).await,
         [200, 429],
         "one bucket for the connection's client"
     );
