@@ -41,6 +41,13 @@
 //! every request answered 200), shows the server's own ceiling, so that the layer's share of
 //! any gap to nginx can be told from hyper's.
 //!
+//! Each run also records where the time went: the server's CPU time split into user and kernel
+//! (on loopback most of it is the kernel's, and it is the same work for both servers), and from
+//! `/proc/stat` how busy each of the two cores was and how much of it the hypervisor took for
+//! other guests ("stolen": the host's noise, made visible). wrk saturates its core against
+//! either server, so req/s is bounded by the client as much as by the server; requests per
+//! server CPU-second is the figure that measures the server alone.
+//!
 //! ```text
 //! cargo build --release -p proxflow-benches -p proxflow-examples
 //! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 3 --leaky
@@ -129,6 +136,11 @@ struct Run {
     seconds: f64,
     /// CPU time (user + system) the server's processes used during the run.
     cpu_seconds: f64,
+    /// The part of it spent in the kernel (system time).
+    kernel_seconds: f64,
+    /// What the server's core and wrk's core did meanwhile.
+    server_core: CoreUse,
+    load_core: CoreUse,
 }
 
 impl Run {
@@ -140,6 +152,64 @@ impl Run {
     /// serve, less disturbed than wall-clock req/s by other programs taking the core.
     fn per_cpu_second(&self) -> f64 {
         self.requests as f64 / self.cpu_seconds.max(1e-9)
+    }
+
+    fn kernel_share(&self) -> f64 {
+        self.kernel_seconds / self.cpu_seconds.max(1e-9)
+    }
+
+    /// Where the run's time went, in a few words.
+    fn time_split(&self) -> String {
+        format!(
+            "server {:.0}% in the kernel; server core {:.0}% busy, {:.0}% stolen; wrk core {:.0}% busy, {:.0}% stolen",
+            self.kernel_share() * 100.0,
+            self.server_core.busy * 100.0,
+            self.server_core.stolen * 100.0,
+            self.load_core.busy * 100.0,
+            self.load_core.stolen * 100.0,
+        )
+    }
+}
+
+/// One core's time over a run, from the `cpuN` line of `/proc/stat`, as fractions of the run.
+#[derive(Clone, Copy, Default)]
+struct CoreUse {
+    /// Running anything (user, system, interrupts).
+    busy: f64,
+    /// Taken by the hypervisor for other guests: the host's noise, visible.
+    stolen: f64,
+}
+
+/// Cumulative (busy, stolen, total) ticks of CPU `cpu`.
+fn core_ticks(cpu: &str) -> Result<[u64; 3]> {
+    parse_core_ticks(&fs::read_to_string("/proc/stat")?, cpu)
+}
+
+fn parse_core_ticks(stat: &str, cpu: &str) -> Result<[u64; 3]> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(name.as_str()))
+        .ok_or_else(|| format!("no {name} in /proc/stat"))?;
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        return Err(format!("short {name} line in /proc/stat: {line}").into());
+    };
+    let busy = user + nice + system + irq + softirq;
+    Ok([busy, steal, busy + steal + idle + iowait])
+}
+
+fn core_use(before: [u64; 3], after: [u64; 3]) -> CoreUse {
+    let [busy, stolen, total] = [0, 1, 2].map(|i| after[i].saturating_sub(before[i]) as f64);
+    CoreUse {
+        busy: busy / total.max(1.0),
+        stolen: stolen / total.max(1.0),
     }
 }
 
@@ -268,7 +338,7 @@ fn run(args: Args) -> Result<()> {
                 let result = wrk(port, args.duration, pids)
                     .map_err(|e| format!("{name} ({}): {e}", scenario.name()))?;
                 eprintln!(
-                    "round {}/{} {:<12} {:<10} {:>8} req/s {:>8} req/CPU-s  {:>9} requests in {:.2} s  {:>7} x 200  {:>9} x 429",
+                    "round {}/{} {:<12} {:<10} {:>8} req/s {:>8} req/CPU-s  {:>9} requests in {:.2} s  {:>7} x 200  {:>9} x 429  {}",
                     round + 1,
                     args.rounds,
                     scenario.name(),
@@ -278,7 +348,8 @@ fn run(args: Args) -> Result<()> {
                     result.requests,
                     result.seconds,
                     result.admitted(),
-                    result.non_2xx
+                    result.non_2xx,
+                    result.time_split(),
                 );
                 runs.entry((scenario, name)).or_default().push(result);
             }
@@ -469,9 +540,13 @@ fn check_statuses(port: u16, limited_expected: bool) -> Result<(usize, usize)> {
 /// One wrk run on the load core. wrk counts non-2xx responses itself; socket errors fail the
 /// benchmark.
 fn wrk(port: u16, secs: u32, server_pids: &[u32]) -> Result<Run> {
-    let cpu_before = cpu_seconds(server_pids)?;
+    let [user_before, system_before] = cpu_seconds(server_pids)?;
+    let cores_before = (core_ticks(SERVER_CPU)?, core_ticks(WRK_CPU)?);
     let text = run_wrk(&format!("http://127.0.0.1:{port}/"), secs, &[])?;
-    let cpu_seconds = cpu_seconds(server_pids)? - cpu_before;
+    let cores_after = (core_ticks(SERVER_CPU)?, core_ticks(WRK_CPU)?);
+    let [user, system] = cpu_seconds(server_pids)?;
+    let kernel_seconds = system - system_before;
+    let cpu_seconds = user - user_before + kernel_seconds;
     let (mut rps, mut requests, mut seconds, mut non_2xx) = (None, None, None, 0);
     for line in text.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("Requests/sec:") {
@@ -493,6 +568,9 @@ fn wrk(port: u16, secs: u32, server_pids: &[u32]) -> Result<Run> {
         seconds: seconds.ok_or_else(|| format!("no duration in wrk output:\n{text}"))?,
         non_2xx,
         cpu_seconds,
+        kernel_seconds,
+        server_core: core_use(cores_before.0, cores_after.0),
+        load_core: core_use(cores_before.1, cores_after.1),
     })
 }
 
@@ -518,19 +596,20 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// User + system CPU time of the processes, in seconds (Linux reports clock ticks of 1/100 s).
-fn cpu_seconds(pids: &[u32]) -> Result<f64> {
-    let mut ticks = 0u64;
+/// User and system CPU time of the processes, in seconds (Linux reports clock ticks of 1/100
+/// s).
+fn cpu_seconds(pids: &[u32]) -> Result<[f64; 2]> {
+    let mut ticks = [0u64; 2];
     for &pid in pids {
         let fields = proc_stat(pid).ok_or_else(|| format!("process {pid} is gone"))?;
-        for index in [11, 12] {
-            ticks += fields
+        for (sum, index) in ticks.iter_mut().zip([11, 12]) {
+            *sum += fields
                 .get(index)
                 .and_then(|t| t.parse::<u64>().ok())
                 .ok_or_else(|| format!("bad /proc/{pid}/stat"))?;
         }
     }
-    Ok(ticks as f64 / 100.0)
+    Ok(ticks.map(|t| t as f64 / 100.0))
 }
 
 /// wrk's durations: `10.00s`, `1.00m`, `500.00ms`.
@@ -745,6 +824,28 @@ fn report(
         out += &format!("| {what} | {measured} | {verdict} |\n");
     }
 
+    out += "\nWhere the time went (medians over rounds; a core's time is busy, stolen by the \
+        hypervisor, or idle). When wrk's core is busy or stolen nearly all the time, req/s is the \
+        client's ceiling as much as the server's, and requests per server CPU-second is the \
+        comparison that still measures the server:\n\n";
+    out += "| scenario | server | server CPU in the kernel | server core busy | server core stolen | wrk core busy | wrk core stolen |\n";
+    out += "|---|---|--:|--:|--:|--:|--:|\n";
+    for (&(scenario, name), list) in runs {
+        let pick = |f: &dyn Fn(&Run) -> f64| {
+            let value = median(&mut list.iter().map(f).collect::<Vec<_>>());
+            format!("{:.0}%", value * 100.0)
+        };
+        out += &format!(
+            "| {} | {name} | {} | {} | {} | {} | {} |\n",
+            scenario.name(),
+            pick(&Run::kernel_share),
+            pick(&|r| r.server_core.busy),
+            pick(&|r| r.server_core.stolen),
+            pick(&|r| r.load_core.busy),
+            pick(&|r| r.load_core.stolen),
+        );
+    }
+
     out += "\nPer round (req/s, requests per server CPU-second, admitted):\n";
     for (&(scenario, name), list) in runs {
         let cells: Vec<String> = list
@@ -771,7 +872,20 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_wrk_duration;
+    use super::{core_use, parse_core_ticks, parse_wrk_duration};
+
+    #[test]
+    fn core_ticks_from_proc_stat() {
+        let stat = "cpu  30 0 6 40 2 0 2 4 0 0\n\
+                    cpu1 10 0 2 20 1 0 1 2 7 0\n\
+                    cpu10 5 0 1 9 0 0 0 1 0 0\n";
+        // busy = user + nice + system + irq + softirq; guest (7) is inside user already.
+        assert_eq!(parse_core_ticks(stat, "1").unwrap(), [13, 2, 36]);
+        assert_eq!(parse_core_ticks(stat, "10").unwrap(), [6, 1, 16]);
+        assert!(parse_core_ticks(stat, "2").is_err());
+        let used = core_use([13, 2, 36], [53, 12, 136]);
+        assert_eq!((used.busy, used.stolen), (0.4, 0.1));
+    }
 
     #[test]
     fn wrk_durations() {
