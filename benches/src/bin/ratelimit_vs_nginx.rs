@@ -104,6 +104,15 @@ struct Args {
     /// Keep nginx's default of logging each rejected request at `error` level.
     #[arg(long)]
     nginx_log_rejections: bool,
+    /// After the rounds, this many pairs of short token-bucket runs, nginx and proxflow back to
+    /// back (the first of each pair alternating), for a confidence interval on the throughput
+    /// ratio: the host's speed drifts by tens of percent over minutes, much less between two
+    /// runs seconds apart. 0: none.
+    #[arg(long, default_value_t = 0)]
+    pairs: u32,
+    /// Seconds of each run of `--pairs`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pair_duration: u32,
     /// Append the report to this file as well.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -356,6 +365,35 @@ fn run(args: Args) -> Result<()> {
         }
     }
 
+    // (nginx, proxflow) per pair.
+    let mut pairs = Vec::new();
+    let pick = |name: &str| {
+        targets
+            .iter()
+            .find(|t| t.0 == Scenario::TokenBucket && t.1 == name)
+            .map(|t| (t.2, &t.3))
+    };
+    if let (Some(ng), Some(pf), true) = (pick("nginx"), pick("proxflow"), args.pairs > 0) {
+        for pair in 0..args.pairs {
+            let order = if pair % 2 == 0 { [ng, pf] } else { [pf, ng] };
+            let [first, second] = order.map(|(port, pids)| wrk(port, args.pair_duration, pids));
+            let (first, second) = (first?, second?);
+            let (n, p) = if pair % 2 == 0 {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            eprintln!(
+                "pair {}/{}: proxflow / nginx {:.3}x req/s, {:.3}x per server CPU-second",
+                pair + 1,
+                args.pairs,
+                p.rps / n.rps,
+                p.per_cpu_second() / n.per_cpu_second()
+            );
+            pairs.push((n, p));
+        }
+    }
+
     drop(nginx);
     drop(baseline);
     // Stopped with SIGTERM, ratelimit_server prints its counters on stderr.
@@ -371,7 +409,7 @@ fn run(args: Args) -> Result<()> {
         let config = server_args.trim_start_matches("-p 0 ").to_string();
         configs.insert(scenario, config);
     }
-    let report = report(&args, &scenarios, &runs, &configs, &server_counts);
+    let report = report(&args, &scenarios, &runs, &pairs, &configs, &server_counts);
     print!("{report}");
     if let Some(path) = &args.markdown {
         OpenOptions::new()
@@ -628,6 +666,24 @@ fn parse_wrk_duration(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
+/// The median of `values` and a distribution-free interval that holds it with at least 95%
+/// confidence: the order statistics `k` and `n + 1 - k`, for the largest `k` with
+/// `P(Binomial(n, 1/2) < k) <= 2.5%`. `None` below six values, where no such `k` exists.
+fn median_interval(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut sorted = values.to_vec();
+    let mid = median(&mut sorted);
+    let n = sorted.len();
+    // P(B = i) for i = 0, 1, ..., accumulated while the tail stays within 2.5%.
+    let mut probability = 0.5f64.powi(i32::try_from(n).ok()?);
+    let (mut tail, mut k) = (0.0, 0);
+    while k < n / 2 && tail + probability <= 0.025 {
+        tail += probability;
+        probability *= (n - k) as f64 / (k + 1) as f64;
+        k += 1;
+    }
+    (k > 0).then(|| (sorted[k - 1], mid, sorted[n - k]))
+}
+
 /// What the algorithm admits in `seconds` from a full bucket and an empty queue.
 fn expected(args: &Args, scenario: Scenario, seconds: f64) -> f64 {
     let steady = f64::from(args.rate) * seconds;
@@ -641,6 +697,7 @@ fn report(
     args: &Args,
     scenarios: &[Scenario],
     runs: &BTreeMap<(Scenario, &str), Vec<Run>>,
+    pairs: &[(Run, Run)],
     configs: &BTreeMap<Scenario, String>,
     server_counts: &[String],
 ) -> String {
@@ -780,7 +837,8 @@ fn report(
                 "proxflow req/s >= nginx req/s{tag} (medians; per round: {})",
                 per_round.join(", ")
             ),
-            format!("{throughput:.2}x"),
+            // Three places: a ratio of 0.997 shown as "1.00x" next to FAIL reads as a bug.
+            format!("{throughput:.3}x"),
             match (strict, throughput >= 1.0) {
                 (true, true) => "PASS",
                 (true, false) => "FAIL",
@@ -816,6 +874,44 @@ fn report(
                     per_cpu_medians["proxflow"] / cpu_ceiling
                 ),
                 "info",
+            ));
+        }
+    }
+    if !pairs.is_empty() {
+        let ratios = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(n, p)| f(p) / f(n)).collect()
+        };
+        for (what, values) in [
+            ("req/s", ratios(&|r| r.rps)),
+            (
+                "requests per server CPU-second",
+                ratios(&Run::per_cpu_second),
+            ),
+        ] {
+            let (measured, reading) = match median_interval(&values) {
+                Some((low, mid, high)) => (
+                    format!("{mid:.3}x [{low:.3}, {high:.3}]"),
+                    if low >= 1.0 {
+                        "proxflow faster (info)"
+                    } else if high < 1.0 {
+                        "nginx faster (info)"
+                    } else {
+                        "no difference the runs resolve (info)"
+                    },
+                ),
+                None => (
+                    format!("{:.3}x", median(&mut values.clone())),
+                    "too few pairs for an interval (info)",
+                ),
+            };
+            targets.push((
+                format!(
+                    "proxflow / nginx {what}, {} pairs of {} s runs back to back: median of the pairs' ratios [95% interval of the median]",
+                    pairs.len(),
+                    args.pair_duration
+                ),
+                measured,
+                reading,
             ));
         }
     }
@@ -872,7 +968,19 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use super::{core_use, parse_core_ticks, parse_wrk_duration};
+    use super::{core_use, median_interval, parse_core_ticks, parse_wrk_duration};
+
+    #[test]
+    fn median_intervals_use_the_binomial_order_statistics() {
+        // Five values cannot give 95%: even the extremes hold the median with 1 - 2/32.
+        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+        // Six: the extremes, 1 - 2/64 = 96.9%.
+        let six = [6.0, 1.0, 5.0, 2.0, 4.0, 3.0];
+        assert_eq!(median_interval(&six), Some((1.0, 3.5, 6.0)));
+        // Thirty: the 10th and 21st values (P(B <= 9) = 2.14%, P(B <= 10) = 4.94%).
+        let thirty: Vec<f64> = (1..=30).rev().map(f64::from).collect();
+        assert_eq!(median_interval(&thirty), Some((10.0, 15.5, 21.0)));
+    }
 
     #[test]
     fn core_ticks_from_proc_stat() {
