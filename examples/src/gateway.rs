@@ -133,7 +133,7 @@ pub enum GatewayError {
 /// `axum::serve` sets none, so a client that sends a request head a byte at a time holds its
 /// connection for as long as it likes.
 pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    crate::serve_connections(listener, move |peer| {
+    crate::serve_connections(listener, crate::Connections::default(), move |peer| {
         router
             .clone()
             .map_request(move |mut request: http::Request<hyper::body::Incoming>| {

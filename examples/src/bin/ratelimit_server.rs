@@ -20,7 +20,7 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use proxflow_examples::serve_connections;
+use proxflow_examples::{serve_connections, Connections};
 use proxflow_ratelimit::{Algorithm, LimitHeaders, RateLimitConfig, RateLimitLayer, Reject};
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -178,11 +178,17 @@ async fn run(port: u16, layer: Option<RateLimitLayer>) -> std::io::Result<()> {
     let ok = tower::service_fn(|_: Request<Incoming>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
     });
+    // Every answer, the layer's or `ok`'s, is ready in the poll that receives the request, so
+    // there is no handler to cancel when a client leaves: hyper's watch for that is skipped.
+    let connections = Connections { half_close: true };
     let Some(layer) = layer else {
-        return serve_connections(listener, |_| ok).await;
+        return serve_connections(listener, connections, |_| ok).await;
     };
     // One service per connection, told its peer: cheaper than tagging every request.
-    serve_connections(listener, |peer| layer.layer(ok).with_peer(peer)).await?;
+    serve_connections(listener, connections, |peer| {
+        layer.layer(ok).with_peer(peer)
+    })
+    .await?;
     let s = layer.stats().snapshot();
     eprintln!(
         "ratelimit stats: allowed={} limited={} delayed={} dropped={} active_keys={}",
