@@ -79,6 +79,40 @@ async fn allowed_and_limited_responses_carry_the_ietf_fields() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refusals_carry_their_own_fields_and_none_of_the_request() {
+    // Exactly the refusal's own fields (and axum's `content-length`): nothing of the request,
+    // whose credentials a client must not see echoed.
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(1)).burst(1));
+    let secret = [
+        ("authorization", "Bearer secret"),
+        ("cookie", "session=secret"),
+        ("x-custom", "echo"),
+    ];
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+    let limited = send(&app, from_with("192.0.2.1", &secret)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let mut names: Vec<&str> = limited.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "content-length",
+            "content-type",
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after"
+        ]
+    );
+    // A 400 for a missing key, the other answer the layer makes itself.
+    let app = common::app(by_user(MissingKey::Reject));
+    let refused = send(&app, from_with("192.0.2.1", &secret)).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let mut names: Vec<&str> = refused.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "content-type"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
     let app = app(RateLimitLayer::new(1, Duration::from_secs(90)).burst(1));
     assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
