@@ -51,6 +51,7 @@
 //! ```text
 //! cargo build --release -p proxflow-benches -p proxflow-examples
 //! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 3 --leaky
+//! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 1 --pairs 30
 //! ```
 
 use proxflow_benches::vendor::{
