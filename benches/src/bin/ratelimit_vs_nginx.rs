@@ -375,14 +375,14 @@ fn run(args: Args) -> Result<()> {
             .map(|t| (t.2, &t.3))
     };
     if let (Some(ng), Some(pf), true) = (pick("nginx"), pick("proxflow"), args.pairs > 0) {
+        let run = |(port, pids): (u16, &Vec<u32>)| wrk(port, args.pair_duration, pids);
         for pair in 0..args.pairs {
-            let order = if pair % 2 == 0 { [ng, pf] } else { [pf, ng] };
-            let [first, second] = order.map(|(port, pids)| wrk(port, args.pair_duration, pids));
-            let (first, second) = (first?, second?);
             let (n, p) = if pair % 2 == 0 {
-                (first, second)
+                let n = run(ng)?;
+                (n, run(pf)?)
             } else {
-                (second, first)
+                let p = run(pf)?;
+                (run(ng)?, p)
             };
             eprintln!(
                 "pair {}/{}: proxflow / nginx {:.3}x req/s, {:.3}x per server CPU-second",
