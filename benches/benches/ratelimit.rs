@@ -228,13 +228,17 @@ struct Keyed {
 }
 
 impl Keyed {
-    /// The keyed layer, with `headers: limited` or with the defaults.
-    fn layer_for(&self, fields_limited: bool) -> &RateLimitLayer {
-        if fields_limited {
+    /// A caller of the keyed layer, with `headers: limited` or with the defaults, from key 0.
+    fn caller(
+        &self,
+        fields_limited: bool,
+    ) -> KeyedCaller<impl Service<Request<()>, Error = Infallible>> {
+        let layer = if fields_limited {
             &self.layer_fields_limited
         } else {
             &self.layer
-        }
+        };
+        KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
     }
 
     fn new() -> Keyed {
@@ -391,10 +395,8 @@ fn keyed(c: &mut Criterion, state: &OnceLock<Keyed>) {
         // Made on first use and kept, so that each sample goes on where the last one stopped.
         let mut caller = None;
         group.bench_function(name, |b| {
-            let caller = caller.get_or_insert_with(|| {
-                let layer = state.get_or_init(Keyed::new).layer_for(fields_limited);
-                KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
-            });
+            let caller =
+                caller.get_or_insert_with(|| state.get_or_init(Keyed::new).caller(fields_limited));
             b.iter(|| black_box(caller.call()))
         });
     }
@@ -465,10 +467,8 @@ fn paired_overheads(c: &mut Criterion, state: &OnceLock<Keyed>) {
     for (name, fields_limited) in [("layer_ip_1M", false), ("layer_ip_1M_fields_limited", true)] {
         let mut keyed = None;
         group.bench_function(name, |b| {
-            let keyed = keyed.get_or_insert_with(|| {
-                let layer = state.get_or_init(Keyed::new).layer_for(fields_limited);
-                KeyedCaller::new(|slot| layer.layer(recycling_noop(slot)), 0)
-            });
+            let keyed =
+                keyed.get_or_insert_with(|| state.get_or_init(Keyed::new).caller(fields_limited));
             b.iter_custom(|iters| {
                 paired(
                     iters,
