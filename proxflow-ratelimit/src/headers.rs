@@ -32,16 +32,23 @@ pub(crate) struct LimitState {
 /// `RateLimit-Policy` and `RateLimit` values of one quota, built once: formatting and
 /// allocating two header values per request was most of the layer's cost (perf: `format`,
 /// `malloc`, `free` on top of the profile of the criterion bench). The cached values are
-/// [interned](interned): an answer carries two pointers to them.
+/// [interned](interned): an answer carries one pointer to them.
 pub(crate) struct HeaderCache {
     rate: Rate,
     name: String,
     policy: Interned,
-    /// `RateLimit` values by `remaining`, each with the reset it was made for. On the token
-    /// bucket's allowed path the reset follows from `remaining`, so the first value made is the
-    /// one every later answer with that `remaining` needs; any other reset is formatted.
-    limits: Box<[OnceLock<(u64, Interned)>]>,
+    /// The quota's `RateLimit-Policy` value beside a `RateLimit` value, by `remaining`, each
+    /// with the reset it was made for. On the token bucket's allowed path the reset follows
+    /// from `remaining`, so the first value made is the one every later answer with that
+    /// `remaining` needs; any other reset is formatted.
+    limits: Box<[OnceLock<(u64, InternedPair)>]>,
 }
+
+/// `RateLimit-Policy`, then `RateLimit`.
+pub(crate) type CachedPair = [HeaderValue; 2];
+
+/// An [`interned_pair`]; `None` once the set is full.
+type InternedPair = Option<&'static CachedPair>;
 
 /// A value made once for the life of the process (see [`interned`]); `None` once the set is
 /// full.
@@ -64,11 +71,13 @@ impl HeaderCache {
     /// The fields of one answer.
     pub(crate) fn fields(&self, state: &LimitState, legacy: bool) -> LimitFields {
         let reset = seconds_up(state.reset_after);
-        let policy = self.policy.filter(|_| state.rate == self.rate);
-        let limit = self.cached_limit(state.remaining, reset);
-        if let (Some(policy), Some(limit), false) = (policy, limit, legacy) {
-            return LimitFields::Cached { policy, limit };
+        let own_quota = state.rate == self.rate;
+        let cached = self.cached_pair(state.remaining, reset);
+        if let (Some(pair), true, false) = (cached, own_quota, legacy) {
+            return LimitFields::Cached(pair);
         }
+        let policy = self.policy.filter(|_| own_quota);
+        let limit = cached.map(|[_, limit]| limit);
         let legacy = legacy.then(|| {
             [
                 HeaderValue::from(state.rate.rate),
@@ -86,11 +95,13 @@ impl HeaderCache {
         }))
     }
 
-    fn cached_limit(&self, remaining: u32, reset: u64) -> Interned {
+    fn cached_pair(&self, remaining: u32, reset: u64) -> InternedPair {
         let slot = self.limits.get(remaining as usize)?;
-        let (cached_reset, value) =
-            slot.get_or_init(|| (reset, interned(limit_value(&self.name, remaining, reset))));
-        (*cached_reset == reset).then_some(*value).flatten()
+        let (cached_reset, pair) = slot.get_or_init(|| {
+            let limit = interned(limit_value(&self.name, remaining, reset));
+            (reset, self.policy.zip(limit).and_then(interned_pair))
+        });
+        (*cached_reset == reset).then_some(*pair).flatten()
     }
 }
 
@@ -137,6 +148,27 @@ fn interned(value: HeaderValue) -> Interned {
     Some(leaked)
 }
 
+/// The two values side by side, kept for the life of the process like [`interned`] values.
+fn interned_pair((policy, limit): (&'static HeaderValue, &'static HeaderValue)) -> InternedPair {
+    // Interned values are unique by content, so their addresses identify the pair.
+    static PAIRS: Mutex<BTreeMap<(usize, usize), &'static CachedPair>> =
+        Mutex::new(BTreeMap::new());
+    let key = (
+        policy as *const HeaderValue as usize,
+        limit as *const HeaderValue as usize,
+    );
+    let mut pairs = PAIRS.lock().ok()?;
+    if let Some(&known) = pairs.get(&key) {
+        return Some(known);
+    }
+    if pairs.len() >= MAX_INTERNED {
+        return None;
+    }
+    let pair: &'static CachedPair = Box::leak(Box::new([policy.clone(), limit.clone()]));
+    pairs.insert(key, pair);
+    Some(pair)
+}
+
 /// `"name";q=<rate>;w=<window seconds>`.
 fn policy_value(name: &str, rate: &Rate) -> HeaderValue {
     let window = seconds_up(rate.per_ns).max(1);
@@ -166,11 +198,8 @@ fn structured(name: &str, parameters: [(&[u8; 1], u64); 2]) -> HeaderValue {
 
 /// The fields of one answer, made when the layer decides and inserted into the response.
 pub(crate) enum LimitFields {
-    /// The layer's own quota with a cached remaining count: two pointers, nothing to free.
-    Cached {
-        policy: &'static HeaderValue,
-        limit: &'static HeaderValue,
-    },
+    /// The layer's own quota with a cached remaining count: a pointer, nothing to free.
+    Cached(&'static CachedPair),
     /// Values formatted for this answer: other quotas, uncached counts, legacy fields.
     Made(Box<MadeFields>),
 }
@@ -184,7 +213,7 @@ pub(crate) struct MadeFields {
 impl LimitFields {
     pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
         match self {
-            LimitFields::Cached { policy, limit } => {
+            LimitFields::Cached([policy, limit]) => {
                 headers.insert(RATELIMIT_POLICY, policy.clone());
                 headers.insert(RATELIMIT, limit.clone());
             }

@@ -168,6 +168,8 @@ enum Engine {
 pub(crate) struct Limiter {
     engine: Engine,
     rate: Rate,
+    /// `rate.interval()`, divided out once.
+    interval: Nanos,
     clock: LimiterClock,
     salt: u64,
 }
@@ -201,6 +203,7 @@ impl Limiter {
         };
         Limiter {
             engine,
+            interval: rate.interval(),
             rate,
             clock: clock.clone(),
             salt,
@@ -212,8 +215,10 @@ impl Limiter {
     }
 
     /// Decides for one request of `key` (`None`: the single global key). With `max_wait`, a
-    /// request may be admitted after a wait instead of refused.
-    pub(crate) fn check(&self, key: Option<u64>, max_wait: Nanos) -> Verdict {
+    /// request may be admitted after a wait instead of refused. Without `report`, an admission
+    /// through governor leaves `remaining` and `reset_after` at 0: no answer will show them, and
+    /// they cost a division.
+    pub(crate) fn check(&self, key: Option<u64>, max_wait: Nanos, report: bool) -> Verdict {
         let rate = &self.rate;
         let salted = key.unwrap_or(0) ^ self.salt;
         match &self.engine {
@@ -242,21 +247,25 @@ impl Limiter {
                     Some(_) => keyed.check_key(&salted),
                     None => direct.check(),
                 };
-                let t = rate.interval();
                 match outcome {
+                    Ok(_) if !report => Verdict::Admit {
+                        wait: 0,
+                        remaining: 0,
+                        reset_after: 0,
+                    },
                     Ok(snapshot) => {
                         let remaining = snapshot.remaining_burst_capacity();
                         let used = u64::from(rate.burst.saturating_sub(remaining));
                         Verdict::Admit {
                             wait: 0,
                             remaining,
-                            reset_after: used.saturating_mul(t),
+                            reset_after: used.saturating_mul(self.interval),
                         }
                     }
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(clock.now());
                         let retry_after = nanos(wait);
-                        let reset_after = u64::from(rate.burst).saturating_mul(t);
+                        let reset_after = u64::from(rate.burst).saturating_mul(self.interval);
                         Verdict::Refuse {
                             retry_after,
                             reset_after,
@@ -341,21 +350,21 @@ mod tests {
     async fn token_bucket_through_governor_matches_the_reservation_math() {
         let (limiter, tables) = limiter(Algorithm::TokenBucket);
         let verdicts: Vec<bool> = (0..5)
-            .map(|_| matches!(limiter.check(Some(7), 0), Verdict::Admit { .. }))
+            .map(|_| matches!(limiter.check(Some(7), 0, true), Verdict::Admit { .. }))
             .collect();
         assert_eq!(verdicts, [true, true, true, false, false]);
-        let Verdict::Refuse { retry_after, .. } = limiter.check(Some(7), 0) else {
+        let Verdict::Refuse { retry_after, .. } = limiter.check(Some(7), 0, true) else {
             panic!()
         };
         assert_eq!(retry_after, 100_000_000);
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(matches!(
-            limiter.check(Some(7), 0),
+            limiter.check(Some(7), 0, true),
             Verdict::Admit { remaining: 0, .. }
         ));
         // Reservations share governor's state: the next slot is 100 ms away.
         assert!(matches!(
-            limiter.check(Some(7), 1_000_000_000),
+            limiter.check(Some(7), 1_000_000_000, true),
             Verdict::Admit {
                 wait: 100_000_000,
                 ..
@@ -363,7 +372,7 @@ mod tests {
         ));
         assert!(
             matches!(
-                limiter.check(Some(8), 0),
+                limiter.check(Some(8), 0, true),
                 Verdict::Admit { remaining: 2, .. }
             ),
             "keys are separate"
@@ -390,7 +399,7 @@ mod tests {
         );
         let admitted = |limiter: &Limiter| {
             (0..60)
-                .filter(|_| matches!(limiter.check(Some(1), 0), Verdict::Admit { .. }))
+                .filter(|_| matches!(limiter.check(Some(1), 0, true), Verdict::Admit { .. }))
                 .count()
         };
         assert_eq!(admitted(&small), 3);
@@ -398,7 +407,7 @@ mod tests {
         assert_eq!(tables.len(), 2);
         // Both frames agree: a reservation on the large quota sees the state governor left.
         assert!(matches!(
-            large.check(Some(1), 1_000_000_000),
+            large.check(Some(1), 1_000_000_000, true),
             Verdict::Admit {
                 wait: 10_000_000,
                 ..
@@ -410,7 +419,7 @@ mod tests {
     async fn the_global_key_uses_governors_direct_limiter() {
         let (limiter, tables) = limiter(Algorithm::TokenBucket);
         let admitted = (0..10)
-            .filter(|_| matches!(limiter.check(None, 0), Verdict::Admit { .. }))
+            .filter(|_| matches!(limiter.check(None, 0, true), Verdict::Admit { .. }))
             .count();
         assert_eq!(admitted, 3);
         assert_eq!(tables.len(), 0, "no keyed state");
@@ -425,7 +434,7 @@ mod tests {
         ] {
             let (limiter, _tables) = limiter(algorithm);
             let refused = (0..30)
-                .filter(|_| matches!(limiter.check(Some(1), 0), Verdict::Refuse { .. }))
+                .filter(|_| matches!(limiter.check(Some(1), 0, true), Verdict::Refuse { .. }))
                 .count();
             assert!(refused >= 15, "{algorithm:?}: {refused}");
         }

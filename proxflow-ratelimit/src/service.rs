@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::algorithm::{Nanos, Rate, Verdict};
-use crate::body::RateLimitBody;
+use crate::body::{RateLimitBody, Text};
 use crate::config::{LimitHeaders, MissingKey, Reject};
 use crate::headers::{self, LimitFields, LimitState};
 use crate::key::{self, KeyHash, KeyKind, KeyRules, RequestView};
@@ -92,7 +92,7 @@ impl Answer {
         match self {
             Answer::MissingKey => plain(
                 StatusCode::BAD_REQUEST,
-                RateLimitBody::text("missing rate limit key\n"),
+                RateLimitBody::text(Text::MissingKey),
             ),
             Answer::Drop => plain(StatusCode::TOO_MANY_REQUESTS, RateLimitBody::abort()),
             Answer::Limited {
@@ -102,7 +102,7 @@ impl Answer {
             } => {
                 let mut response = plain(
                     StatusCode::TOO_MANY_REQUESTS,
-                    RateLimitBody::text("too many requests\n"),
+                    RateLimitBody::text(Text::TooManyRequests),
                 );
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
@@ -156,7 +156,9 @@ impl Shared {
             0
         };
         let rate = *limiter.rate();
-        match limiter.check(key, max_wait) {
+        // What an admission reports is shown only on allowed answers with their fields.
+        let report = self.headers == LimitHeaders::Always;
+        match limiter.check(key, max_wait, report) {
             Verdict::Admit {
                 wait: 0,
                 remaining,
@@ -341,36 +343,23 @@ where
             .peer_key
             .filter(|_| key::tagged_addr(request.extensions()).is_none());
         let state = match self.shared.decide(&view, known) {
-            Decision::Pass(fields) => {
-                return ResponseFuture {
-                    state: State::Inner {
-                        future: self.inner.call(request),
-                    },
+            Decision::Pass(fields) => State::Inner {
+                future: self.inner.call(request),
+                fields,
+            },
+            Decision::Hold { wait, fields } => State::Waiting {
+                held: Box::pin(Held {
+                    sleep: tokio::time::sleep(Duration::from_nanos(wait)),
+                    service: self.inner.clone(),
+                    request: Some(request),
                     fields,
-                };
-            }
-            Decision::Hold { wait, fields } => {
-                let sleep = tokio::time::sleep(Duration::from_nanos(wait));
-                let service = self.inner.clone();
-                return ResponseFuture {
-                    state: State::Waiting {
-                        held: Box::pin(Held {
-                            sleep,
-                            service,
-                            request: Some(request),
-                        }),
-                    },
-                    fields,
-                };
-            }
+                }),
+            },
             Decision::Answer(answer) => State::Answered {
                 answer: Some(answer),
             },
         };
-        ResponseFuture {
-            state,
-            fields: None,
-        }
+        ResponseFuture { state }
     }
 }
 
@@ -382,8 +371,6 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        // Made when the request was decided, so the future holds no reference to the layer.
-        fields: Option<LimitFields>,
     }
 }
 
@@ -398,7 +385,10 @@ pin_project! {
         // `Request` are most of 400 bytes, moved on the way to the server). The refusal is
         // small and not boxed: a flood of them is the path a limiter exists for.
         Waiting { held: Pin<Box<Held<S, B>>> },
-        Inner { #[pin] future: S::Future },
+        // The fields are made when the request is decided, so that the future holds no
+        // reference to the layer. They sit beside the inner future (one pointer's worth): the
+        // future of an admitted request is moved by a call to `memcpy` once it passes 128 bytes.
+        Inner { #[pin] future: S::Future, fields: Option<LimitFields> },
     }
 }
 
@@ -409,6 +399,7 @@ pin_project! {
         sleep: Sleep,
         service: S,
         request: Option<Request<B>>,
+        fields: Option<LimitFields>,
     }
 }
 
@@ -419,9 +410,9 @@ where
     type Output = Result<Response<RateLimitBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let mut state = self.project().state;
         loop {
-            match this.state.as_mut().project() {
+            match state.as_mut().project() {
                 StateProj::Answered { answer } => {
                     let answer = answer.take().expect("polled after completion");
                     return Poll::Ready(Ok(answer.into_response()));
@@ -434,11 +425,12 @@ where
                         unreachable!("called once")
                     };
                     let future = held.service.call(request);
-                    this.state.set(State::Inner { future });
+                    let fields = held.fields.take();
+                    state.set(State::Inner { future, fields });
                 }
-                StateProj::Inner { future } => {
+                StateProj::Inner { future, fields } => {
                     let mut response = std::task::ready!(future.poll(cx))?;
-                    if let Some(fields) = this.fields.take() {
+                    if let Some(fields) = fields.take() {
                         fields.insert_into(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(RateLimitBody::inner)));

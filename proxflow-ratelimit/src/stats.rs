@@ -1,5 +1,6 @@
 //! Counters a running application can show.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -51,14 +52,21 @@ pub(crate) struct Counters {
 /// The slot of the calling thread, and whether the thread is its only writer.
 fn slot_of_thread() -> (usize, bool) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // A constant initializer and a sentinel: a lazily initialized thread local checks its
+    // state on every access.
     thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed).min(OWNED);
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    let slot = SLOT.with(|slot| *slot);
+    let mut slot = SLOT.get();
+    if slot == usize::MAX {
+        slot = NEXT.fetch_add(1, Ordering::Relaxed).min(OWNED);
+        SLOT.set(slot);
+    }
     (slot, slot < OWNED)
 }
 
 impl Counters {
+    #[inline]
     pub(crate) fn add(&self, counter: Counter) {
         let (slot, owned) = slot_of_thread();
         let count = &self.slots[slot].0[counter as usize];
