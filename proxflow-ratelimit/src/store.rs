@@ -2,12 +2,15 @@
 //!
 //! Keys are 64-bit hashes of the client's key under a per-process random seed (a client cannot
 //! aim at a collision it cannot compute), so a key costs the same 8 bytes whatever it was: an
-//! address, a user id, a 200-byte API key. A full shard first drops its idle keys (whose state
-//! is the same as a new key's, so dropping them changes no decision), then, if the clients are
-//! all active, the ones closest to idle.
+//! address, a user id, a 200-byte API key. They are split among up to 64 shards (one below
+//! 2048 keys; above, at least 1024 keys to a shard), and a store-wide count keeps them to
+//! `max_keys` exactly. When the store or a key's shard is full, the shard first drops its idle
+//! keys (whose state is the same as a new key's, so dropping them changes no decision), then, if
+//! the clients are all active, the ones closest to idle; a shard with nothing to drop takes the
+//! room from another, so that a full table leaves no new client unlimited.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use crate::algorithm::Nanos;
 
@@ -18,6 +21,11 @@ pub(crate) trait KeyState: Default + Send + 'static {
 
 /// Shards keep lock contention low when both cores check keys at once.
 const SHARDS: usize = 64;
+
+/// The smallest even share of a shard, when there is more than one: hashes spread evenly only
+/// over many keys, and a shard of a few keys fills (and evicts live keys) while the store as a
+/// whole has room.
+const MIN_SHARE: usize = 1024;
 
 /// A full shard frees at least this fraction of its room at once, so that eviction (a scan)
 /// happens once per many inserts.
@@ -37,7 +45,7 @@ pub(crate) struct KeyStore<S> {
 impl<S: KeyState> KeyStore<S> {
     pub(crate) fn new(max_keys: usize) -> Self {
         let max_keys = max_keys.max(1);
-        let count = SHARDS.min(max_keys);
+        let count = (max_keys / MIN_SHARE).clamp(1, SHARDS);
         let share = max_keys.div_ceil(count);
         KeyStore {
             shards: (0..count).map(|_| Mutex::new(Table::default())).collect(),
@@ -79,7 +87,13 @@ impl<S: KeyState> KeyStore<S> {
                 if let Some(state) = state {
                     let capacity = self.shard_capacity;
                     if table.len >= capacity || self.len.load(Ordering::Relaxed) >= self.max_keys {
-                        let freed = table.evict(now(), capacity);
+                        let now = now();
+                        let mut freed = table.evict(now, capacity);
+                        if freed == 0 {
+                            // The store is full, but not with this shard's keys: room comes
+                            // from another shard, or this key would never be limited.
+                            freed = self.evict_elsewhere(index, now);
+                        }
                         self.len.fetch_sub(freed, Ordering::Relaxed);
                     }
                     // The place is taken before the key is stored, so that shards inserting at
@@ -92,6 +106,24 @@ impl<S: KeyState> KeyStore<S> {
                 result
             }
         }
+    }
+
+    /// Frees room in the first other shard that has keys to give. Only tries each lock, since
+    /// the caller holds its own shard's: waiting could deadlock with a caller doing the same
+    /// the other way round. Returns how many keys went.
+    fn evict_elsewhere(&self, own: usize, now: Nanos) -> usize {
+        let count = self.shards.len();
+        for other in (1..count).map(|step| (own + step) % count) {
+            let mut table = match self.shards[other].try_lock() {
+                Ok(table) => table,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            if table.len > 0 {
+                return table.evict(now, self.shard_capacity);
+            }
+        }
+        0
     }
 
     fn take_place(&self) -> bool {
@@ -124,8 +156,10 @@ impl<S: KeyState> KeyStore<S> {
     }
 
     fn shard_of(&self, key: u64) -> usize {
-        // The low bits pick the slot inside a shard's table; the high bits pick the shard.
-        (key >> 58) as usize % self.shards.len()
+        // The low bits pick the slot inside a shard's table; the high bits pick the shard, each
+        // shard an equal range of them whatever the count (the top bits modulo a count that
+        // does not divide their range would give some shards twice the keys of others).
+        ((u128::from(key) * self.shards.len() as u128) >> 64) as usize
     }
 }
 
@@ -292,8 +326,8 @@ mod tests {
 
     #[test]
     fn idle_keys_go_first_and_the_bound_holds() {
-        let store: KeyStore<u64> = KeyStore::new(64 * 16);
-        // Fill one shard (same high bits) with keys idle at 5, then add busy keys at now = 10.
+        let store: KeyStore<u64> = KeyStore::new(16);
+        // Fill the store with keys idle at 5, then add busy keys at now = 10.
         let key = |i: u64| i;
         for i in 0..16 {
             store.update(key(i), || 0, |state| *state = Some(5));
@@ -332,6 +366,85 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Distinct keys spread as hashes are (splitmix64's finalizer of 1, 2, 3...: the same keys
+    /// each run).
+    fn hashes() -> impl Iterator<Item = u64> {
+        (1..u64::MAX).map(|mut z| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    }
+
+    #[test]
+    fn live_keys_stay_while_the_store_has_room() {
+        // Small bounds (one shard, or a few of about a thousand keys each), some not a multiple
+        // of their shard count (5 and 50 shards): nine tenths full, no shard may have evicted.
+        for max_keys in [64, 100, 1000, 5000, 5421, 51_300] {
+            let store: KeyStore<u64> = KeyStore::new(max_keys);
+            let keys: Vec<u64> = hashes().take(max_keys * 9 / 10).collect();
+            for &key in &keys {
+                store.update(key, || 0, |state| *state = Some(u64::MAX));
+            }
+            let lost = keys
+                .iter()
+                .filter(|&&key| store.update(key, || 0, |state| state.is_none()))
+                .count();
+            assert_eq!(
+                lost,
+                0,
+                "max_keys {max_keys}: live keys evicted with {} keys held",
+                store.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_key_is_stored_when_the_store_is_full() {
+        for max_keys in [1, 5, 64, 100, 1000, 5421] {
+            let store: KeyStore<u64> = KeyStore::new(max_keys);
+            let mut keys = hashes();
+            for key in keys.by_ref().take(max_keys) {
+                store.update(key, || 0, |state| *state = Some(u64::MAX));
+            }
+            for key in keys.take(100) {
+                store.update(key, || 0, |state| *state = Some(u64::MAX));
+                assert!(
+                    store.update(key, || 0, |state| state.is_some()),
+                    "max_keys {max_keys}: a new key was not stored, so it is never limited"
+                );
+                assert!(store.len() <= max_keys);
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_key_is_stored_when_the_store_is_full_but_its_shard_is_empty() {
+        // Five shards (not a divisor of max_keys), the store full with keys of the first four.
+        let max_keys = 5 * MIN_SHARE + 301;
+        let store: KeyStore<u64> = KeyStore::new(max_keys);
+        let last = store.shards.len() - 1;
+        let in_shard = |shard| {
+            let store = &store;
+            hashes().filter(move |&key| store.shard_of(key) == shard)
+        };
+        for shard in 0..last {
+            for key in in_shard(shard).take(store.shard_capacity) {
+                if store.len() < max_keys {
+                    store.update(key, || 0, |state| *state = Some(u64::MAX));
+                }
+            }
+        }
+        assert_eq!(store.len(), max_keys);
+        let newcomer = in_shard(last).next().unwrap();
+        store.update(newcomer, || 0, |state| *state = Some(u64::MAX));
+        assert!(
+            store.update(newcomer, || 0, |state| state.is_some()),
+            "a new key in an empty shard was not stored, so it is never limited"
+        );
+        assert!(store.len() <= max_keys);
     }
 
     #[test]

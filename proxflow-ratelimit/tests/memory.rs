@@ -209,8 +209,8 @@ async fn a_limited_client_is_not_freed_by_a_flood_of_new_keys() {
     );
 }
 
-/// `max_keys` is exact whatever its value: the shards' room adds up to it (100 keeps 100, not
-/// 64 shards of two).
+/// `max_keys` is exact whatever its value: a count over the whole table bounds the keys, not the
+/// shards' room (which is a quarter more than an even share, and need not divide `max_keys`).
 #[tokio::test(start_paused = true)]
 async fn max_keys_is_exact_when_not_a_multiple_of_64() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1)).max_keys(100);
@@ -226,10 +226,83 @@ async fn max_keys_is_exact_when_not_a_multiple_of_64() {
     assert!(peak <= 100, "max_keys(100) held {peak} keys");
 }
 
+fn one_per_hour_without_burst(max_keys: usize) -> RateLimitLayer {
+    RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .max_keys(max_keys)
+}
+
+fn service_for(
+    layer: RateLimitLayer,
+) -> impl Service<
+    Request<()>,
+    Response = Response<proxflow_ratelimit::RateLimitBody<Empty<Bytes>>>,
+    Error = Infallible,
+> {
+    layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    }))
+}
+
+/// A table with room keeps every active client's state: none gets a fresh burst because its
+/// key shared a small shard with others. Small bounds, one not a multiple of its shard count.
+#[tokio::test(start_paused = true)]
+async fn active_clients_keep_their_state_while_the_table_has_room() {
+    for (max_keys, clients) in [
+        (64, 16),
+        (100, 40),
+        (1000, 800),
+        (5421, 4800),
+        (10_000, 9000),
+    ] {
+        let mut service = service_for(one_per_hour_without_burst(max_keys));
+        for n in 0..clients {
+            assert_eq!(call(&mut service, nth_address(n)).await, StatusCode::OK);
+        }
+        let mut fresh = 0;
+        for n in 0..clients {
+            if call(&mut service, nth_address(n)).await == StatusCode::OK {
+                fresh += 1;
+            }
+        }
+        assert_eq!(
+            fresh, 0,
+            "max_keys {max_keys}, {clients} clients: {fresh} got a fresh burst"
+        );
+    }
+}
+
+/// A new client arriving at a full table is limited like any other: its key is stored, at the
+/// cost of the key closest to idle.
+#[tokio::test(start_paused = true)]
+async fn a_new_client_is_limited_when_the_table_is_full() {
+    for max_keys in [100, 5421] {
+        let layer = one_per_hour_without_burst(max_keys);
+        let stats = layer.stats();
+        let mut service = service_for(layer);
+        for n in 0..10 * max_keys as u32 {
+            call(&mut service, nth_address(n)).await;
+        }
+        // Full, give or take the batch its last eviction freed.
+        assert!(stats.snapshot().active_keys > max_keys as u64 * 9 / 10);
+        for n in 100_000..100_200 {
+            let mut admitted = 0;
+            for _ in 0..5 {
+                if call(&mut service, nth_address(n)).await == StatusCode::OK {
+                    admitted += 1;
+                }
+            }
+            assert_eq!(
+                admitted, 1,
+                "max_keys {max_keys}: a new client with burst 1 was admitted {admitted} times"
+            );
+        }
+    }
+}
+
 /// `max_keys` bounds the whole layer: every quota of a quota resolver shares one table.
 #[tokio::test(start_paused = true)]
 async fn max_keys_bounds_all_quota_tiers_together() {
-    // 1024 = 64 x 16: no rounding (see the test above).
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
         .max_keys(1024)
         .quota_resolver(|request: &proxflow_ratelimit::RequestView<'_>| {
