@@ -1,5 +1,6 @@
 //! What a request is counted under.
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -270,13 +271,12 @@ pub(crate) fn tagged_addr(extensions: &Extensions) -> Option<SocketAddr> {
     extensions.get::<SocketAddr>().copied()
 }
 
-/// The raw value of `name` in a query string (`a=1&api_key=xyz`). Not percent-decoded: the
-/// key only needs to be the same for the same client.
-fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
+/// The value of `name` in a query string (`a=1&api_key=xyz`). Names and values are decoded as
+/// a form's (percent escapes, `+` for a space), as the backend reads them: otherwise each
+/// spelling of one key (`k1`, `k%31`, `%6B1`) would be a bucket of its own, and `api%5Fkey` no
+/// key at all. Escapes that are not UTF-8 become U+FFFD, so such keys may share a bucket.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| (key == name).then_some(value))
 }
 
 #[cfg(test)]

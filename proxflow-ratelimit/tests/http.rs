@@ -570,11 +570,6 @@ fn one_per_hour(key: &str) -> RateLimitLayer {
 #[tokio::test(start_paused = true)]
 async fn api_key_from_header_or_query() {
     let app = app(one_per_hour("api_key"));
-    let with_query = |peer: &str, query: &str| {
-        let mut request = from(peer);
-        *request.uri_mut() = format!("/?{query}").parse().unwrap();
-        request
-    };
     assert_eq!(
         status(&app, from_with("192.0.2.1", &[("x-api-key", "k-1")])).await,
         200
@@ -598,6 +593,54 @@ async fn api_key_from_header_or_query() {
         status(&app, from_with("192.0.2.1", &[("x-api-key", "")])).await,
         400,
         "an empty key is no key"
+    );
+}
+
+fn with_query(peer: &str, query: &str) -> Request<Body> {
+    let mut request = from(peer);
+    *request.uri_mut() = format!("/?{query}").parse().unwrap();
+    request
+}
+
+/// Every spelling of one key in the query string is one bucket, the header's: a client cannot
+/// get a fresh bucket by percent-encoding its key, nor hide it by encoding the name.
+#[tokio::test(start_paused = true)]
+async fn api_key_in_the_query_is_decoded_before_it_is_counted() {
+    let app = app(one_per_hour("api_key"));
+    assert_eq!(
+        status(&app, with_query("192.0.2.1", "api_key=k1")).await,
+        200
+    );
+    for query in [
+        "api_key=k%31",
+        "api_key=%6B1",
+        "api_key=%6b%31",
+        "x=&api_key=k1",
+        "api%5Fkey=k1",
+        "api%5fkey=%6B%31",
+    ] {
+        assert_eq!(
+            status(&app, with_query("192.0.2.2", query)).await,
+            429,
+            "{query} is the key k1"
+        );
+    }
+    assert_eq!(
+        status(&app, from_with("192.0.2.2", &[("x-api-key", "k1")])).await,
+        429
+    );
+    // `+` is a space, as in a form.
+    assert_eq!(
+        status(&app, with_query("192.0.2.1", "api_key=a+b")).await,
+        200
+    );
+    assert_eq!(
+        status(&app, with_query("192.0.2.2", "api_key=a%20b")).await,
+        429
+    );
+    assert_eq!(
+        status(&app, from_with("192.0.2.2", &[("x-api-key", "a b")])).await,
+        429
     );
 }
 
