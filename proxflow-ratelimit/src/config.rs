@@ -141,7 +141,8 @@ pub struct RateLimitConfig {
     pub user_header: Option<String>,
     /// `api_key` key: the header holding it. Default `x-api-key`.
     pub api_key_header: String,
-    /// `api_key` key: the query parameter holding it, when the header is absent. Default `api_key`.
+    /// `api_key` key: the query parameter holding it, when the header is absent or empty.
+    /// Default `api_key`.
     pub api_key_query: Option<String>,
     /// Requests without the key. Default `shared`.
     pub missing_key: MissingKey,

@@ -138,8 +138,11 @@ impl KeyRules {
                 non_empty(value.as_bytes()).map(|bytes| self.hash(2u8, bytes))
             }
             KeyKind::ApiKey => {
-                if let Some(value) = request.headers.get(&self.api_key_header) {
-                    return non_empty(value.as_bytes()).map(|bytes| self.hash(3u8, bytes));
+                // An empty header is no key, and must not hide the query's (the backend may
+                // well read the query).
+                let header = request.headers.get(&self.api_key_header);
+                if let Some(bytes) = header.and_then(|value| non_empty(value.as_bytes())) {
+                    return Some(self.hash(3u8, bytes));
                 }
                 let name = self.api_key_query.as_deref()?;
                 let value = query_value(request.uri.query()?, name)?;

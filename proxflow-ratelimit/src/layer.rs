@@ -186,8 +186,8 @@ impl RateLimitLayer {
         self.with(|c| c.api_key_header = name.as_str().to_string())
     }
 
-    /// `api_key` key: the query parameter holding it when the header is absent; `None` reads
-    /// only the header. Default `api_key`.
+    /// `api_key` key: the query parameter holding it when the header is absent or empty; `None`
+    /// reads only the header. Default `api_key`.
     pub fn api_key_query(self, name: Option<&str>) -> Self {
         self.with(|c| c.api_key_query = name.map(str::to_string))
     }

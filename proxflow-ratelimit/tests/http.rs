@@ -644,6 +644,22 @@ async fn api_key_in_the_query_is_decoded_before_it_is_counted() {
     );
 }
 
+/// An empty header is no key: the query's key counts, so sending an empty header next to it
+/// gains nothing.
+#[tokio::test(start_paused = true)]
+async fn an_empty_api_key_header_does_not_hide_the_query_key() {
+    let app = app(one_per_hour("api_key"));
+    assert_eq!(
+        status(&app, with_query("192.0.2.1", "api_key=k1")).await,
+        200
+    );
+    let mut request = with_query("192.0.2.2", "api_key=k1");
+    request
+        .headers_mut()
+        .insert("x-api-key", http::HeaderValue::from_static(""));
+    assert_eq!(status(&app, request).await, 429);
+}
+
 #[tokio::test(start_paused = true)]
 async fn api_key_header_and_query_names_are_configurable() {
     let config: RateLimitConfig = serde_json::from_str(
