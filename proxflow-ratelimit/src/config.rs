@@ -125,7 +125,8 @@ pub struct RateLimitConfig {
     pub per: Duration,
     /// Token bucket: capacity; leaky bucket: requests that may wait in line. Default 5.
     pub burst: u32,
-    /// `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`.
+    /// `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`. A key given twice
+    /// counts by its first value (see [`RateLimitLayer::key`](crate::RateLimitLayer::key)).
     pub key: String,
     /// `429`, `delay` or `drop`. Default `429`.
     pub reject: Reject,

@@ -277,7 +277,8 @@ pub(crate) fn tagged_addr(extensions: &Extensions) -> Option<SocketAddr> {
 /// The value of `name` in a query string (`a=1&api_key=xyz`). Names and values are decoded as
 /// a form's (percent escapes, `+` for a space), as the backend reads them: otherwise each
 /// spelling of one key (`k1`, `k%31`, `%6B1`) would be a bucket of its own, and `api%5Fkey` no
-/// key at all. Escapes that are not UTF-8 become U+FFFD, so such keys may share a bucket.
+/// key at all. Escapes that are not UTF-8 become U+FFFD, so such keys may share a bucket. The
+/// first occurrence counts, as the first line of a header does (`HeaderMap::get`).
 fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
     form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| (key == name).then_some(value))
 }

@@ -91,6 +91,13 @@ impl RateLimitLayer {
     }
 
     /// The key: `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`.
+    ///
+    /// A request may carry its key more than once (two `X-Tenant` lines, two `X-Api-Key` or
+    /// user header lines, `?api_key=a&api_key=b`): the first value counts, in headers and in
+    /// the query alike, as [`http::HeaderMap::get`] and most frameworks read headers. A backend
+    /// that reads another one (the last query parameter, as some frameworks do, or every line)
+    /// should be keyed with a [`key_extractor`](Self::key_extractor) that reads the same, or a
+    /// client is counted under one key and served under another.
     pub fn key(self, key: &str) -> Result<Self, ConfigError> {
         KeyKind::parse(key)?;
         Ok(self.with(|c| c.key = key.to_string()))

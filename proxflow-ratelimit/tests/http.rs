@@ -729,6 +729,51 @@ async fn header_key() {
     assert_eq!(status(&app, from("192.0.2.2")).await, 400);
 }
 
+/// A key given twice counts by its first value, in every header kind and in the query (the
+/// documented rule: a backend reading another value needs a key extractor of its own).
+#[tokio::test(start_paused = true)]
+async fn a_repeated_key_counts_its_first_value() {
+    let user = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .key("user")
+        .unwrap()
+        .user_header(http::HeaderName::from_static("x-user"));
+    for (layer, name) in [
+        (one_per_hour("header:x-tenant"), "x-tenant"),
+        (one_per_hour("api_key"), "x-api-key"),
+        (user, "x-user"),
+    ] {
+        let app = app(layer);
+        assert_eq!(
+            status(&app, from_with("192.0.2.1", &[(name, "a"), (name, "b")])).await,
+            200
+        );
+        assert_eq!(
+            status(&app, from_with("192.0.2.2", &[(name, "a"), (name, "c")])).await,
+            429,
+            "{name}: the first value is the key"
+        );
+        assert_eq!(
+            status(&app, from_with("192.0.2.2", &[(name, "b"), (name, "a")])).await,
+            200,
+            "{name}: the second value is not"
+        );
+    }
+    let app = app(one_per_hour("api_key"));
+    assert_eq!(
+        status(&app, with_query("192.0.2.1", "api_key=a&api_key=b")).await,
+        200
+    );
+    assert_eq!(
+        status(&app, with_query("192.0.2.2", "api_key=a&api_key=c")).await,
+        429
+    );
+    assert_eq!(
+        status(&app, with_query("192.0.2.2", "api_key=b&api_key=a")).await,
+        200
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn global_key_is_one_bucket_for_everyone() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
