@@ -5,14 +5,15 @@
 //! by proxies we trust are believed: the walk starts at the right (the entry the nearest proxy
 //! added) and stops at the first address that no trusted proxy can vouch for.
 //!
-//! `X-Forwarded-For` wins whenever it is present, so the trusted proxies must be the ones writing
-//! it (appending, as nginx's `$proxy_add_x_forwarded_for` does). Proxies that only write
-//! `Forwarded` must strip a client's `X-Forwarded-For`, or the client chooses its own address.
+//! Only one of the two headers is read, the one the trusted proxies write ([`ForwardedHeader`]):
+//! a proxy passes the other one on as the client sent it, so reading it, even as a fallback,
+//! would let the client choose its own address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue, FORWARDED};
 use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
 
 /// How many entries [`client_ip`] reads at most. A longer chain stops here as at garbage: no
 /// real path has 64 proxies, and the walk must not cost more for a client that sends a huge header.
@@ -20,9 +21,23 @@ const MAX_HOPS: usize = 64;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The header the trusted proxies write the client's address into (`forwarded_header`). Only
+/// that one is read; the other is whatever the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, each proxy appending the address it saw (nginx's
+    /// `$proxy_add_x_forwarded_for`): what nginx's realip module, Caddy and Envoy read by
+    /// default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), the `for=` of each element.
+    Forwarded,
+}
+
 /// Which proxies may speak for the client.
 ///
-/// Only a request whose peer is in this list has its `X-Forwarded-For` or `Forwarded` header read
+/// Only a request whose peer is in this list has its forwarding header ([`ForwardedHeader`]) read
 /// at all, and only the entries that listed proxies appended are believed. The default list is
 /// empty: no header is trusted and the client is the peer of the connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,9 +133,9 @@ fn unmap(net: IpNet) -> IpNet {
 /// The address a request comes from, after walking the forwarding headers.
 ///
 /// - An untrusted `peer` (or an empty list) is the client; no header is read.
-/// - Otherwise the entries of `X-Forwarded-For` (every line, comma-separated, in order) or, when
-///   there is none, the `for=` of each `Forwarded` element are walked from the right. Trusted
-///   entries are skipped; the first untrusted one is the client.
+/// - Otherwise the entries of `header` are walked from the right: those of `X-Forwarded-For`
+///   (every line, comma-separated, in order) or the `for=` of each `Forwarded` element; the other
+///   header is never read. Trusted entries are skipped; the first untrusted one is the client.
 /// - An entry that names no address (garbage, a hostname, `unknown`, an obfuscated `_id`, bytes
 ///   that are not UTF-8, a `Forwarded` element without a single `for=`) ends the walk at the
 ///   last trusted hop: nothing to its left was vouched for. So does the 65th entry.
@@ -128,22 +143,26 @@ fn unmap(net: IpNet) -> IpNet {
 /// - Empty entries (`a,,b`, a trailing comma) are skipped: they claim nothing.
 ///
 /// IPv4-mapped IPv6 addresses come out as IPv4.
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+    header: ForwardedHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted.contains(peer) {
         return peer;
     }
-    // The two headers are never merged: their entries cannot be ordered against each other.
-    let xff = headers.get_all(X_FORWARDED_FOR);
-    if xff.iter().next().is_some() {
-        walk(peer, xff, parse_node, trusted)
-    } else {
-        walk(
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            walk(peer, headers.get_all(X_FORWARDED_FOR), parse_node, trusted)
+        }
+        ForwardedHeader::Forwarded => walk(
             peer,
             headers.get_all(FORWARDED),
             parse_forwarded_element,
             trusted,
-        )
+        ),
     }
 }
 
@@ -400,10 +419,18 @@ mod tests {
         case("Forwarded empty for", P, &[(FWD, "for=")], P),
         case("Forwarded empty elements skipped", P, &[(FWD, ",for=192.0.2.43,,")], "192.0.2.43"),
         case("unterminated quote does not swallow later entries", P, &[(FWD, "for=\"x, for=192.0.2.43;proto=http")], "192.0.2.43"),
-        // Which header.
-        case("X-Forwarded-For wins over Forwarded", P, &[(FWD, "for=192.0.2.43"), (XFF, "203.0.113.7")], "203.0.113.7"),
-        case("present but empty X-Forwarded-For still wins", P, &[(XFF, ""), (FWD, "for=192.0.2.43")], P),
     ];
+
+    /// The setting of proxies that write the headers named: `Forwarded` for rows that write
+    /// only that header (each row of the table writes one header).
+    fn header_of<'a>(names: impl IntoIterator<Item = &'a str>) -> ForwardedHeader {
+        let mut names = names.into_iter().peekable();
+        if names.peek().is_some() && names.all(|name| name == FWD) {
+            ForwardedHeader::Forwarded
+        } else {
+            ForwardedHeader::XForwardedFor
+        }
+    }
 
     #[test]
     fn client_ip_table() {
@@ -413,8 +440,9 @@ mod tests {
                     .iter()
                     .map(|&(name, value)| (name, value.as_bytes())),
             );
+            let header = header_of(case.lines.iter().map(|&(name, _)| name));
             assert_eq!(
-                client_ip(ip(case.peer), &map, &trusted()),
+                client_ip(ip(case.peer), &map, &trusted(), header),
                 ip(case.want),
                 "{}",
                 case.name
@@ -422,22 +450,53 @@ mod tests {
         }
     }
 
+    /// A trusted proxy writes one header and passes the other on as the client sent it: only
+    /// the configured one is read, present or not.
+    #[test]
+    fn client_ip_reads_only_the_configured_header() {
+        use ForwardedHeader::{Forwarded, XForwardedFor};
+        let peer = ip(P);
+        let run = |lines: &[(&str, &[u8])], header| {
+            client_ip(peer, &headers(lines.iter().copied()), &trusted(), header)
+        };
+        let both: &[(&str, &[u8])] = &[(FWD, b"for=192.0.2.43"), (XFF, b"203.0.113.7")];
+        assert_eq!(run(both, XForwardedFor), ip("203.0.113.7"));
+        assert_eq!(run(both, Forwarded), ip("192.0.2.43"));
+        assert_eq!(run(&[(FWD, b"for=192.0.2.43")], XForwardedFor), peer);
+        assert_eq!(run(&[(XFF, b"203.0.113.7")], Forwarded), peer);
+        assert_eq!(
+            run(&[(XFF, b""), (FWD, b"for=192.0.2.43")], XForwardedFor),
+            peer
+        );
+        assert_eq!(
+            run(&[(XFF, b""), (FWD, b"for=192.0.2.43")], Forwarded),
+            ip("192.0.2.43")
+        );
+    }
+
     #[test]
     fn client_ip_without_trusted_proxies_is_the_peer() {
         let map = headers([(XFF, &b"203.0.113.7"[..]), (FWD, b"for=192.0.2.43")]);
         let none = TrustedProxies::default();
-        assert_eq!(client_ip(ip("10.0.0.1"), &map, &none), ip("10.0.0.1"));
-        assert_eq!(
-            client_ip(ip("::ffff:10.0.0.1"), &map, &none),
-            ip("10.0.0.1")
-        );
+        for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+            assert_eq!(
+                client_ip(ip("10.0.0.1"), &map, &none, header),
+                ip("10.0.0.1")
+            );
+            assert_eq!(
+                client_ip(ip("::ffff:10.0.0.1"), &map, &none, header),
+                ip("10.0.0.1")
+            );
+        }
     }
 
     #[test]
     fn client_ip_non_utf8_entries_are_garbage() {
         let peer = ip(P);
-        let run =
-            |lines: &[(&str, &[u8])]| client_ip(peer, &headers(lines.iter().copied()), &trusted());
+        let run = |lines: &[(&str, &[u8])]| {
+            let header = header_of(lines.iter().map(|&(name, _)| name));
+            client_ip(peer, &headers(lines.iter().copied()), &trusted(), header)
+        };
         assert_eq!(run(&[(XFF, b"\xff")]), peer);
         assert_eq!(run(&[(XFF, b"203.0.113.7, \xff\xfe")]), peer);
         assert_eq!(
@@ -478,7 +537,10 @@ mod tests {
     #[test]
     fn client_ip_walks_at_most_64_entries() {
         let peer = ip(P);
-        let run = |value: String| client_ip(peer, &headers([(XFF, value.as_bytes())]), &trusted());
+        let run = |value: String| {
+            let map = headers([(XFF, value.as_bytes())]);
+            client_ip(peer, &map, &trusted(), ForwardedHeader::XForwardedFor)
+        };
 
         // 63 trusted hops: the client is the 64th entry and still read.
         let hops = trusted_hops(63).join(", ");
@@ -497,13 +559,19 @@ mod tests {
             .map(|chunk| chunk.join(","))
             .collect();
         let map = headers(lines.iter().map(|line| (XFF, line.as_bytes())));
-        assert_eq!(client_ip(peer, &map, &trusted()), ip("10.0.0.36"));
+        assert_eq!(
+            client_ip(peer, &map, &trusted(), ForwardedHeader::XForwardedFor),
+            ip("10.0.0.36")
+        );
     }
 
     #[test]
     fn client_ip_copes_with_huge_headers() {
         let peer = ip(P);
-        let run = |value: String| client_ip(peer, &headers([(XFF, value.as_bytes())]), &trusted());
+        let run = |value: String| {
+            let map = headers([(XFF, value.as_bytes())]);
+            client_ip(peer, &map, &trusted(), ForwardedHeader::XForwardedFor)
+        };
         assert_eq!(run(",".repeat(1 << 20)), peer);
         assert_eq!(
             run(format!("{}203.0.113.7", "6.6.6.6, ".repeat(100_000))),
@@ -516,7 +584,12 @@ mod tests {
             "for=6.6.6.6;proto=http, ".repeat(50_000)
         );
         assert_eq!(
-            client_ip(peer, &headers([(FWD, fwd.as_bytes())]), &trusted()),
+            client_ip(
+                peer,
+                &headers([(FWD, fwd.as_bytes())]),
+                &trusted(),
+                ForwardedHeader::Forwarded
+            ),
             ip("192.0.2.43")
         );
     }
@@ -784,9 +857,11 @@ mod tests {
         fn client_ip_only_returns_the_peer_or_a_written_address(
             peer in pool_ip(),
             lines in prop::collection::vec((any::<bool>(), header_value()), 0..4),
+            forwarded in any::<bool>(),
         ) {
             let map = headers(lines.iter().map(|(xff, value)| (if *xff { XFF } else { FWD }, value.as_slice())));
-            let got = client_ip(peer, &map, &trusted());
+            let header = if forwarded { ForwardedHeader::Forwarded } else { ForwardedHeader::XForwardedFor };
+            let got = client_ip(peer, &map, &trusted(), header);
             let peer = peer.to_canonical();
             prop_assert!(got == peer || addresses_in(&map).contains(&got), "{got} from {map:?}");
             prop_assert_eq!(got, got.to_canonical());
@@ -804,15 +879,20 @@ mod tests {
             styles in prop::collection::vec(any::<u8>(), 7),
             forwarded in any::<bool>(),
             own_line in any::<bool>(),
+            other_header in prop::collection::vec(attacker_value(), 0..3),
         ) {
-            let (name, spell) = if forwarded { (FWD, spell_forwarded as fn(IpAddr, u8) -> String) } else { (XFF, spell_xff as _) };
+            let (header, name, other, spell) = if forwarded {
+                (ForwardedHeader::Forwarded, FWD, XFF, spell_forwarded as fn(IpAddr, u8) -> String)
+            } else {
+                (ForwardedHeader::XForwardedFor, XFF, FWD, spell_xff as _)
+            };
             let appended = std::iter::once(client)
                 .chain(hops)
                 .zip(&styles)
                 .map(|(ip, style)| spell(ip, *style))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let map = if own_line {
+            let mut map = if own_line {
                 // The client sent lines of its own; the first proxy added a line.
                 headers(attacker.iter().map(|value| (name, value.as_slice())).chain([(name, appended.as_bytes())]))
             } else {
@@ -825,7 +905,11 @@ mod tests {
                 line.extend_from_slice(appended.as_bytes());
                 headers([(name, line.as_slice())])
             };
-            prop_assert_eq!(client_ip(peer, &map, &trusted()), client.to_canonical(), "{:?}", map);
+            // The client also writes the header the proxies do not, which they pass on.
+            for value in &other_header {
+                map.append(other, HeaderValue::from_bytes(value).unwrap());
+            }
+            prop_assert_eq!(client_ip(peer, &map, &trusted(), header), client.to_canonical(), "{:?}", map);
         }
 
         #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::MAX_SPAN;
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{ForwardedHeader, TrustedProxies};
 use crate::error::ConfigError;
 
 /// Which algorithm decides.
@@ -133,9 +133,12 @@ pub struct RateLimitConfig {
     /// With `reject: delay`, the longest a request is held. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
-    /// Proxies whose `X-Forwarded-For` / `Forwarded` entries are believed, as CIDRs. Default:
-    /// none (the peer address is the client).
+    /// Proxies whose `forwarded_header` entries are believed, as CIDRs. Default: none (the peer
+    /// address is the client).
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write: `x_forwarded_for` or `forwarded`; the other is
+    /// never read. Default `x_forwarded_for`.
+    pub forwarded_header: ForwardedHeader,
     /// IPv6 clients are grouped by this prefix length. Default 64.
     pub ipv6_prefix: u8,
     /// `user` key: the header holding the user id, when not a request extension. Default none.
@@ -174,6 +177,7 @@ impl Default for RateLimitConfig {
             reject: Reject::TooManyRequests,
             max_delay: Duration::from_secs(1),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             ipv6_prefix: 64,
             user_header: None,
             api_key_header: "x-api-key".into(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 
-use crate::client_ip::{client_ip, group, TrustedProxies};
+use crate::client_ip::{client_ip, group, ForwardedHeader, TrustedProxies};
 use crate::error::ConfigError;
 
 /// The parts of a request a key is taken from.
@@ -108,6 +108,7 @@ impl KeyKind {
 pub(crate) struct KeyRules {
     pub(crate) kind: KeyKind,
     pub(crate) trusted: TrustedProxies,
+    pub(crate) forwarded_header: ForwardedHeader,
     pub(crate) ipv6_prefix: u8,
     pub(crate) user_header: Option<HeaderName>,
     pub(crate) api_key_header: HeaderName,
@@ -128,7 +129,8 @@ impl KeyRules {
             KeyKind::Global => Some(self.hash(0u8, ())),
             KeyKind::Ip => {
                 let peer = peer_addr(request)?.ip();
-                Some(self.ip_key(client_ip(peer, request.headers, &self.trusted)))
+                let client = client_ip(peer, request.headers, &self.trusted, self.forwarded_header);
+                Some(self.ip_key(client))
             }
             KeyKind::User => {
                 if let Some(UserId(user)) = request.extensions.get::<UserId>() {
@@ -293,6 +295,7 @@ mod tests {
         KeyRules {
             kind: KeyKind::parse(kind).unwrap(),
             trusted: TrustedProxies::default(),
+            forwarded_header: ForwardedHeader::default(),
             ipv6_prefix: 64,
             user_header: Some(HeaderName::from_static("x-user")),
             api_key_header: HeaderName::from_static("x-api-key"),

@@ -9,7 +9,7 @@ use http::HeaderName;
 use tower_layer::Layer;
 
 use crate::algorithm::{nanos, Rate};
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{ForwardedHeader, TrustedProxies};
 use crate::config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 use crate::error::ConfigError;
 use crate::headers::HeaderCache;
@@ -131,7 +131,12 @@ impl RateLimitLayer {
         self.with(|c| c.max_delay = max_delay)
     }
 
-    /// Proxies whose forwarding headers are believed, as CIDRs. Default: none.
+    /// Proxies whose forwarding header is believed, as CIDRs. Default: none.
+    ///
+    /// Behind them, the `ip` key is the rightmost address of the one header they write
+    /// ([`forwarded_header`](Self::forwarded_header), `X-Forwarded-For` by default) that no
+    /// trusted proxy wrote. The other header is never read: the proxies pass it on as the client
+    /// sent it.
     pub fn trusted_proxies<I: IntoIterator<Item = S>, S: Into<String>>(
         self,
         cidrs: I,
@@ -143,6 +148,13 @@ impl RateLimitLayer {
         };
         checked.validate()?;
         Ok(self.with(|c| c.trusted_proxies = cidrs))
+    }
+
+    /// The one header the trusted proxies write the client's address into. Default
+    /// [`ForwardedHeader::XForwardedFor`] (what nginx's realip module, Caddy and Envoy read);
+    /// [`ForwardedHeader::Forwarded`] for proxies that write only RFC 7239's `Forwarded`.
+    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
+        self.with(|c| c.forwarded_header = header)
     }
 
     /// Prefix length IPv6 clients are grouped by. Default 64.
@@ -244,6 +256,7 @@ impl RateLimitLayer {
         let rules = KeyRules {
             kind,
             trusted,
+            forwarded_header: c.forwarded_header,
             ipv6_prefix: c.ipv6_prefix,
             user_header: c.user_header.as_deref().and_then(header),
             api_key_header: header(&c.api_key_header)

@@ -66,7 +66,7 @@ mod stats;
 mod store;
 
 pub use body::{BoxError, ConnectionDropped, RateLimitBody};
-pub use client_ip::TrustedProxies;
+pub use client_ip::{ForwardedHeader, TrustedProxies};
 pub use config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
 pub use error::ConfigError;
 pub use key::{ClientAddr, KeyExtractor, RequestView, UserId};

@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use proxflow_ratelimit::{
-    Algorithm, ConfigError, LimitHeaders, MissingKey, RateLimitConfig, RateLimitLayer, Reject,
+    Algorithm, ConfigError, ForwardedHeader, LimitHeaders, MissingKey, RateLimitConfig,
+    RateLimitLayer, Reject,
 };
 use tokio::time::advance;
 
@@ -61,7 +62,8 @@ fn every_field_reads_from_each_format() {
     let json = r#"{
         "algorithm": "leaky_bucket", "rate": 100, "per": "1m", "burst": 20,
         "key": "header:x-tenant", "reject": "delay", "max_delay": "250ms",
-        "trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "ipv6_prefix": 56,
+        "trusted_proxies": ["10.0.0.0/8", "2001:db8::/32"], "forwarded_header": "forwarded",
+        "ipv6_prefix": 56,
         "user_header": "x-user", "api_key_header": "x-key", "api_key_query": "token",
         "missing_key": "reject", "max_keys": 5000, "shadow": true, "headers": "limited",
         "legacy_headers": true, "mark_refusals": true,
@@ -76,6 +78,7 @@ key: header:x-tenant
 reject: delay
 max_delay: 250ms
 trusted_proxies: [10.0.0.0/8, 2001:db8::/32]
+forwarded_header: forwarded
 ipv6_prefix: 56
 user_header: x-user
 api_key_header: x-key
@@ -97,6 +100,7 @@ key = "header:x-tenant"
 reject = "delay"
 max_delay = "250ms"
 trusted_proxies = ["10.0.0.0/8", "2001:db8::/32"]
+forwarded_header = "forwarded"
 ipv6_prefix = 56
 user_header = "x-user"
 api_key_header = "x-key"
@@ -118,6 +122,7 @@ policy_name = "tier-a"
         reject: Reject::Delay,
         max_delay: Duration::from_millis(250),
         trusted_proxies: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        forwarded_header: ForwardedHeader::Forwarded,
         ipv6_prefix: 56,
         user_header: Some("x-user".into()),
         api_key_header: "x-key".into(),
@@ -161,6 +166,7 @@ fn an_empty_config_is_the_documented_default() {
     assert_eq!(empty.reject, Reject::TooManyRequests);
     assert_eq!(empty.max_delay, Duration::from_secs(1));
     assert!(empty.trusted_proxies.is_empty());
+    assert_eq!(empty.forwarded_header, ForwardedHeader::XForwardedFor);
     assert_eq!(empty.ipv6_prefix, 64);
     assert_eq!(empty.user_header, None);
     assert_eq!(empty.api_key_header, "x-api-key");
@@ -349,6 +355,12 @@ fn format_errors_say_what_is_allowed() {
     );
     let error = serde_json::from_str::<RateLimitConfig>(r#"{"missing_key": "deny"}"#).unwrap_err();
     assert!(error.to_string().contains("expected one of"), "{error}");
+    let error = serde_yaml::from_str::<RateLimitConfig>("forwarded_header: x-real-ip").unwrap_err();
+    assert!(
+        error.to_string().starts_with("forwarded_header: ")
+            && error.to_string().contains("`x_forwarded_for`"),
+        "{error}"
+    );
     for text in [
         r#"{"reject": "430"}"#,
         r#"{"reject": 430}"#,

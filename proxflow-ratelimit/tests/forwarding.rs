@@ -1,6 +1,6 @@
 //! The `ip` key behind reverse proxies, through the layer: with `10.0.0.0/8` trusted, the
-//! client is the rightmost address in `X-Forwarded-For` / `Forwarded` that no trusted proxy
-//! wrote; an untrusted peer's headers are ignored; nothing a client writes to the left of what
+//! client is the rightmost address that no trusted proxy wrote in the one header the proxies
+//! write (`X-Forwarded-For`, or `Forwarded` when so configured), the other header never read; an untrusted peer's headers are ignored; nothing a client writes to the left of what
 //! the proxies appended can change its bucket; IPv6 clients are grouped by /64.
 
 mod common;
@@ -13,7 +13,7 @@ use common::*;
 use http::{HeaderName, HeaderValue, Request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
-use proxflow_ratelimit::RateLimitLayer;
+use proxflow_ratelimit::{ForwardedHeader, RateLimitLayer};
 
 const PROXY: &str = "10.0.0.1";
 
@@ -23,6 +23,15 @@ fn behind_proxies() -> Router {
         .burst(1)
         .trusted_proxies(["10.0.0.0/8"])
         .unwrap())
+}
+
+/// The same, behind proxies that write only `Forwarded`.
+fn behind_forwarded_proxies() -> Router {
+    app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .burst(1)
+        .trusted_proxies(["10.0.0.0/8"])
+        .unwrap()
+        .forwarded_header(ForwardedHeader::Forwarded))
 }
 
 /// A request from `peer` whose forwarding headers are the given raw lines.
@@ -59,23 +68,77 @@ async fn clients_behind_a_trusted_proxy_are_limited_separately() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn forwarded_header_is_read_when_there_is_no_x_forwarded_for() {
-    let app = behind_proxies();
+async fn forwarded_is_read_behind_proxies_that_write_it() {
+    let app = behind_forwarded_proxies();
     let fwd = |value: &str| forwarded(PROXY, &[("forwarded", value.as_bytes())]);
     assert_eq!(status(&app, fwd("for=203.0.113.1;proto=https")).await, 200);
     assert_eq!(
-        status(&app, xff(PROXY, "203.0.113.1")).await,
+        status(&app, fwd("for=203.0.113.1, for=10.0.0.7")).await,
         429,
-        "same client"
+        "same client, one more hop"
     );
     assert_eq!(
         status(&app, fwd("for=\"[2001:db8::1]:4711\", for=10.0.0.7")).await,
         200
     );
     assert_eq!(
-        status(&app, xff(PROXY, "2001:db8::2")).await,
+        status(&app, fwd("for=\"[2001:db8::2]\"")).await,
         429,
         "same /64"
+    );
+}
+
+/// A trusted proxy writes one forwarding header and passes the other on as the client sent
+/// it. Whichever the proxies write, a client cannot choose its key with the other one.
+#[tokio::test(start_paused = true)]
+async fn a_client_cannot_choose_its_key_with_the_header_the_proxies_do_not_write() {
+    // The proxy writes `Forwarded`; the client adds an `X-Forwarded-For` of its choosing.
+    let app = behind_forwarded_proxies();
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let spoof = format!("6.6.6.{i}");
+        let request = forwarded(
+            PROXY,
+            &[
+                ("x-forwarded-for", spoof.as_bytes()),
+                ("forwarded", b"for=203.0.113.7"),
+            ],
+        );
+        got.push(status(&app, request).await.as_u16());
+    }
+    assert_eq!(
+        got,
+        [200, 429, 429, 429],
+        "the client's X-Forwarded-For was read"
+    );
+
+    // The proxy writes `X-Forwarded-For` (the default); the client adds a `Forwarded`.
+    let app = behind_proxies();
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let spoof = format!("for=6.6.6.{i}");
+        let request = forwarded(
+            PROXY,
+            &[
+                ("forwarded", spoof.as_bytes()),
+                ("x-forwarded-for", b"203.0.113.7"),
+            ],
+        );
+        got.push(status(&app, request).await.as_u16());
+    }
+    assert_eq!(got, [200, 429, 429, 429], "the client's Forwarded was read");
+    // Nor does a `Forwarded` alone name a client: these proxies do not write it.
+    let only_forwarded = forwarded(PROXY, &[("forwarded", b"for=198.51.100.9")]);
+    assert_eq!(
+        status(&app, only_forwarded).await,
+        200,
+        "the proxy's own key"
+    );
+    let only_forwarded = forwarded(PROXY, &[("forwarded", b"for=198.51.100.10")]);
+    assert_eq!(
+        status(&app, only_forwarded).await,
+        429,
+        "the proxy's own key"
     );
 }
 
@@ -106,7 +169,7 @@ async fn a_spoofed_leftmost_entry_cannot_give_a_fresh_bucket() {
         ],
     );
     assert_eq!(status(&app, two_lines).await, 429);
-    // Or a Forwarded header: X-Forwarded-For, which the proxy writes, wins.
+    // Or a Forwarded header, which these proxies do not write: never read.
     let both = forwarded(
         PROXY,
         &[
@@ -286,7 +349,7 @@ proptest! {
             prop_assert_eq!(status(&app, request).await, 429);
 
             // The same through `Forwarded`.
-            let app = behind_proxies();
+            let app = behind_forwarded_proxies();
             let honest: String = std::iter::once(format!("for={client}"))
                 .chain((0..hops).map(|i| format!("for=10.1.1.{i};proto=https")))
                 .collect::<Vec<_>>()
