@@ -167,7 +167,8 @@ pub(crate) fn sliding_log(log: &mut VecDeque<Nanos>, now: Nanos, rate: &Rate) ->
 /// Error bound: the estimate assumes the previous window's requests were spread evenly. Each
 /// fixed window admits at most `rate`, so any window of length `per` (which overlaps two fixed
 /// windows) holds at most `2 × rate`, reached only when the previous window's requests all came
-/// at its very end; for evenly spread traffic it admits `rate`. Memory: 16 bytes per key.
+/// at its very end; for evenly spread traffic it admits `rate`. Memory: 16 bytes per key, 32
+/// with the key and the window length in the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
     window: u64,

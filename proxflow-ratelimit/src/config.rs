@@ -26,11 +26,12 @@ pub enum Algorithm {
     /// wait in line, the rest are rejected.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
-    /// 8 bytes per admitted request in the window, per key, so prefer the approximation for
-    /// large rates with many keys).
+    /// 101 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
+    /// in the window, so prefer the approximation for large rates with many keys).
     SlidingWindow,
-    /// The two-counter approximation of the sliding window: 16 bytes per key, at most twice
-    /// `rate` in any window in the worst case, `rate` for evenly spread traffic.
+    /// The two-counter approximation of the sliding window: 67 bytes per key of table at the
+    /// default `max_keys` (the buckets' 34, twice), at most twice `rate` in any window in the
+    /// worst case, `rate` for evenly spread traffic.
     SlidingWindowApprox,
 }
 

@@ -34,10 +34,16 @@
 //! much as governor's whole check (benches/RESULTS.md).
 //!
 //! Memory is bounded: at most `max_keys` keys (default 1,000,000) for the whole layer, each a
-//! 64-bit seeded hash of the client's key, idle keys dropped first. Measured with 2,000,000
-//! distinct client addresses (tests/memory.rs): 34 bytes per key at the default bound (33.6 MB
-//! of tables for 1M keys) and 42 bytes per key with `max_keys(100_000)`, where nginx's
-//! `limit_req` zone takes 128. The exact sliding window adds 8 bytes per request in the window.
+//! 64-bit seeded hash of the client's key, idle keys dropped first. The key table, per key of
+//! `max_keys` at the default bound (with `max_keys(100_000)` in brackets), measured with 1.2
+//! times as many distinct client addresses as keys, one request each, where nginx's
+//! `limit_req` zone takes 128 bytes:
+//!
+//! - token and leaky bucket: 34 bytes (42); tests/memory.rs checks it with 2,000,000 clients;
+//! - sliding-window approximation: 67 bytes (82);
+//! - exact sliding window: 101 bytes (125) of table, plus its log on the heap, 8 bytes per
+//!   request in the window: with one request per key, 149 bytes of resident memory per key,
+//!   more than nginx. Prefer the approximation for many keys.
 //!
 //! Time is the CPU's time-stamp counter (through quanta, governor's default clock), about half
 //! the cost of `Instant::now` on the benchmark machine. Tests that drive the limiter with
