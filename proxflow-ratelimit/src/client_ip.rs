@@ -288,6 +288,7 @@ mod tests {
     use std::collections::HashSet;
 
     use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
     use super::*;
 
@@ -852,7 +853,19 @@ mod tests {
         ]
     }
 
+    /// Seeded, so that a run is the same on every machine, and nothing is written beside the
+    /// sources on failure (the failing case is in the message).
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            rng_seed: RngSeed::Fixed(0x636c_6965_6e74_6970),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
     proptest! {
+        #![proptest_config(config())]
+
         #[test]
         fn client_ip_only_returns_the_peer_or_a_written_address(
             peer in pool_ip(),
