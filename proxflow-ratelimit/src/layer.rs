@@ -153,7 +153,10 @@ impl RateLimitLayer {
         self.with(|c| c.max_keys = max_keys.max(1))
     }
 
-    /// Count what would be limited, limit nothing. Default: off.
+    /// Count what would be limited, limit nothing: a request that would be held, refused or
+    /// dropped passes at once and counts as `shadow_limited`. One that would be held keeps the
+    /// slot it reserved (as with nginx's `limit_req_dry_run`), so that later requests count as
+    /// they would with the limit on. Default: off.
     pub fn shadow(self, shadow: bool) -> Self {
         self.with(|c| c.shadow = shadow)
     }

@@ -176,14 +176,23 @@ impl Shared {
                 remaining,
                 reset_after,
             } => {
+                let state = LimitState {
+                    rate,
+                    remaining,
+                    reset_after,
+                };
+                if self.shadow {
+                    // The request keeps the slot it reserved, as with nginx's
+                    // `limit_req_dry_run`: later requests are judged as they would be with the
+                    // limit on, so the shadow count is what delay and 429 would have been.
+                    self.counters.add(Counter::ShadowLimited);
+                    tracing::debug!(wait_ms = wait / 1_000_000, "shadow mode: would delay");
+                    return Decision::Pass(self.allowed_fields(&state));
+                }
                 self.counters.add(Counter::Delayed);
                 Decision::Hold {
                     wait,
-                    fields: self.allowed_fields(&LimitState {
-                        rate,
-                        remaining,
-                        reset_after,
-                    }),
+                    fields: self.allowed_fields(&state),
                 }
             }
             Verdict::Refuse {

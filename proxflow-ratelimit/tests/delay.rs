@@ -290,3 +290,23 @@ async fn global_key_delays_everyone_in_one_line() {
     let times: Vec<_> = done.iter().map(|d| (d.index, d.at_ms)).collect();
     assert_eq!(times, [(0, 0), (1, 100), (2, 200), (3, 300)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_never_holds_a_request_it_would_delay() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .burst(1)
+        .reject(Reject::Delay)
+        .max_delay(Duration::from_secs(2))
+        .shadow(true);
+    let stats = layer.stats();
+    let app = app(layer);
+    // Limited, the second and third would wait 1 s and 2 s and the fourth get 429.
+    let done = run(&app, &["192.0.2.1"; 4]).await;
+    let times: Vec<_> = done.iter().map(|d| (d.index, d.status, d.at_ms)).collect();
+    assert_eq!(times, [(0, 200, 0), (1, 200, 0), (2, 200, 0), (3, 200, 0)]);
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.shadow_limited, snapshot.delayed),
+        (1, 3, 0)
+    );
+}

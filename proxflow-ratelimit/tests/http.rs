@@ -409,6 +409,31 @@ async fn shadow_mode_lets_everything_pass_and_counts() {
     assert_eq!(snapshot.limited, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_never_holds_a_leaky_bucket_request() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .algorithm(Algorithm::LeakyBucket)
+        .burst(2)
+        .shadow(true);
+    let stats = layer.stats();
+    let app = app(layer);
+    // Limited, the second and third would wait in line and the fourth get 429.
+    for i in 0..4 {
+        let mut request = Box::pin(send(&app, from("192.0.2.51")));
+        let response = poll_once(&mut request).await;
+        assert_eq!(
+            response.map(|r| r.status()),
+            Some(StatusCode::OK),
+            "request {i} was held"
+        );
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.shadow_limited, snapshot.delayed),
+        (1, 3, 0)
+    );
+}
+
 fn by_user(missing: MissingKey) -> RateLimitLayer {
     RateLimitLayer::new(1, Duration::from_secs(3600))
         .burst(2)
