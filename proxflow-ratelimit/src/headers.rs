@@ -169,10 +169,19 @@ fn interned_pair((policy, limit): (&'static HeaderValue, &'static HeaderValue)) 
     Some(pair)
 }
 
-/// `"name";q=<rate>;w=<window seconds>`.
+/// `"name";q=<quota>;w=<window seconds>`. The draft's window is whole seconds, so a period
+/// that is not is advertised as the whole-second window `w = ceil(per)` with the quota scaled
+/// to it, rounded down (at least 1) so that it never states more than the sustained rate
+/// admits: 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s reads `q=4;w=2`.
 fn policy_value(name: &str, rate: &Rate) -> HeaderValue {
+    const SECOND: u128 = 1_000_000_000;
+    // The largest integer a structured field may carry.
+    const MAX_INTEGER: u128 = 999_999_999_999_999;
     let window = seconds_up(rate.per_ns).max(1);
-    structured(name, [(b"q", u64::from(rate.rate)), (b"w", window)])
+    let quota =
+        u128::from(rate.rate) * u128::from(window) * SECOND / u128::from(rate.per_ns.max(1));
+    let quota = quota.clamp(1, MAX_INTEGER) as u64;
+    structured(name, [(b"q", quota), (b"w", window)])
 }
 
 /// `"name";r=<remaining>;t=<reset seconds>`.
@@ -293,6 +302,29 @@ mod tests {
         }
         assert_eq!(seconds_up(1), 1);
         assert_eq!(seconds_up(0), 0);
+    }
+
+    #[test]
+    fn policy_scales_the_quota_to_a_whole_second_window() {
+        let policy = |rate, per_ns| {
+            let rate = Rate {
+                rate,
+                per_ns,
+                burst: 1,
+            };
+            policy_value("p", &rate)
+        };
+        const SECOND: u64 = 1_000_000_000;
+        assert_eq!(policy(10, SECOND), "\"p\";q=10;w=1");
+        assert_eq!(policy(100, 60 * SECOND), "\"p\";q=100;w=60");
+        assert_eq!(policy(1, SECOND / 10), "\"p\";q=10;w=1");
+        assert_eq!(policy(3, 3 * SECOND / 2), "\"p\";q=4;w=2");
+        // Rounded down: 7 per 1.1 s is 12.7 per 2 s.
+        assert_eq!(policy(7, 11 * SECOND / 10), "\"p\";q=12;w=2");
+        // 1.99 per 2 s.
+        assert_eq!(policy(1, SECOND + 1), "\"p\";q=1;w=2");
+        // The largest integer a structured field may carry.
+        assert_eq!(policy(u32::MAX, 1), "\"p\";q=999999999999999;w=1");
     }
 
     #[test]

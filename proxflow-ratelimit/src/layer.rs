@@ -163,6 +163,10 @@ impl RateLimitLayer {
 
     /// Which answers carry `RateLimit-Policy` and `RateLimit`. Default
     /// [`LimitHeaders::Always`].
+    ///
+    /// `RateLimit-Policy` states the quota over a window of whole seconds, `w = ceil(per)`, with
+    /// `q = floor(rate × w / per)` (at least 1): 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s
+    /// reads `q=4;w=2`.
     pub fn headers(self, headers: LimitHeaders) -> Self {
         self.with(|c| c.headers = headers)
     }

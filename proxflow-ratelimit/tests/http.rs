@@ -176,6 +176,22 @@ async fn limit_fields_on_limited_answers_only_or_never() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_period_shorter_than_a_second_is_advertised_per_second() {
+    // 1 per 100 ms: 10 a second are admitted, and the policy says so.
+    let app = app(RateLimitLayer::new(1, 100 * MS).burst(1));
+    let mut admitted = 0;
+    let mut policy = String::new();
+    for _ in 0..10 {
+        let response = send(&app, from("192.0.2.1")).await;
+        admitted += usize::from(response.status() == StatusCode::OK);
+        policy = header(&response, "ratelimit-policy").unwrap().to_owned();
+        advance(100 * MS).await;
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(policy, "\"default\";q=10;w=1");
+}
+
+#[tokio::test(start_paused = true)]
 async fn legacy_headers_only_when_enabled() {
     let app = app(RateLimitLayer::new(10, Duration::from_secs(1))
         .burst(2)
