@@ -220,11 +220,14 @@ pub(crate) struct MadeFields {
 }
 
 impl LimitFields {
-    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+    /// `RateLimit-Policy` and `RateLimit` are appended: the draft defines both as lists, and
+    /// an inner service's (another limiter's) items stay beside this layer's. The legacy
+    /// `X-RateLimit-*` fields are single values and replace the inner service's.
+    pub(crate) fn add_to(self, headers: &mut HeaderMap) {
         match self {
             LimitFields::Cached([policy, limit]) => {
-                headers.insert(RATELIMIT_POLICY, policy.clone());
-                headers.insert(RATELIMIT, limit.clone());
+                headers.append(RATELIMIT_POLICY, policy.clone());
+                headers.append(RATELIMIT, limit.clone());
             }
             LimitFields::Made(made) => {
                 let MadeFields {
@@ -232,8 +235,8 @@ impl LimitFields {
                     limit,
                     legacy,
                 } = *made;
-                headers.insert(RATELIMIT_POLICY, policy);
-                headers.insert(RATELIMIT, limit);
+                headers.append(RATELIMIT_POLICY, policy);
+                headers.append(RATELIMIT, limit);
                 if let Some([limit, remaining, reset]) = legacy {
                     headers.insert(X_LIMIT, limit);
                     headers.insert(X_REMAINING, remaining);
@@ -261,7 +264,7 @@ mod tests {
             reset_after: 1_500_000_000,
         };
         let cache = HeaderCache::new("default", state.rate);
-        cache.fields(&state, true).insert_into(&mut headers);
+        cache.fields(&state, true).add_to(&mut headers);
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=42;t=2");
         assert_eq!(headers["x-ratelimit-limit"], "100");
@@ -269,7 +272,7 @@ mod tests {
         assert_eq!(headers["x-ratelimit-reset"], "2");
         // A cached value and another quota's values.
         let mut again = HeaderMap::new();
-        cache.fields(&state, false).insert_into(&mut again);
+        cache.fields(&state, false).add_to(&mut again);
         assert_eq!(again["ratelimit"], "\"default\";r=42;t=2");
         let other = LimitState {
             rate: Rate {
@@ -280,9 +283,10 @@ mod tests {
             remaining: 500,
             reset_after: 0,
         };
-        cache.fields(&other, false).insert_into(&mut again);
-        assert_eq!(again["ratelimit-policy"], "\"default\";q=5;w=1");
-        assert_eq!(again["ratelimit"], "\"default\";r=500;t=0");
+        let mut other_quota = HeaderMap::new();
+        cache.fields(&other, false).add_to(&mut other_quota);
+        assert_eq!(other_quota["ratelimit-policy"], "\"default\";q=5;w=1");
+        assert_eq!(other_quota["ratelimit"], "\"default\";r=500;t=0");
         // Layers built from the same quota share one copy of each cached value (counts up to
         // the burst are cached).
         let twin = HeaderCache::new("default", state.rate);
@@ -291,8 +295,8 @@ mod tests {
             ..state
         };
         let (mut first, mut second) = (HeaderMap::new(), HeaderMap::new());
-        cache.fields(&within_burst, false).insert_into(&mut first);
-        twin.fields(&within_burst, false).insert_into(&mut second);
+        cache.fields(&within_burst, false).add_to(&mut first);
+        twin.fields(&within_burst, false).add_to(&mut second);
         for name in ["ratelimit", "ratelimit-policy"] {
             assert_eq!(
                 first[name].as_bytes().as_ptr(),

@@ -164,6 +164,9 @@ impl RateLimitLayer {
     /// Which answers carry `RateLimit-Policy` and `RateLimit`. Default
     /// [`LimitHeaders::Always`].
     ///
+    /// Both fields are lists: this layer's item is added after those of the inner service (an
+    /// upstream's or another limiter's), which stay.
+    ///
     /// `RateLimit-Policy` states the quota over a window of whole seconds, `w = ceil(per)`, with
     /// `q = floor(rate × w / per)` (at least 1): 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s
     /// reads `q=4;w=2`.
@@ -171,7 +174,8 @@ impl RateLimitLayer {
         self.with(|c| c.headers = headers)
     }
 
-    /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. Default: off.
+    /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. They hold one value each, so
+    /// this layer's replace any the inner service set. Default: off.
     pub fn legacy_headers(self, on: bool) -> Self {
         self.with(|c| c.legacy_headers = on)
     }

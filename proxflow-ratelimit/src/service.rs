@@ -107,7 +107,7 @@ impl Answer {
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
                 if let Some(fields) = fields {
-                    fields.insert_into(headers);
+                    fields.add_to(headers);
                 }
                 if let Some(rate) = mark {
                     response.extensions_mut().insert(RateLimited {
@@ -440,7 +440,7 @@ where
                 StateProj::Inner { future, fields } => {
                     let mut response = std::task::ready!(future.poll(cx))?;
                     if let Some(fields) = fields.take() {
-                        fields.insert_into(response.headers_mut());
+                        fields.add_to(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(RateLimitBody::inner)));
                 }

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::routing::get;
 use common::*;
 use http::{Request, StatusCode};
 use proxflow_ratelimit::{
@@ -189,6 +190,45 @@ async fn a_period_shorter_than_a_second_is_advertised_per_second() {
     }
     assert_eq!(admitted, 10);
     assert_eq!(policy, "\"default\";q=10;w=1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_services_limit_fields_are_kept_beside_the_layers() {
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1)).legacy_headers(true);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [
+                        ("ratelimit-policy", "\"upstream\";q=100;w=60"),
+                        ("ratelimit", "\"upstream\";r=3;t=7"),
+                        ("x-ratelimit-limit", "100"),
+                    ],
+                    "hello",
+                )
+            }),
+        )
+        .layer(layer);
+    let response = send(&app, from("192.0.2.1")).await;
+    let all = |name: &str| -> Vec<&str> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        all("ratelimit-policy"),
+        ["\"upstream\";q=100;w=60", "\"default\";q=10;w=1"]
+    );
+    assert_eq!(
+        all("ratelimit"),
+        ["\"upstream\";r=3;t=7", "\"default\";r=4;t=1"]
+    );
+    // Not a list: the layer's value replaces the inner one.
+    assert_eq!(all("x-ratelimit-limit"), ["10"]);
 }
 
 #[tokio::test(start_paused = true)]
