@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::RandomState;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -19,14 +20,16 @@ use crate::service::{QuotaResolver, RateLimit, Shared};
 use crate::stats::{Counters, Stats};
 
 /// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
-/// per-key tiers.
+/// per-key tiers. A quota with `rate` 0 or `per` zero is not a limit: the request gets the
+/// layer's own quota instead, and a warning is logged (once per layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per `per`; at least 1.
     pub rate: u32,
-    /// The period.
+    /// The period; not zero.
     pub per: Duration,
-    /// Capacity (token bucket) or line length (leaky bucket).
+    /// Capacity (token bucket) or line length (leaky bucket), as in
+    /// [`RateLimitLayer::burst`].
     pub burst: u32,
 }
 
@@ -49,7 +52,17 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// `rate` requests per `per` for each client address, token bucket, burst 5, 429.
+    ///
+    /// # Panics
+    ///
+    /// If `rate` is 0 or `per` is zero, as tower's `RateLimitLayer` does: neither is a limit.
+    /// [`from_config`](Self::from_config) refuses them with an error instead.
     pub fn new(rate: u32, per: Duration) -> Self {
+        assert!(rate > 0, "RateLimitLayer::new: rate must be at least 1");
+        assert!(
+            !per.is_zero(),
+            "RateLimitLayer::new: per must be a positive duration"
+        );
         let config = RateLimitConfig {
             rate,
             per,
@@ -86,6 +99,12 @@ impl RateLimitLayer {
     }
 
     /// Token bucket capacity, or how many may wait in a leaky bucket. Default 5.
+    ///
+    /// 0 means: for the token bucket, a capacity of 1 (one request per interval, no burst;
+    /// [`from_config`](Self::from_config) refuses it); for the leaky bucket, no line (nginx
+    /// `limit_req` without `burst`: a request that would wait is refused, unless
+    /// [`Reject::Delay`] lets it wait up to `max_delay`); the sliding windows have no burst and
+    /// ignore it.
     pub fn burst(self, burst: u32) -> Self {
         self.with(|c| c.burst = burst)
     }
@@ -257,7 +276,7 @@ impl RateLimitLayer {
             seed,
         };
         let per_ns = nanos(c.per);
-        let rate = Rate::new(c.rate, per_ns, c.burst);
+        let rate = Rate::new(c.rate, per_ns, capacity(c.algorithm, c.burst));
         let tables = Tables::new(c.algorithm, c.max_keys);
         let clock = LimiterClock::default();
         Shared {
@@ -276,7 +295,17 @@ impl RateLimitLayer {
             mark_refusals: c.mark_refusals,
             header_cache: HeaderCache::new(&c.policy_name, rate),
             counters: Counters::default(),
+            warned_bad_quota: AtomicBool::new(false),
         }
+    }
+}
+
+/// The burst as the algorithm uses it: a token bucket holds at least one token, and saying so
+/// here keeps the `RateLimit` fields true to it.
+pub(crate) fn capacity(algorithm: Algorithm, burst: u32) -> u32 {
+    match algorithm {
+        Algorithm::TokenBucket => burst.max(1),
+        _ => burst,
     }
 }
 

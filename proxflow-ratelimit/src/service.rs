@@ -6,6 +6,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::body::{RateLimitBody, Text};
 use crate::config::{LimitHeaders, MissingKey, Reject};
 use crate::headers::{self, LimitFields, LimitState};
 use crate::key::{self, KeyHash, KeyKind, KeyRules, RequestView};
-use crate::layer::Quota;
+use crate::layer::{capacity, Quota};
 use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::stats::{Counter, Counters};
 
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     /// The default quota's header values (other quotas' are formatted per answer).
     pub(crate) header_cache: headers::HeaderCache,
     pub(crate) counters: Counters,
+    /// Whether a quota resolver's `rate` 0 or `per` zero was reported already.
+    pub(crate) warned_bad_quota: AtomicBool,
 }
 
 /// Put into the extensions of every 429 this layer answers when
@@ -235,6 +238,17 @@ impl Shared {
         if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
             return Some(Arc::clone(limiter));
         }
+        if quota.rate == 0 || quota.per.is_zero() {
+            // Not a limit, and unlimited is the wrong way for a resolver's bug to fail. Once per
+            // layer: every request of such a tier comes here.
+            if !self.warned_bad_quota.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    ?quota,
+                    "quota resolver returned rate 0 or per 0; using the layer's quota"
+                );
+            }
+            return None;
+        }
         let mut tiers = self.tiers.write().ok()?;
         if tiers.len() >= MAX_QUOTAS && !tiers.contains_key(&quota) {
             tracing::warn!(
@@ -243,7 +257,11 @@ impl Shared {
             );
             return None;
         }
-        let rate = Rate::new(quota.rate, quota.per_ns(), quota.burst);
+        let rate = Rate::new(
+            quota.rate,
+            quota.per_ns(),
+            capacity(self.tables.algorithm(), quota.burst),
+        );
         let salt = self.rules.seed.hash_one(quota);
         let limiter = tiers
             .entry(quota)

@@ -606,6 +606,35 @@ async fn quota_resolver_gives_tiers_their_own_quota() {
     assert_eq!(stats.snapshot().active_keys, 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
+    for bad in [
+        Quota {
+            rate: 0,
+            per: Duration::from_secs(1),
+            burst: 3,
+        },
+        Quota {
+            rate: 5,
+            per: Duration::ZERO,
+            burst: 3,
+        },
+    ] {
+        let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+            .burst(2)
+            .quota_resolver(move |_: &RequestView<'_>| Some(bad));
+        let app = app(layer);
+        let all = statuses(&app, 5, || from("192.0.2.1")).await;
+        assert_eq!(all, [200, 200, 429, 429, 429], "{bad:?}");
+        let refused = send(&app, from("192.0.2.1")).await;
+        assert_eq!(
+            header(&refused, "ratelimit-policy"),
+            Some("\"default\";q=10;w=1"),
+            "{bad:?}"
+        );
+    }
+}
+
 fn gold_fn() -> impl FnMut() -> Request<Body> {
     || from_with("192.0.2.1", &[("x-tier", "gold")])
 }
