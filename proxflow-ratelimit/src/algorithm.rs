@@ -104,11 +104,13 @@ pub(crate) fn leaky_bucket(
     max_wait: Nanos,
 ) -> (Verdict, Option<Nanos>) {
     let t = rate.interval();
-    let queue_room = t.saturating_mul(u64::from(rate.burst));
+    // `reject: delay` lengthens the line to `max_delay` but never shortens it: delaying must not
+    // refuse a request the line alone would hold.
+    let room = t.saturating_mul(u64::from(rate.burst)).max(max_wait);
     let start = next_free.unwrap_or(now).max(now);
     let wait = start - now;
-    if wait > queue_room.max(max_wait) {
-        let retry_after = wait - queue_room.max(max_wait);
+    if wait > room {
+        let retry_after = wait - room;
         return (
             Verdict::Refuse {
                 retry_after,

@@ -23,7 +23,8 @@ pub enum Algorithm {
     #[default]
     TokenBucket,
     /// nginx `limit_req` without `nodelay`: requests leave at one per `per / rate`, up to `burst`
-    /// wait in line, the rest are rejected.
+    /// wait in line, the rest are rejected. A request waits at most `burst × per / rate`; with
+    /// [`Reject::Delay`], at most that or `max_delay`, whichever is longer.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
     /// 8 bytes per admitted request in the window, per key, so prefer the approximation for
@@ -41,7 +42,9 @@ pub enum Reject {
     #[default]
     #[serde(rename = "429")]
     TooManyRequests,
-    /// Hold the request until it is admitted, at most `max_delay`, then 429. Requests of one
+    /// Hold the request until it is admitted, at most `max_delay`, then 429; with the leaky
+    /// bucket, at most its line (`burst × per / rate`) or `max_delay`, whichever is longer, so
+    /// that `delay` never refuses what the line alone would hold. Requests of one
     /// key are admitted in arrival order (each reserves its slot when it arrives). Applies to
     /// the token and leaky buckets; the sliding windows cannot reserve a slot and answer 429.
     #[serde(rename = "delay")]
@@ -129,7 +132,8 @@ pub struct RateLimitConfig {
     pub key: String,
     /// `429`, `delay` or `drop`. Default `429`.
     pub reject: Reject,
-    /// With `reject: delay`, the longest a request is held. Default 1 s.
+    /// With `reject: delay`, the longest a request is held; a leaky bucket holds up to its line,
+    /// `burst × per / rate`, if that is longer. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` entries are believed, as CIDRs. Default:

@@ -138,7 +138,8 @@ impl RateLimitLayer {
         self.with(|c| c.reject = reject)
     }
 
-    /// With [`Reject::Delay`], the longest a request is held. Default 1 s.
+    /// With [`Reject::Delay`], the longest a request is held; a leaky bucket holds up to its
+    /// line, `burst × per / rate`, if that is longer. Default 1 s.
     pub fn max_delay(self, max_delay: Duration) -> Self {
         self.with(|c| c.max_delay = max_delay)
     }

@@ -255,6 +255,20 @@ async fn leaky_bucket_delays_up_to_max_delay_too() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn leaky_bucket_holds_its_whole_line_when_longer_than_max_delay() {
+    // Burst 5 queues 500 ms: `delay` with max_delay 100 ms refuses none the line would hold.
+    let (app, stats) = delaying(Algorithm::LeakyBucket, 5, 100 * MS);
+    let done = run(&app, &["192.0.2.1"; 7]).await;
+    let held = held_ones(&done);
+    assert_eq!(held, [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]);
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.delayed, snapshot.limited),
+        (1, 5, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn sliding_windows_answer_429_instead_of_holding_as_documented() {
     // `Reject::Delay`'s documentation: the sliding windows cannot reserve a slot and answer 429.
     for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingWindowApprox] {
