@@ -25,6 +25,10 @@ pub enum Algorithm {
     /// nginx `limit_req` without `nodelay`: requests leave at one per `per / rate`, up to `burst`
     /// wait in line, the rest are rejected. A request waits at most `burst × per / rate`; with
     /// [`Reject::Delay`], at most that or `max_delay`, whichever is longer.
+    ///
+    /// A waiting request is released by tokio's timer, whose resolution is 1 ms: above 1000
+    /// requests per second per key, requests leave in batches once a millisecond, at the
+    /// rate on average. A waiting request whose client goes away keeps its place in line.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
     /// 8 bytes per admitted request in the window, per key, so prefer the approximation for
@@ -47,6 +51,8 @@ pub enum Reject {
     /// that `delay` never refuses what the line alone would hold. Requests of one
     /// key are admitted in arrival order (each reserves its slot when it arrives). Applies to
     /// the token and leaky buckets; the sliding windows cannot reserve a slot and answer 429.
+    /// A held request whose client goes away keeps its reserved slot: it is not given back,
+    /// so the next request of the key waits one interval more.
     #[serde(rename = "delay")]
     Delay,
     /// No HTTP response. Over HTTP/1.1 the connection is closed before any byte of the answer
@@ -147,7 +153,8 @@ pub struct RateLimitConfig {
     pub api_key_header: String,
     /// `api_key` key: the query parameter holding it, when the header is absent. Default `api_key`.
     pub api_key_query: Option<String>,
-    /// Requests without the key. Default `shared`.
+    /// Requests without the key. Default `shared`. Such a request counts as `missing_key` in
+    /// the stats and also as what happened to it (`allowed`, `limited`, ...).
     pub missing_key: MissingKey,
     /// Keys kept at most; idle keys are dropped first. Default 1,000,000.
     pub max_keys: usize,

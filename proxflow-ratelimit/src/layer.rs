@@ -140,6 +140,10 @@ impl RateLimitLayer {
 
     /// With [`Reject::Delay`], the longest a request is held; a leaky bucket holds up to its
     /// line, `burst × per / rate`, if that is longer. Default 1 s.
+    ///
+    /// A held request whose client goes away keeps its reserved slot, so the next request of
+    /// the key waits one interval more. Held requests are released by tokio's timer (1 ms
+    /// resolution): above 1000 requests per second per key they leave in 1 ms batches.
     pub fn max_delay(self, max_delay: Duration) -> Self {
         self.with(|c| c.max_delay = max_delay)
     }
@@ -163,7 +167,9 @@ impl RateLimitLayer {
         self.with(|c| c.ipv6_prefix = bits.min(128))
     }
 
-    /// What requests without the key get. Default [`MissingKey::Shared`].
+    /// What requests without the key get. Default [`MissingKey::Shared`]. Such a request
+    /// counts as `missing_key` in the [stats](Self::stats) and also as what happened to it
+    /// (`allowed`, `limited`, ...).
     pub fn missing_key(self, missing: MissingKey) -> Self {
         self.with(|c| c.missing_key = missing)
     }
