@@ -193,6 +193,7 @@ impl Shared {
                     return Decision::Pass(self.allowed_fields(&state));
                 }
                 self.counters.add(Counter::Delayed);
+                tracing::debug!(wait_ms = wait / 1_000_000, "rate limited: delaying");
                 Decision::Hold {
                     wait,
                     fields: self.allowed_fields(&state),
