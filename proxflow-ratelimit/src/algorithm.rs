@@ -104,11 +104,13 @@ pub(crate) fn leaky_bucket(
     max_wait: Nanos,
 ) -> (Verdict, Option<Nanos>) {
     let t = rate.interval();
-    let queue_room = t.saturating_mul(u64::from(rate.burst));
+    // `reject: delay` lengthens the line to `max_delay` but never shortens it: delaying must not
+    // refuse a request the line alone would hold.
+    let room = t.saturating_mul(u64::from(rate.burst)).max(max_wait);
     let start = next_free.unwrap_or(now).max(now);
     let wait = start - now;
-    if wait > queue_room.max(max_wait) {
-        let retry_after = wait - queue_room.max(max_wait);
+    if wait > room {
+        let retry_after = wait - room;
         return (
             Verdict::Refuse {
                 retry_after,
@@ -237,6 +239,7 @@ pub(crate) fn sliding_counter(state: &mut Counters, now: Nanos, rate: &Rate) -> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
     const SECOND: Nanos = 1_000_000_000;
 
@@ -382,11 +385,89 @@ mod tests {
             .collect()
     }
 
+    /// Reference leaky bucket, simulated: one request leaves per interval, in arrival order. A
+    /// request leaves at once if the last left an interval ago or more; otherwise it joins
+    /// the line if fewer than `burst` are waiting, and is refused if not. `Some(wait)` for an
+    /// admitted request.
+    fn reference_leaky_bucket(arrivals: &[Nanos], rate: &Rate) -> Vec<Option<Nanos>> {
+        let t = rate.interval();
+        let mut departures: Vec<Nanos> = Vec::new();
+        arrivals
+            .iter()
+            .map(|&now| {
+                let waiting = departures.iter().filter(|&&left| left > now).count();
+                let leaves = departures.last().map_or(now, |&last| (last + t).max(now));
+                (leaves == now || waiting < rate.burst as usize).then(|| {
+                    departures.push(leaves);
+                    leaves - now
+                })
+            })
+            .collect()
+    }
+
+    /// Reference sliding log: admitted iff fewer than `rate` admissions lie in the window of
+    /// length `per` that ends now, counted afresh from every admission so far.
+    fn reference_log(arrivals: &[Nanos], rate: &Rate) -> Vec<bool> {
+        let mut admitted: Vec<Nanos> = Vec::new();
+        arrivals
+            .iter()
+            .map(|&now| {
+                let in_window = admitted
+                    .iter()
+                    .filter(|&&at| at + rate.per_ns > now)
+                    .count();
+                let admit = in_window < rate.rate as usize;
+                if admit {
+                    admitted.push(now);
+                }
+                admit
+            })
+            .collect()
+    }
+
+    /// Reference two-counter estimate, from every admission so far: the previous fixed
+    /// window's count weighted by the part of it the sliding window still covers, plus the
+    /// current window's count, must stay below `rate`.
+    fn reference_counters(arrivals: &[Nanos], rate: &Rate) -> Vec<bool> {
+        let per = rate.per_ns;
+        let mut admitted: Vec<Nanos> = Vec::new();
+        arrivals
+            .iter()
+            .map(|&now| {
+                let window = now / per;
+                let count = |w: u64| admitted.iter().filter(|&&at| at / per == w).count() as u128;
+                let previous = if window == 0 { 0 } else { count(window - 1) };
+                let (per, covered) = (u128::from(per), u128::from(per - now % per));
+                // previous × covered / per + current < rate, multiplied out by `per`.
+                let admit = previous * covered + count(window) * per < u128::from(rate.rate) * per;
+                if admit {
+                    admitted.push(now);
+                }
+                admit
+            })
+            .collect()
+    }
+
+    /// Admissions in each window of length `per` that starts at an admission.
+    fn most_in_any_window(admitted_at: &[Nanos], per: Nanos) -> usize {
+        (0..admitted_at.len())
+            .map(|i| {
+                admitted_at[i..]
+                    .iter()
+                    .take_while(|&&t| t < admitted_at[i] + per)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Times in whole milliseconds (exact ratios), often several at once so that lines form.
     fn arrivals() -> impl Strategy<Value = Vec<Nanos>> {
-        prop::collection::vec(0u64..400_000_000, 1..200).prop_map(|gaps| {
+        let gap = prop_oneof![1 => Just(0u64), 2 => 0u64..400];
+        prop::collection::vec(gap, 1..200).prop_map(|gaps| {
             gaps.into_iter()
                 .scan(0u64, |t, gap| {
-                    *t += gap / 1_000_000 * 1_000_000; // whole milliseconds, as exact ratios
+                    *t += gap * 1_000_000;
                     Some(*t)
                 })
                 .collect()
@@ -394,6 +475,13 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x7261_7465_6c69_6d69),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn gcra_matches_the_reference_token_bucket(times in arrivals(), r in 1u32..50, burst in 1u32..20) {
             let rate = Rate { rate: r, per_ns: 1_000_000_000 - 1_000_000_000 % u64::from(r), burst };
@@ -409,13 +497,19 @@ mod tests {
         }
 
         #[test]
-        fn leaky_bucket_output_is_smooth(times in arrivals(), r in 1u32..50, burst in 0u32..10) {
+        fn leaky_bucket_matches_the_reference_line(times in arrivals(), r in 1u32..50, burst in 0u32..10) {
             let rate = rate(r, burst);
+            let expected = reference_leaky_bucket(&times, &rate);
             let mut next = None;
             let mut departures = Vec::new();
-            for now in &times {
-                if let (Verdict::Admit { wait, .. }, state) = leaky_bucket(next, *now, &rate, 0) {
-                    prop_assert!(wait <= rate.interval() * u64::from(burst));
+            for (now, expect) in times.iter().zip(expected) {
+                let (verdict, state) = leaky_bucket(next, *now, &rate, 0);
+                let wait = match verdict {
+                    Verdict::Admit { wait, .. } => Some(wait),
+                    Verdict::Refuse { .. } => None,
+                };
+                prop_assert_eq!(wait, expect, "at {}", now);
+                if let Some(wait) = wait {
                     departures.push(now + wait);
                     next = state;
                 }
@@ -426,29 +520,62 @@ mod tests {
         }
 
         #[test]
-        fn sliding_log_never_exceeds_rate_in_any_window(times in arrivals(), r in 1u32..20) {
+        fn sliding_log_matches_the_reference_count(times in arrivals(), r in 1u32..20) {
             let rate = rate(r, 0);
+            let expected = reference_log(&times, &rate);
             let mut log = VecDeque::new();
-            let admitted_at: Vec<Nanos> = times.iter().copied().filter(|&now| admitted(sliding_log(&mut log, now, &rate))).collect();
-            for (i, start) in admitted_at.iter().enumerate() {
-                let in_window = admitted_at[i..].iter().take_while(|&&t| t < start + SECOND).count();
-                prop_assert!(in_window <= r as usize);
+            for (now, expect) in times.iter().zip(expected) {
+                prop_assert_eq!(admitted(sliding_log(&mut log, *now, &rate)), expect, "at {}", now);
             }
         }
 
         #[test]
-        fn sliding_counter_stays_within_twice_the_rate(times in arrivals(), r in 1u32..20) {
+        fn sliding_counter_matches_the_reference_estimate(times in arrivals(), r in 1u32..20) {
             let rate = rate(r, 0);
+            let expected = reference_counters(&times, &rate);
             let mut state = Counters::default();
-            let admitted_at: Vec<Nanos> = times.iter().copied().filter(|&now| admitted(sliding_counter(&mut state, now, &rate))).collect();
-            for (i, start) in admitted_at.iter().enumerate() {
-                let in_window = admitted_at[i..].iter().take_while(|&&t| t < start + SECOND).count();
-                prop_assert!(in_window <= 2 * r as usize, "{} in a window, rate {}", in_window, r);
+            let mut admitted_at = Vec::new();
+            for (&now, expect) in times.iter().zip(expected) {
+                let admit = admitted(sliding_counter(&mut state, now, &rate));
+                prop_assert_eq!(admit, expect, "at {}", now);
+                if admit {
+                    admitted_at.push(now);
+                }
             }
+            let most = most_in_any_window(&admitted_at, SECOND);
+            prop_assert!(most <= 2 * r as usize, "{} in a window, rate {}", most, r);
             // Each fixed window holds at most `rate`.
             for window in 0..=admitted_at.last().copied().unwrap_or(0) / SECOND {
                 let in_fixed = admitted_at.iter().filter(|&&t| t / SECOND == window).count();
                 prop_assert!(in_fixed <= r as usize);
+            }
+        }
+
+    }
+
+    /// Arrivals `k` times the rate, evenly spread (gaps that divide a second, the first half a
+    /// gap in): every fixed window admits exactly `rate`, and no window of length `per` more.
+    #[test]
+    fn sliding_counter_admits_the_rate_of_evenly_spread_arrivals() {
+        for r in [1u32, 2, 4, 5, 8, 10, 16, 20, 25] {
+            for k in [1u64, 2, 4, 5] {
+                let rate = rate(r, 0);
+                let gap = SECOND / (k * u64::from(r));
+                let mut state = Counters::default();
+                let admitted_at: Vec<Nanos> = (0..6 * k * u64::from(r))
+                    .map(|i| i * gap + gap / 2)
+                    .filter(|&now| admitted(sliding_counter(&mut state, now, &rate)))
+                    .collect();
+                for window in 0..6 {
+                    let in_fixed = admitted_at.iter().filter(|&&t| t / SECOND == window);
+                    assert_eq!(
+                        in_fixed.count(),
+                        r as usize,
+                        "rate {r}, {k}×, window {window}"
+                    );
+                }
+                let most = most_in_any_window(&admitted_at, SECOND);
+                assert_eq!(most, r as usize, "rate {r}, {k}×");
             }
         }
     }

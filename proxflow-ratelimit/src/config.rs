@@ -23,7 +23,12 @@ pub enum Algorithm {
     #[default]
     TokenBucket,
     /// nginx `limit_req` without `nodelay`: requests leave at one per `per / rate`, up to `burst`
-    /// wait in line, the rest are rejected.
+    /// wait in line, the rest are rejected. A request waits at most `burst × per / rate`; with
+    /// [`Reject::Delay`], at most that or `max_delay`, whichever is longer.
+    ///
+    /// A waiting request is released by tokio's timer, whose resolution is 1 ms: above 1000
+    /// requests per second per key, requests leave in batches once a millisecond, at the
+    /// rate on average. A waiting request whose client goes away keeps its place in line.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
     /// 101 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
@@ -42,9 +47,13 @@ pub enum Reject {
     #[default]
     #[serde(rename = "429")]
     TooManyRequests,
-    /// Hold the request until it is admitted, at most `max_delay`, then 429. Requests of one
+    /// Hold the request until it is admitted, at most `max_delay`, then 429; with the leaky
+    /// bucket, at most its line (`burst × per / rate`) or `max_delay`, whichever is longer, so
+    /// that `delay` never refuses what the line alone would hold. Requests of one
     /// key are admitted in arrival order (each reserves its slot when it arrives). Applies to
     /// the token and leaky buckets; the sliding windows cannot reserve a slot and answer 429.
+    /// A held request whose client goes away keeps its reserved slot: it is not given back,
+    /// so the next request of the key waits one interval more.
     #[serde(rename = "delay")]
     Delay,
     /// No HTTP response. Over HTTP/1.1 the connection is closed before any byte of the answer
@@ -131,7 +140,8 @@ pub struct RateLimitConfig {
     pub key: String,
     /// `429`, `delay` or `drop`. Default `429`.
     pub reject: Reject,
-    /// With `reject: delay`, the longest a request is held. Default 1 s.
+    /// With `reject: delay`, the longest a request is held; a leaky bucket holds up to its line,
+    /// `burst × per / rate`, if that is longer. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Proxies whose `forwarded_header` entries are believed, as CIDRs. Default: none (the peer
@@ -149,7 +159,8 @@ pub struct RateLimitConfig {
     /// `api_key` key: the query parameter holding it, when the header is absent or empty.
     /// Default `api_key`.
     pub api_key_query: Option<String>,
-    /// Requests without the key. Default `shared`.
+    /// Requests without the key. Default `shared`. Such a request counts as `missing_key` in
+    /// the stats and also as what happened to it (`allowed`, `limited`, ...).
     pub missing_key: MissingKey,
     /// Keys kept at most; idle keys are dropped first. Default 1,000,000.
     pub max_keys: usize,

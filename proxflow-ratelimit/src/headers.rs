@@ -169,10 +169,19 @@ fn interned_pair((policy, limit): (&'static HeaderValue, &'static HeaderValue)) 
     Some(pair)
 }
 
-/// `"name";q=<rate>;w=<window seconds>`.
+/// `"name";q=<quota>;w=<window seconds>`. The draft's window is whole seconds, so a period
+/// that is not is advertised as the whole-second window `w = ceil(per)` with the quota scaled
+/// to it, rounded down (at least 1) so that it never states more than the sustained rate
+/// admits: 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s reads `q=4;w=2`.
 fn policy_value(name: &str, rate: &Rate) -> HeaderValue {
+    const SECOND: u128 = 1_000_000_000;
+    // The largest integer a structured field may carry.
+    const MAX_INTEGER: u128 = 999_999_999_999_999;
     let window = seconds_up(rate.per_ns).max(1);
-    structured(name, [(b"q", u64::from(rate.rate)), (b"w", window)])
+    let quota =
+        u128::from(rate.rate) * u128::from(window) * SECOND / u128::from(rate.per_ns.max(1));
+    let quota = quota.clamp(1, MAX_INTEGER) as u64;
+    structured(name, [(b"q", quota), (b"w", window)])
 }
 
 /// `"name";r=<remaining>;t=<reset seconds>`.
@@ -211,11 +220,14 @@ pub(crate) struct MadeFields {
 }
 
 impl LimitFields {
-    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+    /// `RateLimit-Policy` and `RateLimit` are appended: the draft defines both as lists, and
+    /// an inner service's (another limiter's) items stay beside this layer's. The legacy
+    /// `X-RateLimit-*` fields are single values and replace the inner service's.
+    pub(crate) fn add_to(self, headers: &mut HeaderMap) {
         match self {
             LimitFields::Cached([policy, limit]) => {
-                headers.insert(RATELIMIT_POLICY, policy.clone());
-                headers.insert(RATELIMIT, limit.clone());
+                headers.append(RATELIMIT_POLICY, policy.clone());
+                headers.append(RATELIMIT, limit.clone());
             }
             LimitFields::Made(made) => {
                 let MadeFields {
@@ -223,8 +235,8 @@ impl LimitFields {
                     limit,
                     legacy,
                 } = *made;
-                headers.insert(RATELIMIT_POLICY, policy);
-                headers.insert(RATELIMIT, limit);
+                headers.append(RATELIMIT_POLICY, policy);
+                headers.append(RATELIMIT, limit);
                 if let Some([limit, remaining, reset]) = legacy {
                     headers.insert(X_LIMIT, limit);
                     headers.insert(X_REMAINING, remaining);
@@ -252,7 +264,7 @@ mod tests {
             reset_after: 1_500_000_000,
         };
         let cache = HeaderCache::new("default", state.rate);
-        cache.fields(&state, true).insert_into(&mut headers);
+        cache.fields(&state, true).add_to(&mut headers);
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=42;t=2");
         assert_eq!(headers["x-ratelimit-limit"], "100");
@@ -260,7 +272,7 @@ mod tests {
         assert_eq!(headers["x-ratelimit-reset"], "2");
         // A cached value and another quota's values.
         let mut again = HeaderMap::new();
-        cache.fields(&state, false).insert_into(&mut again);
+        cache.fields(&state, false).add_to(&mut again);
         assert_eq!(again["ratelimit"], "\"default\";r=42;t=2");
         let other = LimitState {
             rate: Rate {
@@ -271,9 +283,10 @@ mod tests {
             remaining: 500,
             reset_after: 0,
         };
-        cache.fields(&other, false).insert_into(&mut again);
-        assert_eq!(again["ratelimit-policy"], "\"default\";q=5;w=1");
-        assert_eq!(again["ratelimit"], "\"default\";r=500;t=0");
+        let mut other_quota = HeaderMap::new();
+        cache.fields(&other, false).add_to(&mut other_quota);
+        assert_eq!(other_quota["ratelimit-policy"], "\"default\";q=5;w=1");
+        assert_eq!(other_quota["ratelimit"], "\"default\";r=500;t=0");
         // Layers built from the same quota share one copy of each cached value (counts up to
         // the burst are cached).
         let twin = HeaderCache::new("default", state.rate);
@@ -282,8 +295,8 @@ mod tests {
             ..state
         };
         let (mut first, mut second) = (HeaderMap::new(), HeaderMap::new());
-        cache.fields(&within_burst, false).insert_into(&mut first);
-        twin.fields(&within_burst, false).insert_into(&mut second);
+        cache.fields(&within_burst, false).add_to(&mut first);
+        twin.fields(&within_burst, false).add_to(&mut second);
         for name in ["ratelimit", "ratelimit-policy"] {
             assert_eq!(
                 first[name].as_bytes().as_ptr(),
@@ -293,6 +306,29 @@ mod tests {
         }
         assert_eq!(seconds_up(1), 1);
         assert_eq!(seconds_up(0), 0);
+    }
+
+    #[test]
+    fn policy_scales_the_quota_to_a_whole_second_window() {
+        let policy = |rate, per_ns| {
+            let rate = Rate {
+                rate,
+                per_ns,
+                burst: 1,
+            };
+            policy_value("p", &rate)
+        };
+        const SECOND: u64 = 1_000_000_000;
+        assert_eq!(policy(10, SECOND), "\"p\";q=10;w=1");
+        assert_eq!(policy(100, 60 * SECOND), "\"p\";q=100;w=60");
+        assert_eq!(policy(1, SECOND / 10), "\"p\";q=10;w=1");
+        assert_eq!(policy(3, 3 * SECOND / 2), "\"p\";q=4;w=2");
+        // Rounded down: 7 per 1.1 s is 12.7 per 2 s.
+        assert_eq!(policy(7, 11 * SECOND / 10), "\"p\";q=12;w=2");
+        // 1.99 per 2 s.
+        assert_eq!(policy(1, SECOND + 1), "\"p\";q=1;w=2");
+        // The largest integer a structured field may carry.
+        assert_eq!(policy(u32::MAX, 1), "\"p\";q=999999999999999;w=1");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::RandomState;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -19,14 +20,16 @@ use crate::service::{QuotaResolver, RateLimit, Shared};
 use crate::stats::{Counters, Stats};
 
 /// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
-/// per-key tiers.
+/// per-key tiers. A quota with `rate` 0 or `per` zero is not a limit: the request gets the
+/// layer's own quota instead, and a warning is logged (once per layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per `per`; at least 1.
     pub rate: u32,
-    /// The period.
+    /// The period; not zero.
     pub per: Duration,
-    /// Capacity (token bucket) or line length (leaky bucket).
+    /// Capacity (token bucket) or line length (leaky bucket), as in
+    /// [`RateLimitLayer::burst`].
     pub burst: u32,
 }
 
@@ -49,7 +52,17 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// `rate` requests per `per` for each client address, token bucket, burst 5, 429.
+    ///
+    /// # Panics
+    ///
+    /// If `rate` is 0 or `per` is zero, as tower's `RateLimitLayer` does: neither is a limit.
+    /// [`from_config`](Self::from_config) refuses them with an error instead.
     pub fn new(rate: u32, per: Duration) -> Self {
+        assert!(rate > 0, "RateLimitLayer::new: rate must be at least 1");
+        assert!(
+            !per.is_zero(),
+            "RateLimitLayer::new: per must be a positive duration"
+        );
         let config = RateLimitConfig {
             rate,
             per,
@@ -86,6 +99,12 @@ impl RateLimitLayer {
     }
 
     /// Token bucket capacity, or how many may wait in a leaky bucket. Default 5.
+    ///
+    /// 0 means: for the token bucket, a capacity of 1 (one request per interval, no burst;
+    /// [`from_config`](Self::from_config) refuses it); for the leaky bucket, no line (nginx
+    /// `limit_req` without `burst`: a request that would wait is refused, unless
+    /// [`Reject::Delay`] lets it wait up to `max_delay`); the sliding windows have no burst and
+    /// ignore it.
     pub fn burst(self, burst: u32) -> Self {
         self.with(|c| c.burst = burst)
     }
@@ -126,7 +145,12 @@ impl RateLimitLayer {
         self.with(|c| c.reject = reject)
     }
 
-    /// With [`Reject::Delay`], the longest a request is held. Default 1 s.
+    /// With [`Reject::Delay`], the longest a request is held; a leaky bucket holds up to its
+    /// line, `burst × per / rate`, if that is longer. Default 1 s.
+    ///
+    /// A held request whose client goes away keeps its reserved slot, so the next request of
+    /// the key waits one interval more. Held requests are released by tokio's timer (1 ms
+    /// resolution): above 1000 requests per second per key they leave in 1 ms batches.
     pub fn max_delay(self, max_delay: Duration) -> Self {
         self.with(|c| c.max_delay = max_delay)
     }
@@ -162,7 +186,9 @@ impl RateLimitLayer {
         self.with(|c| c.ipv6_prefix = bits.min(128))
     }
 
-    /// What requests without the key get. Default [`MissingKey::Shared`].
+    /// What requests without the key get. Default [`MissingKey::Shared`]. Such a request
+    /// counts as `missing_key` in the [stats](Self::stats) and also as what happened to it
+    /// (`allowed`, `limited`, ...).
     pub fn missing_key(self, missing: MissingKey) -> Self {
         self.with(|c| c.missing_key = missing)
     }
@@ -172,18 +198,29 @@ impl RateLimitLayer {
         self.with(|c| c.max_keys = max_keys.max(1))
     }
 
-    /// Count what would be limited, limit nothing. Default: off.
+    /// Count what would be limited, limit nothing: a request that would be held, refused or
+    /// dropped passes at once and counts as `shadow_limited`. One that would be held keeps the
+    /// slot it reserved (as with nginx's `limit_req_dry_run`), so that later requests count as
+    /// they would with the limit on. Default: off.
     pub fn shadow(self, shadow: bool) -> Self {
         self.with(|c| c.shadow = shadow)
     }
 
     /// Which answers carry `RateLimit-Policy` and `RateLimit`. Default
     /// [`LimitHeaders::Always`].
+    ///
+    /// Both fields are lists: this layer's item is added after those of the inner service (an
+    /// upstream's or another limiter's), which stay.
+    ///
+    /// `RateLimit-Policy` states the quota over a window of whole seconds, `w = ceil(per)`, with
+    /// `q = floor(rate × w / per)` (at least 1): 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s
+    /// reads `q=4;w=2`.
     pub fn headers(self, headers: LimitHeaders) -> Self {
         self.with(|c| c.headers = headers)
     }
 
-    /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. Default: off.
+    /// Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`. They hold one value each, so
+    /// this layer's replace any the inner service set. Default: off.
     pub fn legacy_headers(self, on: bool) -> Self {
         self.with(|c| c.legacy_headers = on)
     }
@@ -266,7 +303,7 @@ impl RateLimitLayer {
             seed,
         };
         let per_ns = nanos(c.per);
-        let rate = Rate::new(c.rate, per_ns, c.burst);
+        let rate = Rate::new(c.rate, per_ns, capacity(c.algorithm, c.burst));
         let tables = Tables::new(c.algorithm, c.max_keys);
         let clock = LimiterClock::default();
         Shared {
@@ -285,7 +322,17 @@ impl RateLimitLayer {
             mark_refusals: c.mark_refusals,
             header_cache: HeaderCache::new(&c.policy_name, rate),
             counters: Counters::default(),
+            warned_bad_quota: AtomicBool::new(false),
         }
+    }
+}
+
+/// The burst as the algorithm uses it: a token bucket holds at least one token, and saying so
+/// here keeps the `RateLimit` fields true to it.
+pub(crate) fn capacity(algorithm: Algorithm, burst: u32) -> u32 {
+    match algorithm {
+        Algorithm::TokenBucket => burst.max(1),
+        _ => burst,
     }
 }
 

@@ -132,6 +132,16 @@ impl Tables {
         }
     }
 
+    /// The algorithm whose state the tables hold.
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        match self {
+            Tables::Gcra(_) => Algorithm::TokenBucket,
+            Tables::Leaky(_) => Algorithm::LeakyBucket,
+            Tables::Log(_) => Algorithm::SlidingWindow,
+            Tables::Counter(_) => Algorithm::SlidingWindowApprox,
+        }
+    }
+
     /// Keys with state now.
     pub(crate) fn len(&self) -> usize {
         match self {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::body::{RateLimitBody, Text};
 use crate::config::{LimitHeaders, MissingKey, Reject};
 use crate::headers::{self, LimitFields, LimitState};
 use crate::key::{self, KeyHash, KeyKind, KeyRules, RequestView};
-use crate::layer::Quota;
+use crate::layer::{capacity, Quota};
 use crate::limiter::{Limiter, LimiterClock, Tables};
 use crate::stats::{Counter, Counters};
 
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     /// The default quota's header values (other quotas' are formatted per answer).
     pub(crate) header_cache: headers::HeaderCache,
     pub(crate) counters: Counters,
+    /// Whether a quota resolver's `rate` 0 or `per` zero was reported already.
+    pub(crate) warned_bad_quota: AtomicBool,
 }
 
 /// Put into the extensions of every 429 this layer answers when
@@ -107,7 +110,7 @@ impl Answer {
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
                 if let Some(fields) = fields {
-                    fields.insert_into(headers);
+                    fields.add_to(headers);
                 }
                 if let Some(rate) = mark {
                     response.extensions_mut().insert(RateLimited {
@@ -176,14 +179,24 @@ impl Shared {
                 remaining,
                 reset_after,
             } => {
+                let state = LimitState {
+                    rate,
+                    remaining,
+                    reset_after,
+                };
+                if self.shadow {
+                    // The request keeps the slot it reserved, as with nginx's
+                    // `limit_req_dry_run`: later requests are judged as they would be with the
+                    // limit on, so the shadow count is what delay and 429 would have been.
+                    self.counters.add(Counter::ShadowLimited);
+                    tracing::debug!(wait_ms = wait / 1_000_000, "shadow mode: would delay");
+                    return Decision::Pass(self.allowed_fields(&state));
+                }
                 self.counters.add(Counter::Delayed);
+                tracing::debug!(wait_ms = wait / 1_000_000, "rate limited: delaying");
                 Decision::Hold {
                     wait,
-                    fields: self.allowed_fields(&LimitState {
-                        rate,
-                        remaining,
-                        reset_after,
-                    }),
+                    fields: self.allowed_fields(&state),
                 }
             }
             Verdict::Refuse {
@@ -226,6 +239,17 @@ impl Shared {
         if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
             return Some(Arc::clone(limiter));
         }
+        if quota.rate == 0 || quota.per.is_zero() {
+            // Not a limit, and unlimited is the wrong way for a resolver's bug to fail. Once per
+            // layer: every request of such a tier comes here.
+            if !self.warned_bad_quota.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    ?quota,
+                    "quota resolver returned rate 0 or per 0; using the layer's quota"
+                );
+            }
+            return None;
+        }
         let mut tiers = self.tiers.write().ok()?;
         if tiers.len() >= MAX_QUOTAS && !tiers.contains_key(&quota) {
             tracing::warn!(
@@ -234,7 +258,11 @@ impl Shared {
             );
             return None;
         }
-        let rate = Rate::new(quota.rate, quota.per_ns(), quota.burst);
+        let rate = Rate::new(
+            quota.rate,
+            quota.per_ns(),
+            capacity(self.tables.algorithm(), quota.burst),
+        );
         let salt = self.rules.seed.hash_one(quota);
         let limiter = tiers
             .entry(quota)
@@ -431,7 +459,7 @@ where
                 StateProj::Inner { future, fields } => {
                     let mut response = std::task::ready!(future.poll(cx))?;
                     if let Some(fields) = fields.take() {
-                        fields.insert_into(response.headers_mut());
+                        fields.add_to(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(RateLimitBody::inner)));
                 }

@@ -106,7 +106,8 @@ pub struct StatsSnapshot {
     pub delayed: u64,
     /// Requests whose connection was closed without an answer.
     pub dropped: u64,
-    /// Shadow mode: requests that would have been limited.
+    /// Shadow mode: requests that would have been held, refused or dropped (all passed at
+    /// once).
     pub shadow_limited: u64,
     /// Requests without a key (counted whatever `missing_key` does with them).
     pub missing_key: u64,

@@ -324,15 +324,30 @@ fn the_builder_refuses_the_same_values() {
     );
     assert!(base().key("header:X-Tenant").is_ok());
     assert!(base().trusted_proxies(["10.0.0.0/8", "::1"]).is_ok());
-    assert_eq!(
-        field_of(RateLimitLayer::from_config(
-            &RateLimitLayer::new(0, Duration::from_secs(1))
-                .config()
-                .clone()
-        ))
-        .0,
-        "rate"
-    );
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::new: rate must be at least 1")]
+fn the_builder_panics_on_a_zero_rate() {
+    let _ = RateLimitLayer::new(0, Duration::from_secs(1));
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::new: per must be a positive duration")]
+fn the_builder_panics_on_a_zero_period() {
+    let _ = RateLimitLayer::new(10, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_bucket_burst_zero_from_the_builder_is_a_capacity_of_one() {
+    let app = app(RateLimitLayer::new(10, Duration::from_secs(1)).burst(0));
+    let first = send(&app, from("192.0.2.1")).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    // The next token is 100 ms away, which the field reports (rounded up to a second).
+    assert_eq!(header(&first, "ratelimit"), Some("\"default\";r=0;t=1"));
+    assert_eq!(status(&app, from("192.0.2.1")).await, 429);
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(statuses(&app, 2, || from("192.0.2.1")).await, [200, 429]);
 }
 
 #[test]

@@ -255,6 +255,20 @@ async fn leaky_bucket_delays_up_to_max_delay_too() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn leaky_bucket_holds_its_whole_line_when_longer_than_max_delay() {
+    // Burst 5 queues 500 ms: `delay` with max_delay 100 ms refuses none the line would hold.
+    let (app, stats) = delaying(Algorithm::LeakyBucket, 5, 100 * MS);
+    let done = run(&app, &["192.0.2.1"; 7]).await;
+    let held = held_ones(&done);
+    assert_eq!(held, [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]);
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.delayed, snapshot.limited),
+        (1, 5, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn sliding_windows_answer_429_instead_of_holding_as_documented() {
     // `Reject::Delay`'s documentation: the sliding windows cannot reserve a slot and answer 429.
     for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingWindowApprox] {
@@ -289,4 +303,24 @@ async fn global_key_delays_everyone_in_one_line() {
     let done = run(&app, &["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]).await;
     let times: Vec<_> = done.iter().map(|d| (d.index, d.at_ms)).collect();
     assert_eq!(times, [(0, 0), (1, 100), (2, 200), (3, 300)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_never_holds_a_request_it_would_delay() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .burst(1)
+        .reject(Reject::Delay)
+        .max_delay(Duration::from_secs(2))
+        .shadow(true);
+    let stats = layer.stats();
+    let app = app(layer);
+    // Limited, the second and third would wait 1 s and 2 s and the fourth get 429.
+    let done = run(&app, &["192.0.2.1"; 4]).await;
+    let times: Vec<_> = done.iter().map(|d| (d.index, d.status, d.at_ms)).collect();
+    assert_eq!(times, [(0, 200, 0), (1, 200, 0), (2, 200, 0), (3, 200, 0)]);
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.shadow_limited, snapshot.delayed),
+        (1, 3, 0)
+    );
 }

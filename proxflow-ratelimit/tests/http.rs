@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::routing::get;
 use common::*;
 use http::{Request, StatusCode};
 use proxflow_ratelimit::{
@@ -173,6 +174,61 @@ async fn limit_fields_on_limited_answers_only_or_never() {
             "{headers:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_period_shorter_than_a_second_is_advertised_per_second() {
+    // 1 per 100 ms: 10 a second are admitted, and the policy says so.
+    let app = app(RateLimitLayer::new(1, 100 * MS).burst(1));
+    let mut admitted = 0;
+    let mut policy = String::new();
+    for _ in 0..10 {
+        let response = send(&app, from("192.0.2.1")).await;
+        admitted += usize::from(response.status() == StatusCode::OK);
+        policy = header(&response, "ratelimit-policy").unwrap().to_owned();
+        advance(100 * MS).await;
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(policy, "\"default\";q=10;w=1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_services_limit_fields_are_kept_beside_the_layers() {
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1)).legacy_headers(true);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [
+                        ("ratelimit-policy", "\"upstream\";q=100;w=60"),
+                        ("ratelimit", "\"upstream\";r=3;t=7"),
+                        ("x-ratelimit-limit", "100"),
+                    ],
+                    "hello",
+                )
+            }),
+        )
+        .layer(layer);
+    let response = send(&app, from("192.0.2.1")).await;
+    let all = |name: &str| -> Vec<&str> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        all("ratelimit-policy"),
+        ["\"upstream\";q=100;w=60", "\"default\";q=10;w=1"]
+    );
+    assert_eq!(
+        all("ratelimit"),
+        ["\"upstream\";r=3;t=7", "\"default\";r=4;t=1"]
+    );
+    // Not a list: the layer's value replaces the inner one.
+    assert_eq!(all("x-ratelimit-limit"), ["10"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -409,6 +465,31 @@ async fn shadow_mode_lets_everything_pass_and_counts() {
     assert_eq!(snapshot.limited, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_never_holds_a_leaky_bucket_request() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .algorithm(Algorithm::LeakyBucket)
+        .burst(2)
+        .shadow(true);
+    let stats = layer.stats();
+    let app = app(layer);
+    // Limited, the second and third would wait in line and the fourth get 429.
+    for i in 0..4 {
+        let mut request = Box::pin(send(&app, from("192.0.2.51")));
+        let response = poll_once(&mut request).await;
+        assert_eq!(
+            response.map(|r| r.status()),
+            Some(StatusCode::OK),
+            "request {i} was held"
+        );
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.shadow_limited, snapshot.delayed),
+        (1, 3, 0)
+    );
+}
+
 fn by_user(missing: MissingKey) -> RateLimitLayer {
     RateLimitLayer::new(1, Duration::from_secs(3600))
         .burst(2)
@@ -523,6 +604,35 @@ async fn quota_resolver_gives_tiers_their_own_quota() {
     assert_eq!(statuses(&app, 2, gold_fn()).await, [200, 429]);
     assert_eq!(status(&app, from_with("192.0.2.2", &[])).await, 429);
     assert_eq!(stats.snapshot().active_keys, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
+    for bad in [
+        Quota {
+            rate: 0,
+            per: Duration::from_secs(1),
+            burst: 3,
+        },
+        Quota {
+            rate: 5,
+            per: Duration::ZERO,
+            burst: 3,
+        },
+    ] {
+        let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+            .burst(2)
+            .quota_resolver(move |_: &RequestView<'_>| Some(bad));
+        let app = app(layer);
+        let all = statuses(&app, 5, || from("192.0.2.1")).await;
+        assert_eq!(all, [200, 200, 429, 429, 429], "{bad:?}");
+        let refused = send(&app, from("192.0.2.1")).await;
+        assert_eq!(
+            header(&refused, "ratelimit-policy"),
+            Some("\"default\";q=10;w=1"),
+            "{bad:?}"
+        );
+    }
 }
 
 fn gold_fn() -> impl FnMut() -> Request<Body> {
