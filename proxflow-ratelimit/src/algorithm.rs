@@ -54,10 +54,7 @@ pub(crate) enum Verdict {
         reset_after: Nanos,
     },
     /// Refuse; the same request would be admitted `retry_after` from now.
-    Refuse {
-        retry_after: Nanos,
-        reset_after: Nanos,
-    },
+    Refuse { retry_after: Nanos },
 }
 
 /// GCRA (the token bucket as a theoretical arrival time), the algorithm governor implements.
@@ -77,7 +74,6 @@ pub(crate) fn gcra_reserve(
     if wait > max_wait {
         let verdict = Verdict::Refuse {
             retry_after: wait - max_wait,
-            reset_after: tat - now,
         };
         return (verdict, None);
     }
@@ -111,13 +107,7 @@ pub(crate) fn leaky_bucket(
     let wait = start - now;
     if wait > room {
         let retry_after = wait - room;
-        return (
-            Verdict::Refuse {
-                retry_after,
-                reset_after: wait,
-            },
-            None,
-        );
+        return (Verdict::Refuse { retry_after }, None);
     }
     let new_next = start.saturating_add(t);
     let queued = (new_next - now).div_ceil(t);
@@ -146,10 +136,7 @@ pub(crate) fn sliding_log(log: &mut VecDeque<Nanos>, now: Nanos, rate: &Rate) ->
         // The oldest admission in the window leaves it first.
         let oldest = log.front().copied().unwrap_or(now);
         let retry_after = oldest.saturating_add(rate.per_ns).saturating_sub(now);
-        return Verdict::Refuse {
-            retry_after,
-            reset_after: retry_after,
-        };
+        return Verdict::Refuse { retry_after };
     }
     log.push_back(now);
     let reset_after = log
@@ -229,10 +216,7 @@ pub(crate) fn sliding_counter(state: &mut Counters, now: Nanos, rate: &Rate) -> 
         let target = u128::from(per).saturating_sub(room) as u64 + 1;
         target.saturating_sub(elapsed).max(1)
     };
-    Verdict::Refuse {
-        retry_after,
-        reset_after,
-    }
+    Verdict::Refuse { retry_after }
 }
 
 #[cfg(test)]
@@ -272,8 +256,7 @@ mod tests {
         assert_eq!(
             verdict,
             Verdict::Refuse {
-                retry_after: SECOND / 10,
-                reset_after: SECOND / 2
+                retry_after: SECOND / 10
             }
         );
         let (verdict, _) = gcra_reserve(tat, SECOND / 10, &rate, 0);
@@ -327,10 +310,7 @@ mod tests {
         assert!(admitted(sliding_log(&mut log, 800_000_000, &rate)));
         assert_eq!(
             sliding_log(&mut log, 999_999_999, &rate),
-            Verdict::Refuse {
-                retry_after: 1,
-                reset_after: 1
-            }
+            Verdict::Refuse { retry_after: 1 }
         );
         assert!(
             admitted(sliding_log(&mut log, SECOND, &rate)),

@@ -215,6 +215,12 @@ impl RateLimitLayer {
     /// `RateLimit-Policy` states the quota over a window of whole seconds, `w = ceil(per)`, with
     /// `q = floor(rate × w / per)` (at least 1): 1 per 100 ms reads `q=10;w=1`, 3 per 1.5 s
     /// reads `q=4;w=2`.
+    ///
+    /// `RateLimit` gives `r`, the requests left now, and `t`, in whole seconds rounded up: on a
+    /// 429 the time until a request is admitted again (the same as `Retry-After`); on an allowed
+    /// answer the time until the quota is whole again (`r` back at the burst). The draft defines
+    /// `t` as the window within which the client can use no more than `r`; a bucket refills
+    /// continuously, so on allowed answers this `t` is the longer, cautious reading.
     pub fn headers(self, headers: LimitHeaders) -> Self {
         self.with(|c| c.headers = headers)
     }

@@ -274,11 +274,8 @@ impl Limiter {
                     }
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(clock.now());
-                        let retry_after = nanos(wait);
-                        let reset_after = u64::from(rate.burst).saturating_mul(self.interval);
                         Verdict::Refuse {
-                            retry_after,
-                            reset_after,
+                            retry_after: nanos(wait),
                         }
                     }
                 }

@@ -199,14 +199,14 @@ impl Shared {
                     fields: self.allowed_fields(&state),
                 }
             }
-            Verdict::Refuse {
-                retry_after,
-                reset_after,
-            } => {
+            Verdict::Refuse { retry_after } => {
+                // Nothing is left until the retry time: that is the draft's effective window
+                // for `r=0`, and a `Retry-After` earlier than the window's end would contradict
+                // it (draft-ietf-httpapi-ratelimit-headers, "Server Behavior").
                 let state = LimitState {
                     rate,
                     remaining: 0,
-                    reset_after,
+                    reset_after: retry_after,
                 };
                 if self.shadow {
                     self.counters.add(Counter::ShadowLimited);

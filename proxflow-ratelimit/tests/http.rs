@@ -51,7 +51,9 @@ async fn allowed_and_limited_responses_carry_the_ietf_fields() {
     let response = send(&app, from("198.51.100.7")).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&response, "retry-after"), Some("1"));
-    assert_fields(&response, "\"default\";q=60;w=60", "\"default\";r=0;t=10");
+    // On a refusal `t` is the time until the next request is admitted, as `Retry-After` says: the
+    // draft's effective window, within which the client can use no more than `r=0`.
+    assert_fields(&response, "\"default\";q=60;w=60", "\"default\";r=0;t=1");
     // Outer layers and logs get the same facts as data.
     assert_eq!(
         response.extensions().get::<RateLimited>(),
