@@ -86,18 +86,13 @@ impl StateStore for BoundedGcraStore {
 type KeyedGcra = RateLimiter<u64, BoundedGcraStore, QuotaClock, StateInformationMiddleware>;
 type DirectGcra = RateLimiter<NotKeyed, InMemoryState, QuotaClock, StateInformationMiddleware>;
 
-/// A sliding log and the window it is judged by (its idle time depends on the window).
+/// A sliding log: when each admission in the window leaves it (see [`sliding_log`]).
 #[derive(Default)]
-pub(crate) struct LogState {
-    log: VecDeque<Nanos>,
-    per: Nanos,
-}
+pub(crate) struct LogState(VecDeque<Nanos>);
 
 impl KeyState for LogState {
     fn idle_at(&self) -> Nanos {
-        self.log
-            .back()
-            .map_or(0, |last| last.saturating_add(self.per))
+        self.0.back().copied().unwrap_or(0)
     }
 }
 
@@ -300,11 +295,10 @@ impl Limiter {
                     salted,
                     || now,
                     |state| {
-                        let state = state.get_or_insert_with(|| LogState {
-                            log: VecDeque::new(),
-                            per: rate.per_ns,
-                        });
-                        sliding_log(&mut state.log, now, rate)
+                        // Room for one admission: most keys of a large table are clients seen
+                        // once, and a first push would reserve room for four.
+                        let log = state.get_or_insert_with(|| LogState(VecDeque::with_capacity(1)));
+                        sliding_log(&mut log.0, now, rate)
                     },
                 )
             }
