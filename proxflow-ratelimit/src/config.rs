@@ -31,11 +31,11 @@ pub enum Algorithm {
     /// rate on average. A waiting request whose client goes away keeps its place in line.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
-    /// 67 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
+    /// 84 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
     /// in the window, so prefer the approximation for large rates with many keys).
     SlidingWindow,
-    /// The two-counter approximation of the sliding window: 53 bytes per key of table at the
-    /// default `max_keys` (the buckets' 27, twice), at most twice `rate` in any window in the
+    /// The two-counter approximation of the sliding window: 67 bytes per key of table at the
+    /// default `max_keys` (the buckets' 34, twice), at most twice `rate` in any window in the
     /// worst case, `rate` for evenly spread traffic.
     SlidingWindowApprox,
 }
