@@ -1,7 +1,6 @@
 //! The per-key algorithms, as plain state and functions of the time (nanoseconds since the
 //! limiter's origin). No I/O, no clock: the service passes `now` in.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Nanoseconds since the limiter's origin.
@@ -122,21 +121,77 @@ pub(crate) fn leaky_bucket(
     )
 }
 
+/// A queue of times in a ring: 24 bytes beside a key (`VecDeque` takes 32), and no allocation
+/// until the first push, which makes room for one: most keys of a large table are clients seen
+/// once.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    ring: Box<[Nanos]>,
+    head: u32,
+    len: u32,
+}
+
+impl Log {
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub(crate) fn front(&self) -> Option<Nanos> {
+        (self.len > 0).then(|| self.ring[self.head as usize])
+    }
+
+    pub(crate) fn back(&self) -> Option<Nanos> {
+        (self.len > 0).then(|| self.ring[self.slot(self.len - 1)])
+    }
+
+    fn pop_front(&mut self) {
+        if self.len > 0 {
+            self.head = (self.head + 1) % self.ring.len() as u32;
+            self.len -= 1;
+        }
+    }
+
+    fn push_back(&mut self, time: Nanos) {
+        if self.len as usize == self.ring.len() {
+            // Doubling, oldest first in the new ring. At most `rate` entries, a `u32`.
+            let room = (self.ring.len() * 2).max(1);
+            let ring: Box<[Nanos]> = (0..room)
+                .map(|i| {
+                    if i < self.len as usize {
+                        self.ring[self.slot(i as u32)]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            self.ring = ring;
+            self.head = 0;
+        }
+        let slot = self.slot(self.len);
+        self.ring[slot] = time;
+        self.len += 1;
+    }
+
+    fn slot(&self, index: u32) -> usize {
+        ((self.head as usize) + index as usize) % self.ring.len()
+    }
+}
+
 /// The exact sliding log: at most `rate` admissions in any window of `per`. The log holds when
 /// each admission leaves the window (its time plus `per`), oldest first, so that it needs no
 /// `per` of its own to say when it empties. Memory: 8 bytes per admission in the window.
-pub(crate) fn sliding_log(log: &mut VecDeque<Nanos>, now: Nanos, rate: &Rate) -> Verdict {
-    while log.front().is_some_and(|&leaves| leaves <= now) {
+pub(crate) fn sliding_log(log: &mut Log, now: Nanos, rate: &Rate) -> Verdict {
+    while log.front().is_some_and(|leaves| leaves <= now) {
         log.pop_front();
     }
     let limit = rate.rate as usize;
     if log.len() >= limit {
         // The oldest admission in the window leaves it first.
-        let retry_after = log.front().map_or(0, |&leaves| leaves - now);
+        let retry_after = log.front().map_or(0, |leaves| leaves - now);
         return Verdict::Refuse { retry_after };
     }
     log.push_back(now.saturating_add(rate.per_ns));
-    let reset_after = log.front().map_or(rate.per_ns, |&leaves| leaves - now);
+    let reset_after = log.front().map_or(rate.per_ns, |leaves| leaves - now);
     Verdict::Admit {
         wait: 0,
         remaining: (limit - log.len()) as u32,
@@ -299,7 +354,7 @@ mod tests {
     #[test]
     fn sliding_log_is_exact() {
         let rate = rate(3, 0);
-        let mut log = VecDeque::new();
+        let mut log = Log::default();
         assert!(admitted(sliding_log(&mut log, 0, &rate)));
         assert!(admitted(sliding_log(&mut log, 400_000_000, &rate)));
         assert!(admitted(sliding_log(&mut log, 800_000_000, &rate)));
@@ -498,7 +553,7 @@ mod tests {
         fn sliding_log_matches_the_reference_count(times in arrivals(), r in 1u32..20) {
             let rate = rate(r, 0);
             let expected = reference_log(&times, &rate);
-            let mut log = VecDeque::new();
+            let mut log = Log::default();
             for (now, expect) in times.iter().zip(expected) {
                 prop_assert_eq!(admitted(sliding_log(&mut log, *now, &rate)), expect, "at {}", now);
             }

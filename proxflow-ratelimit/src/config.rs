@@ -31,7 +31,7 @@ pub enum Algorithm {
     /// rate on average. A waiting request whose client goes away keeps its place in line.
     LeakyBucket,
     /// At most `rate` requests in any window of length `per`, exactly (a log of timestamps:
-    /// 84 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
+    /// 67 bytes per key of table at the default `max_keys`, plus 8 bytes per admitted request
     /// in the window, so prefer the approximation for large rates with many keys).
     SlidingWindow,
     /// The two-counter approximation of the sliding window: 67 bytes per key of table at the

@@ -41,10 +41,9 @@
 //!
 //! - token and leaky bucket: 34 bytes (42); tests/memory.rs checks it with 2,000,000 clients;
 //! - sliding-window approximation: 67 bytes (82);
-//! - exact sliding window: 84 bytes of table, plus its log on the heap, 8 bytes per request in
-//!   the window: with one request per key the process grew by 124-139 bytes per key (two
-//!   runs), about nginx's figure, and more with more requests in the window. Prefer the
-//!   approximation for many keys.
+//! - exact sliding window: 67 bytes of table, plus its log on the heap, 8 bytes per request in
+//!   the window: with one request per key the process grew by 108-114 bytes per key (three
+//!   runs), more with more requests in the window. Prefer the approximation for many keys.
 //!
 //! Time is the CPU's time-stamp counter (through quanta, governor's default clock), about half
 //! the cost of `Instant::now` on the benchmark machine. Tests that drive the limiter with

@@ -1,6 +1,5 @@
 //! The algorithms wired to their per-key state and a clock.
 
-use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,7 +11,8 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
 use crate::algorithm::{
-    self, gcra_reserve, leaky_bucket, nanos, sliding_counter, sliding_log, Nanos, Rate, Verdict,
+    self, gcra_reserve, leaky_bucket, nanos, sliding_counter, sliding_log, Log, Nanos, Rate,
+    Verdict,
 };
 use crate::clock::Moment;
 use crate::config::Algorithm;
@@ -88,11 +88,11 @@ type DirectGcra = RateLimiter<NotKeyed, InMemoryState, QuotaClock, StateInformat
 
 /// A sliding log: when each admission in the window leaves it (see [`sliding_log`]).
 #[derive(Default)]
-pub(crate) struct LogState(VecDeque<Nanos>);
+pub(crate) struct LogState(Log);
 
 impl KeyState for LogState {
     fn idle_at(&self) -> Nanos {
-        self.0.back().copied().unwrap_or(0)
+        self.0.back().unwrap_or(0)
     }
 }
 
@@ -295,10 +295,11 @@ impl Limiter {
                     salted,
                     || now,
                     |state| {
-                        // Room for one admission: most keys of a large table are clients seen
-                        // once, and a first push would reserve room for four.
-                        let log = state.get_or_insert_with(|| LogState(VecDeque::with_capacity(1)));
-                        sliding_log(&mut log.0, now, rate)
+                        sliding_log(
+                            &mut state.get_or_insert_with(LogState::default).0,
+                            now,
+                            rate,
+                        )
                     },
                 )
             }
