@@ -153,8 +153,9 @@ impl Log {
 
     fn push_back(&mut self, time: Nanos) {
         if self.len as usize == self.ring.len() {
-            // Doubling, oldest first in the new ring. At most `rate` entries, a `u32`.
-            let room = (self.ring.len() * 2).max(1);
+            // Doubling, oldest first in the new ring. It never holds more than `rate` entries,
+            // a `u32`, so its length stays one too (`pop_front` divides by it).
+            let room = (self.ring.len() * 2).clamp(1, u32::MAX as usize);
             let ring: Box<[Nanos]> = (0..room)
                 .map(|i| {
                     if i < self.len as usize {
