@@ -17,6 +17,8 @@ pub(crate) struct Rate {
     pub(crate) rate: u32,
     pub(crate) per_ns: u64,
     pub(crate) burst: u32,
+    /// `per_ns / rate`, divided out once: every decision of every algorithm uses it.
+    interval: Nanos,
 }
 
 /// The longest span the algorithms reason about; longer periods and bursts are clamped to it,
@@ -34,12 +36,13 @@ impl Rate {
             rate,
             per_ns,
             burst,
+            interval,
         }
     }
 
     /// The emission interval: time between two requests at the sustained rate.
     pub(crate) fn interval(&self) -> Nanos {
-        (self.per_ns / u64::from(self.rate.max(1))).max(1)
+        self.interval
     }
 }
 
@@ -279,11 +282,7 @@ mod tests {
     const SECOND: Nanos = 1_000_000_000;
 
     fn rate(rate: u32, burst: u32) -> Rate {
-        Rate {
-            rate,
-            per_ns: SECOND,
-            burst,
-        }
+        Rate::new(rate, SECOND, burst)
     }
 
     fn admitted(verdict: Verdict) -> bool {
@@ -515,7 +514,7 @@ mod tests {
 
         #[test]
         fn gcra_matches_the_reference_token_bucket(times in arrivals(), r in 1u32..50, burst in 1u32..20) {
-            let rate = Rate { rate: r, per_ns: 1_000_000_000 - 1_000_000_000 % u64::from(r), burst };
+            let rate = Rate::new(r, 1_000_000_000 - 1_000_000_000 % u64::from(r), burst);
             let expected = reference_bucket(&times, &rate);
             let mut tat = None;
             for (now, expect) in times.iter().zip(expected) {

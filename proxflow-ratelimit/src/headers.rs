@@ -255,11 +255,7 @@ mod tests {
     fn structured_fields_and_legacy_headers() {
         let mut headers = HeaderMap::new();
         let state = LimitState {
-            rate: Rate {
-                rate: 100,
-                per_ns: 60_000_000_000,
-                burst: 10,
-            },
+            rate: Rate::new(100, 60_000_000_000, 10),
             remaining: 42,
             reset_after: 1_500_000_000,
         };
@@ -275,11 +271,7 @@ mod tests {
         cache.fields(&state, false).add_to(&mut again);
         assert_eq!(again["ratelimit"], "\"default\";r=42;t=2");
         let other = LimitState {
-            rate: Rate {
-                rate: 5,
-                per_ns: 1_000_000_000,
-                burst: 1,
-            },
+            rate: Rate::new(5, 1_000_000_000, 1),
             remaining: 500,
             reset_after: 0,
         };
@@ -310,14 +302,7 @@ mod tests {
 
     #[test]
     fn policy_scales_the_quota_to_a_whole_second_window() {
-        let policy = |rate, per_ns| {
-            let rate = Rate {
-                rate,
-                per_ns,
-                burst: 1,
-            };
-            policy_value("p", &rate)
-        };
+        let policy = |rate, per_ns| policy_value("p", &Rate::new(rate, per_ns, 1));
         const SECOND: u64 = 1_000_000_000;
         assert_eq!(policy(10, SECOND), "\"p\";q=10;w=1");
         assert_eq!(policy(100, 60 * SECOND), "\"p\";q=100;w=60");

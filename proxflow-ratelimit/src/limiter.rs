@@ -173,8 +173,6 @@ enum Engine {
 pub(crate) struct Limiter {
     engine: Engine,
     rate: Rate,
-    /// `rate.interval()`, divided out once.
-    interval: Nanos,
     clock: LimiterClock,
     salt: u64,
 }
@@ -208,7 +206,6 @@ impl Limiter {
         };
         Limiter {
             engine,
-            interval: rate.interval(),
             rate,
             clock: clock.clone(),
             salt,
@@ -264,7 +261,7 @@ impl Limiter {
                         Verdict::Admit {
                             wait: 0,
                             remaining,
-                            reset_after: used.saturating_mul(self.interval),
+                            reset_after: used.saturating_mul(rate.interval()),
                         }
                     }
                     Err(not_until) => {
@@ -333,11 +330,7 @@ mod tests {
     use super::*;
 
     fn rate() -> Rate {
-        Rate {
-            rate: 10,
-            per_ns: 1_000_000_000,
-            burst: 3,
-        }
+        Rate::new(10, 1_000_000_000, 3)
     }
 
     fn limiter(algorithm: Algorithm) -> (Limiter, Tables) {
@@ -389,16 +382,7 @@ mod tests {
         let small = Limiter::new(&tables, rate(), &clock, 0);
         tokio::time::advance(Duration::from_secs(3600)).await;
         // Made an hour later: its governor counts from a later origin.
-        let large = Limiter::new(
-            &tables,
-            Rate {
-                rate: 100,
-                per_ns: 1_000_000_000,
-                burst: 50,
-            },
-            &clock,
-            0xABCD,
-        );
+        let large = Limiter::new(&tables, Rate::new(100, 1_000_000_000, 50), &clock, 0xABCD);
         let admitted = |limiter: &Limiter| {
             (0..60)
                 .filter(|_| matches!(limiter.check(Some(1), 0, true), Verdict::Admit { .. }))
