@@ -26,7 +26,7 @@
 //!     atomic load of the state), the thread's holder of the breaker cloned and dropped (its
 //!     classifier judges the response), the success counted in the thread's slot of the
 //!     breaker (one compare-and-swap, no lock while closed and healthy), and the response body
-//!     wrapped in `BreakerBody`.
+//!     wrapped in `LayerBody`.
 //!   - `proxflow_http_precise`: the same with `precise_clock(true)`: each of the two readings
 //!     reads the TSC itself, through quanta.
 //!   - `proxflow_generic`: the same through `CircuitBreakerLayer::new().generic()` (any

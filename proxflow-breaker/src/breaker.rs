@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use proxflow_core::clock::nanos;
+use proxflow_core::{Clock, Moment};
 use serde::Serialize;
 
-use crate::clock::{nanos, Moment, Source, TickerHold};
 use crate::machine::{Admission, Machine, Outcome, Permit, Settings, State, Transition};
 use crate::stripes::{self, Stripes, Tally};
 
@@ -38,10 +39,9 @@ const NOT_CLOSED: u64 = u64::MAX;
 const NO_PERIOD: u32 = 0;
 
 /// Keeps a breaker alive while a call runs, and judges the call's result. A breaker that every
-/// call shares has one holder per thread slot and a call clones its thread's: with the
-/// breaker's own `Arc` cloned per call, both cores wrote its count's cache line twice per call.
-/// The classifier is here rather than in each call's future, which a call would otherwise
-/// copy (the default one is 128 bytes).
+/// call shares has one holder per thread slot and a call clones its thread's, so that calls on
+/// different cores do not write one reference count. The classifier is here rather than in
+/// each call's future, which a call would otherwise copy (the default one is 128 bytes).
 #[repr(align(128))]
 pub(crate) struct Holder<C> {
     breaker: Arc<Breaker>,
@@ -107,8 +107,6 @@ pub(crate) struct Breaker {
     name: Arc<str>,
     inner: Mutex<Inner>,
     on_change: Option<OnStateChange>,
-    /// Keeps the ticker's thread running while this breaker reads it.
-    _ticker: Option<TickerHold>,
 }
 
 /// What a call reads without the lock; written only under it.
@@ -121,7 +119,8 @@ struct Hot {
     /// Calls ending this many nanoseconds after `origin` or later are not quiet.
     until: AtomicU64,
     origin: Moment,
-    source: Source,
+    /// What every reading of this breaker's time reads.
+    clock: Clock,
     /// In nanoseconds (saturating, as the latencies are).
     latency_threshold: u64,
     stripes: Stripes,
@@ -190,23 +189,16 @@ pub(crate) struct Ending {
 }
 
 impl Breaker {
+    /// A breaker that reads `clock`, or its coarse form ([`Breaker::clock_for`]).
     pub(crate) fn new(
         name: Arc<str>,
         settings: Settings,
         on_change: Option<OnStateChange>,
+        clock: &Clock,
     ) -> Breaker {
-        let ticker = if settings.precise_clock() {
-            None
-        } else {
-            TickerHold::take()
-        };
-        let source = if ticker.is_some() {
-            Source::Ticker
-        } else {
-            Source::Tsc
-        };
-        let origin = source.now();
-        let now = origin.instant();
+        let clock = Breaker::clock_for(&settings, clock);
+        let origin = clock.now();
+        let now = clock.instant(origin);
         let machine = Machine::new(settings, now);
         let stripes = Stripes::new();
         let first_tag = NO_PERIOD + 1;
@@ -217,7 +209,7 @@ impl Breaker {
                 tag: AtomicU32::new(NO_PERIOD),
                 until: AtomicU64::new(0),
                 origin,
-                source,
+                clock,
                 latency_threshold: nanos(machine.latency_threshold()),
                 stripes,
             },
@@ -229,16 +221,36 @@ impl Breaker {
                 period: None,
             }),
             on_change,
-            _ticker: ticker,
         };
         breaker.update(now, |_| ((), None));
         breaker
     }
 
+    /// The clock a breaker with `settings` reads: `clock` itself if its calls' latencies are
+    /// needed precisely, else its [`Clock::coarse`] form (which a coarse clock is already).
+    pub(crate) fn clock_for(settings: &Settings, clock: &Clock) -> Clock {
+        if settings.precise_clock() {
+            clock.clone()
+        } else {
+            clock.coarse()
+        }
+    }
+
     /// A reading of this breaker's clock.
     #[inline]
     pub(crate) fn now(&self) -> Moment {
-        self.hot.source.now()
+        self.hot.clock.now()
+    }
+
+    /// Nanoseconds from `earlier` to `later`, two readings of [`Self::now`].
+    #[inline]
+    pub(crate) fn nanos_between(&self, earlier: Moment, later: Moment) -> u64 {
+        self.hot.clock.nanos_between(earlier, later)
+    }
+
+    /// A reading as the machine's time.
+    fn instant(&self, moment: Moment) -> Instant {
+        self.hot.clock.instant(moment)
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -256,10 +268,10 @@ impl Breaker {
     }
 
     fn acquire_in_turn(&self, now: Moment) -> Admission {
-        let now = now.instant();
+        let now = self.instant(now);
         self.update(now, |inner| {
             let (admission, transition) = inner.machine.acquire(now);
-            if let Admission::Refuse { .. } = admission {
+            if let Admission::Refuse(_) = admission {
                 inner.totals.refused += 1;
             }
             (admission, transition)
@@ -284,7 +296,7 @@ impl Breaker {
         if tally.is_some_and(|tally| self.count_quietly(now, permit, tally)) {
             return;
         }
-        let now = now.instant();
+        let now = self.instant(now);
         let latency = Duration::from_nanos(ending.latency);
         self.update(now, |inner| {
             let totals = &mut inner.totals;
@@ -307,19 +319,19 @@ impl Breaker {
         let tag = hot.tag.load(Ordering::Acquire);
         tag != NO_PERIOD
             && hot.closed.load(Ordering::Acquire) == permit.epoch
-            && now.nanos_since(hot.origin) < hot.until.load(Ordering::Acquire)
+            && hot.clock.nanos_between(hot.origin, now) < hot.until.load(Ordering::Acquire)
             && hot.stripes.add(tag, tally)
     }
 
     pub(crate) fn force(&self, state: State) {
-        let now = self.now().instant();
+        let now = self.instant(self.now());
         self.update(now, |inner| ((), inner.machine.force(now, state)));
     }
 
     /// A reset of a closed breaker is no transition, but it starts a new epoch: calls
     /// admitted with the old one are not counted.
     pub(crate) fn reset(&self) {
-        let now = self.now().instant();
+        let now = self.instant(self.now());
         self.update(now, |inner| ((), inner.machine.reset(now)));
     }
 
@@ -331,7 +343,7 @@ impl Breaker {
     }
 
     pub(crate) fn snapshot(&self) -> BreakerSnapshot {
-        let now = self.now().instant();
+        let now = self.instant(self.now());
         let (figures, totals) = self.update(now, |inner| {
             let figures = inner.machine.figures(now);
             ((figures, inner.totals), None)
@@ -404,7 +416,7 @@ impl Breaker {
         };
         // One nanosecond short: a call's nanoseconds since `origin` may be one less than
         // those between their instants, by which the machine would judge it.
-        let until = nanos(until.saturating_duration_since(hot.origin.instant()));
+        let until = nanos(until.saturating_duration_since(self.instant(hot.origin)));
         hot.until.store(until.saturating_sub(1), Ordering::Release);
         hot.tag.store(inner.tag, Ordering::Release);
         inner.period = Some(now);
@@ -476,5 +488,37 @@ fn state_number(state: State) -> f64 {
         State::RampUp => 3.0,
         State::ForcedOpen => 4.0,
         State::ForcedClosed => 5.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proxflow_core::ManualClock;
+
+    use super::*;
+    use crate::config::BreakerConfig;
+
+    #[test]
+    fn the_breaker_reads_the_coarse_clock_unless_it_needs_precision() {
+        let clock_for = |config: BreakerConfig, clock: &Clock| {
+            Breaker::clock_for(&Settings::new(&config), clock).is_coarse()
+        };
+        let tsc = Clock::tsc();
+        assert!(clock_for(BreakerConfig::default(), &tsc));
+        let precise = BreakerConfig {
+            precise_clock: true,
+            ..BreakerConfig::default()
+        };
+        assert!(!clock_for(precise, &tsc));
+        let short = BreakerConfig {
+            latency_threshold: Duration::from_millis(99),
+            ..BreakerConfig::default()
+        };
+        assert!(!clock_for(short, &tsc));
+        // A clock with no coarse form is read as it is given.
+        let manual = ManualClock::new().clock();
+        assert!(!clock_for(BreakerConfig::default(), &manual));
     }
 }

@@ -2,6 +2,7 @@
 
 use http::Response;
 
+use crate::config::STATUSES;
 use crate::machine::Outcome;
 
 /// Judges the result of a call. Slowness is judged apart, from `latency_threshold`.
@@ -48,10 +49,18 @@ pub struct StatusClassifier {
 }
 
 impl StatusClassifier {
-    /// Fails on the given statuses (values outside 100..=999 are ignored).
+    /// Fails on the given statuses.
+    ///
+    /// # Panics
+    ///
+    /// If a status is outside 100..=999.
     pub fn new(statuses: impl IntoIterator<Item = u16>) -> Self {
         let mut failures = [0u64; 16];
-        for status in statuses.into_iter().filter(|s| (100..=999).contains(s)) {
+        for status in statuses {
+            assert!(
+                STATUSES.contains(&status),
+                "StatusClassifier::new: {status} is not an HTTP status (100..=999)"
+            );
             failures[usize::from(status / 64)] |= 1 << (status % 64);
         }
         StatusClassifier { failures }
@@ -107,7 +116,7 @@ mod tests {
         let default = StatusClassifier::default();
         assert!(default.is_failure(StatusCode::BAD_GATEWAY));
         assert!(!default.is_failure(StatusCode::TOO_MANY_REQUESTS));
-        let custom = StatusClassifier::new([429, 503, 5000]);
+        let custom = StatusClassifier::new([429, 503]);
         assert!(custom.is_failure(StatusCode::TOO_MANY_REQUESTS));
         assert!(!custom.is_failure(StatusCode::INTERNAL_SERVER_ERROR));
         let response = Response::builder().status(503).body(()).unwrap();
@@ -119,5 +128,11 @@ mod tests {
             Classify::<Response<()>, _>::classify(&custom, Err(&())),
             Outcome::Failure
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "StatusClassifier::new: 5000 is not an HTTP status (100..=999)")]
+    fn a_status_out_of_range_is_refused() {
+        StatusClassifier::new([503, 5000]);
     }
 }

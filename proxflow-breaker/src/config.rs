@@ -1,20 +1,53 @@
-//! The serde configuration, with the origin's names and defaults:
-//!
-//! ```text
-//! circuit_breaker intelligent {
-//!     failure_threshold 0.5   recovery_timeout 60s   half_open_max_requests 3
-//!     latency_threshold 5s    min_requests 10        evaluation_window 60s
-//!     ramp_up_duration 30s }
-//! ```
+//! The serde configuration, with the origin's names and defaults, and the rules every value
+//! must meet (the builder's and `from_config`'s alike).
 
 use std::time::Duration;
 
+use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+/// Below this `latency_threshold` a breaker reads its clock as it is, not [`Clock::coarse`]:
+/// the coarse clock's millisecond would be more than 1 % of the threshold.
+///
+/// [`Clock::coarse`]: proxflow_core::Clock::coarse
+pub(crate) const COARSE_CLOCK_MIN_THRESHOLD: Duration = Duration::from_millis(100);
 
 /// Everything a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) can be told, as read from
 /// JSON, YAML or TOML. `{}` is valid and gives the origin's defaults.
+///
+/// The names and defaults are those of the origin, a Caddy directive:
+///
+/// ```text
+/// circuit_breaker intelligent {
+///     failure_threshold 0.5   recovery_timeout 60s   half_open_max_requests 3
+///     latency_threshold 5s    min_requests 10        evaluation_window 60s
+///     ramp_up_duration 30s }
+/// ```
+///
+/// The same in TOML (durations read as `"60s"`, `"1m"`, `"500ms"`; the crate docs show YAML):
+///
+/// ```
+/// use proxflow_breaker::BreakerConfig;
+///
+/// let config: BreakerConfig = toml::from_str(
+///     r#"
+///     failure_threshold = 0.5
+///     recovery_timeout = "60s"
+///     half_open_max_requests = 3
+///     latency_threshold = "5s"
+///     min_requests = 10
+///     evaluation_window = "1m"
+///     ramp_up_duration = "30s"
+///     "#,
+/// )?;
+/// assert_eq!(config, BreakerConfig::default());
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+///
+/// The fields beyond the origin's (`slow_call_threshold`, the backoff, the ramp's floor and
+/// shape, `failure_statuses`, `timeout`, `readiness`, `max_keys`, `precise_clock`) have
+/// defaults that keep the origin's behaviour. Unknown fields are refused, so that a misspelt
+/// one is not silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -64,10 +97,10 @@ pub struct BreakerConfig {
     pub readiness: bool,
     /// Keyed form: the most breakers kept (closed ones unused longest go first). Default 10,000.
     pub max_keys: u64,
-    /// Read the time-stamp counter at each call's start and end (about 20 ns each) instead of
-    /// the millisecond ticker (one atomic load; one thread per process, running while a breaker
-    /// reads it). Default `false`; a `latency_threshold` under 100 ms reads the counter
-    /// whatever this says.
+    /// Read the breaker's clock as it is at each call's start and end, instead of its
+    /// [`coarse`](proxflow_core::Clock::coarse) form (for the default TSC clock: a process-wide
+    /// millisecond ticker, one atomic load a reading). Default `false`; a `latency_threshold`
+    /// under 100 ms reads the clock as it is whatever this says.
     pub precise_clock: bool,
 }
 
@@ -99,74 +132,62 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// Checks every field; the error names the first bad one and says what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.into(),
-            })
-        };
-        let is_share = |v: f64| v > 0.0 && v <= 1.0;
-        if !is_share(self.failure_threshold) {
-            return invalid("failure_threshold", "must be in (0, 1], e.g. 0.5");
+        share("failure_threshold", self.failure_threshold)?;
+        if let Some(threshold) = self.slow_call_threshold {
+            share("slow_call_threshold", threshold)?;
         }
-        if self.slow_call_threshold.is_some_and(|v| !is_share(v)) {
-            return invalid("slow_call_threshold", "must be in (0, 1], e.g. 0.5");
-        }
-        if self.latency_threshold.is_zero() {
+        positive("latency_threshold", self.latency_threshold, "5s")?;
+        at_least_one("min_requests", self.min_requests.into())?;
+        if self.evaluation_window < MIN_WINDOW {
             return invalid(
-                "latency_threshold",
-                "must be a positive duration such as \"5s\"",
+                "evaluation_window",
+                format!("must be at least 20ms; got {:?}", self.evaluation_window),
             );
         }
-        if self.min_requests == 0 {
-            return invalid("min_requests", "must be at least 1");
-        }
-        if self.evaluation_window < Duration::from_millis(20) {
-            return invalid("evaluation_window", "must be at least 20ms");
-        }
-        if self.recovery_timeout.is_zero() {
-            return invalid(
-                "recovery_timeout",
-                "must be a positive duration such as \"60s\"",
-            );
-        }
+        positive("recovery_timeout", self.recovery_timeout, "60s")?;
         if !(self.recovery_backoff >= 1.0 && self.recovery_backoff <= 100.0) {
             return invalid(
                 "recovery_backoff",
-                "must be in [1, 100]; 1 keeps the open time fixed",
+                format!(
+                    "must be in [1, 100]; 1 keeps the open time fixed; got {}",
+                    self.recovery_backoff
+                ),
             );
         }
         if self.max_recovery_timeout < self.recovery_timeout {
             return invalid(
                 "max_recovery_timeout",
-                "must be at least `recovery_timeout`",
+                format!(
+                    "must be at least `recovery_timeout` ({:?}); got {:?}",
+                    self.recovery_timeout, self.max_recovery_timeout
+                ),
             );
         }
-        if self.half_open_max_requests == 0 {
-            return invalid("half_open_max_requests", "must be at least 1");
-        }
-        if !(self.ramp_up_floor > 0.0 && self.ramp_up_floor <= 1.0) {
-            return invalid("ramp_up_floor", "must be in (0, 1], e.g. 0.1");
-        }
+        at_least_one("half_open_max_requests", self.half_open_max_requests.into())?;
+        share("ramp_up_floor", self.ramp_up_floor)?;
         if !(self.ramp_up_aggression > 0.0 && self.ramp_up_aggression <= 100.0) {
-            return invalid("ramp_up_aggression", "must be in (0, 100]; 1 is linear");
+            return invalid(
+                "ramp_up_aggression",
+                format!(
+                    "must be in (0, 100]; 1 is linear; got {}",
+                    self.ramp_up_aggression
+                ),
+            );
         }
         if let Some(status) = self
             .failure_statuses
             .iter()
-            .find(|s| !(100..=999).contains(*s))
+            .find(|s| !STATUSES.contains(*s))
         {
             return invalid(
                 "failure_statuses",
-                &format!("{status} is not an HTTP status (100..=999)"),
+                format!("{status} is not an HTTP status (100..=999)"),
             );
         }
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return invalid("timeout", "must be a positive duration, or absent for none");
+        if let Some(timeout) = self.timeout {
+            positive("timeout", timeout, "10s")?;
         }
-        if self.max_keys == 0 {
-            return invalid("max_keys", "must be at least 1");
-        }
+        at_least_one("max_keys", self.max_keys)?;
         for (field, value) in [
             ("latency_threshold", self.latency_threshold),
             ("evaluation_window", self.evaluation_window),
@@ -175,7 +196,7 @@ impl BreakerConfig {
             ("ramp_up_duration", self.ramp_up_duration),
         ] {
             if value > MAX_DURATION {
-                return invalid(field, "must be at most 100 years");
+                return invalid(field, format!("must be at most 100 years; got {value:?}"));
             }
         }
         Ok(())
@@ -183,6 +204,44 @@ impl BreakerConfig {
 
     pub(crate) fn slow_call_threshold(&self) -> f64 {
         self.slow_call_threshold.unwrap_or(self.failure_threshold)
+    }
+}
+
+/// The statuses `failure_statuses` may hold.
+pub(crate) const STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
+
+/// The shortest window: 20 buckets of a millisecond.
+const MIN_WINDOW: Duration = Duration::from_millis(20);
+
+fn invalid(field: &'static str, reason: String) -> Result<(), ConfigError> {
+    Err(ConfigError::new(field, reason))
+}
+
+/// A share of the calls, in (0, 1].
+fn share(field: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value > 0.0 && value <= 1.0 {
+        Ok(())
+    } else {
+        invalid(field, format!("must be in (0, 1], e.g. 0.5; got {value}"))
+    }
+}
+
+fn positive(field: &'static str, value: Duration, example: &str) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        invalid(
+            field,
+            format!("must be a positive duration such as \"{example}\"; got 0s"),
+        )
+    } else {
+        Ok(())
+    }
+}
+
+fn at_least_one(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        invalid(field, "must be at least 1; got 0".into())
+    } else {
+        Ok(())
     }
 }
 

@@ -10,10 +10,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use proxflow_core::Moment;
+
 use crate::breaker::{Ending, Holder};
 use crate::classify::Classify;
-use crate::clock::Moment;
-use crate::machine::{Admission, Outcome, Permit, State};
+use crate::machine::{Admission, Outcome, Permit, Refusal};
 
 /// An admitted call, until it is judged. Dropped before (the caller went away), it counts as
 /// ignored, which also frees its place if it was a half-open probe.
@@ -29,7 +30,7 @@ struct Leave<C> {
 impl<C> Guard<C> {
     /// Asks `breaker` for leave now.
     #[inline]
-    pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refused> {
+    pub(crate) fn acquire(breaker: &Arc<Holder<C>>) -> Result<Guard<C>, Refusal> {
         let start = breaker.now();
         match breaker.acquire(start) {
             Admission::Admit(permit) => Ok(Guard(Some(Leave {
@@ -37,7 +38,7 @@ impl<C> Guard<C> {
                 permit,
                 start,
             }))),
-            Admission::Refuse { retry_after, state } => Err(Refused { retry_after, state }),
+            Admission::Refuse(refusal) => Err(refusal),
         }
     }
 
@@ -71,7 +72,7 @@ impl<C> Leave<C> {
         let now = self.breaker.now();
         let ending = Ending {
             outcome,
-            latency: now.nanos_since(self.start),
+            latency: self.breaker.nanos_between(self.start, now),
             timed_out,
         };
         self.breaker.record(now, self.permit, ending);
@@ -86,18 +87,11 @@ impl<C> Drop for Guard<C> {
     }
 }
 
-/// The breaker's no, and when to ask again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Refused {
-    pub(crate) retry_after: Duration,
-    pub(crate) state: State,
-}
-
 /// Why a call did not reach its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stopped {
     /// Not admitted.
-    Refused { retry_after: Duration, state: State },
+    Refused(Refusal),
     /// Still running after the timeout; counted as a failure.
     TimedOut(Duration),
 }
@@ -121,7 +115,7 @@ pin_project! {
 impl<F, C> Call<F, C> {
     /// With leave, calls `inner`; without, the refusal.
     pub(crate) fn start<S, R>(
-        leave: Result<Guard<C>, Refused>,
+        leave: Result<Guard<C>, Refusal>,
         inner: &mut S,
         request: R,
         timeout: Option<Duration>,
@@ -135,8 +129,8 @@ impl<F, C> Call<F, C> {
                 timeout: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
                 guard,
             },
-            Err(Refused { retry_after, state }) => Call::Refused {
-                stopped: Stopped::Refused { retry_after, state },
+            Err(refusal) => Call::Refused {
+                stopped: Stopped::Refused(refusal),
             },
         }
     }
@@ -144,8 +138,9 @@ impl<F, C> Call<F, C> {
 
 impl<F, C> Call<F, C> {
     /// Polls the call; its result becomes the caller's output through `done`, the breaker's
-    /// refusal or timeout through `stopped`. (Not a `Future` of its own: an output nesting the
-    /// result, mapped again by each form, had the response copied once more per call.)
+    /// refusal or timeout through `stopped`. Not a `Future` of its own, so that each form maps
+    /// the result once: an output nesting it, mapped again by each form, would copy the
+    /// response once more per call.
     pub(crate) fn poll_into<R, E, T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

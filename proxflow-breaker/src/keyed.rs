@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderMap, Request, Response, Uri};
+use proxflow_core::{Clock, LayerBody};
 use tower_service::Service;
 
-use crate::body::BreakerBody;
 use crate::breaker::{Breaker, Holder, OnStateChange};
 use crate::classify::Classify;
 use crate::future::{Call, Guard};
@@ -42,6 +42,9 @@ pub(crate) struct Breakers<C> {
     settings: Settings,
     on_change: Option<OnStateChange>,
     classify: C,
+    /// What every breaker reads, made coarse once (if at all) so that the breakers share one
+    /// hold on the ticker.
+    clock: Clock,
 }
 
 /// What a [`KeyedBreakerHandle`](crate::KeyedBreakerHandle) asks of the breakers, whatever
@@ -57,10 +60,12 @@ impl<C: Clone> Breakers<C> {
         settings: Settings,
         on_change: Option<OnStateChange>,
         classify: C,
+        clock: &Clock,
     ) -> Self {
         Breakers {
             map: RwLock::default(),
-            max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX).max(1),
+            max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX),
+            clock: Breaker::clock_for(&settings, clock),
             settings,
             on_change,
             classify,
@@ -85,6 +90,7 @@ impl<C: Clone> Breakers<C> {
             Arc::clone(&name),
             self.settings.clone(),
             self.on_change.clone(),
+            &self.clock,
         );
         let holder = Holder::new(Arc::new(breaker), self.classify.clone());
         map.insert(name, Arc::clone(&holder));
@@ -211,7 +217,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     C: Classify<Response<ResBody>, S::Error> + Clone,
 {
-    type Response = Response<BreakerBody<ResBody>>;
+    type Response = Response<LayerBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, C>;
 

@@ -1,31 +1,35 @@
-//! The layers, their builders, and the handles on their breakers.
+//! The layers and their builders.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderMap, Uri};
+use proxflow_core::{Clock, ConfigError};
 use tower_layer::Layer;
 
-use crate::breaker::{Breaker, BreakerSnapshot, Holders, OnStateChange, StateChange};
+use crate::breaker::{Holders, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
 use crate::config::BreakerConfig;
-use crate::error::ConfigError;
-use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker, Registry};
-use crate::machine::{Settings, State};
+use crate::handle::{BreakerHandle, KeyedBreakerHandle};
+use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker};
+use crate::machine::Settings;
 use crate::service::{CircuitBreaker, Core, GenericCircuitBreaker};
+use crate::shared::{Setup, Shared};
 
 /// A circuit breaker for an HTTP service: closed, open, half-open probing, then a ramp-up of
 /// traffic. Cheap to clone; clones and every service they make share one breaker.
 ///
-/// Builder methods state their defaults, which are those of [`BreakerConfig`]; values out of
-/// range are clamped to the nearest allowed one ([`Self::from_config`] refuses them instead).
+/// Builder methods state their defaults, which are those of [`BreakerConfig`], and refuse a
+/// value out of range with a panic that names the field, as [`Self::from_config`] refuses it
+/// with a [`ConfigError`]. They configure the one breaker that the layer, its clones and its
+/// [`handle`](Self::handle)s share: the breaker is made from the settings at its first use (the
+/// first service made, or a handle's first call), and a builder call after that panics.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = StatusClassifier> {
-    config: BreakerConfig,
+    shared: Arc<Shared>,
     classify: C,
-    name: Arc<str>,
-    on_change: Option<OnStateChange>,
-    breaker: Arc<OnceLock<Holders<C>>>,
+    /// The breaker's holders with this layer's classifier, made with its first service.
+    holders: Arc<OnceLock<Holders<C>>>,
 }
 
 impl Default for CircuitBreakerLayer {
@@ -38,200 +42,300 @@ impl CircuitBreakerLayer {
     /// The origin's defaults: opens at 50 % failures (or slow calls over 5 s) with at least
     /// 10 calls in 60 s; open 60 s; 3 probes; 30 s ramp-up from 10 %.
     pub fn new() -> Self {
-        CircuitBreakerLayer {
-            config: BreakerConfig::default(),
-            classify: StatusClassifier::default(),
-            name: Arc::from("default"),
-            on_change: None,
-            breaker: Arc::default(),
-        }
+        CircuitBreakerLayer::with_setup(
+            Setup::new(BreakerConfig::default()),
+            StatusClassifier::default(),
+        )
     }
 
-    /// A layer from a validated configuration; the error names the bad field.
+    /// A layer from a configuration, validated; the error names the bad field.
     pub fn from_config(config: &BreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(CircuitBreakerLayer {
-            config: config.clone(),
-            classify: StatusClassifier::new(config.failure_statuses.iter().copied()),
-            ..CircuitBreakerLayer::new()
-        })
+        let classify = StatusClassifier::new(config.failure_statuses.iter().copied());
+        Ok(CircuitBreakerLayer::with_setup(
+            Setup::new(config.clone()),
+            classify,
+        ))
     }
 }
 
 impl<C> CircuitBreakerLayer<C> {
-    fn with(mut self, change: impl FnOnce(&mut BreakerConfig)) -> Self {
-        change(&mut self.config);
-        // A changed layer gets its own breaker.
-        self.breaker = Arc::default();
+    fn with_setup(setup: Setup, classify: C) -> Self {
+        CircuitBreakerLayer {
+            shared: Shared::new(setup),
+            classify,
+            holders: Arc::default(),
+        }
+    }
+
+    fn with(self, method: &str, change: impl FnOnce(&mut Setup)) -> Self {
+        self.shared.configure(method, change);
         self
     }
 
-    /// Failure rate that opens the circuit, in (0, 1]. Default 0.5.
-    pub fn failure_threshold(self, share: f64) -> Self {
-        self.with(|c| c.failure_threshold = share_in_range(share))
+    fn set(self, method: &str, change: impl FnOnce(&mut BreakerConfig)) -> Self {
+        self.with(method, |setup| change(&mut setup.config))
     }
 
-    /// Slow-call rate that opens the circuit, in (0, 1]. Default: the failure threshold.
+    /// Failure rate over the window that opens the circuit, in (0, 1]. Default 0.5.
+    ///
+    /// # Panics
+    ///
+    /// If `share` is not in (0, 1], or once the breaker is in use.
+    pub fn failure_threshold(self, share: f64) -> Self {
+        self.set("failure_threshold", |c| c.failure_threshold = share)
+    }
+
+    /// Slow-call rate over the window that opens the circuit, in (0, 1]. Default: the failure
+    /// threshold.
+    ///
+    /// # Panics
+    ///
+    /// If `share` is not in (0, 1], or once the breaker is in use.
     pub fn slow_call_threshold(self, share: f64) -> Self {
-        self.with(|c| c.slow_call_threshold = Some(share_in_range(share)))
+        self.set("slow_call_threshold", |c| {
+            c.slow_call_threshold = Some(share)
+        })
     }
 
     /// A call this slow or slower is a slow call. Default 5 s.
+    ///
+    /// # Panics
+    ///
+    /// If `latency` is zero or over 100 years, or once the breaker is in use.
     pub fn latency_threshold(self, latency: Duration) -> Self {
-        self.with(|c| c.latency_threshold = latency.max(Duration::from_nanos(1)))
+        self.set("latency_threshold", |c| c.latency_threshold = latency)
     }
 
     /// Calls the window needs before it can open the circuit. Default 10.
+    ///
+    /// # Panics
+    ///
+    /// If `calls` is 0, or once the breaker is in use.
     pub fn min_requests(self, calls: u32) -> Self {
-        self.with(|c| c.min_requests = calls.max(1))
+        self.set("min_requests", |c| c.min_requests = calls)
     }
 
-    /// The sliding window of the rates (at least 20 ms). Default 60 s.
+    /// The sliding window the rates are taken over. Default 60 s.
+    ///
+    /// # Panics
+    ///
+    /// If `window` is under 20 ms or over 100 years, or once the breaker is in use.
     pub fn evaluation_window(self, window: Duration) -> Self {
-        self.with(|c| c.evaluation_window = window.max(Duration::from_millis(20)))
+        self.set("evaluation_window", |c| c.evaluation_window = window)
     }
 
     /// Open time before the first probes. Default 60 s.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero or over `max_recovery_timeout` (10 min unless set: raise it
+    /// first), or once the breaker is in use.
     pub fn recovery_timeout(self, timeout: Duration) -> Self {
-        self.with(|c| {
-            c.recovery_timeout = timeout.max(Duration::from_millis(1));
-            c.max_recovery_timeout = c.max_recovery_timeout.max(c.recovery_timeout);
-        })
+        self.set("recovery_timeout", |c| c.recovery_timeout = timeout)
     }
 
-    /// Each trip in a row multiplies the open time by this, in [1, 100]. Default 2.
+    /// Each trip in a row multiplies the open time by this, in [1, 100]; 1 keeps it fixed.
+    /// Default 2.
+    ///
+    /// # Panics
+    ///
+    /// If `factor` is not in [1, 100], or once the breaker is in use.
     pub fn recovery_backoff(self, factor: f64) -> Self {
-        self.with(|c| {
-            c.recovery_backoff = if factor >= 1.0 {
-                factor.min(100.0)
-            } else {
-                1.0
-            }
-        })
+        self.set("recovery_backoff", |c| c.recovery_backoff = factor)
     }
 
-    /// The longest open time (at least the recovery timeout). Default 10 min.
+    /// The longest open time. Default 10 min.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is under `recovery_timeout` (60 s unless set: lower it first) or over 100
+    /// years, or once the breaker is in use.
     pub fn max_recovery_timeout(self, timeout: Duration) -> Self {
-        self.with(|c| c.max_recovery_timeout = timeout.max(c.recovery_timeout))
+        self.set("max_recovery_timeout", |c| c.max_recovery_timeout = timeout)
     }
 
-    /// Closed this long, the open time goes back to the recovery timeout. Default 10 min.
+    /// Closed this long without tripping, the open time goes back to the recovery timeout.
+    /// Default 10 min.
+    ///
+    /// # Panics
+    ///
+    /// If `after` is over 100 years, or once the breaker is in use.
     pub fn backoff_reset(self, after: Duration) -> Self {
-        self.with(|c| c.backoff_reset = after)
+        self.set("backoff_reset", |c| c.backoff_reset = after)
     }
 
     /// Probe calls in half-open, all of which must succeed. Default 3.
+    ///
+    /// # Panics
+    ///
+    /// If `probes` is 0, or once the breaker is in use.
     pub fn half_open_max_requests(self, probes: u32) -> Self {
-        self.with(|c| c.half_open_max_requests = probes.max(1))
+        self.set("half_open_max_requests", |c| {
+            c.half_open_max_requests = probes
+        })
     }
 
     /// Time from the floor share to all traffic; zero closes at once. Default 30 s.
+    ///
+    /// # Panics
+    ///
+    /// If `duration` is over 100 years, or once the breaker is in use.
     pub fn ramp_up_duration(self, duration: Duration) -> Self {
-        self.with(|c| c.ramp_up_duration = duration)
+        self.set("ramp_up_duration", |c| c.ramp_up_duration = duration)
     }
 
     /// Share of calls admitted when ramp-up starts, in (0, 1]. Default 0.1.
+    ///
+    /// # Panics
+    ///
+    /// If `share` is not in (0, 1], or once the breaker is in use.
     pub fn ramp_up_floor(self, share: f64) -> Self {
-        self.with(|c| c.ramp_up_floor = share_in_range(share))
+        self.set("ramp_up_floor", |c| c.ramp_up_floor = share)
     }
 
     /// Shape of the ramp: share = floor + (1 - floor) × progress^(1/aggression); 1 is linear,
     /// above 1 admits more early. In (0, 100]. Default 1.
+    ///
+    /// # Panics
+    ///
+    /// If `aggression` is not in (0, 100], or once the breaker is in use.
     pub fn ramp_up_aggression(self, aggression: f64) -> Self {
-        self.with(|c| {
-            c.ramp_up_aggression = if aggression > 0.0 {
-                aggression.min(100.0)
-            } else {
-                1.0
-            }
-        })
+        self.set("ramp_up_aggression", |c| c.ramp_up_aggression = aggression)
     }
 
     /// Calls still running after this are answered 504 (generic form: `Timeout`) and count as
     /// failures. Default: none.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero, or once the breaker is in use.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.with(|c| c.timeout = Some(timeout.max(Duration::from_nanos(1))))
+        self.set("timeout", |c| c.timeout = Some(timeout))
     }
 
     /// While refusing, make `poll_ready` wait instead of answering 503, so that a balancer
     /// (tower's or proxflow-lb) routes around this service. Not for the keyed form. Default:
     /// off.
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
     pub fn readiness(self, on: bool) -> Self {
-        self.with(|c| c.readiness = on)
+        self.set("readiness", |c| c.readiness = on)
     }
 
     /// Keyed form: the most breakers kept. Default 10,000.
+    ///
+    /// # Panics
+    ///
+    /// If `max_keys` is 0, or once the breaker is in use.
     pub fn max_keys(self, max_keys: u64) -> Self {
-        self.with(|c| c.max_keys = max_keys.max(1))
+        self.set("max_keys", |c| c.max_keys = max_keys)
     }
 
-    /// Read the time-stamp counter at each call's start and end (about 20 ns each) instead of
-    /// the millisecond ticker (one atomic load; one thread per process, running while a breaker
-    /// reads it). Default off; a `latency_threshold` under 100 ms reads the counter whatever
-    /// this says.
+    /// The clock the breaker reads: each call's start and end, and the time its states and
+    /// window follow. Default [`Clock::tsc()`].
+    ///
+    /// The breaker reads the clock's [`coarse`](Clock::coarse) form (for the TSC, a
+    /// millisecond ticker: one atomic load a reading) unless [`Self::precise_clock`] is on or
+    /// `latency_threshold` is under 100 ms. Tests on tokio's paused time pass
+    /// [`Clock::tokio()`], made inside the paused runtime; tests without a runtime, a
+    /// [`ManualClock`](proxflow_core::ManualClock)'s. The `timeout` and the readiness waits
+    /// are tokio timers.
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
+    pub fn clock(self, clock: Clock) -> Self {
+        self.with("clock", |setup| setup.clock = clock)
+    }
+
+    /// Read the clock as it is at each call's start and end instead of its coarse form (see
+    /// [`Self::clock`]). Default off; a `latency_threshold` under 100 ms reads it as it is
+    /// whatever this says.
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
     pub fn precise_clock(self, on: bool) -> Self {
-        self.with(|c| c.precise_clock = on)
+        self.set("precise_clock", |c| c.precise_clock = on)
     }
 
     /// The breaker's name in events, stats and metrics. Default `default`.
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Arc::from(name);
-        self.with(|_| {})
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
+    pub fn name(self, name: &str) -> Self {
+        self.with("name", |setup| setup.name = Arc::from(name))
     }
 
-    /// Called on every change of state (outside the breaker's lock).
-    pub fn on_state_change(
-        mut self,
-        callback: impl Fn(&StateChange) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_change = Some(Arc::new(callback));
-        self.with(|_| {})
+    /// Called on every change of state (outside the breaker's lock). Default: none.
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
+    pub fn on_state_change(self, callback: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
+        self.with("on_state_change", |setup| {
+            setup.on_change = Some(Arc::new(callback))
+        })
     }
 
     /// Statuses that count as failures, with the default classifier. Default: every 5xx.
+    ///
+    /// # Panics
+    ///
+    /// If a status is outside 100..=999, or once the breaker is in use.
     pub fn failure_statuses(
         self,
         statuses: impl IntoIterator<Item = u16>,
     ) -> CircuitBreakerLayer<StatusClassifier> {
         let statuses: Vec<u16> = statuses.into_iter().collect();
-        let classify = StatusClassifier::new(statuses.iter().copied());
-        self.classify(classify)
-            .with(|c| c.failure_statuses = statuses)
+        let classify = statuses.clone();
+        self.set("failure_statuses", |c| c.failure_statuses = statuses)
+            .classify(StatusClassifier::new(classify))
     }
 
     /// Decides what a failure is (see [`Classify`](crate::Classify)). Default:
     /// [`StatusClassifier`].
     pub fn classify<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
-            config: self.config,
+            shared: self.shared,
             classify,
-            name: self.name,
-            on_change: self.on_change,
-            breaker: Arc::default(),
+            holders: Arc::default(),
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
+    /// The configuration in force (a copy).
+    pub fn config(&self) -> BreakerConfig {
+        self.shared.setup().config.clone()
     }
 
-    /// A handle on the breaker: its state and figures, and manual control.
-    pub fn handle(&self) -> BreakerHandle
+    /// A handle on the breaker: its state and figures, and manual control. The same breaker
+    /// whatever builder calls come after.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle::of_layer(Arc::clone(&self.shared))
+    }
+
+    /// One breaker per key, by default the request's authority (URI authority, else `Host`),
+    /// each made with this layer's settings.
+    pub fn keyed(self) -> KeyedCircuitBreakerLayer<C>
     where
         C: Clone,
     {
-        BreakerHandle {
-            breaker: self.breaker(),
-        }
-    }
-
-    /// One breaker per key, by default the request's authority (URI authority, else `Host`).
-    pub fn keyed(self) -> KeyedCircuitBreakerLayer<C> {
+        let setup = self.shared.setup().clone();
+        let breakers = Breakers::new(
+            setup.config.max_keys,
+            Settings::new(&setup.config),
+            setup.on_change,
+            self.classify,
+            &setup.clock,
+        );
         KeyedCircuitBreakerLayer {
-            layer: self,
+            breakers: Arc::new(breakers),
             key: Arc::new(authority),
-            breakers: Arc::default(),
+            config: setup.config,
         }
     }
 
@@ -243,45 +347,20 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
-    fn holders(&self) -> &Holders<C>
-    where
-        C: Clone,
-    {
-        self.breaker.get_or_init(|| {
-            let breaker = Breaker::new(
-                Arc::clone(&self.name),
-                Settings::new(&self.config),
-                self.on_change.clone(),
-            );
-            Holders::new(Arc::new(breaker), &self.classify)
-        })
-    }
-
-    fn breaker(&self) -> Arc<Breaker>
-    where
-        C: Clone,
-    {
-        Arc::clone(self.holders().breaker())
-    }
-
     fn core<S>(&self, inner: S) -> Core<S, C>
     where
         C: Clone,
     {
+        let holders = self
+            .holders
+            .get_or_init(|| Holders::new(Arc::clone(self.shared.breaker()), &self.classify));
+        let setup = self.shared.setup();
         Core::new(
             inner,
-            self.holders().clone(),
-            self.config.timeout,
-            self.config.readiness,
+            holders.clone(),
+            setup.config.timeout,
+            setup.config.readiness,
         )
-    }
-}
-
-fn share_in_range(share: f64) -> f64 {
-    if share > 0.0 {
-        share.min(1.0)
-    } else {
-        f64::MIN_POSITIVE
     }
 }
 
@@ -295,9 +374,11 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 
 impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let setup = self.shared.setup();
         f.debug_struct("CircuitBreakerLayer")
-            .field("name", &self.name)
-            .field("config", &self.config)
+            .field("name", &setup.name)
+            .field("config", &setup.config)
+            .field("clock", &setup.clock)
             .finish()
     }
 }
@@ -316,11 +397,8 @@ impl<C> GenericCircuitBreakerLayer<C> {
         }
     }
 
-    /// A handle on the breaker.
-    pub fn handle(&self) -> BreakerHandle
-    where
-        C: Clone,
-    {
+    /// A handle on the breaker, the same as the HTTP layer's it was made from.
+    pub fn handle(&self) -> BreakerHandle {
         self.layer.handle()
     }
 }
@@ -337,9 +415,9 @@ impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
 /// key's breaker are 503s (readiness mode does not apply: `poll_ready` has no request).
 #[derive(Clone)]
 pub struct KeyedCircuitBreakerLayer<C = StatusClassifier> {
-    layer: CircuitBreakerLayer<C>,
+    breakers: Arc<Breakers<C>>,
     key: KeyFn,
-    breakers: Arc<OnceLock<Arc<Breakers<C>>>>,
+    config: BreakerConfig,
 }
 
 impl<C> KeyedCircuitBreakerLayer<C> {
@@ -351,34 +429,16 @@ impl<C> KeyedCircuitBreakerLayer<C> {
     ) -> Self {
         KeyedCircuitBreakerLayer {
             key: Arc::new(key),
-            breakers: Arc::default(),
             ..self
         }
     }
 
-    /// A handle on the breakers.
+    /// A handle on the breakers, the same whatever builder calls come after.
     pub fn handle(&self) -> KeyedBreakerHandle
     where
-        C: Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
     {
-        KeyedBreakerHandle {
-            breakers: self.breakers(),
-        }
-    }
-
-    fn breakers(&self) -> Arc<Breakers<C>>
-    where
-        C: Clone,
-    {
-        let breakers = self.breakers.get_or_init(|| {
-            Arc::new(Breakers::new(
-                self.layer.config.max_keys,
-                Settings::new(&self.layer.config),
-                self.layer.on_change.clone(),
-                self.layer.classify.clone(),
-            ))
-        });
-        Arc::clone(breakers)
+        KeyedBreakerHandle::new(self.breakers.clone())
     }
 }
 
@@ -388,8 +448,8 @@ impl<S, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         KeyedCircuitBreaker::new(
             inner,
-            self.breakers(),
-            self.layer.config.timeout,
+            Arc::clone(&self.breakers),
+            self.config.timeout,
             Arc::clone(&self.key),
         )
     }
@@ -398,78 +458,7 @@ impl<S, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<C> {
 impl<C> std::fmt::Debug for KeyedCircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
-            .field("config", &self.layer.config)
+            .field("config", &self.config)
             .finish()
-    }
-}
-
-/// A handle on one breaker: its figures, and manual control. Cheap to clone.
-#[derive(Clone)]
-pub struct BreakerHandle {
-    breaker: Arc<Breaker>,
-}
-
-impl BreakerHandle {
-    /// The state now.
-    pub fn state(&self) -> State {
-        self.breaker.state()
-    }
-
-    /// Its figures now.
-    pub fn snapshot(&self) -> BreakerSnapshot {
-        self.breaker.snapshot()
-    }
-
-    /// Refuses every call until [`Self::reset`].
-    pub fn force_open(&self) {
-        self.breaker.force(State::ForcedOpen);
-    }
-
-    /// Lets every call through, judging none, until [`Self::reset`].
-    pub fn force_closed(&self) {
-        self.breaker.force(State::ForcedClosed);
-    }
-
-    /// Back to closed, with an empty window and no backoff.
-    pub fn reset(&self) {
-        self.breaker.reset();
-    }
-}
-
-impl std::fmt::Debug for BreakerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.snapshot().fmt(f)
-    }
-}
-
-/// A handle on the breakers of a keyed layer. Cheap to clone.
-#[derive(Clone)]
-pub struct KeyedBreakerHandle {
-    breakers: Arc<dyn Registry>,
-}
-
-impl KeyedBreakerHandle {
-    /// The breaker of `key`, if it has one now.
-    pub fn get(&self, key: &str) -> Option<BreakerHandle> {
-        let breaker = self.breakers.get(key)?;
-        Some(BreakerHandle { breaker })
-    }
-
-    /// Every breaker's figures, sorted by key.
-    pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
-        let mut all: Vec<BreakerSnapshot> = self
-            .breakers
-            .all()
-            .iter()
-            .map(|breaker| breaker.snapshot())
-            .collect();
-        all.sort_by(|a, b| a.breaker.cmp(&b.breaker));
-        all
-    }
-}
-
-impl std::fmt::Debug for KeyedBreakerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.snapshot()).finish()
     }
 }

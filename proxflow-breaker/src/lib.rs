@@ -2,35 +2,59 @@
 //! probes succeed, traffic ramps up from a floor share to all of it instead of flooding a
 //! backend that just came back.
 //!
-//! ```
-//! use std::time::Duration;
-//! use axum::{routing::get, Router};
-//! use proxflow_breaker::{CircuitBreakerLayer, State};
+//! From a configuration file, in the origin's names (see [`BreakerConfig`] for every field):
 //!
-//! let breaker = CircuitBreakerLayer::new()      // the origin's defaults:
-//!     .failure_threshold(0.5)                    // 50 % failures (5xx, errors, timeouts)
-//!     .latency_threshold(Duration::from_secs(5)) // or 50 % slow calls
-//!     .min_requests(10)                          // with 10 calls in the window
-//!     .evaluation_window(Duration::from_secs(60))
-//!     .recovery_timeout(Duration::from_secs(60)) // open 60 s (x2 per trip in a row)
-//!     .half_open_max_requests(3)                 // then 3 probes
-//!     .ramp_up_duration(Duration::from_secs(30)) // then 10 % -> 100 % over 30 s
-//!     .timeout(Duration::from_secs(10));         // 504 after 10 s, a failure
+//! ```
+//! use axum::{routing::get, Router};
+//! use proxflow_breaker::{BreakerConfig, CircuitBreakerLayer, State};
+//!
+//! let yaml = r#"
+//! failure_threshold: 0.5      # 50 % failures (5xx, errors, timeouts)
+//! latency_threshold: 5s       # or 50 % slow calls
+//! min_requests: 10            # with 10 calls in the window
+//! evaluation_window: 60s
+//! recovery_timeout: 60s       # open 60 s (x2 per trip in a row)
+//! half_open_max_requests: 3   # then 3 probes
+//! ramp_up_duration: 30s       # then 10 % -> 100 % over 30 s
+//! timeout: 10s                # 504 after 10 s, a failure
+//! "#;
+//! let config: BreakerConfig = serde_yaml::from_str(yaml)?;
+//! let breaker = CircuitBreakerLayer::from_config(&config)?; // the error names a bad field
 //! let handle = breaker.handle();
 //! let app: Router = Router::new()
 //!     .route("/api/orders", get(|| async { "orders" }))
 //!     .layer(breaker);
 //! assert_eq!(handle.state(), State::Closed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The same with the builder, whose methods panic on a value out of range:
+//!
+//! ```
+//! use std::time::Duration;
+//! use proxflow_breaker::CircuitBreakerLayer;
+//!
+//! let breaker = CircuitBreakerLayer::new() // the origin's defaults, as `{}` gives
+//!     .failure_threshold(0.5)
+//!     .latency_threshold(Duration::from_secs(5))
+//!     .min_requests(10)
+//!     .evaluation_window(Duration::from_secs(60))
+//!     .recovery_timeout(Duration::from_secs(60))
+//!     .half_open_max_requests(3)
+//!     .ramp_up_duration(Duration::from_secs(30))
+//!     .timeout(Duration::from_secs(10));
+//! # let _ = breaker;
 //! ```
 //!
 //! - **States.** Closed (all pass, outcomes counted) → Open (all refused: 503 with
-//!   `Retry-After`, or [`BreakerError::Open`]) → HalfOpen (at most `half_open_max_requests`
-//!   probes; any failure or slow probe reopens) → RampUp (the admitted share grows from
-//!   `ramp_up_floor` to 100 % over `ramp_up_duration`, linear or Envoy-style
-//!   `ramp_up_aggression`; admission is deterministic error diffusion, so over any second
-//!   the admitted share is within one call of the target; failures are judged with the same
-//!   thresholds and reopen it) → Closed. Each trip in a row multiplies the open time by
-//!   `recovery_backoff` (up to `max_recovery_timeout`); `backoff_reset` closed resets it.
+//!   `Retry-After` and the [`Refusal`] in the response's extensions, or
+//!   [`BreakerError::Open`]) → HalfOpen (at most `half_open_max_requests` probes; any failure
+//!   or slow probe reopens) → RampUp (the admitted share grows from `ramp_up_floor` to 100 %
+//!   over `ramp_up_duration`, linear or Envoy-style `ramp_up_aggression`; admission is
+//!   deterministic error diffusion, so over any second the admitted share is within one call
+//!   of the target; failures are judged with the same thresholds and reopen it) → Closed.
+//!   Each trip in a row multiplies the open time by `recovery_backoff` (up to
+//!   `max_recovery_timeout`); `backoff_reset` closed resets it.
 //! - **Judging.** A [`Classify`] decides success, failure or ignored (default: errors and
 //!   5xx fail); a call at least `latency_threshold` long is slow. The rates are taken over a
 //!   time-bucketed sliding window (20 buckets, O(1) per call, no allocation per call).
@@ -49,49 +73,57 @@
 //!   `poll_ready` wait instead of refusing, so balancers route around it.
 //! - **Control and observability.** [`BreakerHandle`]: state, [`BreakerSnapshot`] (rates,
 //!   counts, time in state), force open, force closed, reset; a state-change callback;
-//!   `tracing` events (warn on opening); a `metrics` feature.
+//!   `tracing` events (warn on opening); a `metrics` feature. A handle taken before later
+//!   builder calls controls the breaker that serves.
+//! - **Time.** The breaker reads only the [`Clock`](proxflow_core::Clock) given to
+//!   [`CircuitBreakerLayer::clock`] (default: the CPU's time-stamp counter). A call's latency
+//!   is the difference of two readings, at its start and at its end, so a reading's cost is
+//!   part of every call's. By default the breaker reads the clock's coarse form: a thread
+//!   (named `proxflow-clock`, one per process, running while a coarse clock exists) stores a
+//!   reading of the counter every millisecond, and a reading is one atomic load, the cached
+//!   time nginx's and Envoy's event loops keep. Latencies are then known to about a
+//!   millisecond. With `precise_clock(true)`, or a `latency_threshold` under 100 ms, each
+//!   reading reads the counter itself. Tests drive the breaker with tokio's paused time by
+//!   giving it tokio's clock:
 //!
-//! - **Time.** A call's latency is the difference of two readings of the breaker's clock, at
-//!   its start and at its end. By default the clock is a millisecond ticker: a thread (named
-//!   `proxflow-breaker-clock`, one per process, running while a breaker reads it) stores a
-//!   reading of the CPU's time-stamp counter every millisecond, and a reading is one atomic
-//!   load, the cached time nginx's and Envoy's event loops keep. Latencies are then
-//!   known to about a millisecond. With `precise_clock(true)`, or a `latency_threshold` under
-//!   100 ms, each reading reads the time-stamp counter itself (through quanta, as governor
-//!   does; about 20 ns a reading on the benchmark machine, half of `Instant::now`). Tests that
-//!   drive the breaker with tokio's paused time (`tokio::time::pause`, `advance`,
-//!   `start_paused`) enable the `test-util` feature, which makes it read tokio's clock:
+//!   ```
+//!   # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//!   # async fn main() {
+//!   use std::time::Duration;
+//!   use proxflow_breaker::{CircuitBreakerLayer, State};
+//!   use proxflow_core::Clock;
 //!
-//!   ```toml
-//!   [dev-dependencies]
-//!   proxflow-breaker = { version = "*", features = ["test-util"] }
+//!   let breaker = CircuitBreakerLayer::new().clock(Clock::tokio()); // inside the paused runtime
+//!   let handle = breaker.handle();
+//!   handle.force_open();
+//!   tokio::time::advance(Duration::from_secs(5)).await;
+//!   assert_eq!(handle.snapshot().time_in_state_ms, 5_000);
+//!   # }
 //!   ```
 
-mod body;
 mod breaker;
 mod classify;
-mod clock;
 mod config;
 mod error;
 mod future;
+mod handle;
 mod keyed;
 mod layer;
 mod machine;
 mod service;
+mod shared;
 mod stripes;
 mod window;
 
-pub use body::BreakerBody;
 pub use breaker::{BreakerSnapshot, StateChange, Totals};
 pub use classify::{Classify, ErrorClassifier, StatusClassifier};
 pub use config::BreakerConfig;
-pub use error::{BreakerError, ConfigError};
+pub use error::BreakerError;
+pub use handle::{BreakerHandle, KeyedBreakerHandle};
 pub use keyed::{KeyedCircuitBreaker, NO_KEY};
-pub use layer::{
-    BreakerHandle, CircuitBreakerLayer, GenericCircuitBreakerLayer, KeyedBreakerHandle,
-    KeyedCircuitBreakerLayer,
-};
-pub use machine::{Outcome, State};
+pub use layer::{CircuitBreakerLayer, GenericCircuitBreakerLayer, KeyedCircuitBreakerLayer};
+pub use machine::{Outcome, Refusal, State};
+pub use proxflow_core::ConfigError;
 pub use service::{
-    CallTimedOut, CircuitBreaker, CircuitOpen, GenericCircuitBreaker, GenericFuture, ResponseFuture,
+    CallTimedOut, CircuitBreaker, GenericCircuitBreaker, GenericFuture, ResponseFuture,
 };

@@ -1,23 +1,26 @@
 //! The breaker's state machine, as plain data and functions of the time: no I/O, no clock, no
-//! locks. The services own one behind a mutex and pass `now` in.
-//!
-//! ```text
-//! Closed --(rates reach a threshold, >= min_requests calls)--> Open
-//! Open --(recovery timeout, longer after each trip in a row)--> HalfOpen
-//! HalfOpen --(every probe succeeds)--> RampUp --(share reaches 100 %)--> Closed
-//! HalfOpen --(a probe fails or is slow)--> Open
-//! RampUp --(rates reach a threshold, >= min_requests calls)--> Open
-//! ```
+//! locks. The services own one behind a mutex and pass `now` in. Its states and edges are
+//! documented on [`State`].
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::clock::TICKER_MAX_THRESHOLD;
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, COARSE_CLOCK_MIN_THRESHOLD};
 use crate::window::{Counts, Window};
 
 /// The state of a breaker.
+///
+/// ```text
+/// Closed --(rates reach a threshold, >= min_requests calls)--> Open
+/// Open --(recovery timeout, longer after each trip in a row)--> HalfOpen
+/// HalfOpen --(every probe succeeds)--> RampUp --(share reaches 100 %)--> Closed
+/// HalfOpen --(a probe fails or is slow)--> Open
+/// RampUp --(rates reach a threshold, >= min_requests calls)--> Open
+/// ```
+///
+/// A [`BreakerHandle`](crate::BreakerHandle) holds it in `ForcedOpen` or `ForcedClosed` until
+/// its `reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -47,9 +50,33 @@ pub enum Outcome {
     Ignored,
 }
 
-/// A change of state, as given to the state-change callback.
+/// The breaker's no to a call, and when asking again makes sense.
+///
+/// The generic form returns it in [`BreakerError::Open`](crate::BreakerError::Open); the HTTP
+/// forms answer `503 Service Unavailable` with `Retry-After` and put it in the response's
+/// extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// When asking again makes sense (in the HTTP answer's `Retry-After` too, in whole
+    /// seconds, rounded up).
+    pub retry_after: Duration,
+    /// The state that refused: open, half-open with its probes out, ramp-up, or forced open.
+    pub state: State,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "circuit breaker refused the call ({:?}); retry after {:?}",
+            self.state, self.retry_after
+        )
+    }
+}
+
+/// A change of state, as the machine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// The state left.
     pub from: State,
     /// The state entered.
@@ -91,11 +118,14 @@ impl Settings {
             ramp_up: config.ramp_up_duration,
             ramp_up_floor: config.ramp_up_floor,
             ramp_up_aggression: config.ramp_up_aggression,
-            precise_clock: config.precise_clock || config.latency_threshold < TICKER_MAX_THRESHOLD,
+            precise_clock: config.precise_clock
+                || config.latency_threshold < COARSE_CLOCK_MIN_THRESHOLD,
         }
     }
 
-    /// Whether the breaker reads the TSC per call rather than the ticker.
+    /// Whether the breaker reads its clock as it is rather than [`Clock::coarse`].
+    ///
+    /// [`Clock::coarse`]: proxflow_core::Clock::coarse
     pub(crate) fn precise_clock(&self) -> bool {
         self.precise_clock
     }
@@ -136,11 +166,7 @@ impl Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     Admit(Permit),
-    Refuse {
-        /// When asking again makes sense.
-        retry_after: Duration,
-        state: State,
-    },
+    Refuse(Refusal),
 }
 
 /// What an admitted call must hand back with its outcome. Outcomes of calls admitted before
@@ -227,10 +253,10 @@ impl Machine {
         match self.forced {
             Some(State::ForcedClosed) => return (admit, None),
             Some(state) => {
-                let refuse = Admission::Refuse {
+                let refuse = Admission::Refuse(Refusal {
                     retry_after: self.settings.recovery_timeout,
                     state,
-                };
+                });
                 return (refuse, None);
             }
             None => {}
@@ -238,10 +264,10 @@ impl Machine {
         let mut transition = None;
         if let Phase::Open { until } = self.phase {
             if now < until {
-                let refuse = Admission::Refuse {
+                let refuse = Admission::Refuse(Refusal {
                     retry_after: until - now,
                     state: State::Open,
-                };
+                });
                 return (refuse, None);
             }
             transition = self.enter(
@@ -269,10 +295,10 @@ impl Machine {
                     *in_flight += 1;
                     Admission::Admit(permit)
                 } else {
-                    Admission::Refuse {
+                    Admission::Refuse(Refusal {
                         retry_after: SOON,
                         state: State::HalfOpen,
-                    }
+                    })
                 }
             }
             Phase::RampUp { credit } => {
@@ -283,10 +309,10 @@ impl Machine {
                     *credit -= 1.0;
                     Admission::Admit(permit)
                 } else {
-                    Admission::Refuse {
+                    Admission::Refuse(Refusal {
                         retry_after: SOON,
                         state: State::RampUp,
-                    }
+                    })
                 }
             }
         };
@@ -514,10 +540,10 @@ mod tests {
         );
         assert_eq!(
             m.acquire(t0 + S).0,
-            Admission::Refuse {
+            Admission::Refuse(Refusal {
                 retry_after: 9 * S,
                 state: State::Open
-            }
+            })
         );
     }
 
@@ -558,10 +584,10 @@ mod tests {
         let second = permit(&mut m, t1);
         assert!(matches!(
             m.acquire(t1).0,
-            Admission::Refuse {
+            Admission::Refuse(Refusal {
                 state: State::HalfOpen,
                 ..
-            }
+            })
         ));
         assert_eq!(m.record(t1, first, Outcome::Success, MS), None);
         let to_ramp = m.record(t1, second, Outcome::Success, MS);
@@ -707,7 +733,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine(&config(), t0);
         m.force(t0, State::ForcedOpen);
-        assert!(matches!(m.acquire(t0).0, Admission::Refuse { .. }));
+        assert!(matches!(m.acquire(t0).0, Admission::Refuse(_)));
         m.force(t0, State::ForcedClosed);
         for _ in 0..10 {
             call(&mut m, t0, Outcome::Failure);

@@ -7,24 +7,14 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
+use proxflow_core::LayerBody;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::body::BreakerBody;
 use crate::breaker::Holders;
 use crate::classify::Classify;
 use crate::error::BreakerError;
 use crate::future::{Call, Guard, Stopped};
-use crate::machine::State;
-
-/// In the extensions of a 503 the breaker answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitOpen {
-    /// When asking again makes sense (also in `Retry-After`, in whole seconds).
-    pub retry_after: Duration,
-    /// The state that refused.
-    pub state: State,
-}
 
 /// In the extensions of a 504 the breaker answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +74,8 @@ impl<C> Readiness<C> {
             }
             match Guard::acquire(breaker.this_thread()) {
                 Ok(guard) => self.reserved = Some(guard),
-                Err(refused) => {
-                    let wait = refused.retry_after.max(MIN_WAIT);
+                Err(refusal) => {
+                    let wait = refusal.retry_after.max(MIN_WAIT);
                     self.wait = Some(Box::pin(tokio::time::sleep(wait)));
                 }
             }
@@ -135,7 +125,8 @@ impl<S, C> Core<S, C> {
 }
 
 /// The HTTP service of a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer): refusals are
-/// `503 Service Unavailable` with `Retry-After`, timeouts `504 Gateway Timeout`.
+/// `503 Service Unavailable` with `Retry-After` and the [`Refusal`](crate::Refusal) in the
+/// response's extensions, timeouts `504 Gateway Timeout` with [`CallTimedOut`].
 pub struct CircuitBreaker<S, C> {
     core: Core<S, C>,
 }
@@ -183,7 +174,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     C: Classify<Response<ResBody>, S::Error>,
 {
-    type Response = Response<BreakerBody<ResBody>>;
+    type Response = Response<LayerBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -217,42 +208,44 @@ where
     F: Future<Output = Result<Response<ResBody>, E>>,
     C: Classify<Response<ResBody>, E>,
 {
-    type Output = Result<Response<BreakerBody<ResBody>>, E>;
+    type Output = Result<Response<LayerBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().call.poll_into(
             cx,
-            |result| result.map(|response| response.map(BreakerBody::inner)),
+            |result| result.map(|response| response.map(LayerBody::inner)),
             |stopped| Ok(answer(stopped)),
         )
     }
 }
 
 /// The breaker's own answer: 503 for a refusal, 504 for a timeout.
-fn answer<B>(stopped: Stopped) -> Response<BreakerBody<B>> {
+fn answer<B>(stopped: Stopped) -> Response<LayerBody<B>> {
     let (status, text) = match stopped {
-        Stopped::Refused { .. } => (
+        Stopped::Refused(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "service unavailable: circuit breaker open\n",
         ),
         Stopped::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
     };
-    let mut response = Response::new(BreakerBody::text(text));
+    let mut response = Response::new(LayerBody::text(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     match stopped {
-        Stopped::Refused { retry_after, state } => {
-            let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
+        Stopped::Refused(refusal) => {
+            let seconds = refusal
+                .retry_after
+                .as_nanos()
+                .div_ceil(1_000_000_000)
+                .max(1);
             let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-                .extensions_mut()
-                .insert(CircuitOpen { retry_after, state });
+            response.extensions_mut().insert(refusal);
         }
         Stopped::TimedOut(after) => {
             response.extensions_mut().insert(CallTimedOut { after });
@@ -345,9 +338,7 @@ where
             cx,
             |result| result.map_err(BreakerError::Inner),
             |stopped| match stopped {
-                Stopped::Refused { retry_after, state } => {
-                    Err(BreakerError::Open { retry_after, state })
-                }
+                Stopped::Refused(refusal) => Err(BreakerError::Open(refusal)),
                 Stopped::TimedOut(after) => Err(BreakerError::Timeout(after)),
             },
         )

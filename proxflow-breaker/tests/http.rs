@@ -10,9 +10,8 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use http::{Request, Response, StatusCode};
-use proxflow_breaker::{
-    BreakerHandle, CircuitBreakerLayer, CircuitOpen, Outcome, State, StateChange,
-};
+use proxflow_breaker::{BreakerHandle, CircuitBreakerLayer, Outcome, Refusal, State, StateChange};
+use proxflow_core::Clock;
 use tokio::time::advance;
 use tower::ServiceExt;
 
@@ -81,9 +80,11 @@ async fn send(app: &Router) -> Response<Body> {
     app.clone().oneshot(request).await.unwrap()
 }
 
-/// The test layer: 4 calls in a 10 s window, open 10 s, 2 probes, 10 s ramp-up.
+/// The test layer: 4 calls in a 10 s window, open 10 s, 2 probes, 10 s ramp-up, on tokio's
+/// paused clock.
 fn layer() -> CircuitBreakerLayer {
     CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
         .min_requests(4)
         .evaluation_window(10 * S)
         .recovery_timeout(10 * S)
@@ -132,7 +133,7 @@ async fn every_transition_through_a_router() {
     let refused = send(&app).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()["retry-after"], "7");
-    let open = refused.extensions().get::<CircuitOpen>().copied().unwrap();
+    let open = refused.extensions().get::<Refusal>().copied().unwrap();
     assert_eq!(open.state, State::Open);
     assert_eq!(open.retry_after, 7 * S);
     assert_eq!(backend.calls(), before);
@@ -196,7 +197,7 @@ async fn half_open_lets_only_the_probes_through_and_a_failure_reopens_for_longer
     let refused = send(&app).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        refused.extensions().get::<CircuitOpen>().unwrap().state,
+        refused.extensions().get::<Refusal>().unwrap().state,
         State::HalfOpen
     );
     assert_eq!(backend.calls(), calls);
@@ -370,6 +371,90 @@ async fn stats_serialize_to_json() {
     assert_eq!(json["time_in_state_ms"], 1000);
     assert_eq!(json["totals"]["successes"], 1);
     assert_eq!(json["totals"]["failures"], 1);
+}
+
+/// A handle taken before the rest of the configuration controls the breaker that serves: the
+/// builder calls after it change the settings of that same breaker.
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_first_sees_the_traffic_and_controls_it() {
+    let backend = Backend::new();
+    let layer = CircuitBreakerLayer::new();
+    let handle = layer.handle();
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let layer = layer
+        .clock(Clock::tokio())
+        .name("orders")
+        .min_requests(4)
+        .recovery_timeout(10 * S)
+        .on_state_change(move |change: &StateChange| {
+            record.lock().unwrap().push((change.from, change.to));
+        })
+        .failure_statuses([502]);
+    let app = backend.router().layer(layer);
+
+    for _ in 0..3 {
+        assert_eq!(get_status(&app).await, StatusCode::OK);
+    }
+    backend.answer(500);
+    assert_eq!(get_status(&app).await, StatusCode::INTERNAL_SERVER_ERROR);
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.breaker.as_ref(), "orders");
+    assert_eq!(snapshot.totals.successes, 4, "500 is not a failure here");
+    assert_eq!(snapshot.calls_in_window, 4);
+
+    backend.answer(502);
+    for _ in 0..4 {
+        get_status(&app).await;
+    }
+    assert_eq!(handle.state(), State::Open, "4 failures of 8 calls");
+    assert_eq!(handle.snapshot().retry_after_ms, 10_000);
+
+    handle.reset();
+    backend.answer(200);
+    assert_eq!(get_status(&app).await, StatusCode::OK);
+    handle.force_open();
+    let calls = backend.calls();
+    assert_eq!(get_status(&app).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(backend.calls(), calls, "refused before the backend");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (State::Closed, State::Open),
+            (State::Open, State::Closed),
+            (State::Closed, State::ForcedOpen),
+        ],
+        "the callback set after the handle was taken"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_handle_taken_first_sees_the_keys_of_a_later_key_function() {
+    let keyed = layer().keyed();
+    let handle = keyed.handle();
+    let keyed = keyed.key(|uri, _| uri.path().split('/').nth(1).map(str::to_owned));
+    let app = Router::new()
+        .route("/{tenant}", get(|| async { "ok" }))
+        .layer(keyed);
+    for tenant in ["a", "b", "a"] {
+        let request = Request::get(format!("/{tenant}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(request).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(handle.get("a").unwrap().snapshot().totals.successes, 2);
+    assert_eq!(handle.get("b").unwrap().snapshot().totals.successes, 1);
+    handle.get("b").unwrap().force_open();
+    let request = Request::get("/b").body(Body::empty()).unwrap();
+    let refused = app.oneshot(request).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.extensions().get::<Refusal>().unwrap().state,
+        State::ForcedOpen
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -36,6 +36,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use proxflow_breaker::{BreakerConfig, BreakerError, CircuitBreakerLayer, Outcome, State};
+use proxflow_core::Clock;
 use tokio::time::{advance, Instant};
 use tower::util::UnsyncBoxService;
 use tower::{service_fn, Layer, Service};
@@ -79,6 +80,7 @@ fn protected(params: &Params, log: &Log) -> (Protected, proxflow_breaker::Breake
     let log = Arc::clone(log);
     let layer = CircuitBreakerLayer::from_config(&params.config())
         .expect("valid config")
+        .clock(Clock::tokio())
         .on_state_change(move |change| log.lock().unwrap().push((change.from, change.to)))
         .generic()
         .classify(classify);
@@ -617,8 +619,8 @@ impl Run {
         let now = Instant::now();
         let refused = match future.as_mut().poll(&mut cx) {
             Poll::Pending => None,
-            Poll::Ready(Err(BreakerError::Open { retry_after, state })) => {
-                Some((state, retry_after))
+            Poll::Ready(Err(BreakerError::Open(refusal))) => {
+                Some((refusal.state, refusal.retry_after))
             }
             Poll::Ready(other) => {
                 return Err(TestCaseError::fail(format!(
@@ -815,7 +817,7 @@ fn run_case(params: &Params, ops: &[Op], manual: bool) -> Result<Coverage, TestC
     runtime.block_on(async {
         let log = Log::default();
         let (service, handle) = protected(params, &log);
-        // The breaker is made by `handle()` above, at this very instant: time is paused.
+        // The breaker is made with the service above, at this very instant: time is paused.
         let model = Model::new(params.clone(), Instant::now());
         let mut run = Run {
             model,

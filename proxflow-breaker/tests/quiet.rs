@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use proxflow_breaker::{BreakerError, CircuitBreakerLayer, GenericCircuitBreakerLayer, State};
+use proxflow_core::Clock;
 use tokio::time::advance;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -32,7 +33,10 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn successes_that_bring_the_calls_to_min_requests_trip_it() {
-    let layer = CircuitBreakerLayer::new().min_requests(4).generic();
+    let layer = CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
+        .min_requests(4)
+        .generic();
     let handle = layer.handle();
     let mut service = service(&layer);
     for _ in 0..2 {
@@ -48,6 +52,7 @@ async fn successes_that_bring_the_calls_to_min_requests_trip_it() {
 async fn a_success_after_a_bucket_left_the_window_judges_what_is_left() {
     // 20 s window: 1 s buckets.
     let layer = CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
         .evaluation_window(20 * S)
         .generic();
     let handle = layer.handle();
@@ -69,6 +74,7 @@ async fn a_success_after_a_bucket_left_the_window_judges_what_is_left() {
 #[tokio::test(start_paused = true)]
 async fn the_first_call_after_backoff_reset_resets_the_backoff() {
     let layer = CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
         .min_requests(2)
         .recovery_timeout(10 * S)
         .half_open_max_requests(1)

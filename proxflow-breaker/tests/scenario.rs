@@ -13,7 +13,8 @@ use axum::extract::State as Shared;
 use axum::routing::get;
 use axum::Router;
 use http::{Request, StatusCode};
-use proxflow_breaker::{BreakerConfig, CircuitBreakerLayer, CircuitOpen, State};
+use proxflow_breaker::{BreakerConfig, CircuitBreakerLayer, Refusal, State};
+use proxflow_core::Clock;
 use tower::ServiceExt;
 
 use tokio::time::{sleep, sleep_until, Instant};
@@ -142,6 +143,7 @@ async fn scenario(config: BreakerConfig) {
     let changes: Arc<Mutex<Vec<(Duration, State, State)>>> = Arc::default();
     let breaker = CircuitBreakerLayer::from_config(&config)
         .expect("valid config")
+        .clock(Clock::tokio())
         .on_state_change({
             let changes = Arc::clone(&changes);
             move |change| {
@@ -165,10 +167,7 @@ async fn scenario(config: BreakerConfig) {
         calls.push(tokio::spawn(async move {
             let request = Request::get("/api").body(Body::empty()).unwrap();
             let response = app.oneshot(request).await.unwrap();
-            match (
-                response.status(),
-                response.extensions().get::<CircuitOpen>(),
-            ) {
+            match (response.status(), response.extensions().get::<Refusal>()) {
                 (StatusCode::OK, _) => Answer::Ok,
                 (StatusCode::SERVICE_UNAVAILABLE, Some(open)) => Answer::Refused(open.state),
                 (StatusCode::SERVICE_UNAVAILABLE, None) => Answer::Failed,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use proxflow_breaker::{BreakerError, CircuitBreakerLayer, State};
+use proxflow_breaker::{BreakerError, CircuitBreakerLayer, Refusal, State};
+use proxflow_core::Clock;
 use tokio::time::advance;
 use tower::{Layer, Service};
 use tower_test::mock;
@@ -13,6 +14,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn layer() -> CircuitBreakerLayer {
     CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
         .min_requests(4)
         .recovery_timeout(10 * S)
         .half_open_max_requests(2)
@@ -56,16 +58,16 @@ async fn the_generic_form_refuses_with_an_error_value() {
 
     assert!(service.poll_ready().is_ready(), "refusing, not waiting");
     match service.call("request").await {
-        Err(BreakerError::Open { retry_after, state }) => {
-            assert_eq!(retry_after, 10 * S);
-            assert_eq!(state, State::Open);
+        Err(BreakerError::Open(refusal)) => {
+            assert_eq!(refusal.retry_after, 10 * S);
+            assert_eq!(refusal.state, State::Open);
         }
         other => panic!("{other:?}"),
     }
-    let error = BreakerError::<Error>::Open {
+    let error = BreakerError::<Error>::Open(Refusal {
         retry_after: 10 * S,
         state: State::Open,
-    };
+    });
     assert!(error.to_string().contains("retry after 10s"));
 }
 
@@ -128,10 +130,10 @@ async fn a_dropped_probe_frees_its_place() {
     let second = call(&mut service, "probe 2");
     assert!(matches!(
         call(&mut service, "third").await,
-        Err(BreakerError::Open {
+        Err(BreakerError::Open(Refusal {
             state: State::HalfOpen,
             ..
-        })
+        }))
     ));
     assert_eq!(breaker.snapshot().totals.refused, 1);
     drop(first);

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use proxflow_breaker::{CircuitBreakerLayer, State};
+use proxflow_core::Clock;
 use proxflow_lb::{AdaptiveLb, Balance, BoxError, Health, Policy};
 use tokio::sync::mpsc;
 use tower::discover::Change;
@@ -104,6 +105,7 @@ async fn a_removal_after_poll_ready_never_sends_to_the_removed_endpoint() {
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_behind_an_open_breaker_in_readiness_mode_takes_no_traffic() {
     let breaker = CircuitBreakerLayer::new()
+        .clock(Clock::tokio())
         .min_requests(4)
         .recovery_timeout(Duration::from_secs(10))
         .half_open_max_requests(1)
