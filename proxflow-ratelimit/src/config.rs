@@ -315,13 +315,15 @@ pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
 }
 
 /// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
-/// per-key tiers. A quota with `rate` 0 or `per` zero is not a limit: the request gets the
-/// layer's own quota instead, and a warning is logged (once per layer).
+/// per-key tiers. A quota that [`RateLimitConfig::validate`] would refuse (`rate` 0, `per` zero
+/// or over 100 years, more than one request per nanosecond, `burst × per / rate` over 100 years)
+/// is not used: the request gets the layer's own quota instead, and a warning is logged (once
+/// per layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
-    /// Requests per `per`; at least 1.
+    /// Requests per `per`; at least 1, at most one per nanosecond.
     pub rate: u32,
-    /// The period; not zero.
+    /// The period; not zero, at most 100 years.
     pub per: Duration,
     /// Capacity (token bucket) or line length (leaky bucket), as in
     /// [`RateLimitLayer::burst`](crate::RateLimitLayer::burst).

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use proxflow_core::LayerBody;
 
 use crate::algorithm::{Nanos, Rate, Verdict};
-use crate::config::{LimitHeaders, MissingKey, Quota, Reject};
+use crate::config::{check_quota, LimitHeaders, MissingKey, Quota, Reject};
 use crate::headers::{self, LimitFields, LimitState};
 use crate::key::{Key, KeyHash, KeyRules, RequestView};
 use crate::limiter::{capacity, Limiter, LimiterClock, Tables};
@@ -44,7 +44,7 @@ pub(crate) struct Shared {
     pub(crate) header_cache: headers::HeaderCache,
     /// The counters and the handles' view, kept by the layer through its builder calls.
     pub(crate) state: Arc<LayerState>,
-    /// Whether a quota resolver's `rate` 0 or `per` zero was reported already.
+    /// Whether a quota resolver's quota that cannot be timed was reported already.
     pub(crate) warned_bad_quota: AtomicBool,
     /// Whether a request of an `ip` layer without a client address was reported already.
     pub(crate) warned_no_client_address: AtomicBool,
@@ -237,13 +237,14 @@ impl Shared {
         if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
             return Some(Arc::clone(limiter));
         }
-        if quota.rate == 0 || quota.per.is_zero() {
-            // Not a limit, and unlimited is the wrong way for a resolver's bug to fail. Once per
-            // layer: every request of such a tier comes here.
+        if let Err(error) = check_quota(quota.rate, quota.per, quota.burst) {
+            // Not a limit the algorithms can time, and unlimited is the wrong way for a
+            // resolver's bug to fail. Once per layer: every request of such a tier comes here.
             if first(&self.warned_bad_quota) {
                 tracing::warn!(
                     ?quota,
-                    "quota resolver returned rate 0 or per 0; using the layer's quota"
+                    %error,
+                    "quota resolver returned a quota the layer cannot time; using the layer's quota"
                 );
             }
             return None;

@@ -634,8 +634,11 @@ async fn quota_resolver_gives_tiers_their_own_quota() {
     assert_eq!(stats.snapshot().active_keys, 3);
 }
 
+/// A resolved quota the algorithms cannot time (what `from_config` refuses) is not clamped into
+/// another: the layer's own quota applies.
 #[tokio::test(start_paused = true)]
 async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
     for bad in [
         Quota {
             rate: 0,
@@ -645,6 +648,21 @@ async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
         Quota {
             rate: 5,
             per: Duration::ZERO,
+            burst: 3,
+        },
+        Quota {
+            rate: 1,
+            per: YEAR * 101,
+            burst: 3,
+        },
+        Quota {
+            rate: 1,
+            per: YEAR,
+            burst: 101,
+        },
+        Quota {
+            rate: 1_000,
+            per: Duration::from_nanos(999),
             burst: 3,
         },
     ] {
