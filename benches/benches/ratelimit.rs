@@ -109,7 +109,7 @@ use http::{Request, Response};
 use proxflow_benches::{
     call_now, call_once, criterion_dir, median_ns, noop, on_threads, paired, text_response,
 };
-use proxflow_ratelimit::{ClientAddr, LimitHeaders, RateLimitLayer};
+use proxflow_ratelimit::{ClientAddr, Key, LimitHeaders, RateLimitLayer};
 use tower::{Layer, Service};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::GlobalKeyExtractor;
@@ -155,15 +155,13 @@ fn addr(i: u64) -> SocketAddr {
 fn global_layer() -> RateLimitLayer {
     RateLimitLayer::new(HUGE, Duration::from_secs(1))
         .burst(100)
-        .key("global")
-        .expect("global is a key")
+        .key(Key::Global)
 }
 
 fn keyed_layer() -> RateLimitLayer {
     RateLimitLayer::new(1, KEYED_PER)
         .burst(KEYED_BURST)
-        .key("ip")
-        .expect("ip is a key")
+        .key(Key::Ip)
 }
 
 fn huge_quota() -> Quota {
@@ -370,8 +368,7 @@ fn rejected(c: &mut Criterion) {
     // One request per hour, and the one spent: every request is refused.
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
         .burst(1)
-        .key("global")
-        .expect("global is a key");
+        .key(Key::Global);
     let mut service = layer.layer(noop());
     assert_eq!(call_now(&mut service, Request::new(())).status(), 200);
     assert_eq!(call_now(&mut service, Request::new(())).status(), 429);

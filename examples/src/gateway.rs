@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use proxflow_breaker::CircuitBreakerLayer;
 use proxflow_lb::AdaptiveLb;
-use proxflow_ratelimit::RateLimitLayer;
+use proxflow_ratelimit::{Key, RateLimitLayer};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -152,11 +152,7 @@ pub async fn start(settings: &Settings) -> Result<Gateway, GatewayError> {
     }
     let ratelimit = RateLimitLayer::new(settings.rate, settings.per)
         .burst(settings.burst)
-        .key("ip")
-        .map_err(|error| GatewayError::Layer {
-            layer: "ratelimit",
-            message: error.to_string(),
-        })?;
+        .key(Key::Ip);
     let breaker = CircuitBreakerLayer::new();
     let lb = AdaptiveLb::new(upstreams.iter().map(|addr| format!("http://{addr}"))).map_err(
         |error| GatewayError::Layer {

@@ -1,15 +1,8 @@
 //! The per-key algorithms, as plain state and functions of the time (nanoseconds since the
 //! limiter's origin). No I/O, no clock: the service passes `now` in.
 
-use std::time::Duration;
-
 /// Nanoseconds since the limiter's origin.
 pub(crate) type Nanos = u64;
-
-/// A duration in nanoseconds, saturating (584 years).
-pub(crate) fn nanos(duration: Duration) -> Nanos {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// A rate: `rate` requests per `per_ns`, with `burst` for the algorithms that have one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,19 +1,13 @@
-//! The serde configuration, with the origin's names:
-//!
-//! ```text
-//! rate_limit { algorithm token_bucket   # token_bucket | leaky_bucket | sliding_window | sliding_window_approx
-//!              rate 10  per 1s  burst 5
-//!              key ip                   # ip | user | api_key | header:<name> | global
-//!              reject 429 }             # 429 | delay | drop
-//! ```
+//! The serde configuration, in the origin's names, its checks, and [`Quota`].
 
 use std::time::Duration;
 
+use proxflow_core::clock::nanos;
+use proxflow_core::{ConfigError, ForwardedHeader, TrustedProxies};
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::MAX_SPAN;
-use crate::client_ip::{ForwardedHeader, TrustedProxies};
-use crate::error::ConfigError;
+use crate::key::Key;
 
 /// Which algorithm decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -123,6 +117,32 @@ pub enum LimitHeaders {
 
 /// Everything a [`RateLimitLayer`](crate::RateLimitLayer) can be told, as read from JSON, YAML
 /// or TOML. `{}` is valid: 10 per second, burst 5, by client address, 429.
+///
+/// The names are the origin's. Its block
+///
+/// ```text
+/// rate_limit { algorithm token_bucket   # token_bucket | leaky_bucket | sliding_window | sliding_window_approx
+///              rate 10  per 1s  burst 5
+///              key ip                   # ip | user | api_key | header:<name> | global
+///              reject 429 }             # 429 | delay | drop
+/// ```
+///
+/// reads, in YAML (JSON and TOML take the same names; `reject` is a number or a string):
+///
+/// ```
+/// use proxflow_ratelimit::{Algorithm, RateLimitConfig, Reject};
+///
+/// let config: RateLimitConfig = serde_yaml::from_str(
+///     "algorithm: token_bucket\nrate: 10\nper: 1s\nburst: 5\nkey: ip\nreject: 429\n",
+/// )
+/// .unwrap();
+/// assert_eq!(config.algorithm, Algorithm::TokenBucket);
+/// assert_eq!(config.reject, Reject::TooManyRequests);
+/// assert_eq!(config, RateLimitConfig::default());
+/// ```
+///
+/// Durations read as text (`"500ms"`, `"1s"`, `"1m"`, `"1h"`). Unknown fields are refused, so
+/// that a misspelt name is an error instead of a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -135,8 +155,10 @@ pub struct RateLimitConfig {
     pub per: Duration,
     /// Token bucket: capacity; leaky bucket: requests that may wait in line. Default 5.
     pub burst: u32,
-    /// `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`. A key given twice
-    /// counts by its first value (see [`RateLimitLayer::key`](crate::RateLimitLayer::key)).
+    /// `ip`, `user`, `api_key`, `header:<name>` or `global` (a [`Key`](crate::Key)). Default
+    /// `ip`, which needs the server to record each client's address (see [`Key::Ip`]). A key
+    /// given twice counts by its first value (see
+    /// [`RateLimitLayer::key`](crate::RateLimitLayer::key)).
     pub key: String,
     /// `429`, `delay` or `drop`. Default `429`.
     pub reject: Reject,
@@ -171,8 +193,8 @@ pub struct RateLimitConfig {
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`. Default `false`.
     pub legacy_headers: bool,
     /// Put a [`RateLimited`](crate::RateLimited) into the extensions of every 429, for outer
-    /// layers and logs. Default `false`: three small allocations per refusal, about 8% of the
-    /// user-space instructions of a refused request in the example `ratelimit_server`.
+    /// layers and logs. Default `false`: it costs three small allocations per refusal, on the
+    /// path a flood of refused requests takes.
     pub mark_refusals: bool,
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields. Default `default`.
     pub policy_name: String,
@@ -208,38 +230,13 @@ impl Default for RateLimitConfig {
 impl RateLimitConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.into(),
-            })
-        };
-        if self.rate == 0 {
-            return invalid("rate", "must be at least 1");
-        }
-        if self.per.is_zero() || self.per.as_nanos() > u128::from(u64::MAX) {
-            return invalid("per", "must be a positive duration such as \"1s\"");
-        }
-        if self.per.as_nanos() < u128::from(self.rate) {
-            return invalid(
-                "rate",
-                "more than one request per nanosecond cannot be timed",
-            );
-        }
-        if self.per.as_nanos() > u128::from(MAX_SPAN) {
-            return invalid("per", "must be at most 100 years");
-        }
-        let interval = self.per.as_nanos() / u128::from(self.rate);
-        if interval * u128::from(self.burst) > u128::from(MAX_SPAN) {
-            return invalid("burst", "burst × per / rate must be at most 100 years");
-        }
+        let invalid = |field, reason: &str| Err(ConfigError::new(field, reason));
+        check_quota(self.rate, self.per, self.burst)?;
         if self.burst == 0 && self.algorithm == Algorithm::TokenBucket {
             return invalid("burst", "a token bucket needs a capacity of at least 1");
         }
-        crate::key::KeyKind::parse(&self.key)?;
-        if self.ipv6_prefix > 128 {
-            return invalid("ipv6_prefix", "must be between 0 and 128");
-        }
+        self.key.parse::<Key>()?;
+        check_ipv6_prefix(self.ipv6_prefix)?;
         if self.max_keys == 0 {
             return invalid("max_keys", "must be at least 1");
         }
@@ -251,23 +248,90 @@ impl RateLimitConfig {
                 return invalid("user_header", "must be a valid header name");
             }
         }
-        if self.policy_name.is_empty()
-            || !self
-                .policy_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return invalid(
-                "policy_name",
-                "must be a non-empty token of letters, digits, `-`, `_` or `.`",
-            );
-        }
-        TrustedProxies::parse(&self.trusted_proxies).map_err(|(entry, reason)| {
-            ConfigError::Invalid {
-                field: "trusted_proxies",
-                reason: format!("{entry:?}: {reason}"),
-            }
-        })?;
+        check_policy_name(&self.policy_name)?;
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    /// `trusted_proxies`, parsed.
+    pub(crate) fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|(entry, reason)| {
+            ConfigError::new("trusted_proxies", format!("{entry:?}: {reason}"))
+        })
+    }
+}
+
+/// Whether `rate` per `per` with `burst` can be timed: the algorithms count in nanoseconds and
+/// reason about spans of at most [`MAX_SPAN`].
+pub(crate) fn check_quota(rate: u32, per: Duration, burst: u32) -> Result<(), ConfigError> {
+    if rate == 0 {
+        return Err(ConfigError::new("rate", "must be at least 1"));
+    }
+    if per.is_zero() {
+        return Err(ConfigError::new(
+            "per",
+            "must be a positive duration such as \"1s\"",
+        ));
+    }
+    if per.as_nanos() > u128::from(MAX_SPAN) {
+        return Err(ConfigError::new("per", "must be at most 100 years"));
+    }
+    if per.as_nanos() < u128::from(rate) {
+        return Err(ConfigError::new(
+            "rate",
+            "more than one request per nanosecond cannot be timed",
+        ));
+    }
+    let interval = per.as_nanos() / u128::from(rate);
+    if interval * u128::from(burst) > u128::from(MAX_SPAN) {
+        return Err(ConfigError::new(
+            "burst",
+            "burst × per / rate must be at most 100 years",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_ipv6_prefix(bits: u8) -> Result<(), ConfigError> {
+    if bits > 128 {
+        return Err(ConfigError::new("ipv6_prefix", "must be between 0 and 128"));
+    }
+    Ok(())
+}
+
+/// The name goes into header values as a structured-field token.
+pub(crate) fn check_policy_name(name: &str) -> Result<(), ConfigError> {
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !token {
+        return Err(ConfigError::new(
+            "policy_name",
+            "must be a non-empty token of letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(())
+}
+
+/// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
+/// per-key tiers. A quota that [`RateLimitConfig::validate`] would refuse (`rate` 0, `per` zero
+/// or over 100 years, more than one request per nanosecond, `burst × per / rate` over 100 years)
+/// is not used: the request gets the layer's own quota instead, and a warning is logged (once
+/// per layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Requests per `per`; at least 1, at most one per nanosecond.
+    pub rate: u32,
+    /// The period; not zero, at most 100 years.
+    pub per: Duration,
+    /// Capacity (token bucket) or line length (leaky bucket), as in
+    /// [`RateLimitLayer::burst`](crate::RateLimitLayer::burst).
+    pub burst: u32,
+}
+
+impl Quota {
+    pub(crate) fn per_ns(&self) -> u64 {
+        nanos(self.per).max(1)
     }
 }

@@ -30,9 +30,8 @@ pub(crate) struct LimitState {
 }
 
 /// `RateLimit-Policy` and `RateLimit` values of one quota, built once: formatting and
-/// allocating two header values per request was most of the layer's cost (perf: `format`,
-/// `malloc`, `free` on top of the profile of the criterion bench). The cached values are
-/// [interned](interned): an answer carries one pointer to them.
+/// allocating two header values per request would be most of the layer's cost. The cached
+/// values are [interned](interned): an answer carries one pointer to them.
 pub(crate) struct HeaderCache {
     rate: Rate,
     name: String,
@@ -125,11 +124,10 @@ const MAX_INTERNED: usize = 65_536;
 
 /// The same value with `'static` bytes, kept for the life of the process and shared by every
 /// layer that makes it; `None` once the set is full. Cloning a reference-counted value and
-/// dropping it with the response are two atomic operations on a line both cores write (perf:
-/// `shared_clone` and `shared_drop`, 5% of a keyed decision); a static one costs neither, and an
-/// answer carries a pointer to it instead of the value (a smaller future to move). Values
-/// repeat across layers built from the same quota, and there are at most 1025 per quota, so the
-/// set stays small; the cap bounds it anyway.
+/// dropping it with the response are two atomic operations on a line both cores write; a
+/// static one costs neither, and an answer carries a pointer to it instead of the value (a
+/// smaller future to move). Values repeat across layers built from the same quota, and there
+/// are at most 1025 per quota, so the set stays small; the cap bounds it anyway.
 fn interned(value: HeaderValue) -> Interned {
     static VALUES: Mutex<BTreeMap<&'static [u8], &'static HeaderValue>> =
         Mutex::new(BTreeMap::new());

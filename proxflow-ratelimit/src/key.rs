@@ -1,14 +1,17 @@
 //! What a request is counted under.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
-
-use crate::client_ip::{client_ip, group, ForwardedHeader, TrustedProxies};
-use crate::error::ConfigError;
+use proxflow_core::client::{
+    client_ip, group_by_prefix, peer_addr, ForwardedHeader, TrustedProxies,
+};
+use proxflow_core::ConfigError;
 
 /// The parts of a request a key is taken from.
 #[derive(Debug, Clone, Copy)]
@@ -43,61 +46,92 @@ where
     }
 }
 
-/// The client's address, for servers that are not axum: insert it into each request's
-/// extensions (axum's `ConnectInfo<SocketAddr>` and a bare `SocketAddr` are read too). A server
-/// that makes one service per connection can give the service the address instead, with
-/// [`RateLimit::with_peer`](crate::RateLimit::with_peer), and skip the per-request insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
 /// The authenticated user, put into the request's extensions by authentication middleware.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserId(pub String);
 
-/// The kinds of key, as configured by `key`.
+/// What requests are counted under: each distinct key has a limit of its own.
+///
+/// In a config, `key` reads `ip`, `user`, `api_key`, `header:<name>` or `global` (its
+/// [`FromStr`] and [`Display`](fmt::Display)); a [`Key::Custom`] exists only in code.
 #[derive(Clone)]
-pub(crate) enum KeyKind {
+pub enum Key {
+    /// The client's address. **The server must record it, or every client shares one
+    /// bucket**: serve axum with `into_make_service_with_connect_info::<SocketAddr>()`, tell a
+    /// hyper service its peer with [`RateLimit::with_peer`](crate::RateLimit::with_peer), or
+    /// insert a [`ClientAddr`](crate::ClientAddr) into each request. A plain
+    /// `axum::serve(listener, router)` records none: such requests have no key (they go where
+    /// [`missing_key`](crate::RateLimitLayer::missing_key) says, one shared bucket by default),
+    /// count as [`no_client_address`](crate::StatsSnapshot::no_client_address), and the first
+    /// one logs a warning.
+    ///
+    /// The address is the connection's peer, or behind
+    /// [trusted proxies](crate::RateLimitLayer::trusted_proxies) the one they forward; IPv6
+    /// clients are grouped by [prefix](crate::RateLimitLayer::ipv6_prefix).
     Ip,
+    /// The authenticated user: a [`UserId`] in the request's extensions, else the
+    /// [`user_header`](crate::RateLimitLayer::user_header).
     User,
+    /// The API key: the [`api_key_header`](crate::RateLimitLayer::api_key_header), else the
+    /// [`api_key_query`](crate::RateLimitLayer::api_key_query) parameter.
     ApiKey,
+    /// The value of a request header (a tenant id, say); an empty value is no key.
     Header(HeaderName),
+    /// One key for every request: a limit on the whole service.
     Global,
+    /// A key of your own; [`Key::custom`] makes one from a closure.
     Custom(Arc<dyn KeyExtractor>),
 }
 
-impl std::fmt::Debug for KeyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Key {
+    /// A key of your own (a closure over [`RequestView`] works).
+    pub fn custom(extractor: impl KeyExtractor) -> Key {
+        Key::Custom(Arc::new(extractor))
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The config's spelling: `ip`, `user`, `api_key`, `header:<name>`, `global`; `custom` for a
+/// [`Key::Custom`] (which no config can name).
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyKind::Ip => f.write_str("ip"),
-            KeyKind::User => f.write_str("user"),
-            KeyKind::ApiKey => f.write_str("api_key"),
-            KeyKind::Header(name) => write!(f, "header:{name}"),
-            KeyKind::Global => f.write_str("global"),
-            KeyKind::Custom(_) => f.write_str("custom"),
+            Key::Ip => f.write_str("ip"),
+            Key::User => f.write_str("user"),
+            Key::ApiKey => f.write_str("api_key"),
+            Key::Header(name) => write!(f, "header:{name}"),
+            Key::Global => f.write_str("global"),
+            Key::Custom(_) => f.write_str("custom"),
         }
     }
 }
 
-impl KeyKind {
-    pub(crate) fn parse(text: &str) -> Result<KeyKind, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            field: "key",
-            reason,
-        };
+/// Reads the config's spelling. The error names the field `key`.
+impl FromStr for Key {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Key, ConfigError> {
         Ok(match text {
-            "ip" => KeyKind::Ip,
-            "user" => KeyKind::User,
-            "api_key" => KeyKind::ApiKey,
-            "global" => KeyKind::Global,
+            "ip" => Key::Ip,
+            "user" => Key::User,
+            "api_key" => Key::ApiKey,
+            "global" => Key::Global,
             other => {
                 let name = other.strip_prefix("header:").ok_or_else(|| {
-                    invalid(format!(
-                        "{other:?}: expected ip, user, api_key, header:<name> or global"
-                    ))
+                    ConfigError::new(
+                        "key",
+                        format!("{other:?}: expected ip, user, api_key, header:<name> or global"),
+                    )
                 })?;
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
-                KeyKind::Header(name)
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ConfigError::new("key", format!("{name:?} is not a header name"))
+                })?;
+                Key::Header(name)
             }
         })
     }
@@ -106,7 +140,7 @@ impl KeyKind {
 /// Everything key extraction needs, fixed when the layer is built.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRules {
-    pub(crate) kind: KeyKind,
+    pub(crate) kind: Key,
     pub(crate) trusted: TrustedProxies,
     pub(crate) forwarded_header: ForwardedHeader,
     pub(crate) ipv6_prefix: u8,
@@ -126,20 +160,20 @@ impl KeyRules {
     /// The key's hash, or `None` when the request has no key of this kind.
     pub(crate) fn key(&self, request: &RequestView<'_>) -> Option<KeyHash> {
         match &self.kind {
-            KeyKind::Global => Some(self.hash(0u8, ())),
-            KeyKind::Ip => {
-                let peer = peer_addr(request)?.ip();
+            Key::Global => Some(self.hash(0u8, ())),
+            Key::Ip => {
+                let peer = peer(request)?.ip();
                 let client = client_ip(peer, request.headers, &self.trusted, self.forwarded_header);
                 Some(self.ip_key(client))
             }
-            KeyKind::User => {
+            Key::User => {
                 if let Some(UserId(user)) = request.extensions.get::<UserId>() {
                     return Some(self.hash(2u8, user.as_bytes()));
                 }
                 let value = request.headers.get(self.user_header.as_ref()?)?;
                 non_empty(value.as_bytes()).map(|bytes| self.hash(2u8, bytes))
             }
-            KeyKind::ApiKey => {
+            Key::ApiKey => {
                 // An empty header is no key, and must not hide the query's (the backend may
                 // well read the query).
                 let header = request.headers.get(&self.api_key_header);
@@ -150,11 +184,11 @@ impl KeyRules {
                 let value = query_value(request.uri.query()?, name)?;
                 non_empty(value.as_bytes()).map(|bytes| self.hash(3u8, bytes))
             }
-            KeyKind::Header(name) => {
+            Key::Header(name) => {
                 let value = request.headers.get(name)?;
                 non_empty(value.as_bytes()).map(|bytes| self.hash(4u8, bytes))
             }
-            KeyKind::Custom(extractor) => {
+            Key::Custom(extractor) => {
                 let bytes = extractor.extract(request)?;
                 Some(self.hash(5u8, bytes.as_slice()))
             }
@@ -166,15 +200,14 @@ impl KeyRules {
     /// proxy (behind one, the key depends on each request's forwarding headers).
     pub(crate) fn connection_key(&self, peer: SocketAddr) -> Option<KeyHash> {
         let peer = peer.ip().to_canonical();
-        (matches!(self.kind, KeyKind::Ip) && !self.trusted.contains(peer))
-            .then(|| self.ip_key(peer))
+        (matches!(self.kind, Key::Ip) && !self.trusted.contains(peer)).then(|| self.ip_key(peer))
     }
 
     fn ip_key(&self, client: IpAddr) -> KeyHash {
         // The address as one 128-bit word (IPv4 mapped into IPv6). No kind tag is needed: the
         // only other key of an `ip` layer, the shared key of requests without one, is hashed
         // under other keys.
-        let bits = match group(client, self.ipv6_prefix) {
+        let bits = match group_by_prefix(client, self.ipv6_prefix) {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
@@ -193,8 +226,8 @@ impl KeyRules {
 
 /// SipHash-1-3, the standard library's `HashMap` hash, of one 128-bit word under random keys.
 /// std's `DefaultHasher` takes these 16 bytes through its byte-slice path and length
-/// bookkeeping; written for exactly two words, the same function costs about 60 fewer
-/// instructions (callgrind), and every keyed request of an `ip` layer pays it.
+/// bookkeeping; written for exactly two words, the same function skips both, and every keyed
+/// request of an `ip` layer pays it.
 #[derive(Debug, Clone)]
 pub(crate) struct AddressHasher {
     k0: u64,
@@ -257,23 +290,8 @@ fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
 /// The peer address the server recorded for the connection: in the request's extensions first
 /// (middleware that knows better, such as a PROXY protocol reader, puts it there), then the one
 /// the service was given.
-pub(crate) fn peer_addr(request: &RequestView<'_>) -> Option<SocketAddr> {
-    tagged_addr(request.extensions).or(request.peer)
-}
-
-/// An address put into the request's extensions.
-#[inline]
-pub(crate) fn tagged_addr(extensions: &Extensions) -> Option<SocketAddr> {
-    if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
-        return Some(*addr);
-    }
-    #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(addr)) =
-        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
-        return Some(*addr);
-    }
-    extensions.get::<SocketAddr>().copied()
+fn peer(request: &RequestView<'_>) -> Option<SocketAddr> {
+    peer_addr(request.extensions).or(request.peer)
 }
 
 /// The value of `name` in a query string (`a=1&api_key=xyz`). Names and values are decoded as
@@ -289,11 +307,12 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
 mod tests {
     use super::*;
     use http::Request;
+    use proxflow_core::ClientAddr;
 
     fn rules(kind: &str) -> KeyRules {
         let seed = RandomState::new();
         KeyRules {
-            kind: KeyKind::parse(kind).unwrap(),
+            kind: kind.parse().unwrap(),
             trusted: TrustedProxies::default(),
             forwarded_header: ForwardedHeader::default(),
             ipv6_prefix: 64,
@@ -436,11 +455,22 @@ mod tests {
 
     #[test]
     fn bad_key_names_are_refused() {
-        assert!(KeyKind::parse("cookie").is_err());
-        assert!(KeyKind::parse("header:bad name").is_err());
-        assert!(matches!(
-            KeyKind::parse("header:X-Tenant"),
-            Ok(KeyKind::Header(_))
-        ));
+        for bad in ["cookie", "header:bad name", "header:", "IP"] {
+            let error = bad.parse::<Key>().expect_err(bad);
+            assert_eq!(error.field, "key", "{bad}");
+        }
+        let tenant: Key = "header:X-Tenant".parse().unwrap();
+        assert!(matches!(&tenant, Key::Header(name) if name == "x-tenant"));
+        // What a key prints reads back as the same key.
+        for key in [Key::Ip, Key::User, Key::ApiKey, Key::Global, tenant] {
+            assert_eq!(
+                key.to_string().parse::<Key>().unwrap().to_string(),
+                key.to_string()
+            );
+        }
+        assert_eq!(
+            Key::custom(|_: &RequestView<'_>| None).to_string(),
+            "custom"
+        );
     }
 }

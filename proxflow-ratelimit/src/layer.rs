@@ -3,94 +3,128 @@
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use http::HeaderName;
+use ipnet::IpNet;
+use proxflow_core::clock::nanos;
+use proxflow_core::{Clock, ConfigError, ForwardedHeader, TrustedProxies};
 use tower_layer::Layer;
 
-use crate::algorithm::{nanos, Rate};
-use crate::client_ip::{ForwardedHeader, TrustedProxies};
-use crate::config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
-use crate::error::ConfigError;
+use crate::algorithm::Rate;
+use crate::config::{
+    check_ipv6_prefix, check_policy_name, check_quota, Algorithm, LimitHeaders, MissingKey, Quota,
+    RateLimitConfig, Reject,
+};
 use crate::headers::HeaderCache;
-use crate::key::{AddressHasher, KeyExtractor, KeyKind, KeyRules, RequestView};
-use crate::limiter::{Limiter, LimiterClock, Tables};
-use crate::service::{QuotaResolver, RateLimit, Shared};
-use crate::stats::{Counters, Stats};
-
-/// A quota: `rate` requests per `per`, with `burst`. Returned by a quota resolver for
-/// per-key tiers. A quota with `rate` 0 or `per` zero is not a limit: the request gets the
-/// layer's own quota instead, and a warning is logged (once per layer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Quota {
-    /// Requests per `per`; at least 1.
-    pub rate: u32,
-    /// The period; not zero.
-    pub per: Duration,
-    /// Capacity (token bucket) or line length (leaky bucket), as in
-    /// [`RateLimitLayer::burst`].
-    pub burst: u32,
-}
-
-impl Quota {
-    pub(crate) fn per_ns(&self) -> u64 {
-        nanos(self.per).max(1)
-    }
-}
+use crate::key::{AddressHasher, Key, KeyExtractor, KeyRules, RequestView};
+use crate::limiter::{capacity, Limiter, LimiterClock, Tables};
+use crate::service::RateLimit;
+use crate::shared::{QuotaResolver, Shared};
+use crate::stats::{KeyUsage, LayerState, Stats};
 
 /// Limits the rate of requests per key. Cheap to clone; clones share all state.
 ///
-/// Builder methods state their defaults, which are those of [`RateLimitConfig`].
+/// Builder methods state their defaults, which are those of [`RateLimitConfig`]. They never
+/// fail in the middle of a chain: each takes a typed value, and the few values a type cannot
+/// rule out panic at the call (each method's `# Panics` says which).
+/// [`from_config`](Self::from_config) is where untrusted input is checked.
+///
+/// The counters behind [`stats`](Self::stats) are made with the layer: a handle taken before
+/// later builder calls reads the traffic of the services the configured layer makes.
 #[derive(Clone)]
 pub struct RateLimitLayer {
+    /// The settings a config can say, in its spelling (`key` and `trusted_proxies` are kept
+    /// typed below as well, and those are what the layer uses).
     config: RateLimitConfig,
-    custom_key: Option<Arc<dyn KeyExtractor>>,
+    key: Key,
+    trusted: TrustedProxies,
+    clock: Clock,
     resolver: Option<QuotaResolver>,
-    shared: Arc<OnceLock<Arc<Shared>>>,
+    /// What the handles read; never replaced.
+    state: Arc<LayerState>,
+    /// The limiter its services share, made by the first `layer` call of a configuration; a
+    /// builder call starts a new configuration.
+    built: Arc<OnceLock<Arc<Shared>>>,
 }
 
 impl RateLimitLayer {
     /// `rate` requests per `per` for each client address, token bucket, burst 5, 429.
     ///
+    /// The `ip` key needs the server to record each client's address (see [`Key::Ip`]).
+    ///
     /// # Panics
     ///
     /// If `rate` is 0 or `per` is zero, as tower's `RateLimitLayer` does: neither is a limit.
-    /// [`from_config`](Self::from_config) refuses them with an error instead.
+    /// Also if `per` is over 100 years, or shorter than `rate` nanoseconds: the algorithms count
+    /// in nanoseconds. [`from_config`](Self::from_config) refuses these with an error instead.
     pub fn new(rate: u32, per: Duration) -> Self {
-        assert!(rate > 0, "RateLimitLayer::new: rate must be at least 1");
-        assert!(
-            !per.is_zero(),
-            "RateLimitLayer::new: per must be a positive duration"
-        );
+        if let Err(error) = check_quota(rate, per, 0) {
+            panic!("RateLimitLayer::new: {error}");
+        }
         let config = RateLimitConfig {
             rate,
             per,
             ..RateLimitConfig::default()
         };
+        RateLimitLayer::with_config(config, Key::Ip, TrustedProxies::default())
+    }
+
+    /// A layer from a configuration, checked first ([`RateLimitConfig::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// The first field the layer cannot run with, named.
+    pub fn from_config(config: &RateLimitConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let key = config.key.parse()?;
+        let trusted = config.trusted_proxies()?;
+        Ok(RateLimitLayer::with_config(config.clone(), key, trusted))
+    }
+
+    fn with_config(config: RateLimitConfig, key: Key, trusted: TrustedProxies) -> Self {
         RateLimitLayer {
             config,
-            custom_key: None,
+            key,
+            trusted,
+            clock: Clock::default(),
             resolver: None,
-            shared: Arc::default(),
+            state: Arc::default(),
+            built: Arc::default(),
         }
     }
 
-    /// A layer from a checked configuration.
-    pub fn from_config(config: &RateLimitConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(RateLimitLayer {
-            config: config.clone(),
-            custom_key: None,
-            resolver: None,
-            shared: Arc::default(),
-        })
+    /// A change of configuration: services made from now on share a new limiter (the handles
+    /// keep reading the layer's counters).
+    fn configure(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
+        self.built = Arc::default();
+        self
     }
 
-    fn with(mut self, change: impl FnOnce(&mut RateLimitConfig)) -> Self {
-        change(&mut self.config);
-        self.shared = Arc::default();
-        self
+    fn with(self, change: impl FnOnce(&mut RateLimitConfig)) -> Self {
+        self.configure(|layer| change(&mut layer.config))
+    }
+
+    /// The clock the limiter reads. Default [`Clock::tsc`], the CPU's time-stamp counter.
+    ///
+    /// Tests that drive the limiter with tokio's paused time (`start_paused`,
+    /// `tokio::time::advance`) give it [`Clock::tokio`], made inside the paused runtime:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use proxflow_ratelimit::{Clock, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(1, Duration::from_secs(60)).clock(Clock::tokio());
+    /// // ... requests, then `tokio::time::advance(Duration::from_secs(60)).await` refills.
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    pub fn clock(self, clock: Clock) -> Self {
+        self.configure(|layer| layer.clock = clock)
     }
 
     /// The algorithm. Default [`Algorithm::TokenBucket`].
@@ -105,11 +139,19 @@ impl RateLimitLayer {
     /// `limit_req` without `burst`: a request that would wait is refused, unless
     /// [`Reject::Delay`] lets it wait up to `max_delay`); the sliding windows have no burst and
     /// ignore it.
+    ///
+    /// # Panics
+    ///
+    /// If `burst × per / rate` is over 100 years, the longest span the algorithms time.
     pub fn burst(self, burst: u32) -> Self {
+        if let Err(error) = check_quota(self.config.rate, self.config.per, burst) {
+            panic!("RateLimitLayer::burst: {error}");
+        }
         self.with(|c| c.burst = burst)
     }
 
-    /// The key: `ip`, `user`, `api_key`, `header:<name>` or `global`. Default `ip`.
+    /// What requests are counted under. Default [`Key::Ip`], which needs the server to record
+    /// each client's address (see there).
     ///
     /// A request may carry its key more than once (two `X-Tenant` lines, two `X-Api-Key` or
     /// user header lines, `?api_key=a&api_key=b`): the first value counts, in headers and in
@@ -117,27 +159,30 @@ impl RateLimitLayer {
     /// that reads another one (the last query parameter, as some frameworks do, or every line)
     /// should be keyed with a [`key_extractor`](Self::key_extractor) that reads the same, or a
     /// client is counted under one key and served under another.
-    pub fn key(self, key: &str) -> Result<Self, ConfigError> {
-        KeyKind::parse(key)?;
-        Ok(self.with(|c| c.key = key.to_string()))
+    ///
+    /// A [`Key::Custom`] has no spelling in a config: [`config`](Self::config) keeps the key it
+    /// had before.
+    pub fn key(self, key: Key) -> Self {
+        self.configure(|layer| {
+            if !matches!(key, Key::Custom(_)) {
+                layer.config.key = key.to_string();
+            }
+            layer.key = key;
+        })
     }
 
-    /// A key of your own (a closure over [`RequestView`] works); replaces `key`.
-    pub fn key_extractor(mut self, extractor: impl KeyExtractor) -> Self {
-        self.custom_key = Some(Arc::new(extractor));
-        self.shared = Arc::default();
-        self
+    /// A key of your own (a closure over [`RequestView`] works): `key(Key::custom(extractor))`.
+    pub fn key_extractor(self, extractor: impl KeyExtractor) -> Self {
+        self.key(Key::custom(extractor))
     }
 
     /// A per-request quota (API-key tiers); `None` keeps the layer's. Each distinct quota keeps
     /// its own key table. Default: none.
     pub fn quota_resolver(
-        mut self,
+        self,
         resolve: impl Fn(&RequestView<'_>) -> Option<Quota> + Send + Sync + 'static,
     ) -> Self {
-        self.resolver = Some(Arc::new(resolve));
-        self.shared = Arc::default();
-        self
+        self.configure(|layer| layer.resolver = Some(Arc::new(resolve)))
     }
 
     /// What a request over the limit gets. Default [`Reject::TooManyRequests`].
@@ -155,23 +200,19 @@ impl RateLimitLayer {
         self.with(|c| c.max_delay = max_delay)
     }
 
-    /// Proxies whose forwarding header is believed, as CIDRs. Default: none.
+    /// Proxies whose forwarding header is believed, as networks (`"10.0.0.0/8".parse()`; a
+    /// single address is a `/32` or `/128`). Default: none. Replaces any given before.
     ///
     /// Behind them, the `ip` key is the rightmost address of the one header they write
     /// ([`forwarded_header`](Self::forwarded_header), `X-Forwarded-For` by default) that no
     /// trusted proxy wrote. The other header is never read: the proxies pass it on as the client
-    /// sent it.
-    pub fn trusted_proxies<I: IntoIterator<Item = S>, S: Into<String>>(
-        self,
-        cidrs: I,
-    ) -> Result<Self, ConfigError> {
-        let cidrs: Vec<String> = cidrs.into_iter().map(Into::into).collect();
-        let checked = RateLimitConfig {
-            trusted_proxies: cidrs.clone(),
-            ..RateLimitConfig::default()
-        };
-        checked.validate()?;
-        Ok(self.with(|c| c.trusted_proxies = cidrs))
+    /// sent it. Host bits are cleared, as [`TrustedProxies::new`] does.
+    pub fn trusted_proxies(self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let nets: Vec<IpNet> = nets.into_iter().map(|net| net.trunc()).collect();
+        self.configure(|layer| {
+            layer.config.trusted_proxies = nets.iter().map(ToString::to_string).collect();
+            layer.trusted = TrustedProxies::new(nets);
+        })
     }
 
     /// The one header the trusted proxies write the client's address into. Default
@@ -182,20 +223,36 @@ impl RateLimitLayer {
     }
 
     /// Prefix length IPv6 clients are grouped by. Default 64.
+    ///
+    /// # Panics
+    ///
+    /// If `bits` is over 128.
     pub fn ipv6_prefix(self, bits: u8) -> Self {
-        self.with(|c| c.ipv6_prefix = bits.min(128))
+        if let Err(error) = check_ipv6_prefix(bits) {
+            panic!("RateLimitLayer::ipv6_prefix: {error}");
+        }
+        self.with(|c| c.ipv6_prefix = bits)
     }
 
     /// What requests without the key get. Default [`MissingKey::Shared`]. Such a request
     /// counts as `missing_key` in the [stats](Self::stats) and also as what happened to it
-    /// (`allowed`, `limited`, ...).
+    /// (`allowed`, `limited`, ...). With [`Key::Ip`], those are the requests the server gave no
+    /// client address, which are counted as `no_client_address` too.
     pub fn missing_key(self, missing: MissingKey) -> Self {
         self.with(|c| c.missing_key = missing)
     }
 
-    /// Keys kept at most. Default 1,000,000.
+    /// Keys kept at most; idle keys are dropped first. Default 1,000,000.
+    ///
+    /// # Panics
+    ///
+    /// If `max_keys` is 0.
     pub fn max_keys(self, max_keys: usize) -> Self {
-        self.with(|c| c.max_keys = max_keys.max(1))
+        assert!(
+            max_keys > 0,
+            "RateLimitLayer::max_keys: `max_keys`: must be at least 1"
+        );
+        self.with(|c| c.max_keys = max_keys)
     }
 
     /// Count what would be limited, limit nothing: a request that would be held, refused or
@@ -255,13 +312,16 @@ impl RateLimitLayer {
     }
 
     /// The policy name in `RateLimit-Policy` and `RateLimit`. Default `default`.
-    pub fn policy_name(self, name: &str) -> Result<Self, ConfigError> {
-        let checked = RateLimitConfig {
-            policy_name: name.to_string(),
-            ..RateLimitConfig::default()
-        };
-        checked.validate()?;
-        Ok(self.with(|c| c.policy_name = name.to_string()))
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a token of letters, digits, `-`, `_` or `.` (it goes into header
+    /// values as it is).
+    pub fn policy_name(self, name: &str) -> Self {
+        if let Err(error) = check_policy_name(name) {
+            panic!("RateLimitLayer::policy_name: {error}");
+        }
+        self.with(|c| c.policy_name = name.to_string())
     }
 
     /// The configuration as built so far.
@@ -269,36 +329,31 @@ impl RateLimitLayer {
         &self.config
     }
 
-    /// Counters of this layer.
+    /// Counters of this layer: the same before and after later builder calls, and shared
+    /// with its clones.
     pub fn stats(&self) -> Stats {
         Stats {
-            shared: self.shared(),
+            state: Arc::clone(&self.state),
         }
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
-        Arc::clone(self.shared.get_or_init(|| Arc::new(self.build())))
+        let shared = self.built.get_or_init(|| {
+            let shared = Arc::new(self.build());
+            let usage: Weak<dyn KeyUsage> = Arc::downgrade(&shared) as Weak<Shared>;
+            self.state.register(usage);
+            shared
+        });
+        Arc::clone(shared)
     }
 
     fn build(&self) -> Shared {
         let c = &self.config;
         let header = |name: &str| HeaderName::from_bytes(name.as_bytes()).ok();
-        let kind = match &self.custom_key {
-            Some(extractor) => KeyKind::Custom(Arc::clone(extractor)),
-            None => KeyKind::parse(&c.key).unwrap_or_else(|error| {
-                tracing::error!(%error, "bad rate limit key; limiting by client address");
-                KeyKind::Ip
-            }),
-        };
-        let trusted =
-            TrustedProxies::parse(&c.trusted_proxies).unwrap_or_else(|(entry, reason)| {
-                tracing::error!(%entry, %reason, "bad trusted proxy; trusting none");
-                TrustedProxies::default()
-            });
         let seed = RandomState::new();
         let rules = KeyRules {
-            kind,
-            trusted,
+            kind: self.key.clone(),
+            trusted: self.trusted.clone(),
             forwarded_header: c.forwarded_header,
             ipv6_prefix: c.ipv6_prefix,
             user_header: c.user_header.as_deref().and_then(header),
@@ -308,10 +363,9 @@ impl RateLimitLayer {
             address: AddressHasher::new(&seed),
             seed,
         };
-        let per_ns = nanos(c.per);
-        let rate = Rate::new(c.rate, per_ns, capacity(c.algorithm, c.burst));
+        let rate = Rate::new(c.rate, nanos(c.per), capacity(c.algorithm, c.burst));
         let tables = Tables::new(c.algorithm, c.max_keys);
-        let clock = LimiterClock::default();
+        let clock = LimiterClock::new(self.clock.clone());
         Shared {
             rules,
             limiter: Limiter::new(&tables, rate, &clock, 0),
@@ -327,18 +381,10 @@ impl RateLimitLayer {
             legacy_headers: c.legacy_headers,
             mark_refusals: c.mark_refusals,
             header_cache: HeaderCache::new(&c.policy_name, rate),
-            counters: Counters::default(),
+            state: Arc::clone(&self.state),
             warned_bad_quota: AtomicBool::new(false),
+            warned_no_client_address: AtomicBool::new(false),
         }
-    }
-}
-
-/// The burst as the algorithm uses it: a token bucket holds at least one token, and saying so
-/// here keeps the `RateLimit` fields true to it.
-pub(crate) fn capacity(algorithm: Algorithm, burst: u32) -> u32 {
-    match algorithm {
-        Algorithm::TokenBucket => burst.max(1),
-        _ => burst,
     }
 }
 
@@ -354,6 +400,8 @@ impl std::fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("config", &self.config)
+            .field("key", &self.key)
+            .field("clock", &self.clock)
             .finish()
     }
 }

@@ -3,23 +3,71 @@
 //! address (behind trusted proxies), user, API key, header, or one global key; over the limit,
 //! 429 with `Retry-After` and the IETF `RateLimit` fields, a delay, or a dropped connection.
 //!
+//! **The default key, `ip`, needs the server to record each client's address**: serve axum
+//! with `into_make_service_with_connect_info::<SocketAddr>()`, give a hyper service its peer
+//! with [`RateLimit::with_peer`], or insert a [`ClientAddr`] into each request. Behind a plain
+//! `axum::serve(listener, router)` no request has an address, and all of them share one bucket
+//! (the [`missing_key`](RateLimitLayer::missing_key) default): the layer logs a warning the
+//! first time and counts each such request as
+//! [`no_client_address`](StatsSnapshot::no_client_address).
+//!
+//! From a configuration in the origin's names (its `rate_limit { algorithm token_bucket rate 10
+//! per 1s burst 5 key ip reject 429 }`; JSON and TOML read the same, see [`RateLimitConfig`]):
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use axum::{body::Body, extract::ConnectInfo, routing::get, Router};
+//! use http::{Request, StatusCode};
+//! use proxflow_ratelimit::{RateLimitConfig, RateLimitLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config: RateLimitConfig = serde_yaml::from_str(
+//!     r#"
+//! algorithm: token_bucket
+//! rate: 10
+//! per: 1s
+//! burst: 5
+//! key: ip
+//! reject: 429
+//! trusted_proxies: [10.0.0.0/8]
+//! "#,
+//! )?;
+//! let limit = RateLimitLayer::from_config(&config)?; // a bad value names its field
+//! let stats = limit.stats();
+//! let app = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+//!
+//! // What `into_make_service_with_connect_info` puts into each request:
+//! let mut request = Request::new(Body::empty());
+//! let client: SocketAddr = "192.0.2.1:40000".parse()?;
+//! request.extensions_mut().insert(ConnectInfo(client));
+//! let response = app.oneshot(request).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(response.headers()["ratelimit"], "\"default\";r=4;t=1");
+//! assert_eq!(stats.snapshot().allowed, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same layer from the builder, served with each client's address:
+//!
 //! ```no_run
+//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
-//! use proxflow_ratelimit::{Algorithm, RateLimitLayer};
+//! use proxflow_ratelimit::{Algorithm, Key, RateLimitLayer, Reject};
 //!
-//! # async fn run() {
+//! # async fn run() -> std::io::Result<()> {
 //! let limit = RateLimitLayer::new(10, Duration::from_secs(1))
 //!     .burst(5)
 //!     .algorithm(Algorithm::TokenBucket)
-//!     .trusted_proxies(["10.0.0.0/8"])
-//!     .unwrap();
+//!     .key(Key::Ip)
+//!     .reject(Reject::TooManyRequests)
+//!     .trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
 //! let app = Router::new().route("/", get(|| async { "hello" })).layer(limit);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
-//! // ConnectInfo gives the layer each client's address.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-//!     .await
-//!     .unwrap();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 //! # }
 //! ```
 //!
@@ -30,52 +78,40 @@
 //!
 //! Every answer carries `RateLimit-Policy` and `RateLimit` by default (`headers: always`);
 //! `headers: limited` puts them on 429s only, `never` on none. They are most of what the layer
-//! costs on the allowed path: inserting the two fields into a response alone costs about as
-//! much as governor's whole check (benches/RESULTS.md).
+//! costs on the allowed path (benches/RESULTS.md).
 //!
 //! Memory is bounded: at most `max_keys` keys (default 1,000,000) for the whole layer, each a
-//! 64-bit seeded hash of the client's key, idle keys dropped first. The key table, per key of
-//! `max_keys` at the default bound (with `max_keys(100_000)` in brackets), measured with 1.2
-//! times as many distinct client addresses as keys, one request each, where nginx's
-//! `limit_req` zone takes 128 bytes:
+//! 64-bit seeded hash of the client's key, idle keys dropped first. At the default bound the key
+//! table takes about 34 bytes per key for the token and leaky buckets and 67 for the
+//! sliding-window approximation, where nginx's `limit_req` zone takes 128; the exact sliding
+//! window takes 67 plus its log on the heap, 8 bytes per request in the window, so prefer the
+//! approximation for many keys. benches/RESULTS.md has the measurements.
 //!
-//! - token and leaky bucket: 34 bytes (42); tests/memory.rs checks it with 2,000,000 clients;
-//! - sliding-window approximation: 67 bytes (82);
-//! - exact sliding window: 67 bytes of table, plus its log on the heap, 8 bytes per request in
-//!   the window: with one request per key the process grew by 108-114 bytes per key (three
-//!   runs), more with more requests in the window. Prefer the approximation for many keys.
-//!
-//! Time is the CPU's time-stamp counter (through quanta, governor's default clock), about half
-//! the cost of `Instant::now` on the benchmark machine. Tests that drive the limiter with
-//! tokio's paused time (`tokio::time::pause`, `advance`, `start_paused`) enable the
-//! `test-util` feature, which makes it read tokio's clock:
-//!
-//! ```toml
-//! [dev-dependencies]
-//! proxflow-ratelimit = { version = "*", features = ["test-util"] }
-//! ```
+//! Time is read through the [`Clock`] the layer is given ([`RateLimitLayer::clock`]): by
+//! default the CPU's time-stamp counter (through quanta, governor's default clock). Tests that
+//! drive the limiter with tokio's paused time give it [`Clock::tokio`]; no cargo feature
+//! changes the clock.
 //!
 //! Not here yet: the Redis-backed mode for limits shared by several instances (a later issue).
 
 mod algorithm;
-mod body;
-mod client_ip;
-mod clock;
 mod config;
-mod error;
 mod headers;
 mod key;
 mod layer;
 mod limiter;
 mod service;
+mod shared;
 mod stats;
 mod store;
 
-pub use body::{BoxError, ConnectionDropped, RateLimitBody};
-pub use client_ip::{ForwardedHeader, TrustedProxies};
-pub use config::{Algorithm, LimitHeaders, MissingKey, RateLimitConfig, Reject};
-pub use error::ConfigError;
-pub use key::{ClientAddr, KeyExtractor, RequestView, UserId};
-pub use layer::{Quota, RateLimitLayer};
-pub use service::{RateLimit, RateLimited, ResponseFuture};
+pub use config::{Algorithm, LimitHeaders, MissingKey, Quota, RateLimitConfig, Reject};
+pub use key::{Key, KeyExtractor, RequestView, UserId};
+pub use layer::RateLimitLayer;
+pub use proxflow_core::{
+    BoxError, ClientAddr, Clock, ConfigError, ConnectionDropped, ForwardedHeader, LayerBody,
+    TrustedProxies,
+};
+pub use service::{RateLimit, ResponseFuture};
+pub use shared::RateLimited;
 pub use stats::{Stats, StatsSnapshot};

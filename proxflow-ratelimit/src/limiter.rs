@@ -10,25 +10,43 @@ use governor::nanos::Nanos as GovernorNanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
+use proxflow_core::clock::nanos;
+use proxflow_core::{Clock as LayerClock, Moment};
+
 use crate::algorithm::{
-    self, gcra_reserve, leaky_bucket, nanos, sliding_counter, sliding_log, Log, Nanos, Rate,
-    Verdict,
+    self, gcra_reserve, leaky_bucket, sliding_counter, sliding_log, Log, Nanos, Rate, Verdict,
 };
-use crate::clock::Moment;
 use crate::config::Algorithm;
 use crate::store::{KeyState, KeyStore};
 
-/// The layer's clock: nanoseconds since its first reading (see [`crate::clock`]). Every key
-/// table holds times in this frame.
-#[derive(Debug, Clone, Default)]
+/// The layer's clock: nanoseconds since the layer was built, read through the injected
+/// [`proxflow_core::Clock`]. Every key table holds times in this frame.
+#[derive(Debug, Clone)]
 pub(crate) struct LimiterClock {
-    origin: Arc<OnceLock<Moment>>,
+    clock: LayerClock,
+    origin: Moment,
 }
 
 impl LimiterClock {
+    pub(crate) fn new(clock: LayerClock) -> LimiterClock {
+        LimiterClock {
+            origin: clock.now(),
+            clock,
+        }
+    }
+
+    #[inline]
     pub(crate) fn now_ns(&self) -> Nanos {
-        let now = Moment::now();
-        now.nanos_since(*self.origin.get_or_init(|| now))
+        self.clock.nanos_between(self.origin, self.clock.now())
+    }
+}
+
+/// The burst as the algorithm uses it: a token bucket holds at least one token, and saying so
+/// here keeps the `RateLimit` fields true to it.
+pub(crate) fn capacity(algorithm: Algorithm, burst: u32) -> u32 {
+    match algorithm {
+        Algorithm::TokenBucket => burst.max(1),
+        _ => burst,
     }
 }
 
@@ -156,6 +174,9 @@ impl Tables {
     }
 }
 
+// One engine per quota, in the layer's shared state: boxing the large variant would save
+// nothing that matters and cost every token-bucket decision one more dependent load.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     TokenBucket {
         keyed: KeyedGcra,
@@ -335,10 +356,8 @@ mod tests {
 
     fn limiter(algorithm: Algorithm) -> (Limiter, Tables) {
         let tables = Tables::new(algorithm, 100);
-        (
-            Limiter::new(&tables, rate(), &LimiterClock::default(), 0),
-            tables,
-        )
+        let clock = LimiterClock::new(LayerClock::tokio());
+        (Limiter::new(&tables, rate(), &clock, 0), tables)
     }
 
     #[tokio::test(start_paused = true)]
@@ -378,7 +397,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn quotas_share_the_table_without_sharing_state() {
         let tables = Tables::new(Algorithm::TokenBucket, 100);
-        let clock = LimiterClock::default();
+        let clock = LimiterClock::new(LayerClock::tokio());
         let small = Limiter::new(&tables, rate(), &clock, 0);
         tokio::time::advance(Duration::from_secs(3600)).await;
         // Made an hour later: its governor counts from a later origin.

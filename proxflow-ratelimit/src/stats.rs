@@ -2,11 +2,9 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::Serialize;
-
-use crate::service::Shared;
 
 /// What the layer counts.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +15,7 @@ pub(crate) enum Counter {
     Dropped,
     ShadowLimited,
     MissingKey,
+    NoClientAddress,
 }
 
 impl Counter {
@@ -29,20 +28,21 @@ impl Counter {
             Counter::Dropped => "dropped",
             Counter::ShadowLimited => "shadow_limited",
             Counter::MissingKey => "missing_key",
+            Counter::NoClientAddress => "no_client_address",
         }
     }
 }
 
-/// Threads count into different slots: one shared counter made both cores fight over its cache
+/// Threads count into different slots, so that cores do not fight over one counter's cache
 /// line on every request. The first `OWNED` threads to count own a slot each and add without a
-/// read-modify-write (a locked instruction was 5% of an allowed request); later threads share
-/// one more slot and add atomically.
+/// read-modify-write (a locked instruction is a large share of an allowed request); later
+/// threads share one more slot and add atomically.
 const OWNED: usize = 16;
 
 /// One slot's counters, alone in its cache line (128 bytes: adjacent-line prefetch pairs them).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Slot([AtomicU64; 6]);
+struct Slot([AtomicU64; 7]);
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -89,10 +89,46 @@ impl Counters {
     }
 }
 
-/// A handle on the counters of one [`RateLimitLayer`](crate::RateLimitLayer).
+/// What a layer's handles see, made with the layer and kept through its builder calls: the
+/// counters, and the key tables of the limiters built from it.
+#[derive(Default)]
+pub(crate) struct LayerState {
+    pub(crate) counters: Counters,
+    /// The limiters built from the layer; weak, so that a limiter no service uses any more is
+    /// freed.
+    built: Mutex<Vec<Weak<dyn KeyUsage>>>,
+}
+
+/// A limiter's key tables, as the stats report them.
+pub(crate) trait KeyUsage: Send + Sync {
+    /// Keys with state, and the bytes of the tables.
+    fn key_usage(&self) -> (usize, usize);
+}
+
+impl LayerState {
+    /// Counts `limiter`'s keys in this layer's stats from now on.
+    pub(crate) fn register(&self, limiter: Weak<dyn KeyUsage>) {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built.retain(|limiter| limiter.strong_count() > 0);
+        built.push(limiter);
+    }
+
+    fn key_usage(&self) -> (usize, usize) {
+        let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|limiter| limiter.key_usage())
+            .fold((0, 0), |(keys, bytes), (k, b)| (keys + k, bytes + b))
+    }
+}
+
+/// A handle on the counters of one [`RateLimitLayer`](crate::RateLimitLayer). Taken before or
+/// after the builder calls, it reads the same counters: those of every service the layer (and
+/// its clones) made.
 #[derive(Clone)]
 pub struct Stats {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<LayerState>,
 }
 
 /// A point-in-time copy of the counters; serializes to JSON for a dashboard.
@@ -111,6 +147,12 @@ pub struct StatsSnapshot {
     pub shadow_limited: u64,
     /// Requests without a key (counted whatever `missing_key` does with them).
     pub missing_key: u64,
+    /// Requests of an `ip` layer without a client address: the server recorded no peer
+    /// address (a plain `axum::serve` without `into_make_service_with_connect_info`, no
+    /// [`ClientAddr`](crate::ClientAddr), no [`with_peer`](crate::RateLimit::with_peer)). They
+    /// count as `missing_key` too, and share one bucket unless `missing_key` says otherwise. Not
+    /// 0 means the server is set up wrong: see [`Key::Ip`](crate::Key::Ip).
+    pub no_client_address: u64,
     /// Keys with state now, over all quotas.
     pub active_keys: u64,
     /// Bytes of the key tables, over all quotas.
@@ -120,8 +162,8 @@ pub struct StatsSnapshot {
 impl Stats {
     /// Reads the counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let c = &self.shared.counters;
-        let (active_keys, key_table_bytes) = self.shared.key_usage();
+        let c = &self.state.counters;
+        let (active_keys, key_table_bytes) = self.state.key_usage();
         StatsSnapshot {
             allowed: c.get(Counter::Allowed),
             limited: c.get(Counter::Limited),
@@ -129,6 +171,7 @@ impl Stats {
             dropped: c.get(Counter::Dropped),
             shadow_limited: c.get(Counter::ShadowLimited),
             missing_key: c.get(Counter::MissingKey),
+            no_client_address: c.get(Counter::NoClientAddress),
             active_keys: active_keys as u64,
             key_table_bytes: key_table_bytes as u64,
         }

@@ -33,9 +33,9 @@ const EVICT_FRACTION: usize = 16;
 
 pub(crate) struct KeyStore<S> {
     shards: Box<[Mutex<Table<S>>]>,
-    /// Room per shard: a quarter more than an even share. Hashes never spread exactly evenly,
-    /// and shards of exactly `max_keys / 64` evicted 3% of a million live keys while the store
-    /// as a whole had room for them.
+    /// Room per shard: a quarter more than an even share. Hashes never spread exactly evenly:
+    /// shards of exactly `max_keys / 64` would evict live keys while the store as a whole has
+    /// room for them.
     shard_capacity: usize,
     max_keys: usize,
     /// Keys held by all shards together, never more than `max_keys`.
@@ -169,8 +169,8 @@ const FREE: u64 = 0;
 const FIRST_KEY: u64 = 1;
 
 /// An open-addressing table with the key beside its state, probed linearly: a lookup of a key
-/// that is not in the caches costs one cache miss (hashbrown costs two at a million keys: its
-/// control bytes, then the bucket; perf showed them as 70% of a keyed decision).
+/// that is not in the caches costs one cache miss, where hashbrown costs two at a million keys
+/// (its control bytes, then the bucket), and those misses are most of a keyed decision.
 struct Table<S> {
     /// A power of two in length (or empty), at most 3/4 full.
     slots: Vec<Slot<S>>,

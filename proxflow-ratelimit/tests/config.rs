@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use proxflow_core::Clock;
 use proxflow_ratelimit::{
-    Algorithm, ConfigError, ForwardedHeader, LimitHeaders, MissingKey, RateLimitConfig,
+    Algorithm, ConfigError, ForwardedHeader, Key, LimitHeaders, MissingKey, RateLimitConfig,
     RateLimitLayer, Reject,
 };
 use tokio::time::advance;
@@ -203,7 +204,9 @@ async fn the_origin_example_builds_a_working_layer() {
             .or_else(|_| serde_yaml::from_str(text))
             .or_else(|_| toml::from_str(text))
             .unwrap();
-        let layer = RateLimitLayer::from_config(&config).unwrap();
+        let layer = RateLimitLayer::from_config(&config)
+            .unwrap()
+            .clock(Clock::tokio());
         let app = app(layer);
         let client = || from("192.0.2.1");
         assert_eq!(
@@ -221,7 +224,9 @@ async fn reject_delay_and_drop_from_config() {
     let delay: RateLimitConfig =
         serde_yaml::from_str("rate: 10\nper: 1s\nburst: 1\nreject: delay\nmax_delay: 1s\n")
             .unwrap();
-    let app = app(RateLimitLayer::from_config(&delay).unwrap());
+    let app = app(RateLimitLayer::from_config(&delay)
+        .unwrap()
+        .clock(Clock::tokio()));
     assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
     let mut held = Box::pin(send(&app, from("192.0.2.1")));
     assert!(poll_once(&mut held).await.is_none(), "held");
@@ -230,7 +235,9 @@ async fn reject_delay_and_drop_from_config() {
 
     let drop: RateLimitConfig =
         toml::from_str("rate = 1\nper = \"1h\"\nburst = 1\nreject = \"drop\"\n").unwrap();
-    let layer = RateLimitLayer::from_config(&drop).unwrap();
+    let layer = RateLimitLayer::from_config(&drop)
+        .unwrap()
+        .clock(Clock::tokio());
     let stats = layer.stats();
     let dropping = common::app(layer);
     assert_eq!(status(&dropping, from("192.0.2.1")).await, StatusCode::OK);
@@ -244,7 +251,9 @@ async fn reject_delay_and_drop_from_config() {
 async fn leaky_bucket_burst_zero_is_nginx_without_burst() {
     let config: RateLimitConfig =
         serde_json::from_str(r#"{"algorithm": "leaky_bucket", "rate": 10, "burst": 0}"#).unwrap();
-    let app = app(RateLimitLayer::from_config(&config).unwrap());
+    let app = app(RateLimitLayer::from_config(&config)
+        .unwrap()
+        .clock(Clock::tokio()));
     assert_eq!(
         statuses(&app, 3, || from("192.0.2.1")).await,
         [200, 429, 429]
@@ -257,7 +266,9 @@ fn field_of(result: Result<RateLimitLayer, ConfigError>) -> (&'static str, Strin
     match result {
         Ok(layer) => panic!("accepted: {:?}", layer.config()),
         Err(error) => {
-            let ConfigError::Invalid { field, ref reason } = error;
+            let ConfigError {
+                field, ref reason, ..
+            } = error;
             assert!(!reason.is_empty());
             assert!(
                 error.to_string().contains(&format!("`{field}`")),
@@ -314,33 +325,91 @@ fn bad_values_are_refused_naming_the_field() {
 }
 
 #[test]
-fn the_builder_refuses_the_same_values() {
-    let base = || RateLimitLayer::new(10, Duration::from_secs(1));
-    assert_eq!(field_of(base().key("cookie")).0, "key");
-    assert_eq!(field_of(base().key("header:a b")).0, "key");
-    assert_eq!(
-        field_of(base().trusted_proxies(["10.0.0.0/8", "x"])).0,
-        "trusted_proxies"
+fn keys_read_from_text_refuse_the_same_values() {
+    for bad in ["cookie", "header:a b", "header:"] {
+        let error = bad.parse::<Key>().expect_err(bad);
+        assert_eq!(error.field, "key", "{bad}");
+        assert!(error.to_string().starts_with("`key`: "), "{error}");
+    }
+    assert!(
+        matches!("header:X-Tenant".parse::<Key>(), Ok(Key::Header(name)) if name == "x-tenant")
     );
-    assert!(base().key("header:X-Tenant").is_ok());
-    assert!(base().trusted_proxies(["10.0.0.0/8", "::1"]).is_ok());
 }
 
 #[test]
-#[should_panic(expected = "RateLimitLayer::new: rate must be at least 1")]
+fn the_builder_takes_typed_values_and_the_config_follows() {
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .key(Key::Header(http::HeaderName::from_static("x-tenant")))
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+        .ipv6_prefix(48)
+        .policy_name("tier-a");
+    let config = layer.config();
+    assert_eq!(config.key, "header:x-tenant");
+    assert_eq!(config.trusted_proxies, ["10.0.0.0/8", "::1/128"]);
+    config.validate().unwrap();
+    // What the builder made, a config makes too.
+    let again = RateLimitLayer::from_config(config).unwrap();
+    assert_eq!(again.config(), config);
+    // Host bits are cleared, as `TrustedProxies::new` does; the config says what is trusted.
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .trusted_proxies(["10.1.2.3/8".parse().unwrap()]);
+    assert_eq!(layer.config().trusted_proxies, ["10.0.0.0/8"]);
+    // A custom key has no spelling in a config, which keeps its key.
+    let custom = RateLimitLayer::new(10, Duration::from_secs(1))
+        .key(Key::User)
+        .key_extractor(|_: &proxflow_ratelimit::RequestView<'_>| None);
+    assert_eq!(custom.config().key, "user");
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::ipv6_prefix: `ipv6_prefix`: must be between 0 and 128")]
+fn the_builder_panics_on_a_prefix_over_128() {
+    let _ = RateLimitLayer::new(10, Duration::from_secs(1)).ipv6_prefix(129);
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::max_keys: `max_keys`: must be at least 1")]
+fn the_builder_panics_on_no_keys() {
+    let _ = RateLimitLayer::new(10, Duration::from_secs(1)).max_keys(0);
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::policy_name: `policy_name`: must be a non-empty token")]
+fn the_builder_panics_on_a_policy_name_that_is_no_token() {
+    let _ = RateLimitLayer::new(10, Duration::from_secs(1)).policy_name("a b");
+}
+
+#[test]
+#[should_panic(
+    expected = "RateLimitLayer::burst: `burst`: burst × per / rate must be at most 100 years"
+)]
+fn the_builder_panics_on_a_burst_beyond_100_years() {
+    let _ = RateLimitLayer::new(1, Duration::from_secs(365 * 24 * 3600)).burst(101);
+}
+
+#[test]
+#[should_panic(expected = "RateLimitLayer::new: `rate`: must be at least 1")]
 fn the_builder_panics_on_a_zero_rate() {
     let _ = RateLimitLayer::new(0, Duration::from_secs(1));
 }
 
 #[test]
-#[should_panic(expected = "RateLimitLayer::new: per must be a positive duration")]
+#[should_panic(expected = "RateLimitLayer::new: `per`: must be a positive duration")]
 fn the_builder_panics_on_a_zero_period() {
     let _ = RateLimitLayer::new(10, Duration::ZERO);
 }
 
+#[test]
+#[should_panic(expected = "RateLimitLayer::new: `rate`: more than one request per nanosecond")]
+fn the_builder_panics_on_a_rate_it_cannot_time() {
+    let _ = RateLimitLayer::new(10, Duration::from_nanos(5));
+}
+
 #[tokio::test(start_paused = true)]
 async fn token_bucket_burst_zero_from_the_builder_is_a_capacity_of_one() {
-    let app = app(RateLimitLayer::new(10, Duration::from_secs(1)).burst(0));
+    let app = app(RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .burst(0));
     let first = send(&app, from("192.0.2.1")).await;
     assert_eq!(first.status(), StatusCode::OK);
     // The next token is 100 ms away, which the field reports (rounded up to a second).
@@ -429,11 +498,11 @@ async fn overlong_quotas_are_refused_or_work() {
     for json in cases {
         let config: RateLimitConfig = serde_json::from_str(json).unwrap();
         let layer = match RateLimitLayer::from_config(&config) {
-            Err(ConfigError::Invalid { field, .. }) => {
+            Err(ConfigError { field, .. }) => {
                 assert!(["rate", "per", "burst"].contains(&field), "{json}: {field}");
                 continue;
             }
-            Ok(layer) => layer,
+            Ok(layer) => layer.clock(Clock::tokio()),
         };
         let outcome = tokio::spawn(async move {
             let app = app(layer);
@@ -462,6 +531,7 @@ fn stats_snapshot_serializes_for_a_dashboard() {
         "dropped",
         "shadow_limited",
         "missing_key",
+        "no_client_address",
         "active_keys",
         "key_table_bytes",
     ] {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use proxflow_ratelimit::{Algorithm, RateLimitLayer, RateLimited, Reject, Stats};
+use proxflow_core::Clock;
+use proxflow_ratelimit::{Algorithm, Key, RateLimitLayer, RateLimited, Reject, Stats};
 use tokio::time::{advance, Instant};
 
 const MS: Duration = Duration::from_millis(1);
@@ -63,6 +64,7 @@ async fn run(app: &axum::Router, peers: &[&str]) -> Vec<Done> {
 
 fn delaying(algorithm: Algorithm, burst: u32, max_delay: Duration) -> (axum::Router, Stats) {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .algorithm(algorithm)
         .burst(burst)
         .reject(Reject::Delay)
@@ -294,9 +296,9 @@ async fn sliding_windows_answer_429_instead_of_holding_as_documented() {
 #[tokio::test(start_paused = true)]
 async fn global_key_delays_everyone_in_one_line() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(1)
-        .key("global")
-        .unwrap()
+        .key(Key::Global)
         .reject(Reject::Delay)
         .max_delay(Duration::from_secs(1));
     let app = app(layer);
@@ -308,6 +310,7 @@ async fn global_key_delays_everyone_in_one_line() {
 #[tokio::test(start_paused = true)]
 async fn shadow_mode_never_holds_a_request_it_would_delay() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(1)
         .reject(Reject::Delay)
         .max_delay(Duration::from_secs(2))

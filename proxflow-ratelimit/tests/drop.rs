@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use proxflow_ratelimit::{ClientAddr, ConnectionDropped, RateLimitLayer, Reject, Stats};
+use proxflow_ratelimit::{ClientAddr, ConnectionDropped, Key, RateLimitLayer, Reject, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -311,8 +311,7 @@ async fn other_clients_are_still_answered() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
         .burst(1)
         .reject(Reject::Drop)
-        .key("header:x-client")
-        .unwrap();
+        .key(Key::Header(http::HeaderName::from_static("x-client")));
     let addr = axum_server(layer).await;
     let get =
         |client: &str| format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Client: {client}\r\n\r\n");

@@ -13,6 +13,7 @@ use common::*;
 use http::{HeaderName, HeaderValue, Request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use proxflow_core::Clock;
 use proxflow_ratelimit::{ForwardedHeader, RateLimitLayer};
 
 const PROXY: &str = "10.0.0.1";
@@ -20,17 +21,17 @@ const PROXY: &str = "10.0.0.1";
 /// One request per hour, by client address, `10.0.0.0/8` trusted.
 fn behind_proxies() -> Router {
     app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
-        .trusted_proxies(["10.0.0.0/8"])
-        .unwrap())
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap()]))
 }
 
 /// The same, behind proxies that write only `Forwarded`.
 fn behind_forwarded_proxies() -> Router {
     app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
-        .trusted_proxies(["10.0.0.0/8"])
-        .unwrap()
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
         .forwarded_header(ForwardedHeader::Forwarded))
 }
 
@@ -200,7 +201,9 @@ async fn untrusted_peers_headers_are_ignored() {
 }
 
 fn app_without_proxies() -> Router {
-    app(RateLimitLayer::new(1, Duration::from_secs(3600)).burst(1))
+    app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
+        .burst(1))
 }
 
 #[tokio::test(start_paused = true)]
@@ -232,11 +235,13 @@ async fn ipv6_clients_in_one_prefix_share_a_bucket() {
 #[tokio::test(start_paused = true)]
 async fn the_prefix_is_configurable() {
     let per_address = app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .ipv6_prefix(128));
     assert_eq!(status(&per_address, from("[2001:db8::1]:1")).await, 200);
     assert_eq!(status(&per_address, from("[2001:db8::2]:1")).await, 200);
     let per_48 = app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .ipv6_prefix(48));
     assert_eq!(status(&per_48, from("[2001:db8:1:1::1]:1")).await, 200);

@@ -11,8 +11,9 @@ use axum::body::Body;
 use axum::routing::get;
 use common::*;
 use http::{Request, StatusCode};
+use proxflow_core::Clock;
 use proxflow_ratelimit::{
-    Algorithm, LimitHeaders, MissingKey, Quota, RateLimitConfig, RateLimitLayer, RateLimited,
+    Algorithm, Key, LimitHeaders, MissingKey, Quota, RateLimitConfig, RateLimitLayer, RateLimited,
     RequestView, UserId,
 };
 use tokio::time::advance;
@@ -33,6 +34,7 @@ fn assert_fields(response: &http::Response<Body>, policy: &str, limit: &str) {
 async fn allowed_and_limited_responses_carry_the_ietf_fields() {
     // 60 per minute, burst 10: one token per second.
     let layer = RateLimitLayer::new(60, Duration::from_secs(60))
+        .clock(Clock::tokio())
         .burst(10)
         .mark_refusals(true);
     let app = app(layer);
@@ -85,7 +87,9 @@ async fn allowed_and_limited_responses_carry_the_ietf_fields() {
 async fn refusals_carry_their_own_fields_and_none_of_the_request() {
     // Exactly the refusal's own fields (and axum's `content-length`): nothing of the request,
     // whose credentials a client must not see echoed.
-    let app = app(RateLimitLayer::new(1, Duration::from_secs(1)).burst(1));
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .burst(1));
     let secret = [
         ("authorization", "Bearer secret"),
         ("cookie", "session=secret"),
@@ -117,7 +121,9 @@ async fn refusals_carry_their_own_fields_and_none_of_the_request() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
-    let app = app(RateLimitLayer::new(1, Duration::from_secs(90)).burst(1));
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(90))
+        .clock(Clock::tokio())
+        .burst(1));
     assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
     let limited = send(&app, from("192.0.2.1")).await;
     assert_eq!(header(&limited, "retry-after"), Some("90"));
@@ -143,7 +149,11 @@ async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
     );
 
     // Sub-second intervals still say at least 1.
-    let fast = common::app(RateLimitLayer::new(1000, Duration::from_secs(1)).burst(1));
+    let fast = common::app(
+        RateLimitLayer::new(1000, Duration::from_secs(1))
+            .clock(Clock::tokio())
+            .burst(1),
+    );
     assert_eq!(status(&fast, from("192.0.2.1")).await, StatusCode::OK);
     let limited = send(&fast, from("192.0.2.1")).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -154,6 +164,7 @@ async fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
 async fn limit_fields_on_limited_answers_only_or_never() {
     for (headers, on_limited) in [(LimitHeaders::Limited, true), (LimitHeaders::Never, false)] {
         let app = app(RateLimitLayer::new(10, Duration::from_secs(1))
+            .clock(Clock::tokio())
             .burst(1)
             .legacy_headers(true)
             .headers(headers));
@@ -181,7 +192,9 @@ async fn limit_fields_on_limited_answers_only_or_never() {
 #[tokio::test(start_paused = true)]
 async fn a_period_shorter_than_a_second_is_advertised_per_second() {
     // 1 per 100 ms: 10 a second are admitted, and the policy says so.
-    let app = app(RateLimitLayer::new(1, 100 * MS).burst(1));
+    let app = app(RateLimitLayer::new(1, 100 * MS)
+        .clock(Clock::tokio())
+        .burst(1));
     let mut admitted = 0;
     let mut policy = String::new();
     for _ in 0..10 {
@@ -196,7 +209,9 @@ async fn a_period_shorter_than_a_second_is_advertised_per_second() {
 
 #[tokio::test(start_paused = true)]
 async fn the_inner_services_limit_fields_are_kept_beside_the_layers() {
-    let layer = RateLimitLayer::new(10, Duration::from_secs(1)).legacy_headers(true);
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .legacy_headers(true);
     let app = axum::Router::new()
         .route(
             "/",
@@ -236,6 +251,7 @@ async fn the_inner_services_limit_fields_are_kept_beside_the_layers() {
 #[tokio::test(start_paused = true)]
 async fn legacy_headers_only_when_enabled() {
     let app = app(RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(2)
         .legacy_headers(true));
     let first = send(&app, from("192.0.2.9")).await;
@@ -257,7 +273,9 @@ async fn policy_name_comes_from_the_config() {
     let config: RateLimitConfig =
         serde_json::from_str(r#"{"rate": 5, "per": "10s", "burst": 1, "policy_name": "api.v1"}"#)
             .unwrap();
-    let app = app(RateLimitLayer::from_config(&config).unwrap());
+    let app = app(RateLimitLayer::from_config(&config)
+        .unwrap()
+        .clock(Clock::tokio()));
     let response = send(&app, from("192.0.2.9")).await;
     assert_fields(&response, "\"api.v1\";q=5;w=10", "\"api.v1\";r=0;t=2");
 }
@@ -265,6 +283,7 @@ async fn policy_name_comes_from_the_config() {
 #[tokio::test(start_paused = true)]
 async fn token_bucket_admits_the_burst_then_one_per_interval() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(5)
         .algorithm(Algorithm::TokenBucket);
     let stats = layer.stats();
@@ -306,6 +325,7 @@ async fn leaky_bucket_holds_queued_requests_until_their_turn() {
     // nginx `limit_req rate=10r/s burst=3` without nodelay: one goes now, three wait 100, 200
     // and 300 ms, the fifth is refused.
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(3)
         .algorithm(Algorithm::LeakyBucket);
     let stats = layer.stats();
@@ -351,6 +371,7 @@ async fn leaky_bucket_holds_queued_requests_until_their_turn() {
 #[tokio::test(start_paused = true)]
 async fn leaky_bucket_output_is_one_per_interval() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(3)
         .algorithm(Algorithm::LeakyBucket);
     let app = app(layer);
@@ -384,8 +405,9 @@ async fn admitted_now(app: &axum::Router, n: usize) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn sliding_window_exact_counts_every_window() {
-    let app =
-        app(RateLimitLayer::new(4, Duration::from_secs(1)).algorithm(Algorithm::SlidingWindow));
+    let app = app(RateLimitLayer::new(4, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .algorithm(Algorithm::SlidingWindow));
     assert_eq!(admitted_now(&app, 1).await, 1, "at 0 s");
     advance(900 * MS).await;
     assert_eq!(admitted_now(&app, 5).await, 3, "at 0.9 s");
@@ -409,9 +431,9 @@ async fn sliding_window_exact_counts_every_window() {
 
 #[tokio::test(start_paused = true)]
 async fn sliding_window_approx_weighs_the_previous_window() {
-    let app =
-        app(RateLimitLayer::new(4, Duration::from_secs(1))
-            .algorithm(Algorithm::SlidingWindowApprox));
+    let app = app(RateLimitLayer::new(4, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .algorithm(Algorithm::SlidingWindowApprox));
     assert_eq!(admitted_now(&app, 1).await, 1, "at 0 s");
     advance(900 * MS).await;
     assert_eq!(admitted_now(&app, 5).await, 3, "at 0.9 s");
@@ -429,9 +451,9 @@ async fn sliding_window_approx_weighs_the_previous_window() {
 #[tokio::test(start_paused = true)]
 async fn approx_never_admits_more_than_twice_the_rate_in_a_window() {
     // The worst case: the previous window's requests all at its very end.
-    let app =
-        app(RateLimitLayer::new(5, Duration::from_secs(1))
-            .algorithm(Algorithm::SlidingWindowApprox));
+    let app = app(RateLimitLayer::new(5, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .algorithm(Algorithm::SlidingWindowApprox));
     assert_eq!(admitted_now(&app, 1).await, 1);
     advance(998 * MS).await;
     let mut admitted = admitted_now(&app, 10).await;
@@ -451,6 +473,7 @@ async fn approx_never_admits_more_than_twice_the_rate_in_a_window() {
 #[tokio::test(start_paused = true)]
 async fn shadow_mode_lets_everything_pass_and_counts() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(2)
         .shadow(true);
     let stats = layer.stats();
@@ -470,6 +493,7 @@ async fn shadow_mode_lets_everything_pass_and_counts() {
 #[tokio::test(start_paused = true)]
 async fn shadow_mode_never_holds_a_leaky_bucket_request() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .algorithm(Algorithm::LeakyBucket)
         .burst(2)
         .shadow(true);
@@ -494,9 +518,9 @@ async fn shadow_mode_never_holds_a_leaky_bucket_request() {
 
 fn by_user(missing: MissingKey) -> RateLimitLayer {
     RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(2)
-        .key("user")
-        .unwrap()
+        .key(Key::User)
         .missing_key(missing)
 }
 
@@ -561,6 +585,7 @@ async fn missing_key_can_pass_unlimited() {
 #[tokio::test(start_paused = true)]
 async fn ip_key_without_a_peer_address_is_a_missing_key() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .missing_key(MissingKey::Reject);
     let app = app(layer);
@@ -571,6 +596,7 @@ async fn ip_key_without_a_peer_address_is_a_missing_key() {
 #[tokio::test(start_paused = true)]
 async fn quota_resolver_gives_tiers_their_own_quota() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(5)
         .quota_resolver(|request: &RequestView<'_>| {
             (request.headers.get("x-tier")? == "gold").then_some(Quota {
@@ -608,8 +634,11 @@ async fn quota_resolver_gives_tiers_their_own_quota() {
     assert_eq!(stats.snapshot().active_keys, 3);
 }
 
+/// A resolved quota the algorithms cannot time (what `from_config` refuses) is not clamped into
+/// another: the layer's own quota applies.
 #[tokio::test(start_paused = true)]
 async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
     for bad in [
         Quota {
             rate: 0,
@@ -621,8 +650,24 @@ async fn a_resolved_quota_of_rate_or_per_zero_falls_back_to_the_layers() {
             per: Duration::ZERO,
             burst: 3,
         },
+        Quota {
+            rate: 1,
+            per: YEAR * 101,
+            burst: 3,
+        },
+        Quota {
+            rate: 1,
+            per: YEAR,
+            burst: 101,
+        },
+        Quota {
+            rate: 1_000,
+            per: Duration::from_nanos(999),
+            burst: 3,
+        },
     ] {
         let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+            .clock(Clock::tokio())
             .burst(2)
             .quota_resolver(move |_: &RequestView<'_>| Some(bad));
         let app = app(layer);
@@ -644,6 +689,7 @@ fn gold_fn() -> impl FnMut() -> Request<Body> {
 #[tokio::test(start_paused = true)]
 async fn custom_key_extractor_groups_requests() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(2)
         .key_extractor(|request: &RequestView<'_>| {
             let tenant = request.headers.get("x-tenant")?;
@@ -671,17 +717,17 @@ async fn custom_key_extractor_groups_requests() {
     assert_eq!(status(&app, from("192.0.2.3")).await, 400, "no tenant");
 }
 
-fn one_per_hour(key: &str) -> RateLimitLayer {
+fn one_per_hour(key: Key) -> RateLimitLayer {
     RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .key(key)
-        .unwrap()
         .missing_key(MissingKey::Reject)
 }
 
 #[tokio::test(start_paused = true)]
 async fn api_key_from_header_or_query() {
-    let app = app(one_per_hour("api_key"));
+    let app = app(one_per_hour(Key::ApiKey));
     assert_eq!(
         status(&app, from_with("192.0.2.1", &[("x-api-key", "k-1")])).await,
         200
@@ -718,7 +764,7 @@ fn with_query(peer: &str, query: &str) -> Request<Body> {
 /// get a fresh bucket by percent-encoding its key, nor hide it by encoding the name.
 #[tokio::test(start_paused = true)]
 async fn api_key_in_the_query_is_decoded_before_it_is_counted() {
-    let app = app(one_per_hour("api_key"));
+    let app = app(one_per_hour(Key::ApiKey));
     assert_eq!(
         status(&app, with_query("192.0.2.1", "api_key=k1")).await,
         200
@@ -760,7 +806,7 @@ async fn api_key_in_the_query_is_decoded_before_it_is_counted() {
 /// gains nothing.
 #[tokio::test(start_paused = true)]
 async fn an_empty_api_key_header_does_not_hide_the_query_key() {
-    let app = app(one_per_hour("api_key"));
+    let app = app(one_per_hour(Key::ApiKey));
     assert_eq!(
         status(&app, with_query("192.0.2.1", "api_key=k1")).await,
         200
@@ -780,7 +826,9 @@ async fn api_key_header_and_query_names_are_configurable() {
             "missing_key": "reject"}"#,
     )
     .unwrap();
-    let app = app(RateLimitLayer::from_config(&config).unwrap());
+    let app = app(RateLimitLayer::from_config(&config)
+        .unwrap()
+        .clock(Clock::tokio()));
     assert_eq!(
         status(&app, from_with("192.0.2.1", &[("authorization-key", "a")])).await,
         200
@@ -801,7 +849,9 @@ async fn user_from_the_extension_or_a_header() {
         "rate: 1\nper: 1h\nburst: 1\nkey: user\nuser_header: x-user\nmissing_key: reject\n",
     )
     .unwrap();
-    let app = app(RateLimitLayer::from_config(&config).unwrap());
+    let app = app(RateLimitLayer::from_config(&config)
+        .unwrap()
+        .clock(Clock::tokio()));
     assert_eq!(status(&app, with_user("192.0.2.1", "alice")).await, 200);
     assert_eq!(
         status(&app, from_with("192.0.2.2", &[("x-user", "alice")])).await,
@@ -816,7 +866,7 @@ async fn user_from_the_extension_or_a_header() {
     assert_eq!(status(&app, from("192.0.2.1")).await, 400);
 
     // Without `user_header`, only the extension counts.
-    let app = common::app(one_per_hour("user"));
+    let app = common::app(one_per_hour(Key::User));
     assert_eq!(
         status(&app, from_with("192.0.2.2", &[("x-user", "bob")])).await,
         400
@@ -825,7 +875,7 @@ async fn user_from_the_extension_or_a_header() {
 
 #[tokio::test(start_paused = true)]
 async fn header_key() {
-    let app = app(one_per_hour("header:X-Tenant"));
+    let app = app(one_per_hour("header:X-Tenant".parse().unwrap()));
     assert_eq!(
         status(&app, from_with("192.0.2.1", &[("x-tenant", "acme")])).await,
         200
@@ -846,13 +896,16 @@ async fn header_key() {
 #[tokio::test(start_paused = true)]
 async fn a_repeated_key_counts_its_first_value() {
     let user = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
-        .key("user")
-        .unwrap()
+        .key(Key::User)
         .user_header(http::HeaderName::from_static("x-user"));
     for (layer, name) in [
-        (one_per_hour("header:x-tenant"), "x-tenant"),
-        (one_per_hour("api_key"), "x-api-key"),
+        (
+            one_per_hour(Key::Header(http::HeaderName::from_static("x-tenant"))),
+            "x-tenant",
+        ),
+        (one_per_hour(Key::ApiKey), "x-api-key"),
         (user, "x-user"),
     ] {
         let app = app(layer);
@@ -871,7 +924,7 @@ async fn a_repeated_key_counts_its_first_value() {
             "{name}: the second value is not"
         );
     }
-    let app = app(one_per_hour("api_key"));
+    let app = app(one_per_hour(Key::ApiKey));
     assert_eq!(
         status(&app, with_query("192.0.2.1", "api_key=a&api_key=b")).await,
         200
@@ -889,9 +942,9 @@ async fn a_repeated_key_counts_its_first_value() {
 #[tokio::test(start_paused = true)]
 async fn global_key_is_one_bucket_for_everyone() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(3)
-        .key("global")
-        .unwrap();
+        .key(Key::Global);
     let stats = layer.stats();
     let app = app(layer);
     let peers = ["192.0.2.1", "198.51.100.1", "[2001:db8::1]:1", "192.0.2.2"];
@@ -915,6 +968,7 @@ async fn global_key_is_one_bucket_for_everyone() {
 #[tokio::test(start_paused = true)]
 async fn client_address_from_each_kind_of_extension() {
     let app = app(RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .missing_key(MissingKey::Reject));
     let peer: std::net::SocketAddr = "192.0.2.77:5000".parse().unwrap();
@@ -957,6 +1011,7 @@ where
 #[tokio::test(start_paused = true)]
 async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .missing_key(MissingKey::Reject);
     let connection = |peer: &str| layer.layer(hello()).with_peer(addr(peer));
@@ -989,9 +1044,9 @@ async fn a_service_told_its_peer_counts_untagged_requests_under_it() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_from_a_trusted_proxy_is_keyed_per_forwarded_client() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
-        .trusted_proxies(["10.0.0.0/8"])
-        .unwrap();
+        .trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
     let forwarded_for = |clients: &[&str]| {
         clients
             .iter()
@@ -1029,6 +1084,7 @@ async fn a_quota_resolver_with_an_overlong_period_is_clamped() {
     let mut failures = Vec::new();
     for algorithm in [Algorithm::TokenBucket, Algorithm::LeakyBucket] {
         let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+            .clock(Clock::tokio())
             .algorithm(algorithm)
             .quota_resolver(|_: &RequestView<'_>| {
                 Some(Quota {
@@ -1048,4 +1104,30 @@ async fn a_quota_resolver_with_an_overlong_period_is_clamped() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A stats handle taken before the builder calls reads the traffic of the layer they made: the
+/// counters are made with the layer and kept through its builder calls.
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_first_sees_the_configured_layers_traffic() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(3600));
+    let stats = layer.stats();
+    let layer = layer
+        .clock(Clock::tokio())
+        .burst(2)
+        .key(Key::Header(http::HeaderName::from_static("x-tenant")))
+        .missing_key(MissingKey::Reject)
+        .legacy_headers(true);
+    let tenant = |name| from_with("192.0.2.1", &[("x-tenant", name)]);
+    let app = app(layer);
+    assert_eq!(statuses(&app, 3, || tenant("acme")).await, [200, 200, 429]);
+    assert_eq!(status(&app, tenant("globex")).await, 200);
+    assert_eq!(status(&app, from("192.0.2.1")).await, 400);
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (snapshot.allowed, snapshot.limited, snapshot.missing_key),
+        (3, 1, 1)
+    );
+    assert_eq!(snapshot.active_keys, 2, "the configured layer's keys");
+    assert!(snapshot.key_table_bytes > 0);
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
+use proxflow_core::Clock;
 use proxflow_ratelimit::{ClientAddr, RateLimitLayer, StatsSnapshot};
 use tower::{Layer, Service, ServiceExt};
 
@@ -183,6 +184,7 @@ fn two_million_addresses_with_the_default_max_keys() {
 #[tokio::test(start_paused = true)]
 async fn a_limited_client_is_not_freed_by_a_flood_of_new_keys() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .burst(5)
         .max_keys(10_000);
     let stats = layer.stats();
@@ -213,7 +215,9 @@ async fn a_limited_client_is_not_freed_by_a_flood_of_new_keys() {
 /// shards' room (which is a quarter more than an even share, and need not divide `max_keys`).
 #[tokio::test(start_paused = true)]
 async fn max_keys_is_exact_when_not_a_multiple_of_64() {
-    let layer = RateLimitLayer::new(10, Duration::from_secs(1)).max_keys(100);
+    let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .max_keys(100);
     let stats = layer.stats();
     let mut service = layer.layer(tower::service_fn(|_: Request<()>| async {
         Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
@@ -228,6 +232,7 @@ async fn max_keys_is_exact_when_not_a_multiple_of_64() {
 
 fn one_per_hour_without_burst(max_keys: usize) -> RateLimitLayer {
     RateLimitLayer::new(1, Duration::from_secs(3600))
+        .clock(Clock::tokio())
         .burst(1)
         .max_keys(max_keys)
 }
@@ -236,7 +241,7 @@ fn service_for(
     layer: RateLimitLayer,
 ) -> impl Service<
     Request<()>,
-    Response = Response<proxflow_ratelimit::RateLimitBody<Empty<Bytes>>>,
+    Response = Response<proxflow_ratelimit::LayerBody<Empty<Bytes>>>,
     Error = Infallible,
 > {
     layer.layer(tower::service_fn(|_: Request<()>| async {
@@ -304,6 +309,7 @@ async fn a_new_client_is_limited_when_the_table_is_full() {
 #[tokio::test(start_paused = true)]
 async fn max_keys_bounds_all_quota_tiers_together() {
     let layer = RateLimitLayer::new(10, Duration::from_secs(1))
+        .clock(Clock::tokio())
         .max_keys(1024)
         .quota_resolver(|request: &proxflow_ratelimit::RequestView<'_>| {
             let ClientAddr(addr) = request.extensions.get::<ClientAddr>()?;

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use axum::body::Body;
@@ -106,4 +107,48 @@ pub async fn poll_once<F: Future + ?Sized>(future: &mut Pin<Box<F>>) -> Option<F
         Poll::Pending => Poll::Ready(None),
     })
     .await
+}
+
+/// A subscriber that keeps the level and message of the layer's debug and higher events on the
+/// thread it is the default of (`tracing::subscriber::set_default`).
+#[derive(Clone, Default)]
+pub struct Messages(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+impl tracing::Subscriber for Messages {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let metadata = event.metadata();
+        if *metadata.level() > tracing::Level::DEBUG
+            || !metadata.target().starts_with("proxflow_ratelimit")
+        {
+            return;
+        }
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0.lock().unwrap().push((*metadata.level(), message));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Messages {
+    /// The events so far, oldest first.
+    pub fn take(&self) -> Vec<(tracing::Level, String)> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
 }

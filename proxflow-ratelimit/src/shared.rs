@@ -1,0 +1,320 @@
+//! The state a layer's services share, and the decision for one request: pass it on, hold it,
+//! or answer for the inner service.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use proxflow_core::LayerBody;
+
+use crate::algorithm::{Nanos, Rate, Verdict};
+use crate::config::{check_quota, LimitHeaders, MissingKey, Quota, Reject};
+use crate::headers::{self, LimitFields, LimitState};
+use crate::key::{Key, KeyHash, KeyRules, RequestView};
+use crate::limiter::{capacity, Limiter, LimiterClock, Tables};
+use crate::stats::{Counter, Counters, KeyUsage, LayerState};
+
+/// Picks the quota of a request (API-key tiers); `None` uses the layer's own.
+pub(crate) type QuotaResolver = Arc<dyn Fn(&RequestView<'_>) -> Option<Quota> + Send + Sync>;
+
+/// More distinct quotas than this and the resolver's answer is ignored (with a warning):
+/// tiers are few, and each keeps a governor limiter.
+const MAX_QUOTAS: usize = 64;
+
+/// Fixed settings and state shared by a layer and its services.
+pub(crate) struct Shared {
+    pub(crate) rules: KeyRules,
+    /// The key table every quota shares, so that `max_keys` bounds the whole layer.
+    pub(crate) tables: Tables,
+    pub(crate) clock: LimiterClock,
+    pub(crate) limiter: Limiter,
+    pub(crate) resolver: Option<QuotaResolver>,
+    pub(crate) tiers: RwLock<HashMap<Quota, Arc<Limiter>>>,
+    pub(crate) reject: Reject,
+    pub(crate) max_delay: Nanos,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) shadow: bool,
+    pub(crate) headers: LimitHeaders,
+    pub(crate) legacy_headers: bool,
+    pub(crate) mark_refusals: bool,
+    /// The default quota's header values (other quotas' are formatted per answer).
+    pub(crate) header_cache: headers::HeaderCache,
+    /// The counters and the handles' view, kept by the layer through its builder calls.
+    pub(crate) state: Arc<LayerState>,
+    /// Whether a quota resolver's quota that cannot be timed was reported already.
+    pub(crate) warned_bad_quota: AtomicBool,
+    /// Whether a request of an `ip` layer without a client address was reported already.
+    pub(crate) warned_no_client_address: AtomicBool,
+}
+
+/// Put into the extensions of every 429 this layer answers when
+/// [`mark_refusals`](crate::RateLimitLayer::mark_refusals) is on, for outer layers and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// When the same request would be admitted.
+    pub retry_after: Duration,
+    /// The limit that refused it: `rate` requests per `per`.
+    pub rate: u32,
+    /// The period of `rate`.
+    pub per: Duration,
+}
+
+/// What happens to one request.
+pub(crate) enum Decision {
+    Pass(Option<LimitFields>),
+    Hold {
+        wait: Nanos,
+        fields: Option<LimitFields>,
+    },
+    Answer(Answer),
+}
+
+/// A response the layer gives itself, built when its future is polled: the decision and the
+/// future carry these few words instead of a response.
+pub(crate) enum Answer {
+    MissingKey,
+    Limited {
+        retry_after: Nanos,
+        fields: Option<LimitFields>,
+        /// With `mark_refusals`: the limit that refused it.
+        mark: Option<Rate>,
+    },
+    Drop,
+}
+
+impl Answer {
+    pub(crate) fn into_response<B>(self) -> Response<LayerBody<B>> {
+        match self {
+            Answer::MissingKey => plain(
+                StatusCode::BAD_REQUEST,
+                LayerBody::text("missing rate limit key\n"),
+            ),
+            Answer::Drop => plain(StatusCode::TOO_MANY_REQUESTS, LayerBody::abort()),
+            Answer::Limited {
+                retry_after,
+                fields,
+                mark,
+            } => {
+                let mut response = plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    LayerBody::text("too many requests\n"),
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
+                if let Some(fields) = fields {
+                    fields.add_to(headers);
+                }
+                if let Some(rate) = mark {
+                    response.extensions_mut().insert(RateLimited {
+                        retry_after: Duration::from_nanos(retry_after),
+                        rate: rate.rate,
+                        per: Duration::from_nanos(rate.per_ns),
+                    });
+                }
+                response
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// `known`: the request's key if the caller knows it already (a connection's `ip` key).
+    pub(crate) fn decide(&self, view: &RequestView<'_>, known: Option<KeyHash>) -> Decision {
+        // The global key uses governor's lock-free direct limiter: no key to hash.
+        let global = matches!(self.rules.kind, Key::Global);
+        let found = if global {
+            None
+        } else {
+            known.or_else(|| self.rules.key(view))
+        };
+        let key = match found {
+            _ if global => None,
+            Some(key) => Some(key),
+            None => {
+                self.counters().add(Counter::MissingKey);
+                if matches!(self.rules.kind, Key::Ip) {
+                    self.no_client_address();
+                }
+                match self.missing_key {
+                    MissingKey::Shared => Some(self.rules.missing()),
+                    MissingKey::Allow => return Decision::Pass(None),
+                    MissingKey::Reject => return Decision::Answer(Answer::MissingKey),
+                }
+            }
+        };
+        let tier = self
+            .resolver
+            .as_ref()
+            .and_then(|resolve| resolve(view))
+            .and_then(|quota| self.tier(quota));
+        let limiter = tier.as_deref().unwrap_or(&self.limiter);
+        let max_wait = if self.reject == Reject::Delay {
+            self.max_delay
+        } else {
+            0
+        };
+        let rate = *limiter.rate();
+        // What an admission reports is shown only on allowed answers with their fields.
+        let report = self.headers == LimitHeaders::Always;
+        match limiter.check(key, max_wait, report) {
+            Verdict::Admit {
+                wait: 0,
+                remaining,
+                reset_after,
+            } => {
+                self.counters().add(Counter::Allowed);
+                Decision::Pass(self.allowed_fields(&LimitState {
+                    rate,
+                    remaining,
+                    reset_after,
+                }))
+            }
+            Verdict::Admit {
+                wait,
+                remaining,
+                reset_after,
+            } => {
+                let state = LimitState {
+                    rate,
+                    remaining,
+                    reset_after,
+                };
+                if self.shadow {
+                    // The request keeps the slot it reserved, as with nginx's
+                    // `limit_req_dry_run`: later requests are judged as they would be with the
+                    // limit on, so the shadow count is what delay and 429 would have been.
+                    self.counters().add(Counter::ShadowLimited);
+                    tracing::debug!(wait_ms = wait / 1_000_000, "shadow mode: would delay");
+                    return Decision::Pass(self.allowed_fields(&state));
+                }
+                self.counters().add(Counter::Delayed);
+                tracing::debug!(wait_ms = wait / 1_000_000, "rate limited: delaying");
+                Decision::Hold {
+                    wait,
+                    fields: self.allowed_fields(&state),
+                }
+            }
+            Verdict::Refuse { retry_after } => {
+                // Nothing is left until the retry time: that is the draft's effective window
+                // for `r=0`, and a `Retry-After` earlier than the window's end would contradict
+                // it (draft-ietf-httpapi-ratelimit-headers, "Server Behavior").
+                let state = LimitState {
+                    rate,
+                    remaining: 0,
+                    reset_after: retry_after,
+                };
+                if self.shadow {
+                    self.counters().add(Counter::ShadowLimited);
+                    tracing::debug!(
+                        retry_after_ms = retry_after / 1_000_000,
+                        "shadow mode: would limit"
+                    );
+                    return Decision::Pass(self.allowed_fields(&state));
+                }
+                if self.reject == Reject::Drop {
+                    self.counters().add(Counter::Dropped);
+                    tracing::debug!("rate limited: dropping the connection");
+                    return Decision::Answer(Answer::Drop);
+                }
+                self.counters().add(Counter::Limited);
+                tracing::debug!(retry_after_ms = retry_after / 1_000_000, "rate limited");
+                let fields = (self.headers != LimitHeaders::Never)
+                    .then(|| self.header_cache.fields(&state, self.legacy_headers));
+                Decision::Answer(Answer::Limited {
+                    retry_after,
+                    fields,
+                    mark: self.mark_refusals.then_some(rate),
+                })
+            }
+        }
+    }
+
+    /// The limiter of a resolved quota, made on first use.
+    fn tier(&self, quota: Quota) -> Option<Arc<Limiter>> {
+        if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
+            return Some(Arc::clone(limiter));
+        }
+        if let Err(error) = check_quota(quota.rate, quota.per, quota.burst) {
+            // Not a limit the algorithms can time, and unlimited is the wrong way for a
+            // resolver's bug to fail. Once per layer: every request of such a tier comes here.
+            if first(&self.warned_bad_quota) {
+                tracing::warn!(
+                    ?quota,
+                    %error,
+                    "quota resolver returned a quota the layer cannot time; using the layer's quota"
+                );
+            }
+            return None;
+        }
+        let mut tiers = self.tiers.write().ok()?;
+        if tiers.len() >= MAX_QUOTAS && !tiers.contains_key(&quota) {
+            tracing::warn!(
+                ?quota,
+                "more than {MAX_QUOTAS} distinct quotas; using the default"
+            );
+            return None;
+        }
+        let rate = Rate::new(
+            quota.rate,
+            quota.per_ns(),
+            capacity(self.tables.algorithm(), quota.burst),
+        );
+        let salt = self.rules.seed.hash_one(quota);
+        let limiter = tiers
+            .entry(quota)
+            .or_insert_with(|| Arc::new(Limiter::new(&self.tables, rate, &self.clock, salt)));
+        Some(Arc::clone(limiter))
+    }
+
+    fn allowed_fields(&self, state: &LimitState) -> Option<LimitFields> {
+        (self.headers == LimitHeaders::Always)
+            .then(|| self.header_cache.fields(state, self.legacy_headers))
+    }
+
+    #[inline]
+    fn counters(&self) -> &Counters {
+        &self.state.counters
+    }
+
+    /// An `ip` layer's request without a client address: the server recorded no peer, so the
+    /// request has no key, and all such requests would share one bucket unnoticed.
+    #[cold]
+    fn no_client_address(&self) {
+        self.counters().add(Counter::NoClientAddress);
+        if first(&self.warned_no_client_address) {
+            tracing::warn!(
+                missing_key = ?self.missing_key,
+                "rate limit key `ip`: a request has no client address, so such requests get \
+                 `missing_key` (by default one bucket shared by every client). Serve axum with \
+                 `into_make_service_with_connect_info::<SocketAddr>()`, give a hyper service \
+                 its peer with `RateLimit::with_peer`, or insert a `ClientAddr` into each \
+                 request. Warned once per layer; the stats count them as `no_client_address`"
+            );
+        }
+    }
+}
+
+impl KeyUsage for Shared {
+    fn key_usage(&self) -> (usize, usize) {
+        (self.tables.len(), self.tables.bytes())
+    }
+}
+
+/// Whether this is the first time `flag` is raised. Reads before it writes, so that requests
+/// that find it raised do not contend for its cache line.
+fn first(flag: &AtomicBool) -> bool {
+    !flag.load(Ordering::Relaxed) && !flag.swap(true, Ordering::Relaxed)
+}
+
+fn plain<B>(status: StatusCode, body: LayerBody<B>) -> Response<LayerBody<B>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
