@@ -42,13 +42,16 @@
 
 mod assets;
 mod body;
+mod cache;
 mod conditional;
 mod config;
 mod encoding;
 mod entry;
-mod error;
+mod fingerprint;
 mod layer;
 mod listing;
+mod lookup;
+mod mount;
 mod path;
 mod range;
 mod respond;
@@ -59,7 +62,7 @@ pub use assets::{AssetManifest, AssetVersion, Assets};
 pub use body::FileBody;
 pub use config::StaticConfig;
 pub use encoding::Encoding;
-pub use error::ConfigError;
 pub use layer::StaticLayer;
+pub use proxflow_core::ConfigError;
 pub use service::{ResponseFuture, ServeStatic, Static, StaticFuture};
 pub use stats::{Stats, StatsSnapshot};

@@ -195,19 +195,14 @@ fn bad_values_get_a_config_error_naming_the_field() {
         ("revalidate_interval: 0s\n", "revalidate_interval"),
         ("max_ranges: 0\n", "max_ranges"),
         ("spa_exclude: [api]\n", "spa_exclude"),
+        ("not_found_page: ../404.html\n", "not_found_page"),
+        ("not_found_page: errors/\n", "not_found_page"),
     ];
     for (bad, field) in cases {
         let error = from_yaml(&format!("{folders}{bad}")).expect_err(bad);
-        match &error {
-            ConfigError::Invalid {
-                field: named,
-                reason,
-            } => {
-                assert_eq!(*named, field, "{bad}");
-                assert!(!reason.is_empty());
-            }
-            other => panic!("{bad}: {other:?}"),
-        }
+        assert_eq!(error.field, field, "{bad}");
+        assert!(!error.reason.is_empty(), "{bad}");
+        assert!(error.source.is_none(), "{bad}: a value, not a cause");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!("`{field}`")),
@@ -217,35 +212,54 @@ fn bad_values_get_a_config_error_naming_the_field() {
 
     let missing = site.dir.path().join("no-such-folder");
     let error = from_yaml(&format!("folders: [{}]\n", quoted(&missing))).unwrap_err();
+    assert_eq!(error.field, "folders");
     assert!(
-        matches!(&error, ConfigError::Folder { path, .. } if *path == missing),
-        "{error:?}"
+        error.reason.contains(missing.to_str().unwrap()),
+        "the folder is named: {error}"
     );
-    assert!(error.to_string().starts_with("`folders`"), "{error}");
+    let cause = std::error::Error::source(&error).expect("the I/O error as the source");
+    assert_eq!(
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("`folders`: cannot use {}: {cause}", missing.display()),
+        "the message of earlier versions"
+    );
     let error = from_yaml("folders: []\n").unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            ConfigError::Invalid {
-                field: "folders",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_eq!(error.field, "folders");
+    assert!(error.source.is_none());
     // A file is not a folder.
     let file = site.root().join("index.html");
     let error = from_yaml(&format!("folders: [{}]\n", quoted(&file))).unwrap_err();
+    assert_eq!(error.field, "folders");
     assert!(error.to_string().starts_with("`folders`"), "{error}");
 
     let manifest = site.dir.path().join("missing-manifest.json");
     let error = from_yaml(&format!("{folders}manifest: {}\n", quoted(&manifest))).unwrap_err();
-    assert!(matches!(&error, ConfigError::Manifest { .. }), "{error:?}");
-    assert!(error.to_string().starts_with("`manifest`"), "{error}");
+    assert_eq!(error.field, "manifest");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("`manifest`: cannot load {}: ", manifest.display())),
+        "{error}"
+    );
+    assert!(error
+        .source
+        .as_ref()
+        .is_some_and(|e| e.is::<std::io::Error>()));
     let broken = site.dir.path().join("broken.json");
     std::fs::write(&broken, "{ not json").unwrap();
     let error = from_yaml(&format!("{folders}manifest: {}\n", quoted(&broken))).unwrap_err();
+    assert_eq!(error.field, "manifest");
     assert!(error.to_string().starts_with("`manifest`"), "{error}");
+    assert!(error
+        .source
+        .as_ref()
+        .is_some_and(|e| e.is::<serde_json::Error>()));
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use proxflow_core::Clock;
 use proxflow_static::{AssetManifest, AssetVersion, StaticLayer};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -246,7 +247,7 @@ async fn the_memory_cache_is_used_and_counted() {
 #[tokio::test(start_paused = true)]
 async fn missing_files_are_not_cached() {
     let site = site();
-    let app = app(site.layer().prod(true));
+    let app = app(site.layer().clock(Clock::tokio()).prod(true));
     assert_eq!(
         get(&app, "/static/late.js").await.status,
         StatusCode::NOT_FOUND
@@ -266,7 +267,7 @@ async fn prod_notices_a_file_added_to_an_earlier_folder() {
     let first = Site::new();
     let second = Site::new();
     second.write("x.js", "from the second folder");
-    let layer = first.layer().folder(second.root());
+    let layer = first.layer().clock(Clock::tokio()).folder(second.root());
     let dev = app(layer.clone());
     let prod = app(layer.prod(true).revalidate_interval(Duration::from_secs(1)));
     assert_eq!(
@@ -311,6 +312,7 @@ async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .revalidate_interval(Duration::from_secs(2));
     let stats = layer.stats();
@@ -364,6 +366,7 @@ async fn a_new_content_hash_serves_the_new_file_after_the_interval() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .version(AssetVersion::ContentHash)
         .revalidate_interval(Duration::from_secs(1));
@@ -391,7 +394,11 @@ async fn a_large_file_is_streamed_and_follows_replacements() {
     let site = site();
     let first: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     site.write("big.bin", &first);
-    let layer = site.layer().prod(true).cache_max_file_size(1024);
+    let layer = site
+        .layer()
+        .clock(Clock::tokio())
+        .prod(true)
+        .cache_max_file_size(1024);
     let stats = layer.stats();
     let app = app(layer);
     let reply = get(&app, "/static/big.bin").await;
@@ -460,6 +467,7 @@ async fn a_stale_entry_is_checked_once_while_the_others_are_served() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .revalidate_interval(Duration::from_secs(1));
     let stats = layer.stats();
