@@ -51,6 +51,11 @@ const HASH_DIGITS: usize = 8;
 /// Renders asset URLs: `assets.url("/vendor/jquery.min.js")`. Get one from
 /// [`StaticLayer::assets`](crate::StaticLayer::assets) so it matches what the layer serves.
 ///
+/// The URLs are those Kalgan's `|asset` template filter renders: the mount prefix, the path,
+/// and in production the version as the query (`/static/vendor/jquery.min.js?v001`), so Kalgan
+/// templates keep working through `register_tera` or `register_minijinja` (features `tera`,
+/// `minijinja`).
+///
 /// A handle from a layer follows that layer's builder calls until it renders its first URL or
 /// the layer makes its first service; from then on its settings are fixed.
 #[derive(Clone)]

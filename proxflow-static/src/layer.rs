@@ -190,7 +190,8 @@ impl StaticLayer {
         self.with(|layer| layer.config.folders.push(folder.into()))
     }
 
-    /// Serve `index.html` for missing paths without an extension. Default: off.
+    /// Serve `index.html` for missing paths without an extension (Caflax `--spa`), except under
+    /// [`spa_exclude`](StaticLayer::spa_exclude). Default: off.
     pub fn spa(self, spa: bool) -> Self {
         self.with(|layer| layer.config.spa = spa)
     }
@@ -222,8 +223,9 @@ impl StaticLayer {
         self.with(|layer| layer.config.index = name)
     }
 
-    /// List directories that have no index, as HTML or as JSON for `Accept: application/json`.
-    /// Default: off.
+    /// List directories that have no index, as Caflax does: HTML, or JSON for
+    /// `Accept: application/json` (`{"path", "entries": [{"name", "is_dir", "size",
+    /// "modified"}]}`, folders first). Default: off.
     pub fn listing(self, listing: bool) -> Self {
         self.with(|layer| layer.config.listing = listing)
     }

@@ -27,7 +27,10 @@ use crate::listing;
 use crate::lookup::{blocking, Hit, Located, Lookup};
 use crate::mount::{full_path, nested_at, Mount};
 use crate::path::{sanitize, PathRejection, SafePath};
-use crate::respond::{respond, status_only, text, FileRequest, IMMUTABLE, NO_CACHE};
+use crate::respond::{
+    add_slash, io_error, method_not_allowed, respond, status_only, text, FileRequest, IMMUTABLE,
+    NO_CACHE,
+};
 use crate::stats::{Counter, Counters};
 
 /// State shared by a layer and every service it makes.
@@ -352,30 +355,13 @@ impl Shared {
     async fn listing(&self, dir: &Path, asked: &Asked) -> Response<FileBody> {
         let dir = dir.to_path_buf();
         let dotfiles = self.config.dotfiles;
-        let entries = match blocking(move || listing::read(&dir, dotfiles)).await {
-            Ok(entries) => entries,
-            Err(error) => return io_error(&error, &asked.uri),
-        };
-        let wants_json = asked
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("application/json"));
-        let url_path = full_path(asked.uri.path(), asked.nested_at.as_deref());
-        let (body, content_type) = if wants_json {
-            (listing::to_json(&url_path, &entries), "application/json")
-        } else {
-            (
-                listing::to_html(&url_path, &entries),
-                "text/html; charset=utf-8",
-            )
-        };
-        let mut response = Response::new(FileBody::full(body));
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::CACHE_CONTROL, NO_CACHE);
-        headers.insert(header::VARY, HeaderValue::from_static("accept"));
-        response
+        match blocking(move || listing::read(&dir, dotfiles)).await {
+            Ok(entries) => {
+                let url_path = full_path(asked.uri.path(), asked.nested_at.as_deref());
+                listing::response(&url_path, &entries, &asked.headers)
+            }
+            Err(error) => io_error(&error, &asked.uri),
+        }
     }
 
     /// A missing file: the SPA's index for extensionless paths, the custom 404 page, or text.
@@ -432,45 +418,6 @@ impl Shared {
         }
         Some(response)
     }
-}
-
-/// A directory without its slash: redirect with a relative reference (`docs/`), which is right
-/// however many prefixes a router stripped before this service saw the path.
-fn add_slash(path: &SafePath<'_>, uri: &Uri) -> Response<FileBody> {
-    let segment = if path.is_mount_root {
-        uri.path().rsplit('/').next().unwrap_or("")
-    } else {
-        path.last_segment()
-    };
-    let segment =
-        percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-    let location = match uri.query() {
-        Some(query) => format!("{segment}/?{query}"),
-        None => format!("{segment}/"),
-    };
-    let mut response = status_only(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-fn method_not_allowed() -> Response<FileBody> {
-    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
-}
-
-fn io_error(error: &io::Error, uri: &Uri) -> Response<FileBody> {
-    if error.kind() == io::ErrorKind::PermissionDenied {
-        tracing::warn!(path = %uri.path(), %error, "static file not readable");
-        return text(StatusCode::FORBIDDEN, "forbidden\n");
-    }
-    tracing::error!(path = %uri.path(), %error, "static file could not be read");
-    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
 }
 
 /// Future of [`ServeStatic`]: ready at once for files answered from memory.

@@ -312,3 +312,77 @@ fn defaults_follow_the_documentation() {
     assert_eq!(config.revalidate_interval, Duration::from_secs(1));
     assert_eq!(config.max_ranges, 16);
 }
+
+/// The builder applies the rules of `validate` at the call: a value the layer cannot run with
+/// panics there, naming the method and what is allowed.
+#[test]
+fn bad_builder_values_panic_at_the_call_with_the_rule() {
+    let site = site();
+    let root = site.root();
+    let layer = || StaticLayer::new("/static", root.clone());
+    type Build<'a> = Box<dyn Fn() -> StaticLayer + 'a>;
+    let cases: [(&str, Build<'_>); 11] = [
+        (
+            "StaticLayer::new: must start with `/`",
+            Box::new(|| StaticLayer::new("static", root.clone())),
+        ),
+        (
+            "StaticLayer::version: must be non-empty",
+            Box::new(|| layer().version(AssetVersion::Query("v 1".into()))),
+        ),
+        (
+            "StaticLayer::index: must be a file name",
+            Box::new(|| layer().index("a/index.html")),
+        ),
+        (
+            "StaticLayer::not_found_page: must name a file inside the folders",
+            Box::new(|| layer().not_found_page("../404.html")),
+        ),
+        (
+            "StaticLayer::cache_max_file_size: must not exceed `cache_max_bytes`",
+            Box::new(|| layer().cache_max_file_size(100 << 20)),
+        ),
+        (
+            "StaticLayer::cache_max_bytes: 1000 is below `cache_max_file_size`",
+            Box::new(|| layer().cache_max_bytes(1000)),
+        ),
+        (
+            "StaticLayer::revalidate_interval: must be positive",
+            Box::new(|| layer().revalidate_interval(Duration::ZERO)),
+        ),
+        (
+            "StaticLayer::max_ranges: must be at least 1",
+            Box::new(|| layer().max_ranges(0)),
+        ),
+        (
+            "StaticLayer::spa_exclude: \"api\" must start with `/`",
+            Box::new(|| layer().spa_exclude(["/ok", "api"])),
+        ),
+        (
+            "StaticLayer::new: must start with `/`",
+            Box::new(|| StaticLayer::new("/static?x", root.clone())),
+        ),
+        (
+            "StaticLayer::index: must be a file name",
+            Box::new(|| layer().index("")),
+        ),
+    ];
+    for (expected, build) in cases {
+        let payload =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).expect_err(expected);
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.starts_with(expected), "{expected}: {message}");
+    }
+
+    // Raised in the order the message asks for, both sizes are accepted.
+    let big = layer()
+        .cache_max_bytes(1 << 30)
+        .cache_max_file_size(100 << 20);
+    assert_eq!(big.config().cache_max_file_size, 100 << 20);
+    let small = layer().cache_max_file_size(1000).cache_max_bytes(1000);
+    assert_eq!(small.config().cache_max_bytes, 1000);
+    assert!(small.config().validate().is_ok());
+}

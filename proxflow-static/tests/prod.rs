@@ -303,10 +303,9 @@ async fn development_mode_reads_every_change_at_once() {
 /// The cache keeps a file for `revalidate_interval`, then checks the disk and serves the new
 /// contents, with a length that always matches the body.
 ///
-/// Regression (fixed in 68c037a): once the interval had passed, the memory path claimed the
-/// revalidation (stored `now` as the check time) and handed the request to the slow path,
-/// which then saw a fresh check time and served the stale entry without reading the metadata:
-/// a changed or deleted in-memory file was never noticed.
+/// Once the interval has passed, the memory path claims the revalidation and hands the request
+/// to the slow path, which must still read the metadata rather than take the claim for a
+/// check: changed and deleted in-memory files are noticed.
 #[tokio::test(start_paused = true)]
 async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     let site = site();
@@ -358,9 +357,9 @@ async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     );
 }
 
-/// Regression (fixed in 68c037a), the same stale revalidation seen through content hashes:
-/// after an edit `assets().url()` renders the new hash at once (it checks the file), so the
-/// server must answer that new URL with the new bytes, not the cached old ones.
+/// The same revalidation seen through content hashes: after an edit `assets().url()` renders
+/// the new hash at once (it checks the file), so the server answers that new URL with the new
+/// bytes, not the cached old ones.
 #[tokio::test(start_paused = true)]
 async fn a_new_content_hash_serves_the_new_file_after_the_interval() {
     let site = site();
