@@ -104,12 +104,6 @@ impl Shared {
         self.cache.as_ref()
     }
 
-    /// Whether the request is for this layer's files.
-    fn serves(&self, request: &Request<impl Sized>) -> bool {
-        let nested = nested_at(request.extensions());
-        self.mount.below(request.uri().path(), nested).is_some()
-    }
-
     fn cache_control(&self, versioned: bool) -> HeaderValue {
         match (self.config.is_prod, versioned) {
             (false, _) => NO_CACHE,
@@ -134,8 +128,12 @@ impl Shared {
     }
 
     /// Starts answering; requests for files already in memory are answered without a task.
-    pub(crate) fn start<B>(self: &Arc<Self>, request: &Request<B>) -> ResponseFuture {
-        let nested = nested_at(request.extensions());
+    /// `nested` is where a router nested this service ([`nested_at`]).
+    pub(crate) fn start<B>(
+        self: &Arc<Self>,
+        request: &Request<B>,
+        nested: Option<&str>,
+    ) -> ResponseFuture {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         if let Some(response) = self.answer_from_memory(method, uri, headers, nested) {
             return ResponseFuture {
@@ -493,7 +491,7 @@ impl<B> Service<Request<B>> for ServeStatic {
     }
 
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
-        self.shared.start(&request)
+        self.shared.start(&request, nested_at(request.extensions()))
     }
 }
 
@@ -549,7 +547,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
-        let for_files = self.shared.serves(&request)
+        let nested = nested_at(request.extensions());
+        let for_files = self
+            .shared
+            .mount
+            .below(request.uri().path(), nested)
+            .is_some()
             && (!config.pass_other_methods
                 || request.method() == Method::GET
                 || request.method() == Method::HEAD);
@@ -564,7 +567,7 @@ where
         // one driven to readiness and leaves a clone in its place.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let future = self.shared.start(&request);
+        let future = self.shared.start(&request, nested);
         let fallback = config.fallthrough.then_some((ready, request));
         StaticFuture {
             state: State::Files { future, fallback },
