@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{hash_file, Fingerprint};
-use crate::error::ConfigError;
+use crate::entry::hash_file;
+use crate::fingerprint::Fingerprint;
 use crate::path::sanitize;
 
 /// How asset URLs carry a version in production mode.
@@ -49,17 +50,34 @@ const HASH_DIGITS: usize = 8;
 
 /// Renders asset URLs: `assets.url("/vendor/jquery.min.js")`. Get one from
 /// [`StaticLayer::assets`](crate::StaticLayer::assets) so it matches what the layer serves.
+///
+/// The URLs are those Kalgan's `|asset` template filter renders: the mount prefix, the path,
+/// and in production the version as the query (`/static/vendor/jquery.min.js?v001`), so Kalgan
+/// templates keep working through `register_tera` or `register_minijinja` (features `tera`,
+/// `minijinja`).
+///
+/// A handle from a layer follows that layer's builder calls until it renders its first URL or
+/// the layer makes its first service; from then on its settings are fixed.
 #[derive(Clone)]
 pub struct Assets {
     inner: Arc<AssetsInner>,
 }
 
+/// How URLs are rendered.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AssetSettings {
+    /// The mount prefix without a trailing slash.
+    pub(crate) mount: String,
+    pub(crate) folders: Vec<PathBuf>,
+    pub(crate) version: AssetVersion,
+    pub(crate) prod: bool,
+    pub(crate) manifest: Option<AssetManifest>,
+}
+
 struct AssetsInner {
-    mount: String,
-    folders: Vec<PathBuf>,
-    version: AssetVersion,
-    prod: bool,
-    manifest: Option<AssetManifest>,
+    /// The settings while the layer's builder may still change them; taken when they are fixed.
+    open: Mutex<Option<AssetSettings>>,
+    settings: OnceLock<AssetSettings>,
     /// Hashes computed on demand, checked against the file's metadata on every use.
     hashes: Mutex<HashMap<String, (Fingerprint, u64)>>,
 }
@@ -77,13 +95,20 @@ impl Assets {
         prod: bool,
         manifest: Option<AssetManifest>,
     ) -> Self {
-        let mount = mount.trim_end_matches('/').to_string();
-        let inner = AssetsInner {
-            mount,
+        Assets::open(AssetSettings {
+            mount: mount.trim_end_matches('/').to_string(),
             folders,
             version,
             prod,
             manifest,
+        })
+    }
+
+    /// A handle whose settings [`Assets::reconfigure`] may still replace.
+    pub(crate) fn open(settings: AssetSettings) -> Self {
+        let inner = AssetsInner {
+            open: Mutex::new(Some(settings)),
+            settings: OnceLock::new(),
             hashes: Mutex::default(),
         };
         Assets {
@@ -91,11 +116,30 @@ impl Assets {
         }
     }
 
+    /// Replaces the settings, unless they are fixed already (then returns false).
+    pub(crate) fn reconfigure(&self, settings: AssetSettings) -> bool {
+        let mut open = lock(&self.inner.open);
+        match open.as_mut() {
+            Some(current) => {
+                *current = settings;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The settings, fixed from the first call on.
+    fn settings(&self) -> &AssetSettings {
+        self.inner
+            .settings
+            .get_or_init(|| lock(&self.inner.open).take().unwrap_or_default())
+    }
+
     /// The URL of the asset at `logical` (relative to the served folders, with or without a
     /// leading `/`). In development it is the plain path; in production it carries the version.
     /// A missing file, or a path that could leave the folders, gets its plain URL.
     pub fn url(&self, logical: &str) -> String {
-        let inner = &*self.inner;
+        let inner = self.settings();
         let relative = logical.trim_start_matches('/');
         let plain = || {
             format!(
@@ -129,14 +173,14 @@ impl Assets {
 
     /// The version scheme.
     pub fn version(&self) -> &AssetVersion {
-        &self.inner.version
+        &self.settings().version
     }
 
     fn current_hash(&self, relative: &str) -> Option<u64> {
         let rooted = format!("/{relative}");
         let safe = sanitize(&rooted, false).ok()?;
         let (path, metadata) = self
-            .inner
+            .settings()
             .folders
             .iter()
             .map(|folder| folder.join(safe.relative()))
@@ -147,11 +191,7 @@ impl Assets {
                     .map(|m| (path, m))
             })?;
         let fingerprint = Fingerprint::of(&metadata);
-        let mut hashes = self
-            .inner
-            .hashes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut hashes = lock(&self.inner.hashes);
         if let Some((known, hash)) = hashes.get(relative) {
             if *known == fingerprint {
                 return Some(*hash);
@@ -181,10 +221,15 @@ impl Assets {
 
 impl std::fmt::Debug for Assets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Printing must not fix the settings, so it reads them wherever they are.
+        let open = lock(&self.inner.open).clone();
+        let Some(settings) = open.as_ref().or(self.inner.settings.get()) else {
+            return f.debug_struct("Assets").finish_non_exhaustive();
+        };
         f.debug_struct("Assets")
-            .field("mount", &self.inner.mount)
-            .field("version", &self.inner.version)
-            .field("prod", &self.inner.prod)
+            .field("mount", &settings.mount)
+            .field("version", &settings.version)
+            .field("prod", &settings.prod)
             .finish()
     }
 }
@@ -209,6 +254,13 @@ impl tera::Filter for TeraAssetFilter {
     fn is_safe(&self) -> bool {
         true
     }
+}
+
+/// A lock that a panic elsewhere does not poison: both maps stay valid after any panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The short content hash used in versioned names.
@@ -316,12 +368,12 @@ impl AssetManifest {
     /// Reads a manifest written by [`AssetManifest::write`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let error = |reason: String| ConfigError::Manifest {
-            path: path.to_path_buf(),
-            reason,
+        let error = |cause: Box<dyn std::error::Error + Send + Sync>| {
+            let reason = format!("cannot load {}: {cause}", path.display());
+            ConfigError::new("manifest", reason).with_source(cause)
         };
-        let text = fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| error(e.to_string()))
+        let text = fs::read_to_string(path).map_err(|e| error(e.into()))?;
+        serde_json::from_str(&text).map_err(|e| error(e.into()))
     }
 }
 

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::entry::Fingerprint;
+use crate::fingerprint::Fingerprint;
 
 /// Body of the responses this crate generates. It reports its exact length, so hyper sends a
 /// `Content-Length` (and no chunked encoding) for every file.

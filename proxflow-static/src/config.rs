@@ -1,29 +1,39 @@
-//! The serde configuration, with Kalgan's names (`folders`, `path`, `version`, `is_prod`).
+//! [`StaticConfig`], the serde configuration, and the value rules it shares with the builder.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use proxflow_core::ConfigError;
 
-/// Everything a [`StaticLayer`](crate::StaticLayer) can be told, as read from JSON, YAML or TOML.
+/// Everything a [`StaticLayer`](crate::StaticLayer) can be told, as read from YAML, TOML or
+/// JSON.
+///
+/// The names are Kalgan's, so the `static` section of a Kalgan settings file reads as it is:
+/// `static.path`, `static.folders` and `static.version` keep their names and meaning, and
+/// Kalgan's `environment.is_prod` is the field `is_prod` here. `spa` and `listing` are what
+/// Caflax calls `--spa` and its directory listing. Unknown fields are refused, so a misspelt
+/// name is an error rather than a default.
 ///
 /// Every field has a default, so `{}` is a valid config:
 ///
 /// ```
-/// let yaml = r#"
-/// path: /static
-/// folders: [public]
-/// version: v001
-/// is_prod: true
-/// "#;
-/// # let _ = yaml;
-/// let config: proxflow_static::StaticConfig = serde_json::from_str(
-///     r#"{ "path": "/static", "folders": ["public"], "version": "v001", "is_prod": true }"#,
-/// ).unwrap();
+/// use proxflow_static::StaticConfig;
+///
+/// let config: StaticConfig = serde_yaml::from_str(
+///     "path: /static\nfolders: [public]\nversion: v001\nis_prod: true\n",
+/// )
+/// .unwrap();
+/// assert_eq!(config.version.as_deref(), Some("v001"));
 /// assert_eq!(config.cache_max_bytes, 64 * 1024 * 1024);
+/// assert_eq!(serde_yaml::from_str::<StaticConfig>("{}").unwrap(), StaticConfig::default());
 /// ```
+///
+/// Values of the wrong type are refused by the deserializer, which names the field (YAML,
+/// TOML) or the position (JSON); values of the right type that the layer cannot run with are
+/// refused by [`validate`](StaticConfig::validate), which
+/// [`StaticLayer::from_config`](crate::StaticLayer::from_config) calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StaticConfig {
@@ -117,54 +127,128 @@ impl Default for StaticConfig {
 
 impl StaticConfig {
     /// Checks every field; the error names the first bad one.
+    ///
+    /// [`StaticLayer::from_config`](crate::StaticLayer::from_config) calls it; the builder
+    /// methods apply the same rules and panic instead.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.into(),
-            })
+        let field = |name, check: Result<(), String>| {
+            check.map_err(|reason| ConfigError::new(name, reason))
         };
-        if !self.path.starts_with('/') || self.path.contains(['?', '#', '\\']) {
-            return invalid("path", "must start with `/` and hold no `?`, `#` or `\\`");
-        }
+        field("path", check::mount(&self.path))?;
         if self.folders.is_empty() {
-            return invalid("folders", "needs at least one folder");
+            return Err(ConfigError::new("folders", "needs at least one folder"));
         }
         if let Some(version) = &self.version {
-            let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~=".contains(c);
-            if version.is_empty() || !version.chars().all(url_safe) {
-                return invalid(
-                    "version",
-                    "must be non-empty and use only letters, digits and `-._~=`",
-                );
-            }
+            field("version", check::version(version))?;
             if self.content_hash {
-                return invalid("version", "cannot be combined with `content_hash`");
+                return Err(ConfigError::new(
+                    "version",
+                    "cannot be combined with `content_hash`",
+                ));
             }
         }
-        if self.index.is_empty() || self.index.contains(['/', '\\']) {
-            return invalid("index", "must be a file name without separators");
+        field("index", check::index(&self.index))?;
+        if let Some(page) = &self.not_found_page {
+            field("not_found_page", check::not_found_page(page))?;
         }
-        if self.cache_max_file_size > self.cache_max_bytes {
-            return invalid("cache_max_file_size", "must not exceed `cache_max_bytes`");
-        }
-        if self.revalidate_interval.is_zero() {
-            return invalid("revalidate_interval", "must be positive, e.g. \"1s\"");
-        }
-        if self.max_ranges == 0 {
-            return invalid("max_ranges", "must be at least 1");
-        }
-        if let Some(prefix) = self.spa_exclude.iter().find(|p| !p.starts_with('/')) {
-            return Err(ConfigError::Invalid {
-                field: "spa_exclude",
-                reason: format!("{prefix:?} must start with `/`"),
-            });
+        field(
+            "cache_max_file_size",
+            check::cache_sizes(self.cache_max_bytes, self.cache_max_file_size),
+        )?;
+        field(
+            "revalidate_interval",
+            check::revalidate_interval(self.revalidate_interval),
+        )?;
+        field("max_ranges", check::max_ranges(self.max_ranges))?;
+        for prefix in &self.spa_exclude {
+            field("spa_exclude", check::spa_exclude(prefix))?;
         }
         for folder in &self.folders {
-            std::fs::read_dir(folder).map_err(|source| ConfigError::Folder {
-                path: folder.clone(),
-                source,
+            std::fs::read_dir(folder).map_err(|source| {
+                let reason = format!("cannot use {}: {source}", folder.display());
+                ConfigError::new("folders", reason).with_source(source)
             })?;
+        }
+        Ok(())
+    }
+}
+
+/// The rules of single values, shared by [`StaticConfig::validate`] (which names the field)
+/// and the builder methods of [`StaticLayer`](crate::StaticLayer) (which panic). Each returns
+/// what is allowed when the value is refused.
+pub(crate) mod check {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::path::sanitize;
+
+    pub(crate) fn mount(path: &str) -> Result<(), String> {
+        if !path.starts_with('/') || path.contains(['?', '#', '\\']) {
+            return Err(format!(
+                "must start with `/` and hold no `?`, `#` or `\\`; got {path:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn version(version: &str) -> Result<(), String> {
+        let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~=".contains(c);
+        if version.is_empty() || !version.chars().all(url_safe) {
+            return Err(format!(
+                "must be non-empty and use only letters, digits and `-._~=`; got {version:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn index(name: &str) -> Result<(), String> {
+        if name.is_empty() || name.contains(['/', '\\']) {
+            return Err(format!(
+                "must be a file name without separators; got {name:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn not_found_page(page: &Path) -> Result<(), String> {
+        let inside = page.to_str().is_some_and(|text| {
+            let rooted = format!("/{}", text.trim_start_matches('/'));
+            sanitize(&rooted, true).is_ok_and(|path| !path.trailing_slash)
+        });
+        if !inside {
+            return Err(format!(
+                "must name a file inside the folders, without `..`, `\\` or `:`; got {page:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cache_sizes(max_bytes: u64, max_file_size: u64) -> Result<(), String> {
+        if max_file_size > max_bytes {
+            return Err(format!(
+                "must not exceed `cache_max_bytes` ({max_bytes}); got {max_file_size}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn revalidate_interval(interval: Duration) -> Result<(), String> {
+        if interval.is_zero() {
+            return Err("must be positive, e.g. \"1s\"".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn max_ranges(max: usize) -> Result<(), String> {
+        if max == 0 {
+            return Err("must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn spa_exclude(prefix: &str) -> Result<(), String> {
+        if !prefix.starts_with('/') {
+            return Err(format!("{prefix:?} must start with `/`"));
         }
         Ok(())
     }

@@ -6,7 +6,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
-use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -15,42 +14,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use crate::body::{Chunk, FileBody};
 use crate::conditional::unix_seconds;
 use crate::encoding::Encoding;
-
-/// What identifies one version of a file on disk without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
-    len: u64,
-    modified_nanos: u128,
-    inode: u64,
-}
-
-impl Fingerprint {
-    pub(crate) fn of(metadata: &Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        let modified_nanos = metadata
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        Fingerprint {
-            len: metadata.len(),
-            modified_nanos,
-            inode,
-        }
-    }
-
-    /// A strong entity tag from metadata alone, for files that are streamed and never hashed
-    /// (the same inputs nginx uses, plus the inode).
-    fn etag(&self) -> String {
-        format!(
-            "\"{:x}-{:x}-{:x}\"",
-            self.len, self.modified_nanos, self.inode
-        )
-    }
-}
+use crate::fingerprint::Fingerprint;
 
 /// Where a representation's bytes are.
 pub(crate) enum Source {
@@ -130,9 +94,9 @@ pub(crate) struct Entry {
     siblings: [Option<Representation>; 3],
     generated: [OnceLock<Option<Representation>>; 3],
     can_generate: bool,
-    /// Milliseconds after the owner's clock base when the metadata was last checked.
+    /// When the metadata was last checked, in milliseconds of the memory cache's clock.
     pub(crate) verified_at_ms: AtomicU64,
-    /// When a request last took on checking the metadata (see `Shared::claim_revalidation`).
+    /// When a request last took on checking the metadata (see `MemoryCache::claim_revalidation`).
     pub(crate) revalidation_claimed_ms: AtomicU64,
 }
 
@@ -408,7 +372,7 @@ fn content_type(mime: &mime_guess::Mime) -> HeaderValue {
 fn compress(encoding: Encoding, plain: &[u8]) -> io::Result<Vec<u8>> {
     use std::io::Write;
     // Compression runs once per file per coding, so the levels favour size over speed, short of
-    // the slowest settings (brotli 11 takes seconds on a 1 MiB script).
+    // the slowest settings (brotli 11, zstd 19+), whose time grows far faster than what they save.
     match encoding {
         Encoding::Brotli => {
             let mut out = Vec::new();
@@ -435,16 +399,24 @@ fn compress(_: Encoding, _: &[u8]) -> io::Result<Vec<u8>> {
     Err(io::Error::other("built without the `compress` feature"))
 }
 
+/// Load options for tests: in memory up to 1 MiB, siblings and compression on.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests_support {
+    use super::LoadOptions;
 
-    const MEMORY: LoadOptions = LoadOptions {
+    pub(crate) const MEMORY: LoadOptions = LoadOptions {
         memory_limit: Some(1 << 20),
         precompressed: true,
         compress: true,
         hash_streamed: false,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::tests_support::MEMORY;
 
     #[test]
     fn text_gets_a_charset_and_compresses_once() {

@@ -1,12 +1,15 @@
-//! Directory listings (Caflax lists directories): HTML for browsers, JSON for programs.
+//! Directory listings: HTML for browsers, JSON for programs.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
+use http::{header, HeaderMap, HeaderValue, Response};
 use serde::Serialize;
 
+use crate::body::FileBody;
 use crate::conditional::unix_seconds;
+use crate::respond::NO_CACHE;
 
 /// One entry of a listing.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -47,7 +50,30 @@ pub(crate) fn read(dir: &Path, dotfiles: bool) -> io::Result<Vec<ListingEntry>> 
     Ok(entries)
 }
 
-pub(crate) fn to_json(url_path: &str, entries: &[ListingEntry]) -> String {
+/// The listing of the directory at `url_path`: JSON when the request accepts it, HTML otherwise.
+pub(crate) fn response(
+    url_path: &str,
+    entries: &[ListingEntry],
+    request_headers: &HeaderMap,
+) -> Response<FileBody> {
+    let wants_json = request_headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    let (body, content_type) = if wants_json {
+        (to_json(url_path, entries), "application/json")
+    } else {
+        (to_html(url_path, entries), "text/html; charset=utf-8")
+    };
+    let mut response = Response::new(FileBody::full(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, NO_CACHE);
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+fn to_json(url_path: &str, entries: &[ListingEntry]) -> String {
     serde_json::to_string(&JsonListing {
         path: url_path,
         entries,
@@ -55,7 +81,7 @@ pub(crate) fn to_json(url_path: &str, entries: &[ListingEntry]) -> String {
     .unwrap_or_else(|_| "{}".into())
 }
 
-pub(crate) fn to_html(url_path: &str, entries: &[ListingEntry]) -> String {
+fn to_html(url_path: &str, entries: &[ListingEntry]) -> String {
     let title = escape(url_path);
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\

@@ -1,9 +1,12 @@
 //! Building the response for a file once it is known: negotiation, preconditions, ranges,
-//! headers. Pure: no I/O happens here (bodies of files on disk are opened when polled).
+//! headers; and the layer's own short answers (redirects, 4xx, 5xx). Pure: no I/O happens here
+//! (bodies of files on disk are opened when polled).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use std::io;
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use http_body::Body;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -11,6 +14,7 @@ use crate::body::{Chunk, FileBody};
 use crate::conditional::{self, Precondition, RequestConditions, Validators};
 use crate::encoding::{negotiate, Encoding};
 use crate::entry::{Entry, Representation, Selected};
+use crate::path::SafePath;
 use crate::range::{self, RangeAnswer};
 use crate::stats::{Counter, Counters};
 
@@ -212,6 +216,45 @@ pub(crate) fn text(status: StatusCode, message: &'static str) -> Response<FileBo
     );
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     response
+}
+
+/// A directory without its slash: redirect with a relative reference (`docs/`), which is right
+/// however many prefixes a router stripped before this service saw the path.
+pub(crate) fn add_slash(path: &SafePath<'_>, uri: &Uri) -> Response<FileBody> {
+    let segment = if path.is_mount_root {
+        uri.path().rsplit('/').next().unwrap_or("")
+    } else {
+        path.last_segment()
+    };
+    let segment =
+        percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let location = match uri.query() {
+        Some(query) => format!("{segment}/?{query}"),
+        None => format!("{segment}/"),
+    };
+    let mut response = status_only(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+pub(crate) fn method_not_allowed() -> Response<FileBody> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+pub(crate) fn io_error(error: &io::Error, uri: &Uri) -> Response<FileBody> {
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        tracing::warn!(path = %uri.path(), %error, "static file not readable");
+        return text(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    tracing::error!(path = %uri.path(), %error, "static file could not be read");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
 }
 
 /// Values built from numbers and header values already checked are always valid.

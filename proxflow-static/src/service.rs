@@ -1,136 +1,107 @@
 //! The services: [`ServeStatic`] answers file requests; [`Static`] puts it in front of another
-//! service.
+//! service. Finding files is [`lookup`](crate::lookup)'s, keeping them in memory
+//! [`cache`](crate::cache)'s, and building the response [`respond`](crate::respond)'s; this
+//! module ties them to requests.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
-use moka::sync::Cache;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
+use proxflow_core::Clock;
 use tower_service::Service;
 
-use crate::assets::{short_hash, split_hashed, AssetManifest, AssetVersion, Assets};
+use crate::assets::{AssetVersion, Assets};
 use crate::body::FileBody;
+use crate::cache::MemoryCache;
 use crate::conditional::RequestConditions;
 use crate::config::StaticConfig;
-use crate::entry::{Entry, Fingerprint, LoadOptions};
+use crate::entry::Entry;
 use crate::listing;
+use crate::lookup::{blocking, Hit, Located, Lookup};
+use crate::mount::{full_path, nested_at, Mount};
 use crate::path::{sanitize, PathRejection, SafePath};
-use crate::respond::{respond, status_only, text, FileRequest, IMMUTABLE, NO_CACHE};
+use crate::respond::{
+    add_slash, io_error, method_not_allowed, respond, status_only, text, FileRequest, IMMUTABLE,
+    NO_CACHE,
+};
 use crate::stats::{Counter, Counters};
 
 /// State shared by a layer and every service it makes.
 pub(crate) struct Shared {
     config: StaticConfig,
-    /// The mount prefix without a trailing slash (empty for `/`).
-    mount: String,
-    roots: Vec<PathBuf>,
-    /// Production mode only: request key -> loaded file.
-    pub(crate) cache: Option<Cache<String, Arc<Entry>>>,
-    pub(crate) assets: Assets,
-    pub(crate) counters: Counters,
-    load_options: LoadOptions,
+    mount: Mount,
+    lookup: Lookup,
+    /// Production mode only.
+    cache: Option<MemoryCache>,
+    assets: Assets,
+    counters: Arc<Counters>,
     unversioned: HeaderValue,
-    clock_base: Instant,
 }
 
-/// Where a request path leads on disk.
-enum Located {
-    File(PathBuf),
-    Directory(PathBuf),
-    AddSlash,
-    NotFound,
+/// A request, as the slow path keeps it.
+struct Asked {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    /// The prefix a router removed from the path (see [`nested_at`]).
+    nested_at: Option<String>,
 }
 
-/// A file for a request, from the memory cache or the disk.
-struct Hit {
-    entry: Arc<Entry>,
-    /// The URL named the file's current version.
-    versioned: bool,
-    /// Set when the request named a content-hashed version: the file's own path.
-    logical_key: Option<String>,
+impl Asked {
+    fn get_or_head(&self) -> bool {
+        self.method == Method::GET || self.method == Method::HEAD
+    }
 }
 
 /// A file found for a request, with its memory cache key.
 struct Found {
     entry: Arc<Entry>,
+    /// The URL named the file's current version.
     versioned: bool,
     cache_key: String,
 }
 
 impl Shared {
-    pub(crate) fn new(config: StaticConfig, manifest: Option<AssetManifest>) -> Self {
-        let roots: Vec<PathBuf> = config
-            .folders
-            .iter()
-            .map(|folder| {
-                folder.canonicalize().unwrap_or_else(|error| {
-                    tracing::warn!(folder = %folder.display(), %error, "static folder cannot be opened; its files answer 404");
-                    folder.clone()
-                })
-            })
-            .collect();
+    /// The state for `config`; `assets` renders the URLs it serves and `counters` counts.
+    pub(crate) fn new(
+        config: StaticConfig,
+        clock: Clock,
+        assets: Assets,
+        counters: Arc<Counters>,
+    ) -> Self {
         let cache = config.is_prod.then(|| {
-            Cache::builder()
-                .max_capacity(config.cache_max_bytes)
-                .weigher(|key: &String, entry: &Arc<Entry>| {
-                    u32::try_from(key.len() as u64 + entry.memory_weight()).unwrap_or(u32::MAX)
-                })
-                .eviction_listener(|key, _, cause| tracing::debug!(%key, ?cause, "static file left the memory cache"))
-                .build()
+            MemoryCache::new(
+                config.cache_max_bytes,
+                config.revalidate_interval,
+                clock,
+                config.content_hash,
+            )
         });
-        let version = match (&config.version, config.content_hash) {
-            (Some(version), _) => AssetVersion::Query(version.clone()),
-            (None, true) => AssetVersion::ContentHash,
-            (None, false) => AssetVersion::None,
-        };
-        let assets = Assets::with_manifest(
-            &config.path,
-            roots.clone(),
-            version,
-            config.is_prod,
-            manifest,
-        );
         let unversioned = match config.unversioned_max_age {
             Some(age) => HeaderValue::from_str(&format!("public, max-age={}", age.as_secs()))
                 .unwrap_or(NO_CACHE),
             None => NO_CACHE,
         };
-        let load_options = LoadOptions {
-            memory_limit: config.is_prod.then_some(config.cache_max_file_size),
-            precompressed: config.precompressed,
-            compress: config.is_prod && config.compress,
-            hash_streamed: config.content_hash,
-        };
         Shared {
-            mount: config.path.trim_end_matches('/').to_string(),
+            mount: Mount::new(&config.path),
+            lookup: Lookup::new(&config),
             config,
-            roots,
             cache,
             assets,
-            counters: Counters::default(),
-            load_options,
+            counters,
             unversioned,
-            clock_base: Instant::now(),
         }
     }
 
-    /// The part of `path` below the mount point, if the request is for this mount.
-    fn below_mount<'a>(&self, path: &'a str) -> Option<&'a str> {
-        let rest = path.strip_prefix(&self.mount)?;
-        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.clock_base.elapsed().as_millis() as u64
+    pub(crate) fn cache(&self) -> Option<&MemoryCache> {
+        self.cache.as_ref()
     }
 
     fn cache_control(&self, versioned: bool) -> HeaderValue {
@@ -157,20 +128,26 @@ impl Shared {
     }
 
     /// Starts answering; requests for files already in memory are answered without a task.
-    pub(crate) fn start(
+    /// `nested` is where a router nested this service ([`nested_at`]).
+    pub(crate) fn start<B>(
         self: &Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        request: &Request<B>,
+        nested: Option<&str>,
     ) -> ResponseFuture {
-        if let Some(response) = self.answer_from_memory(method, uri, headers) {
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        if let Some(response) = self.answer_from_memory(method, uri, headers, nested) {
             return ResponseFuture {
                 state: FutureState::Ready(Some(response)),
             };
         }
         let shared = Arc::clone(self);
-        let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
-        let answer = async move { shared.answer(&method, &uri, &headers).await };
+        let asked = Asked {
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+            nested_at: nested.map(str::to_string),
+        };
+        let answer = async move { shared.answer(&asked).await };
         ResponseFuture {
             state: FutureState::Pending(Box::pin(answer)),
         }
@@ -183,24 +160,26 @@ impl Shared {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        nested: Option<&str>,
     ) -> Option<Response<FileBody>> {
         let cache = self.cache.as_ref()?;
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let path = sanitize(self.below_mount(uri.path())?, self.config.dotfiles).ok()?;
+        let path = sanitize(self.mount.below(uri.path(), nested)?, self.config.dotfiles).ok()?;
         if path.is_mount_root {
             // `/static` shares the key of `/static/` but answers with a redirect.
             return None;
         }
-        let found = self.cached(cache, &path.key, uri.query())?;
-        let entry = &found.entry;
-        if !entry.is_in_memory() || (!self.is_fresh(entry) && self.claim_revalidation(entry)) {
+        let hit = cache.get(&path.key)?;
+        let entry = &hit.entry;
+        if !entry.is_in_memory() || (!cache.is_fresh(entry) && cache.claim_revalidation(entry)) {
             return None;
         }
+        let versioned = self.versioned(&hit, uri.query());
         let response = respond(
             entry,
-            &self.file_request(method, headers, found.versioned),
+            &self.file_request(method, headers, versioned),
             &self.counters,
         )
         .ok()?;
@@ -208,73 +187,20 @@ impl Shared {
         Some(response)
     }
 
-    /// Whether the entry's metadata was checked less than `revalidate_interval` ago.
-    fn is_fresh(&self, entry: &Entry) -> bool {
-        let verified = entry.verified_at_ms.load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(verified) < self.interval_ms()
-    }
-
-    fn interval_ms(&self) -> u64 {
-        self.config.revalidate_interval.as_millis() as u64
-    }
-
-    /// For a stale entry: true for the one request that goes to check the disk, false for the
-    /// others, which keep being answered from memory meanwhile (at most one `stat` late) instead
-    /// of all queueing for the same check. A claim older than the interval has been abandoned
-    /// (its request was dropped) and can be taken again.
-    fn claim_revalidation(&self, entry: &Entry) -> bool {
-        // Offset by one so that zero means "never claimed".
-        let now = self.now_ms() + 1;
-        let claimed = entry.revalidation_claimed_ms.load(Ordering::Relaxed);
-        if claimed != 0 && now.saturating_sub(claimed) < self.interval_ms() {
-            return false;
+    /// Whether the URL named the file's current version: its content hash, or the configured
+    /// query (Kalgan's `?v001`).
+    fn versioned(&self, hit: &Hit, query: Option<&str>) -> bool {
+        if hit.hashed.is_some() {
+            return hit.names_current_hash();
         }
-        entry
-            .revalidation_claimed_ms
-            .compare_exchange(claimed, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Whether the query is the configured version (Kalgan's `?v001`).
-    fn query_names_version(&self, query: Option<&str>) -> bool {
         matches!((self.assets.version(), query), (AssetVersion::Query(v), Some(q)) if v == q)
     }
 
-    /// Looks `key` up in the memory cache, also as a content-hashed name.
-    fn cached(
-        &self,
-        cache: &Cache<String, Arc<Entry>>,
-        key: &str,
-        query: Option<&str>,
-    ) -> Option<Hit> {
-        if let Some(entry) = cache.get(key) {
-            return Some(Hit {
-                entry,
-                versioned: self.query_names_version(query),
-                logical_key: None,
-            });
-        }
-        if *self.assets.version() != AssetVersion::ContentHash {
-            return None;
-        }
-        let (logical, hash) = split_hashed(key)?;
-        let entry = cache.get(&logical)?;
-        let versioned = entry.hash.map(short_hash).as_deref() == Some(hash);
-        Some(Hit {
-            entry,
-            versioned,
-            logical_key: Some(logical),
-        })
-    }
-
     /// The full path: anything the memory path could not answer.
-    async fn answer(
-        self: Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Response<FileBody> {
-        let Some(rest) = self.below_mount(uri.path()) else {
+    async fn answer(self: Arc<Self>, asked: &Asked) -> Response<FileBody> {
+        let uri = &asked.uri;
+        let nested = asked.nested_at.as_deref();
+        let Some(rest) = self.mount.below(uri.path(), nested) else {
             self.counters.add(Counter::NotFound);
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
@@ -285,26 +211,26 @@ impl Shared {
                 self.counters.add(Counter::RefusedPaths);
                 return text(StatusCode::BAD_REQUEST, "invalid path\n");
             }
-            Err(PathRejection::Hidden) => return self.not_found(method, uri, headers).await,
+            Err(PathRejection::Hidden) => return self.not_found(asked).await,
         };
         if path.is_mount_root {
             return add_slash(&path, uri);
         }
-        let get_or_head = method == Method::GET || method == Method::HEAD;
         let found = match self.find(&path, uri.query()).await {
             Ok(Ok(found)) => found,
             Ok(Err(Located::AddSlash)) => return add_slash(&path, uri),
-            Ok(Err(Located::Directory(dir))) if get_or_head => {
-                return self.listing(&dir, uri, headers).await
+            Ok(Err(Located::Directory(dir))) if asked.get_or_head() => {
+                return self.listing(&dir, asked).await
             }
-            Ok(Err(Located::NotFound)) => return self.not_found(method, uri, headers).await,
+            Ok(Err(Located::NotFound)) => return self.not_found(asked).await,
             Ok(Err(Located::Directory(_) | Located::File(_))) => return method_not_allowed(),
             Err(error) => return io_error(&error, uri),
         };
-        if !get_or_head {
+        if !asked.get_or_head() {
             return method_not_allowed();
         }
-        self.respond_with(found, method, headers).await
+        self.respond_with(found, &asked.method, &asked.headers)
+            .await
     }
 
     /// Answers with a found file, compressing it first if the client wants a coding not made yet.
@@ -343,21 +269,24 @@ impl Shared {
         query: Option<&str>,
     ) -> io::Result<Result<Found, Located>> {
         if let Some(cache) = &self.cache {
-            if let Some(hit) = self.cached(cache, &path.key, query) {
-                let logical = hit.logical_key.as_deref().map(|key| SafePath {
-                    key: key.into(),
+            if let Some(hit) = cache.get(&path.key) {
+                let versioned = self.versioned(&hit, query);
+                let logical = hit.hashed.as_ref().map(|hashed| SafePath {
+                    key: hashed.logical.as_str().into(),
                     trailing_slash: false,
                     is_mount_root: false,
                 });
                 let current = self
-                    .still_current(&hit.entry, logical.as_ref().unwrap_or(path))
+                    .still_current(cache, &hit.entry, logical.as_ref().unwrap_or(path))
                     .await;
-                let cache_key = hit.logical_key.unwrap_or_else(|| path.key.to_string());
+                let cache_key = match hit.hashed {
+                    Some(hashed) => hashed.logical,
+                    None => path.key.to_string(),
+                };
                 if current {
                     self.counters.add(Counter::CacheHits);
-                    let (entry, versioned) = (hit.entry, hit.versioned);
                     return Ok(Ok(Found {
-                        entry,
+                        entry: hit.entry,
                         versioned,
                         cache_key,
                     }));
@@ -369,15 +298,20 @@ impl Shared {
         let shared = Arc::clone(self);
         let relative = path.relative().to_string();
         let trailing_slash = path.trailing_slash;
-        let hit = match blocking(move || shared.locate_and_load(&relative, trailing_slash)).await? {
-            Ok(hit) => hit,
-            Err(located) => return Ok(Err(located)),
+        let now_ms = self.cache.as_ref().map_or(0, MemoryCache::now_ms);
+        let hit =
+            match blocking(move || shared.lookup.load(&relative, trailing_slash, now_ms)).await? {
+                Ok(hit) => hit,
+                Err(located) => return Ok(Err(located)),
+            };
+        let versioned = self.versioned(&hit, query);
+        let cache_key = match hit.hashed {
+            Some(hashed) => hashed.logical,
+            None => path.key.to_string(),
         };
-        let cache_key = hit.logical_key.unwrap_or_else(|| path.key.to_string());
         if let Some(cache) = &self.cache {
             cache.insert(cache_key.clone(), Arc::clone(&hit.entry));
         }
-        let versioned = hit.versioned || self.query_names_version(query);
         Ok(Ok(Found {
             entry: hit.entry,
             versioned,
@@ -385,148 +319,53 @@ impl Shared {
         }))
     }
 
-    /// Finds and reads the file for `relative`; a content-hashed name that names no file is
-    /// tried as its logical path. Blocking.
-    fn locate_and_load(
-        &self,
-        relative: &str,
-        trailing_slash: bool,
-    ) -> io::Result<Result<Hit, Located>> {
-        let (file, hashed) = match self.locate(relative, trailing_slash)? {
-            Located::File(file) => (file, None),
-            Located::NotFound if *self.assets.version() == AssetVersion::ContentHash => {
-                let Some((logical, hash)) = split_hashed(relative) else {
-                    return Ok(Err(Located::NotFound));
-                };
-                match self.locate(&logical, false)? {
-                    Located::File(file) => (file, Some((logical, hash.to_string()))),
-                    other => return Ok(Err(other)),
-                }
-            }
-            other => return Ok(Err(other)),
-        };
-        let entry = Arc::new(Entry::load(&file, self.load_options, self.now_ms())?);
-        let versioned = hashed
-            .as_ref()
-            .is_some_and(|(_, hash)| entry.hash.map(short_hash).as_ref() == Some(hash));
-        Ok(Ok(Hit {
-            entry,
-            versioned,
-            logical_key: hashed.map(|(logical, _)| logical),
-        }))
-    }
-
     /// In production, whether a cached entry still matches its file. Files kept in memory are
     /// checked once per `revalidate_interval`; streamed files on every request, since their
     /// length goes out in the headers before the file is opened.
-    async fn still_current(self: &Arc<Self>, entry: &Arc<Entry>, path: &SafePath<'_>) -> bool {
-        if entry.is_in_memory() && self.is_fresh(entry) {
+    async fn still_current(
+        self: &Arc<Self>,
+        cache: &MemoryCache,
+        entry: &Arc<Entry>,
+        path: &SafePath<'_>,
+    ) -> bool {
+        if entry.is_in_memory() && cache.is_fresh(entry) {
             return true;
         }
         self.counters.add(Counter::Revalidations);
         let (shared, check) = (Arc::clone(self), Arc::clone(entry));
         let (relative, trailing_slash) = (path.relative().to_string(), path.trailing_slash);
-        let now = self.now_ms();
+        let checked_ms = cache.now_ms();
         let same = blocking(move || {
-            // The path must still lead to the same file: a file added to an earlier folder, or
-            // an index added to a listed directory, takes over.
-            let same_file = matches!(shared.locate(&relative, trailing_slash)?, Located::File(file) if file == check.path);
-            let metadata = std::fs::metadata(&check.path)?;
-            Ok(same_file && Fingerprint::of(&metadata) == check.fingerprint)
+            shared
+                .lookup
+                .still_leads_to(&check, &relative, trailing_slash)
         })
         .await
         .unwrap_or(false);
         if same {
-            entry.verified_at_ms.store(now, Ordering::Relaxed);
+            cache.mark_verified(entry, checked_ms);
         } else {
             tracing::debug!(file = %entry.path.display(), "static file changed on disk; reloading");
         }
         same
     }
 
-    /// Where `relative` leads in the folders, first folder first. Blocking.
-    fn locate(&self, relative: &str, trailing_slash: bool) -> io::Result<Located> {
-        for root in &self.roots {
-            let candidate = root.join(relative);
-            let metadata = match std::fs::metadata(&candidate) {
-                Ok(metadata) => metadata,
-                Err(error) if is_missing(&error) => continue,
-                Err(error) => return Err(error),
-            };
-            if metadata.is_dir() {
-                if !trailing_slash {
-                    return Ok(Located::AddSlash);
-                }
-                let index = candidate.join(&self.config.index);
-                if std::fs::metadata(&index).is_ok_and(|m| m.is_file())
-                    && self.inside_root(root, &index)
-                {
-                    return Ok(Located::File(index));
-                }
-                if self.config.listing && self.inside_root(root, &candidate) {
-                    return Ok(Located::Directory(candidate));
-                }
-            } else if metadata.is_file() && !trailing_slash && self.inside_root(root, &candidate) {
-                return Ok(Located::File(candidate));
-            }
-        }
-        Ok(Located::NotFound)
-    }
-
-    /// Refuses a path that a symlink takes outside its folder, unless that is allowed.
-    fn inside_root(&self, root: &Path, path: &Path) -> bool {
-        if self.config.follow_symlinks_outside {
-            return true;
-        }
-        let inside = path.canonicalize().is_ok_and(|real| real.starts_with(root));
-        if !inside {
-            tracing::warn!(path = %path.display(), "refused a symlink that leaves the static folder");
-        }
-        inside
-    }
-
-    async fn listing(&self, dir: &Path, uri: &Uri, headers: &HeaderMap) -> Response<FileBody> {
+    async fn listing(&self, dir: &Path, asked: &Asked) -> Response<FileBody> {
         let dir = dir.to_path_buf();
         let dotfiles = self.config.dotfiles;
-        let entries = match blocking(move || listing::read(&dir, dotfiles)).await {
-            Ok(entries) => entries,
-            Err(error) => return io_error(&error, uri),
-        };
-        let wants_json = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("application/json"));
-        let (body, content_type) = if wants_json {
-            (listing::to_json(uri.path(), &entries), "application/json")
-        } else {
-            (
-                listing::to_html(uri.path(), &entries),
-                "text/html; charset=utf-8",
-            )
-        };
-        let mut response = Response::new(FileBody::full(body));
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::CACHE_CONTROL, NO_CACHE);
-        headers.insert(header::VARY, HeaderValue::from_static("accept"));
-        response
+        match blocking(move || listing::read(&dir, dotfiles)).await {
+            Ok(entries) => {
+                let url_path = full_path(asked.uri.path(), asked.nested_at.as_deref());
+                listing::response(&url_path, &entries, &asked.headers)
+            }
+            Err(error) => io_error(&error, &asked.uri),
+        }
     }
 
     /// A missing file: the SPA's index for extensionless paths, the custom 404 page, or text.
-    async fn not_found(
-        self: &Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Response<FileBody> {
-        let get_or_head = method == Method::GET || method == Method::HEAD;
-        let last_segment = uri.path().rsplit('/').next().unwrap_or("");
-        let excluded = self
-            .config
-            .spa_exclude
-            .iter()
-            .any(|prefix| under_prefix(uri.path(), prefix));
-        if self.config.spa && get_or_head && !last_segment.contains('.') && !excluded {
+    async fn not_found(self: &Arc<Self>, asked: &Asked) -> Response<FileBody> {
+        let url_path = full_path(asked.uri.path(), asked.nested_at.as_deref());
+        if self.lookup.spa_fallback(asked.get_or_head(), &url_path) {
             let index = SafePath {
                 key: "".into(),
                 trailing_slash: true,
@@ -537,11 +376,13 @@ impl Shared {
                     versioned: false,
                     ..found
                 };
-                return self.respond_with(found, method, headers).await;
+                return self
+                    .respond_with(found, &asked.method, &asked.headers)
+                    .await;
             }
         }
         self.counters.add(Counter::NotFound);
-        match self.not_found_page(method).await {
+        match self.not_found_page(&asked.method).await {
             Some(page) => page,
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         }
@@ -577,81 +418,6 @@ impl Shared {
     }
 }
 
-fn under_prefix(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Errors that mean "no such file" for the client: missing, a path below a file
-/// (`file.txt/x`), a name too long for the file system, a symlink loop.
-fn is_missing(error: &io::Error) -> bool {
-    /// ELOOP has no stable `ErrorKind` yet.
-    #[cfg(target_os = "linux")]
-    const SYMLINK_LOOP: Option<i32> = Some(40);
-    #[cfg(target_os = "macos")]
-    const SYMLINK_LOOP: Option<i32> = Some(62);
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    const SYMLINK_LOOP: Option<i32> = None;
-    let missing = matches!(
-        error.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename
-    );
-    if !missing && SYMLINK_LOOP.is_some() && error.raw_os_error() == SYMLINK_LOOP {
-        tracing::warn!(%error, "symlink loop in the static folder");
-        return true;
-    }
-    missing
-}
-
-/// A directory without its slash: redirect with a relative reference (`docs/`), which is right
-/// however many prefixes a router stripped before this service saw the path.
-fn add_slash(path: &SafePath<'_>, uri: &Uri) -> Response<FileBody> {
-    let segment = if path.is_mount_root {
-        uri.path().rsplit('/').next().unwrap_or("")
-    } else {
-        path.last_segment()
-    };
-    let segment =
-        percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-    let location = match uri.query() {
-        Some(query) => format!("{segment}/?{query}"),
-        None => format!("{segment}/"),
-    };
-    let mut response = status_only(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-fn method_not_allowed() -> Response<FileBody> {
-    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
-}
-
-fn io_error(error: &io::Error, uri: &Uri) -> Response<FileBody> {
-    if error.kind() == io::ErrorKind::PermissionDenied {
-        tracing::warn!(path = %uri.path(), %error, "static file not readable");
-        return text(StatusCode::FORBIDDEN, "forbidden\n");
-    }
-    tracing::error!(path = %uri.path(), %error, "static file could not be read");
-    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-}
-
-/// Runs file-system work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join| Err(io::Error::other(join)))
-}
-
 /// Future of [`ServeStatic`]: ready at once for files answered from memory.
 pub struct ResponseFuture {
     state: FutureState,
@@ -681,27 +447,36 @@ impl std::fmt::Debug for ResponseFuture {
     }
 }
 
-/// A service that answers every request from the folders, usable as an axum
-/// `fallback_service`. Build one with [`ServeStatic::new`], or configure a
+/// A service that answers every request from the folders: requests outside the mount prefix
+/// get 404. Build one with [`ServeStatic::new`], or configure a
 /// [`StaticLayer`](crate::StaticLayer) and call [`into_service`](crate::StaticLayer::into_service).
+///
+/// With axum it goes in `fallback_service`, or in `nest_service` under the layer's own mount
+/// prefix, where axum removes the prefix before the service sees the path:
+///
+/// ```no_run
+/// use axum::Router;
+/// use proxflow_static::StaticLayer;
+///
+/// let statics = StaticLayer::new("/static", "public");
+/// let assets = statics.assets(); // renders `/static/...`, as the router serves them
+/// let app: Router = Router::new().nest_service("/static", statics.into_service());
+/// # let _ = (app, assets);
+/// ```
+///
+/// Under `nest_service` the mount prefix is matched against the path the client sent, which
+/// the service reads from axum's `NestedPath` (the `axum` feature, on by default). A service
+/// mounted at `/` ([`ServeStatic::new`]) serves the path below wherever it is nested.
 #[derive(Clone)]
 pub struct ServeStatic {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl ServeStatic {
-    /// Serves `folder` at `/` in development mode with the defaults of
-    /// [`StaticConfig`](crate::StaticConfig).
-    pub fn new(folder: impl Into<PathBuf>) -> Self {
-        crate::StaticLayer::new("/", folder).into_service()
-    }
-}
-
 impl std::fmt::Debug for ServeStatic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeStatic")
-            .field("mount", &self.shared.mount)
-            .field("roots", &self.shared.roots)
+            .field("mount", &self.shared.mount.prefix())
+            .field("roots", &self.shared.lookup.roots())
             .finish()
     }
 }
@@ -716,8 +491,7 @@ impl<B> Service<Request<B>> for ServeStatic {
     }
 
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
-        self.shared
-            .start(request.method(), request.uri(), request.headers())
+        self.shared.start(&request, nested_at(request.extensions()))
     }
 }
 
@@ -754,7 +528,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Static<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Static")
             .field("inner", &self.inner)
-            .field("mount", &self.shared.mount)
+            .field("mount", &self.shared.mount.prefix())
             .finish()
     }
 }
@@ -773,7 +547,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
-        let for_files = self.shared.below_mount(request.uri().path()).is_some()
+        let nested = nested_at(request.extensions());
+        let for_files = self
+            .shared
+            .mount
+            .below(request.uri().path(), nested)
+            .is_some()
             && (!config.pass_other_methods
                 || request.method() == Method::GET
                 || request.method() == Method::HEAD);
@@ -788,9 +567,7 @@ where
         // one driven to readiness and leaves a clone in its place.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let future = self
-            .shared
-            .start(request.method(), request.uri(), request.headers());
+        let future = self.shared.start(&request, nested);
         let fallback = config.fallthrough.then_some((ready, request));
         StaticFuture {
             state: State::Files { future, fallback },

@@ -1,11 +1,11 @@
 //! Counters a running application can show.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use crate::service::Shared;
+use crate::cache::MemoryCache;
 
 /// What the layer counts.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +74,13 @@ impl Counters {
     }
 }
 
-/// A handle on the counters of one [`StaticLayer`](crate::StaticLayer) and every service it made.
+/// A handle on the counters of one [`StaticLayer`](crate::StaticLayer) and every service it
+/// makes, taken before or after the builder calls that configure it.
 #[derive(Clone)]
 pub struct Stats {
-    pub(crate) shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    /// The memory cache, once a service in production mode has made it.
+    cache: Arc<OnceLock<MemoryCache>>,
 }
 
 /// A point-in-time copy of the counters; serializes to JSON for a dashboard.
@@ -112,16 +115,14 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    pub(crate) fn new(counters: Arc<Counters>, cache: Arc<OnceLock<MemoryCache>>) -> Self {
+        Stats { counters, cache }
+    }
+
     /// Reads the counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let c = &self.shared.counters;
-        let (cached_files, cached_bytes) = match &self.shared.cache {
-            Some(cache) => {
-                cache.run_pending_tasks();
-                (cache.entry_count(), cache.weighted_size())
-            }
-            None => (0, 0),
-        };
+        let c = &self.counters;
+        let (cached_files, cached_bytes) = self.cache.get().map_or((0, 0), MemoryCache::usage);
         StatsSnapshot {
             ok: c.get(Counter::Ok),
             partial: c.get(Counter::Partial),

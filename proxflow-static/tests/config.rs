@@ -195,19 +195,14 @@ fn bad_values_get_a_config_error_naming_the_field() {
         ("revalidate_interval: 0s\n", "revalidate_interval"),
         ("max_ranges: 0\n", "max_ranges"),
         ("spa_exclude: [api]\n", "spa_exclude"),
+        ("not_found_page: ../404.html\n", "not_found_page"),
+        ("not_found_page: errors/\n", "not_found_page"),
     ];
     for (bad, field) in cases {
         let error = from_yaml(&format!("{folders}{bad}")).expect_err(bad);
-        match &error {
-            ConfigError::Invalid {
-                field: named,
-                reason,
-            } => {
-                assert_eq!(*named, field, "{bad}");
-                assert!(!reason.is_empty());
-            }
-            other => panic!("{bad}: {other:?}"),
-        }
+        assert_eq!(error.field, field, "{bad}");
+        assert!(!error.reason.is_empty(), "{bad}");
+        assert!(error.source.is_none(), "{bad}: a value, not a cause");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!("`{field}`")),
@@ -217,35 +212,54 @@ fn bad_values_get_a_config_error_naming_the_field() {
 
     let missing = site.dir.path().join("no-such-folder");
     let error = from_yaml(&format!("folders: [{}]\n", quoted(&missing))).unwrap_err();
+    assert_eq!(error.field, "folders");
     assert!(
-        matches!(&error, ConfigError::Folder { path, .. } if *path == missing),
-        "{error:?}"
+        error.reason.contains(missing.to_str().unwrap()),
+        "the folder is named: {error}"
     );
-    assert!(error.to_string().starts_with("`folders`"), "{error}");
+    let cause = std::error::Error::source(&error).expect("the I/O error as the source");
+    assert_eq!(
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("`folders`: cannot use {}: {cause}", missing.display()),
+        "the message of earlier versions"
+    );
     let error = from_yaml("folders: []\n").unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            ConfigError::Invalid {
-                field: "folders",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_eq!(error.field, "folders");
+    assert!(error.source.is_none());
     // A file is not a folder.
     let file = site.root().join("index.html");
     let error = from_yaml(&format!("folders: [{}]\n", quoted(&file))).unwrap_err();
+    assert_eq!(error.field, "folders");
     assert!(error.to_string().starts_with("`folders`"), "{error}");
 
     let manifest = site.dir.path().join("missing-manifest.json");
     let error = from_yaml(&format!("{folders}manifest: {}\n", quoted(&manifest))).unwrap_err();
-    assert!(matches!(&error, ConfigError::Manifest { .. }), "{error:?}");
-    assert!(error.to_string().starts_with("`manifest`"), "{error}");
+    assert_eq!(error.field, "manifest");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("`manifest`: cannot load {}: ", manifest.display())),
+        "{error}"
+    );
+    assert!(error
+        .source
+        .as_ref()
+        .is_some_and(|e| e.is::<std::io::Error>()));
     let broken = site.dir.path().join("broken.json");
     std::fs::write(&broken, "{ not json").unwrap();
     let error = from_yaml(&format!("{folders}manifest: {}\n", quoted(&broken))).unwrap_err();
+    assert_eq!(error.field, "manifest");
     assert!(error.to_string().starts_with("`manifest`"), "{error}");
+    assert!(error
+        .source
+        .as_ref()
+        .is_some_and(|e| e.is::<serde_json::Error>()));
 }
 
 #[test]
@@ -297,4 +311,78 @@ fn defaults_follow_the_documentation() {
     assert_eq!(config.cache_max_file_size, 1024 * 1024);
     assert_eq!(config.revalidate_interval, Duration::from_secs(1));
     assert_eq!(config.max_ranges, 16);
+}
+
+/// The builder applies the rules of `validate` at the call: a value the layer cannot run with
+/// panics there, naming the method and what is allowed.
+#[test]
+fn bad_builder_values_panic_at_the_call_with_the_rule() {
+    let site = site();
+    let root = site.root();
+    let layer = || StaticLayer::new("/static", root.clone());
+    type Build<'a> = Box<dyn Fn() -> StaticLayer + 'a>;
+    let cases: [(&str, Build<'_>); 11] = [
+        (
+            "StaticLayer::new: must start with `/`",
+            Box::new(|| StaticLayer::new("static", root.clone())),
+        ),
+        (
+            "StaticLayer::version: must be non-empty",
+            Box::new(|| layer().version(AssetVersion::Query("v 1".into()))),
+        ),
+        (
+            "StaticLayer::index: must be a file name",
+            Box::new(|| layer().index("a/index.html")),
+        ),
+        (
+            "StaticLayer::not_found_page: must name a file inside the folders",
+            Box::new(|| layer().not_found_page("../404.html")),
+        ),
+        (
+            "StaticLayer::cache_max_file_size: must not exceed `cache_max_bytes`",
+            Box::new(|| layer().cache_max_file_size(100 << 20)),
+        ),
+        (
+            "StaticLayer::cache_max_bytes: 1000 is below `cache_max_file_size`",
+            Box::new(|| layer().cache_max_bytes(1000)),
+        ),
+        (
+            "StaticLayer::revalidate_interval: must be positive",
+            Box::new(|| layer().revalidate_interval(Duration::ZERO)),
+        ),
+        (
+            "StaticLayer::max_ranges: must be at least 1",
+            Box::new(|| layer().max_ranges(0)),
+        ),
+        (
+            "StaticLayer::spa_exclude: \"api\" must start with `/`",
+            Box::new(|| layer().spa_exclude(["/ok", "api"])),
+        ),
+        (
+            "StaticLayer::new: must start with `/`",
+            Box::new(|| StaticLayer::new("/static?x", root.clone())),
+        ),
+        (
+            "StaticLayer::index: must be a file name",
+            Box::new(|| layer().index("")),
+        ),
+    ];
+    for (expected, build) in cases {
+        let payload =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).expect_err(expected);
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.starts_with(expected), "{expected}: {message}");
+    }
+
+    // Raised in the order the message asks for, both sizes are accepted.
+    let big = layer()
+        .cache_max_bytes(1 << 30)
+        .cache_max_file_size(100 << 20);
+    assert_eq!(big.config().cache_max_file_size, 100 << 20);
+    let small = layer().cache_max_file_size(1000).cache_max_bytes(1000);
+    assert_eq!(small.config().cache_max_bytes, 1000);
+    assert!(small.config().validate().is_ok());
 }

@@ -125,10 +125,9 @@ async fn the_mount_root_redirects_to_itself_with_a_slash() {
     assert_eq!(get(&app, "/assets/v2/").await.body, "<h1>root index</h1>");
 }
 
-/// Regression (fixed in 68c037a): the production memory path looked the mount root `/static`
-/// up under the cache key `""`, where `/static/` (or the SPA fallback) had stored `index.html`,
-/// and answered 200 with the index instead of the 301 to `static/`; relative links in the page
-/// then resolved against `/` instead of `/static/`.
+/// The mount root `/static` shares the memory cache key `""` with `/static/`, where the index
+/// (or the SPA fallback) is stored, yet answers the 301 to `static/` rather than the index:
+/// relative links in the page must resolve against `/static/`, not `/`.
 #[tokio::test]
 async fn prod_mount_root_still_redirects_after_the_root_index_was_cached() {
     let site = site();
@@ -429,9 +428,8 @@ async fn a_custom_404_page_is_sent_with_status_404() {
     assert_eq!(reply.body, "not found\n");
 }
 
-/// Regression (fixed in 68c037a): for HEAD the custom 404 page's body was emptied without a
-/// `Content-Length`, so hyper sent no length (GET sends 21). RFC 9110 §9.3.2: HEAD carries the
-/// header fields GET would.
+/// For HEAD the custom 404 page announces the `Content-Length` GET sends: RFC 9110 §9.3.2 has
+/// HEAD carry the header fields GET would, and hyper sends none for an empty body on its own.
 #[tokio::test]
 async fn wire_head_of_the_custom_404_page_announces_the_get_length() {
     let site = site();

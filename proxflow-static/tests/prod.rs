@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use proxflow_core::Clock;
 use proxflow_static::{AssetManifest, AssetVersion, StaticLayer};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -246,7 +247,7 @@ async fn the_memory_cache_is_used_and_counted() {
 #[tokio::test(start_paused = true)]
 async fn missing_files_are_not_cached() {
     let site = site();
-    let app = app(site.layer().prod(true));
+    let app = app(site.layer().clock(Clock::tokio()).prod(true));
     assert_eq!(
         get(&app, "/static/late.js").await.status,
         StatusCode::NOT_FOUND
@@ -266,7 +267,7 @@ async fn prod_notices_a_file_added_to_an_earlier_folder() {
     let first = Site::new();
     let second = Site::new();
     second.write("x.js", "from the second folder");
-    let layer = first.layer().folder(second.root());
+    let layer = first.layer().clock(Clock::tokio()).folder(second.root());
     let dev = app(layer.clone());
     let prod = app(layer.prod(true).revalidate_interval(Duration::from_secs(1)));
     assert_eq!(
@@ -302,15 +303,15 @@ async fn development_mode_reads_every_change_at_once() {
 /// The cache keeps a file for `revalidate_interval`, then checks the disk and serves the new
 /// contents, with a length that always matches the body.
 ///
-/// Regression (fixed in 68c037a): once the interval had passed, the memory path claimed the
-/// revalidation (stored `now` as the check time) and handed the request to the slow path,
-/// which then saw a fresh check time and served the stale entry without reading the metadata:
-/// a changed or deleted in-memory file was never noticed.
+/// Once the interval has passed, the memory path claims the revalidation and hands the request
+/// to the slow path, which must still read the metadata rather than take the claim for a
+/// check: changed and deleted in-memory files are noticed.
 #[tokio::test(start_paused = true)]
 async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .revalidate_interval(Duration::from_secs(2));
     let stats = layer.stats();
@@ -356,14 +357,15 @@ async fn a_changed_file_is_noticed_after_the_revalidate_interval() {
     );
 }
 
-/// Regression (fixed in 68c037a), the same stale revalidation seen through content hashes:
-/// after an edit `assets().url()` renders the new hash at once (it checks the file), so the
-/// server must answer that new URL with the new bytes, not the cached old ones.
+/// The same revalidation seen through content hashes: after an edit `assets().url()` renders
+/// the new hash at once (it checks the file), so the server answers that new URL with the new
+/// bytes, not the cached old ones.
 #[tokio::test(start_paused = true)]
 async fn a_new_content_hash_serves_the_new_file_after_the_interval() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .version(AssetVersion::ContentHash)
         .revalidate_interval(Duration::from_secs(1));
@@ -391,7 +393,11 @@ async fn a_large_file_is_streamed_and_follows_replacements() {
     let site = site();
     let first: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     site.write("big.bin", &first);
-    let layer = site.layer().prod(true).cache_max_file_size(1024);
+    let layer = site
+        .layer()
+        .clock(Clock::tokio())
+        .prod(true)
+        .cache_max_file_size(1024);
     let stats = layer.stats();
     let app = app(layer);
     let reply = get(&app, "/static/big.bin").await;
@@ -460,6 +466,7 @@ async fn a_stale_entry_is_checked_once_while_the_others_are_served() {
     let site = site();
     let layer = site
         .layer()
+        .clock(Clock::tokio())
         .prod(true)
         .revalidate_interval(Duration::from_secs(1));
     let stats = layer.stats();

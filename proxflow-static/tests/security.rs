@@ -146,10 +146,9 @@ async fn harmless_odd_paths_and_dotfiles_are_404() {
     }
 }
 
-/// Regression (fixed in 68c037a): `sanitize` returned `Hidden` at the first dot-segment before
-/// checking the segments after it, so `..`, NUL or an encoded separator after a dotfile segment
-/// got 404 (with `.spa(true)`: `index.html` and 200) instead of the documented
-/// `400 invalid path`.
+/// `..`, NUL or an encoded separator after a dotfile segment gets the documented
+/// `400 invalid path`, not a 404 (nor, with `.spa(true)`, the index): every segment is checked
+/// before a path counts as hidden.
 #[tokio::test]
 async fn traversal_after_a_dotfile_segment_is_still_400() {
     let site = site();
