@@ -1,5 +1,7 @@
-//! Helpers shared by the vendor comparison programs and the criterion benches.
+//! Helpers shared by the vendor comparison programs and the criterion benches, and the server
+//! loop of the benchmark servers.
 
+pub mod server;
 pub mod vendor;
 
 use std::future::Future;

@@ -49,7 +49,7 @@
 //! server CPU-second is the figure that measures the server alone.
 //!
 //! ```text
-//! cargo build --release -p proxflow-benches -p proxflow-examples
+//! cargo build --release -p proxflow-benches
 //! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 3 --leaky
 //! target/release/ratelimit_vs_nginx --rate 1000 --burst 100 --duration 10 --rounds 1 --pairs 30
 //! ```
@@ -241,7 +241,7 @@ fn run(args: Args) -> Result<()> {
     let proxflow_bin = bin_dir.join("ratelimit_server");
     if !proxflow_bin.is_file() {
         return Err(format!(
-            "{} not found: build it with `cargo build --release -p proxflow-examples --bin ratelimit_server`",
+            "{} not found: build it with `cargo build --release -p proxflow-benches --bin ratelimit_server`",
             proxflow_bin.display()
         )
         .into());

@@ -1,4 +1,6 @@
-//! A tiny HTTP server behind `RateLimitLayer`: answers `200 ok` to what the limiter admits.
+//! A tiny HTTP server behind `RateLimitLayer`: answers `200 ok` to what the limiter admits. It
+//! is the proxflow side of `ratelimit_vs_nginx`, served by this package's lean server loop
+//! ([`proxflow_benches::server`]).
 //!
 //! ```text
 //! ratelimit_server -p 8080 --rate 1000 --per 1s --burst 101 --algorithm token_bucket --key ip --reject 429
@@ -20,7 +22,7 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use proxflow_examples::{serve_connections, Connections};
+use proxflow_benches::server::{serve_connections, Connections};
 use proxflow_ratelimit::{Algorithm, LimitHeaders, RateLimitConfig, RateLimitLayer, Reject};
 use tokio::net::TcpListener;
 use tower::Layer;
