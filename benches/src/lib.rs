@@ -7,12 +7,21 @@ pub mod vendor;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::pin;
-use std::process::Command;
 use std::sync::{Barrier, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use tower::Service;
+
+/// Ends a program's `main`: on an error, prints it on stderr and exits with status 1. Call it
+/// with what the program's work returned, so that everything that work held (servers to stop,
+/// files to flush) is dropped before the exit, which would skip destructors.
+pub fn exit_on_error<E: std::fmt::Display>(outcome: Result<(), E>) {
+    if let Err(error) = outcome {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// The current time as `YYYY-MM-DD HH:MM UTC`, from the system clock.
 pub fn utc_now() -> String {
@@ -43,23 +52,6 @@ pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// First line of a command's output (stdout, else stderr: `nginx -v` writes to stderr).
-pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    let text = if output.stdout.is_empty() {
-        output.stderr
-    } else {
-        output.stdout
-    };
-    let text = String::from_utf8_lossy(&text);
-    let line = text.lines().next()?.trim();
-    Some(
-        line.strip_prefix("nginx version: ")
-            .unwrap_or(line)
-            .to_string(),
-    )
-}
-
 /// `arg` as a shell word: as it is when safe, else single-quoted.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
@@ -71,6 +63,12 @@ pub fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// The command line this program was started with, each argument as a shell word.
+pub fn command_line() -> String {
+    let words: Vec<String> = std::env::args().map(|arg| shell_quote(&arg)).collect();
+    words.join(" ")
 }
 
 /// A whole number with thousands separators: `123,456`.

@@ -68,7 +68,7 @@ enum HeadersArg {
 
 /// Answers `200 ok` to what a rate limiter lets through.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Port to listen on (on 127.0.0.1); 0 picks a free one.
     #[arg(short = 'p', long, default_value_t = 3000)]
