@@ -2,6 +2,7 @@
 //! loop of the benchmark servers.
 
 pub mod server;
+pub mod stats;
 pub mod vendor;
 
 use std::future::Future;

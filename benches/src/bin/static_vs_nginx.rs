@@ -24,11 +24,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use proxflow_benches::stats::median;
 use proxflow_benches::vendor::http::{self, Response};
 use proxflow_benches::vendor::process::{free_port, sibling_binary, start_printing_port, Server};
-use proxflow_benches::vendor::{
-    median, nginx, publish, wrk, Result, CONNECTIONS, SERVER_CPU, WRK_CPU,
-};
+use proxflow_benches::vendor::{nginx, publish, wrk, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 use proxflow_benches::{command_line, exit_on_error, thousands, utc_now};
 
 /// Files served, with their sizes. The extensions map to types nobody compresses by default, and

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use proxflow_benches::vendor::{median, median_interval, nginx, CONNECTIONS, SERVER_CPU, WRK_CPU};
+use proxflow_benches::stats::{median, median_interval};
+use proxflow_benches::vendor::{nginx, CONNECTIONS, SERVER_CPU, WRK_CPU};
 use proxflow_benches::{command_line, thousands, utc_now};
 
 use crate::cli::Args;
