@@ -379,12 +379,7 @@ fn summary(since: SystemTime, tallies: &Tallies) {
         return;
     };
     let get = |id: &str| median_ns(&dir, since, id);
-    let ns = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} ns"));
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "PASS",
-        Some(false) => "FAIL",
-        None => "not measured",
-    };
+    let (ns, verdict) = (proxflow_benches::ns, proxflow_benches::verdict);
     let ratio = |a: Option<f64>, b: Option<f64>| {
         a.zip(b)
             .map_or("n/a".to_string(), |(a, b)| format!("{:.2}x", a / b))

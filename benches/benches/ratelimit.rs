@@ -594,12 +594,7 @@ fn summary(since: SystemTime) {
         return;
     };
     let get = |id: &str| median_ns(&dir, since, id);
-    let ns = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} ns"));
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "PASS",
-        Some(false) => "FAIL",
-        None => "not measured",
-    };
+    let (ns, verdict) = (proxflow_benches::ns, proxflow_benches::verdict);
     let mut out = String::from("\n## Rate limiter micro-benchmarks (medians per call)\n\n");
     out += "| benchmark | median |\n|---|--:|\n";
     let ids = [

@@ -235,6 +235,21 @@ pub fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f
     json["median"]["point_estimate"].as_f64()
 }
 
+/// A median in nanoseconds as the benches' summaries print it: `12.3 ns`, or `n/a` when it was
+/// not measured.
+pub fn ns(median: Option<f64>) -> String {
+    median.map_or("n/a".to_string(), |v| format!("{v:.1} ns"))
+}
+
+/// A target's verdict in the benches' summaries: `PASS`, `FAIL`, or `not measured`.
+pub fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "not measured",
+    }
+}
+
 /// The no-op service of the criterion benches: the answer of an axum handler returning a
 /// `&'static str`, minus the body (200 with `content-type: text/plain; charset=utf-8`, so its
 /// header map is allocated, as every real response's is).
