@@ -69,7 +69,7 @@
 //! - `ratelimit_paired`: the targets' overheads measured paired, as the breaker's bench measures
 //!   its target: each sample times `iters` measured calls and `iters` no-op calls alternating in
 //!   stretches of 1,000, and reports the difference per call. Two medians taken seconds apart
-//!   carry the host's drift (in one run the no-op moved by 20%); a paired sample does not.
+//!   carry the host's drift; a paired sample does not.
 //!   - `layer_global`: the layer of `ratelimit_allowed/layer_global` against the no-op.
 //!   - `governor_direct`: governor's `check()` followed by the no-op's call, against the no-op
 //!     alone: governor's cost measured the same way.

@@ -128,8 +128,8 @@ pub const STRETCH: u64 = 1000;
 /// The paired measurement: `iters` calls of `measured` and `iters` of `baseline`, alternating in
 /// stretches of [`STRETCH`] (which goes first alternates too), and the time of the first minus
 /// that of the second. Each sample so holds both under the same conditions of the host,
-/// instead of two medians of runs taken seconds apart (on this shared machine the no-op alone
-/// moves by 20% between runs).
+/// instead of two medians of runs taken seconds apart (on a shared machine the no-op alone
+/// moves between runs by as much as the differences measured).
 pub fn paired(iters: u64, mut measured: impl FnMut(), mut baseline: impl FnMut()) -> Duration {
     let (mut measured_time, mut baseline_time) = (Duration::ZERO, Duration::ZERO);
     let mut left = iters;

@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tower::Layer;
 
 // A server answering a flood of 429s allocates a header map per answer; mimalloc's thread-local
-// free lists serve that with about half the instructions of glibc's malloc, which on this path
-// also merges its fast bins again and again (`malloc_consolidate`).
+// free lists serve that with fewer instructions than glibc's malloc, which on this path also
+// merges its fast bins again and again (`malloc_consolidate`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
