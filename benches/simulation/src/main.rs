@@ -4,7 +4,7 @@
 //! backends in one process.
 //!
 //! ```text
-//! cargo build --release -p proxflow-benches --bin lb_simulation
+//! cargo build --release -p proxflow-simulation --bin lb_simulation
 //! target/release/lb_simulation --seeds 10 --markdown /tmp/lb.md
 //! ```
 //!
