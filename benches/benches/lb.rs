@@ -146,7 +146,7 @@ fn summary(since: SystemTime) {
         return;
     };
     let get = |id: &str| median_ns(&dir, since, id);
-    let ns = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1} ns"));
+    let ns = proxflow_benches::ns;
     let mut out = String::from("\n## Load balancer picks, 10 upstreams (medians)\n\n");
     out += "| policy | pick | target <= 200 ns | pick + finish (info) |\n|---|--:|---|--:|\n";
     for (name, _) in policies() {

@@ -69,7 +69,7 @@
 //! - `ratelimit_paired`: the targets' overheads measured paired, as the breaker's bench measures
 //!   its target: each sample times `iters` measured calls and `iters` no-op calls alternating in
 //!   stretches of 1,000, and reports the difference per call. Two medians taken seconds apart
-//!   carry the host's drift (in one run the no-op moved by 20%); a paired sample does not.
+//!   carry the host's drift; a paired sample does not.
 //!   - `layer_global`: the layer of `ratelimit_allowed/layer_global` against the no-op.
 //!   - `governor_direct`: governor's `check()` followed by the no-op's call, against the no-op
 //!     alone: governor's cost measured the same way.
@@ -591,12 +591,7 @@ fn summary(since: SystemTime) {
         return;
     };
     let get = |id: &str| median_ns(&dir, since, id);
-    let ns = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} ns"));
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "PASS",
-        Some(false) => "FAIL",
-        None => "not measured",
-    };
+    let (ns, verdict) = (proxflow_benches::ns, proxflow_benches::verdict);
     let mut out = String::from("\n## Rate limiter micro-benchmarks (medians per call)\n\n");
     out += "| benchmark | median |\n|---|--:|\n";
     let ids = [

@@ -1,16 +1,28 @@
-//! Helpers shared by the vendor comparison programs and the criterion benches.
+//! Helpers shared by the vendor comparison programs and the criterion benches, and the server
+//! loop of the benchmark servers.
 
+pub mod server;
+pub mod stats;
 pub mod vendor;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::pin;
-use std::process::Command;
 use std::sync::{Barrier, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use tower::Service;
+
+/// Ends a program's `main`: on an error, prints it on stderr and exits with status 1. Call it
+/// with what the program's work returned, so that everything that work held (servers to stop,
+/// files to flush) is dropped before the exit, which would skip destructors.
+pub fn exit_on_error<E: std::fmt::Display>(outcome: Result<(), E>) {
+    if let Err(error) = outcome {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// The current time as `YYYY-MM-DD HH:MM UTC`, from the system clock.
 pub fn utc_now() -> String {
@@ -41,23 +53,6 @@ pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// First line of a command's output (stdout, else stderr: `nginx -v` writes to stderr).
-pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    let text = if output.stdout.is_empty() {
-        output.stderr
-    } else {
-        output.stdout
-    };
-    let text = String::from_utf8_lossy(&text);
-    let line = text.lines().next()?.trim();
-    Some(
-        line.strip_prefix("nginx version: ")
-            .unwrap_or(line)
-            .to_string(),
-    )
-}
-
 /// `arg` as a shell word: as it is when safe, else single-quoted.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
@@ -69,6 +64,12 @@ pub fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// The command line this program was started with, each argument as a shell word.
+pub fn command_line() -> String {
+    let words: Vec<String> = std::env::args().map(|arg| shell_quote(&arg)).collect();
+    words.join(" ")
 }
 
 /// A whole number with thousands separators: `123,456`.
@@ -127,8 +128,8 @@ pub const STRETCH: u64 = 1000;
 /// The paired measurement: `iters` calls of `measured` and `iters` of `baseline`, alternating in
 /// stretches of [`STRETCH`] (which goes first alternates too), and the time of the first minus
 /// that of the second. Each sample so holds both under the same conditions of the host,
-/// instead of two medians of runs taken seconds apart (on this shared machine the no-op alone
-/// moves by 20% between runs).
+/// instead of two medians of runs taken seconds apart (on a shared machine the no-op alone
+/// moves between runs by as much as the differences measured).
 pub fn paired(iters: u64, mut measured: impl FnMut(), mut baseline: impl FnMut()) -> Duration {
     let (mut measured_time, mut baseline_time) = (Duration::ZERO, Duration::ZERO);
     let mut left = iters;
@@ -232,6 +233,21 @@ pub fn median_ns(dir: &std::path::Path, since: SystemTime, id: &str) -> Option<f
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
+}
+
+/// A median in nanoseconds as the benches' summaries print it: `12.3 ns`, or `n/a` when it was
+/// not measured.
+pub fn ns(median: Option<f64>) -> String {
+    median.map_or("n/a".to_string(), |v| format!("{v:.1} ns"))
+}
+
+/// A target's verdict in the benches' summaries: `PASS`, `FAIL`, or `not measured`.
+pub fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "not measured",
+    }
 }
 
 /// The no-op service of the criterion benches: the answer of an axum handler returning a

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,7 +29,7 @@ use proxflow_breaker::CircuitBreakerLayer;
 use proxflow_lb::AdaptiveLb;
 use proxflow_ratelimit::{Key, RateLimitLayer};
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 use crate::site;
 
@@ -101,8 +101,9 @@ impl DemoUpstream {
 
 /// A running gateway's application and its upstreams' addresses.
 pub struct Gateway {
-    /// Serve it with [`serve`], or with axum's `into_make_service_with_connect_info::<SocketAddr>()`:
-    /// the rate limiter keys `/api` by the client's address.
+    /// Serve it with [`serve`](crate::serve), or with axum's
+    /// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limiter keys `/api` by the
+    /// client's address.
     pub router: Router,
     /// Where the demo upstreams listen, in the order of [`Settings::upstreams`].
     pub upstreams: Vec<SocketAddr>,
@@ -125,23 +126,6 @@ pub enum GatewayError {
         /// What it said.
         message: String,
     },
-}
-
-/// Serves a gateway's router on `listener` until Ctrl-C or SIGTERM, each request tagged with
-/// the client's address as axum's `ConnectInfo` (the rate limiter's key). HTTP/1.1 through
-/// [`serve_connections`](crate::serve_connections), for its 30 s header-read timeout:
-/// `axum::serve` sets none, so a client that sends a request head a byte at a time holds its
-/// connection for as long as it likes.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    crate::serve_connections(listener, crate::Connections::default(), move |peer| {
-        router
-            .clone()
-            .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            })
-    })
-    .await
 }
 
 /// Starts the demo upstreams (as tasks of the current runtime) and builds the application.

@@ -2,31 +2,37 @@
 //! shutdown, the example site, and the gateway.
 
 pub mod gateway;
-pub mod shutdown;
 pub mod site;
-pub mod timer;
 
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 /// How long open connections get to finish after a shutdown signal.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a request head. `axum::serve` sets no such limit, so a
+/// client that sends a head a byte at a time would hold its connection for as long as it likes.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `service` over HTTP/1.1 on `listener` until Ctrl-C or SIGTERM, then lets open
 /// connections finish for up to ten seconds.
 ///
-/// HTTP/1.1 only and one task per connection: what a static file server behind a CDN or
-/// a browser in development needs, without the protocol sniffing of an auto (h1 + h2) server.
+/// Each request carries the client's address as axum's [`ConnectInfo`] (what the rate
+/// limiter's `ip` key reads), as with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// Clients get 30 s to send a request head, and `TCP_NODELAY` is on, so that an answer written
+/// in two parts is not held back by Nagle's algorithm. HTTP/1.1 only and one task per
+/// connection: what a server behind a CDN or a browser in development needs, without the
+/// protocol sniffing of an auto (h1 + h2) server.
 pub async fn serve<S, B>(listener: TcpListener, service: S) -> std::io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -37,48 +43,13 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_connections(listener, Connections::default(), move |_peer| {
-        service.clone()
-    })
-    .await
-}
-
-/// What [`serve_connections`] may change in how it runs a connection. Every server here keeps
-/// HTTP/1.1, `TCP_NODELAY`, a 30 s header-read timeout and graceful shutdown.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Connections {
-    /// Keep answering a request after the client has shut its sending side (hyper's
-    /// `half_close`). Off by default: hyper then watches for the client going away while a
-    /// request is in flight and drops the handler's future when it does, as nginx cancels an
-    /// upstream request whose client left. That watch is a read attempt per request, made into
-    /// a fresh 8 KiB read buffer because the request in flight still holds the old one: about
-    /// 340 instructions of allocation per request in `ratelimit_server` (callgrind). A server
-    /// whose handlers answer within the poll that receives the request loses nothing by it.
-    pub half_close: bool,
-}
-
-/// [`serve`] with a service made per connection from the peer's address (to tag requests
-/// with it, as axum's `ConnectInfo` does).
-pub async fn serve_connections<F, S, B>(
-    listener: TcpListener,
-    options: Connections,
-    mut service_for: F,
-) -> std::io::Result<()>
-where
-    F: FnMut(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let connections = shutdown::Shutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown_signal());
     loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -91,38 +62,29 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(timer::ConnectionTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .half_close(options.half_close)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service_for(peer)),
-            );
-        let mut watcher = connections.watcher();
+        let service = service
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let mut connection = pin!(connection);
-            let ended = poll_fn(|cx| {
-                if watcher.poll_closing(cx) {
-                    // Finishes the request in flight, if any, then closes.
-                    connection.as_mut().graceful_shutdown();
-                }
-                connection.as_mut().poll(cx)
-            })
-            .await;
             // Resets by clients (and a rate limiter's `reject: drop`) end connections with an
             // error: routine.
-            if let Err(error) = ended {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     tracing::info!("shutting down; waiting for open connections");
-    if tokio::time::timeout(DRAIN_TIME, connections.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {DRAIN_TIME:?}; closing them");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIME) => {
+            tracing::warn!("connections still open after {DRAIN_TIME:?}; closing them");
+        }
     }
     Ok(())
 }

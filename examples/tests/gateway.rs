@@ -16,7 +16,7 @@ async fn serve(settings: Settings) -> SocketAddr {
     let gateway = gateway::start(&settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::serve(listener, gateway.router));
+    tokio::spawn(proxflow_examples::serve(listener, gateway.router));
     addr
 }
 

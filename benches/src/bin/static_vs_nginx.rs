@@ -3,12 +3,12 @@
 //!
 //! ServeDir is measured twice: served with `axum::serve` and its defaults, as the tower-http and
 //! axum docs show it (`servedir_server --axum-defaults`: no `TCP_NODELAY`, so Nagle's algorithm
-//! applies), and tuned (bare hyper with `TCP_NODELAY`). The ">= 10x ServeDir" target from
-//! DESIGN.md is taken against the first; the ratio against the second is reported for information.
+//! applies), and tuned (bare hyper with `TCP_NODELAY`). The ">= 10x ServeDir" target is taken
+//! against the first; the ratio against the second is reported for information.
 //!
 //! Every server is pinned to CPU 0 and wrk to CPU 1 (`taskset`); each (server, file) pair gets a
 //! short warm-up, then `--rounds` measured wrk runs with the servers interleaved, and the median
-//! req/s is reported as a markdown table with the targets from DESIGN.md.
+//! req/s is reported as a markdown table with the project's targets.
 //!
 //! Build both packages first so `static_server` sits next to this binary:
 //!
@@ -19,20 +19,16 @@
 //!
 //! A server binary that is missing is skipped with a message; nginx is required.
 
-use proxflow_benches::vendor::{
-    free_port, http_get, median, pinned, run_wrk, start_printing_port, Response, Result, Server,
-    CONNECTIONS, NGINX, SERVER_CPU, WRK_CPU,
-};
-use proxflow_benches::{command_output, shell_quote, thousands, utc_now};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::net::TcpStream;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
+use proxflow_benches::stats::median;
+use proxflow_benches::vendor::http::{self, Response};
+use proxflow_benches::vendor::process::{free_port, sibling_binary, start_printing_port, Server};
+use proxflow_benches::vendor::{nginx, publish, wrk, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
+use proxflow_benches::{command_line, exit_on_error, thousands, utc_now};
 
 /// Files served, with their sizes. The extensions map to types nobody compresses by default, and
 /// wrk sends no `Accept-Encoding`, so every server sends the bytes as they are.
@@ -51,8 +47,8 @@ const SERVERS: [(&str, &str); 4] = [
     (SERVEDIR_TUNED, "ServeDir (tuned: hyper + TCP_NODELAY)"),
 ];
 
-/// (description, file, baseline server, minimum proxflow/baseline ratio), from DESIGN.md; a row
-/// without a minimum is informational (no PASS/FAIL).
+/// (description, file, baseline server, minimum proxflow/baseline ratio): the project's
+/// targets; a row without a minimum is informational (no PASS/FAIL).
 const TARGETS: [(&str, &str, &str, Option<f64>); 4] = [
     (
         "proxflow >= 1.0x nginx at 1 KiB",
@@ -99,12 +95,8 @@ struct Args {
 }
 
 fn main() {
-    // `run` returns before we exit, so every server guard has been dropped (and its process
-    // stopped) by then; `process::exit` itself would skip destructors.
-    if let Err(err) = run(Args::parse()) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    }
+    // Every server guard is dropped, and its process stopped, when `run` returns.
+    exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {
@@ -115,10 +107,6 @@ fn run(args: Args) -> Result<()> {
         fs::write(docroot.join(name), file_contents(name, len))?;
     }
 
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .ok_or("executable has no parent directory")?
-        .to_path_buf();
     let mut servers = vec![start_nginx(tmp.path(), &docroot)?];
     let docroot_arg = docroot.to_str().ok_or("temp dir path is not UTF-8")?;
     // (name, binary, args, how to build it); all get port 0 and report the port they bound.
@@ -152,7 +140,7 @@ fn run(args: Args) -> Result<()> {
     ];
     let mut skipped = Vec::new();
     for (name, bin, bin_args, build) in optional {
-        let path = bin_dir.join(bin);
+        let path = sibling_binary(bin)?;
         if path.is_file() {
             servers.push(start_printing_port(name, &path, &bin_args, tmp.path())?);
         } else {
@@ -202,17 +190,7 @@ fn run(args: Args) -> Result<()> {
         .into_iter()
         .map(|(key, mut values)| (key, median(&mut values)))
         .collect();
-    let report = report(&args, &medians, &skipped);
-    print!("{report}");
-    if let Some(path) = &args.markdown {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?
-            .write_all(format!("\n{report}").as_bytes())?;
-        eprintln!("appended to {}", path.display());
-    }
-    Ok(())
+    publish(&report(&args, &medians, &skipped), args.markdown.as_deref())
 }
 
 /// Deterministic contents: printable lines for the text file, pseudo-random bytes for the binary.
@@ -242,82 +220,23 @@ fn url(server: &Server, file: &str) -> String {
     format!("http://127.0.0.1:{}/{file}", server.port)
 }
 
+/// nginx serving `docroot` with sendfile and its open-file cache.
 fn start_nginx(tmp: &Path, docroot: &Path) -> Result<Server> {
-    let dir = tmp.join("nginx");
-    fs::create_dir(&dir)?;
     let port = free_port()?;
-    let error_log = dir.join("error.log");
-    // One worker behind its master, as nginx runs in production. `user root` keeps the worker
-    // able to read the private temp dir when we run as root (nginx ignores it otherwise); the
-    // temp paths keep nginx out of /var/lib/nginx.
-    let config = format!(
-        r#"daemon off;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    types {{ text/plain txt; application/octet-stream bin; }}
+    let http = format!(
+        r#"    types {{ text/plain txt; application/octet-stream bin; }}
     default_type application/octet-stream;
-    access_log off;
     sendfile on;
     tcp_nopush on;
     open_file_cache max=1000;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     server {{
         listen 127.0.0.1:{port};
         root {docroot};
     }}
-}}
 "#,
-        dir = dir.display(),
-        error_log = error_log.display(),
         docroot = docroot.display(),
     );
-    let conf = dir.join("nginx.conf");
-    fs::write(&conf, config)?;
-
-    let child = pinned(SERVER_CPU, Path::new(NGINX))
-        .arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(&error_log)
-        .stdout(File::create(dir.join("stdout.log"))?)
-        .stderr(File::create(dir.join("stderr.log"))?)
-        .spawn()
-        .map_err(|e| format!("cannot start {NGINX}: {e}"))?;
-    let mut server = Server {
-        name: "nginx",
-        port,
-        child,
-        log: error_log,
-    };
-    // nginx prints nothing on start; poll the port, watching for an early exit (bad config).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = server.child.try_wait()? {
-            return Err(format!("nginx exited at start ({status}){}", server.log_tail()).into());
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(server);
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "nginx not accepting on port {port} after 5 s{}",
-                server.log_tail()
-            )
-            .into());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    nginx::start(&tmp.join("nginx"), &http, &[port])
 }
 
 /// Before any load: 200, no content coding, and exactly the bytes on disk, for every file.
@@ -328,7 +247,7 @@ fn check_responses(server: &Server, docroot: &Path) -> Result<()> {
             status,
             headers,
             body,
-        } = http_get(server.port, file)
+        } = http::get(server.port, file)
             .map_err(|e| format!("{} GET /{file}: {e}{}", server.name, server.log_tail()))?;
         let problem = if status != 200 {
             format!("status {status}")
@@ -348,33 +267,14 @@ fn check_responses(server: &Server, docroot: &Path) -> Result<()> {
     Ok(())
 }
 
-struct WrkResult {
-    rps: f64,
-    p50: String,
-    p99: String,
-}
-
 /// One wrk run on the load core. Any socket error or non-2xx/3xx response fails the benchmark:
 /// a fast server that drops or refuses requests is not fast.
-fn wrk(url: &str, secs: u32) -> Result<WrkResult> {
-    let text = run_wrk(url, secs, &["--latency"])?;
-    let (mut rps, mut p50, mut p99) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(value) = line.strip_prefix("Requests/sec:") {
-            rps = value.trim().parse().ok();
-        } else if let Some(value) = line.strip_prefix("50%") {
-            p50 = Some(value.trim().to_string());
-        } else if let Some(value) = line.strip_prefix("99%") {
-            p99 = Some(value.trim().to_string());
-        } else if line.starts_with("Non-2xx or 3xx responses") {
-            return Err(format!("wrk saw error responses:\n{text}").into());
-        }
+fn wrk(url: &str, secs: u32) -> Result<wrk::Report> {
+    let report = wrk::run(url, secs, &["--latency"])?;
+    if report.non_2xx > 0 {
+        return Err(format!("wrk saw error responses:\n{}", report.text).into());
     }
-    Ok(WrkResult {
-        rps: rps.ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?,
-        p50: p50.unwrap_or_default(),
-        p99: p99.unwrap_or_default(),
-    })
+    Ok(report)
 }
 
 fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) -> String {
@@ -382,9 +282,8 @@ fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) 
     let ratio = |file: &str, base: &str| Some(get("proxflow", file)? / get(base, file)?);
     let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.2}x"));
 
-    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
     let mut out = String::from("### Static files: nginx vs proxflow vs ServeDir\n\n");
-    out += &format!("Command: `{}`", command.join(" "));
+    out += &format!("Command: `{}`", command_line());
     out += &format!(" ({})", utc_now());
     out += &format!(
         "\n\nServers pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}: \
@@ -393,7 +292,7 @@ fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) 
         args.duration,
         args.rounds,
         args.warmup,
-        command_output(NGINX, &["-v"]).unwrap_or_else(|| "nginx".into()),
+        nginx::version(),
     );
     for name in skipped {
         out += &format!("\n**{name} skipped: binary not built.**\n");
@@ -443,6 +342,3 @@ fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) 
     }
     out
 }
-
-#[cfg(test)]
-mod tests {}

@@ -8,7 +8,7 @@
 
 use clap::Parser;
 use proxflow_examples::gateway::{self, Settings};
-use proxflow_examples::runtime;
+use proxflow_examples::{runtime, serve};
 
 /// Runs the proxflow gateway on its embedded defaults.
 #[derive(Debug, Parser)]
@@ -46,5 +46,5 @@ async fn run(args: Args) -> std::io::Result<()> {
     for (demo, addr) in settings.upstreams.iter().zip(&gateway.upstreams) {
         println!("  upstream   {} at http://{addr}", demo.name);
     }
-    gateway::serve(listener, gateway.router).await
+    serve(listener, gateway.router).await
 }

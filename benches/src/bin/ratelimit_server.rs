@@ -1,4 +1,6 @@
-//! A tiny HTTP server behind `RateLimitLayer`: answers `200 ok` to what the limiter admits.
+//! A tiny HTTP server behind `RateLimitLayer`: answers `200 ok` to what the limiter admits. It
+//! is the proxflow side of `ratelimit_vs_nginx`, served by this package's lean server loop
+//! ([`proxflow_benches::server`]).
 //!
 //! ```text
 //! ratelimit_server -p 8080 --rate 1000 --per 1s --burst 101 --algorithm token_bucket --key ip --reject 429
@@ -20,14 +22,14 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use proxflow_examples::{serve_connections, Connections};
+use proxflow_benches::server::{serve_connections, Connections};
 use proxflow_ratelimit::{Algorithm, LimitHeaders, RateLimitConfig, RateLimitLayer, Reject};
 use tokio::net::TcpListener;
 use tower::Layer;
 
 // A server answering a flood of 429s allocates a header map per answer; mimalloc's thread-local
-// free lists serve that with about half the instructions of glibc's malloc, which on this path
-// also merges its fast bins again and again (`malloc_consolidate`).
+// free lists serve that with fewer instructions than glibc's malloc, which on this path also
+// merges its fast bins again and again (`malloc_consolidate`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -66,7 +68,7 @@ enum HeadersArg {
 
 /// Answers `200 ok` to what a rate limiter lets through.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Port to listen on (on 127.0.0.1); 0 picks a free one.
     #[arg(short = 'p', long, default_value_t = 3000)]
