@@ -1,6 +1,11 @@
 //! Pieces shared by the example programs: serving a Tower service over hyper with graceful
 //! shutdown, the example site, and the gateway.
 
+/// The README's example, compiled as a doc test so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct Readme;
+
 pub mod gateway;
 pub mod site;
 
