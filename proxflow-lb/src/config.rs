@@ -14,9 +14,11 @@ use crate::upstream::{check_weight, Upstream};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// In turn.
+    /// In turn. The same algorithm as `WeightedRoundRobin`: with equal static weights it is
+    /// strictly in turn, and an unavailable upstream's turns spread over all the others.
     RoundRobin,
-    /// In turn by static weight, spread out (nginx's smooth weighted round robin).
+    /// In turn by static weight, spread out (nginx's smooth weighted round robin: weights
+    /// 5, 1, 1 give `a a b a c a a`). A slow-starting upstream gets its ramped share.
     WeightedRoundRobin,
     /// By static weight at random (seeded).
     Random,
@@ -29,8 +31,11 @@ pub enum Policy {
         #[serde(with = "humantime_serde")]
         decay: Duration,
     },
-    /// A client address always goes to the same upstream while it is available (rendezvous
-    /// hashing: a key moves only when its upstream leaves, or to an upstream that joins).
+    /// A client address always goes to the same upstream while it is available (weighted
+    /// rendezvous hashing: a key moves only when its upstream leaves, or to an upstream that
+    /// joins). The address is the request's [`ClientAddr`](crate::ClientAddr) extension,
+    /// axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension; requests without one are
+    /// spread at random.
     IpHash,
     /// The same, keyed by a request header (requests without it are spread at random).
     HeaderHash {

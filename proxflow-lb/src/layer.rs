@@ -77,8 +77,8 @@ impl AdaptiveLb {
     /// If a setting of the policy is out of its range ([`Policy::validate`] says which), or if
     /// the balancer serves already.
     pub fn policy(self, policy: Policy) -> Self {
-        refuse("policy", policy.validate());
-        self.change("policy", |draft| draft.policy = policy)
+        refuse("AdaptiveLb::policy", policy.validate());
+        self.change("AdaptiveLb::policy", |draft| draft.policy = policy)
     }
 
     /// `Host` of forwarded requests. Default [`HostHeader::Keep`].
@@ -87,7 +87,7 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn host(self, host: HostHeader) -> Self {
-        self.change("host", |draft| draft.host = host)
+        self.change("AdaptiveLb::host", |draft| draft.host = host)
     }
 
     /// Append `X-Forwarded-For`, set `X-Forwarded-Proto` and `-Host`. Default on.
@@ -96,7 +96,9 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn forwarded_headers(self, on: bool) -> Self {
-        self.change("forwarded_headers", |draft| draft.forwarded_headers = on)
+        self.change("AdaptiveLb::forwarded_headers", |draft| {
+            draft.forwarded_headers = on
+        })
     }
 
     /// Times a request that failed to connect is sent to another upstream. Default 1.
@@ -116,7 +118,7 @@ impl AdaptiveLb {
         if let Err(reason) = check_retries(retries) {
             panic!("AdaptiveLb::retries: {reason}");
         }
-        self.change("retries", |draft| draft.retries = retries)
+        self.change("AdaptiveLb::retries", |draft| draft.retries = retries)
     }
 
     /// Ramp of a new or returning upstream from 10 % of its weight to all of it; zero turns
@@ -126,7 +128,7 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn slow_start(self, ramp: Duration) -> Self {
-        self.change("slow_start", |draft| draft.slow_start = ramp)
+        self.change("AdaptiveLb::slow_start", |draft| draft.slow_start = ramp)
     }
 
     /// Passive health (ejection after failures in a row). Default [`PassiveHealth::default`].
@@ -135,8 +137,10 @@ impl AdaptiveLb {
     ///
     /// If `max_ejection` is below `base_ejection`, or if the balancer serves already.
     pub fn passive_health(self, passive: PassiveHealth) -> Self {
-        refuse("passive_health", passive.validate());
-        self.change("passive_health", |draft| draft.passive = passive)
+        refuse("AdaptiveLb::passive_health", passive.validate());
+        self.change("AdaptiveLb::passive_health", |draft| {
+            draft.passive = passive
+        })
     }
 
     /// Active health checks through the client; they start with the first request. Default:
@@ -151,8 +155,10 @@ impl AdaptiveLb {
     /// If a setting is out of its range ([`ActiveHealth::validate`] says which), or if the
     /// balancer serves already.
     pub fn health_check(self, check: ActiveHealth) -> Self {
-        refuse("health_check", check.validate());
-        self.change("health_check", |draft| draft.health_check = Some(check))
+        refuse("AdaptiveLb::health_check", check.validate());
+        self.change("AdaptiveLb::health_check", |draft| {
+            draft.health_check = Some(check)
+        })
     }
 
     /// With every upstream unavailable, spread over all instead of answering 503. Default off.
@@ -161,7 +167,7 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn panic_mode(self, on: bool) -> Self {
-        self.change("panic_mode", |draft| draft.panic_mode = on)
+        self.change("AdaptiveLb::panic_mode", |draft| draft.panic_mode = on)
     }
 
     /// Seed of the random choices (tests, simulations). Default: from the OS.
@@ -170,7 +176,7 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn seed(self, seed: u64) -> Self {
-        self.change("seed", |draft| draft.seed = Some(seed))
+        self.change("AdaptiveLb::seed", |draft| draft.seed = Some(seed))
     }
 
     /// The clock every pick and answer reads. Default [`Clock::tsc`]. Tests and simulations
@@ -180,7 +186,7 @@ impl AdaptiveLb {
     ///
     /// If the balancer serves already.
     pub fn clock(self, clock: Clock) -> Self {
-        self.change("clock", |draft| draft.clock = clock)
+        self.change("AdaptiveLb::clock", |draft| draft.clock = clock)
     }
 
     /// The generic form: a balancer with this policy and these settings over the services of
@@ -205,7 +211,7 @@ impl AdaptiveLb {
 /// Panics with the method's name if `checked` is an error.
 fn refuse(method: &str, checked: Result<(), ConfigError>) {
     if let Err(error) = checked {
-        panic!("AdaptiveLb::{method}: {error}");
+        panic!("{method}: {error}");
     }
 }
 

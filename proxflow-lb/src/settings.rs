@@ -1,8 +1,8 @@
 //! What a balancer's builder sets, and the settings in force once it serves.
 //!
-//! The builder writes a draft; the first pick (through a service, the generic form or
-//! [`LbHandle::pick`](crate::LbHandle::pick)) or the first `layer` fixes it for good, so that
-//! every service and handle of one balancer read the same settings without a lock.
+//! The builder writes a draft; the first `layer`, or the first pick (of the generic form or
+//! [`LbHandle::pick`](crate::LbHandle::pick)), fixes it for good, so that every service and
+//! handle of one balancer read the same settings without a lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -172,14 +172,15 @@ impl Settings {
     ///
     /// # Panics
     ///
-    /// If the settings are fixed already: `method` is named in the message.
+    /// If the settings are fixed already: `method` (`AdaptiveLb::policy`) is named in the
+    /// message.
     pub(crate) fn change(&self, method: &str, change: impl FnOnce(&mut Draft)) {
         let mut draft = self.lock();
         if self.running.get().is_some() {
             drop(draft);
             panic!(
-                "AdaptiveLb::{method}: the balancer serves already; configure it before its \
-                 first `layer`, `balance` or `LbHandle::pick`"
+                "{method}: the balancer serves already (a service was made, or a pick taken); \
+                 configure it before"
             );
         }
         change(&mut draft);
