@@ -138,12 +138,7 @@ pub async fn start(settings: &Settings) -> Result<Gateway, GatewayError> {
         .burst(settings.burst)
         .key(Key::Ip);
     let breaker = CircuitBreakerLayer::new();
-    let lb = AdaptiveLb::new(upstreams.iter().map(|addr| format!("http://{addr}"))).map_err(
-        |error| GatewayError::Layer {
-            layer: "lb",
-            message: error.to_string(),
-        },
-    )?;
+    let lb = AdaptiveLb::new(upstreams.iter().copied());
     let stats = Stats {
         ratelimit: ratelimit.stats(),
         breaker: breaker.handle(),

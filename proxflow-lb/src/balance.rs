@@ -17,18 +17,17 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
+use proxflow_core::{BoxError, Clock, Moment};
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::clock::Moment;
-use crate::layer::LbHandle;
+use crate::backend::{Backend, InFlight};
+use crate::handle::LbHandle;
 use crate::pool::Pool;
-use crate::service::BoxError;
-use crate::upstream::{InFlight, Upstream};
 
 struct Endpoint<S> {
     service: S,
-    upstream: Arc<Upstream>,
+    backend: Arc<Backend>,
 }
 
 /// Balances requests over the services of a [`Discover`] stream; made by
@@ -62,6 +61,19 @@ where
         }
     }
 
+    /// The clock its picks and answers read. Default: the clock of the
+    /// [`AdaptiveLb`](crate::AdaptiveLb) it was made from ([`Clock::tsc`] unless set).
+    ///
+    /// # Panics
+    ///
+    /// If it serves already (it was polled, or its handle picked).
+    pub fn clock(self, clock: Clock) -> Self {
+        self.pool
+            .settings
+            .change("balance(..).clock", |draft| draft.clock = clock);
+        self
+    }
+
     /// A handle on the endpoints' figures (adding URLs through it has no effect here: the
     /// endpoints come from the `Discover` stream).
     pub fn handle(&self) -> LbHandle {
@@ -86,12 +98,12 @@ where
                     self.remove(&key);
                     let name: Arc<str> = Arc::from(format!("{key:?}"));
                     self.pool.add_endpoint(Arc::clone(&name));
-                    let Some(upstream) = self.pool.find(&name) else {
+                    let Some(backend) = self.pool.find(&name) else {
                         continue;
                     };
                     tracing::debug!(endpoint = %name, "endpoint added");
                     self.names.insert(key, Arc::clone(&name));
-                    self.endpoints.insert(name, Endpoint { service, upstream });
+                    self.endpoints.insert(name, Endpoint { service, backend });
                 }
                 Some(Ok(Change::Remove(key))) => self.remove(&key),
             }
@@ -119,11 +131,11 @@ where
     fn poll_not_ready(&mut self, cx: &mut Context<'_>) {
         let mut failed = Vec::new();
         for (name, endpoint) in &mut self.endpoints {
-            if endpoint.upstream.is_ready() {
+            if endpoint.backend.is_ready() {
                 continue;
             }
             match endpoint.service.poll_ready(cx) {
-                Poll::Ready(Ok(())) => endpoint.upstream.set_ready(true),
+                Poll::Ready(Ok(())) => endpoint.backend.set_ready(true),
                 Poll::Ready(Err(_)) => failed.push(Arc::clone(name)),
                 Poll::Pending => {}
             }
@@ -153,8 +165,8 @@ where
         loop {
             let name = match self.chosen.take() {
                 Some(name) => name,
-                None => match self.pool.pick(Moment::now(), None, &tried) {
-                    Some(upstream) => Arc::clone(&upstream.name),
+                None => match self.pool.pick(self.pool.now(), None, &tried) {
+                    Some(backend) => Arc::clone(&backend.name),
                     // Nothing ready: the endpoints polled above and the stream will wake us.
                     None => return Poll::Pending,
                 },
@@ -169,7 +181,7 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Pending => {
-                    endpoint.upstream.set_ready(false);
+                    endpoint.backend.set_ready(false);
                     tried.push(name);
                 }
                 Poll::Ready(Err(error)) => {
@@ -194,8 +206,8 @@ where
         };
         let state = State::Running {
             future: endpoint.service.call(request),
-            in_flight: Some(InFlight::new(Arc::clone(&endpoint.upstream))),
-            started: Moment::now(),
+            in_flight: Some(InFlight::new(Arc::clone(&endpoint.backend))),
+            started: endpoint.backend.clock().now(),
         };
         BalanceFuture { state }
     }
@@ -242,9 +254,8 @@ where
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    in_flight
-                        .upstream()
-                        .answered(*started, Moment::now(), result.is_err());
+                    let backend = in_flight.backend();
+                    backend.answered(*started, backend.clock().now(), result.is_err());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

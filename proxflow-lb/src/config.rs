@@ -1,14 +1,11 @@
-//! The serde configuration, with the origin's names and defaults:
-//!
-//! ```text
-//! lb_policy adaptive { history_length 10  update_interval 1m  alpha 0.3 }
-//! ```
+//! The serde configuration, with the origin's names and defaults, and its validation.
 
 use std::time::Duration;
 
+use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use crate::upstream::{check_weight, Upstream};
 
 /// How an upstream is chosen. Written as the origin writes it: a name
 /// (`lb_policy: round_robin`) or a name with settings
@@ -17,9 +14,11 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// In turn.
+    /// In turn. The same algorithm as `WeightedRoundRobin`: with equal static weights it is
+    /// strictly in turn, and an unavailable upstream's turns spread over all the others.
     RoundRobin,
-    /// In turn by static weight, spread out (nginx's smooth weighted round robin).
+    /// In turn by static weight, spread out (nginx's smooth weighted round robin: weights
+    /// 5, 1, 1 give `a a b a c a a`). A slow-starting upstream gets its ramped share.
     WeightedRoundRobin,
     /// By static weight at random (seeded).
     Random,
@@ -32,8 +31,11 @@ pub enum Policy {
         #[serde(with = "humantime_serde")]
         decay: Duration,
     },
-    /// A client address always goes to the same upstream while it is available (rendezvous
-    /// hashing: a key moves only when its upstream leaves, or to an upstream that joins).
+    /// A client address always goes to the same upstream while it is available (weighted
+    /// rendezvous hashing: a key moves only when its upstream leaves, or to an upstream that
+    /// joins). The address is the request's [`ClientAddr`](crate::ClientAddr) extension,
+    /// axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension; requests without one are
+    /// spread at random.
     IpHash,
     /// The same, keyed by a request header (requests without it are spread at random).
     HeaderHash {
@@ -164,7 +166,8 @@ pub struct AdaptiveConfig {
     /// Smoothing factor of the prediction, in (0, 1]: the weight of the newest sample.
     /// Default 0.3.
     pub alpha: f64,
-    /// The load sample. Default `latency` (see benches/RESULTS.md for the evaluation).
+    /// The load sample. Default `latency`: weights then follow how fast each upstream answers,
+    /// where a request count is blind to speed and a concurrency sees it only in part.
     pub load: LoadMetric,
     /// A failed answer weighs in the sample as `1 + failure_penalty` answers' worth of load,
     /// so that a backend answering fast errors loses traffic. Default 4.
@@ -268,7 +271,25 @@ fn one() -> u32 {
 }
 
 /// Everything an [`AdaptiveLb`](crate::AdaptiveLb) can be told, as read from JSON, YAML or
-/// TOML.
+/// TOML, in the origin's names and with its defaults.
+///
+/// The origin (a Caddy-based proxy) writes the adaptive policy as
+///
+/// ```text
+/// lb_policy adaptive {
+///     history_length 10
+///     update_interval 1m
+///     alpha 0.3
+/// }
+/// ```
+///
+/// which reads here as the map `lb_policy: {adaptive: {history_length: 10, update_interval: 1m,
+/// alpha: 0.3}}`; the classic policies are a name alone (`lb_policy: round_robin`). Durations
+/// are humantime strings (`"1m"`, `"30s"`, `"250ms"`). Unknown fields are refused, so that a
+/// misspelt setting is an error instead of a silent default.
+///
+/// [`AdaptiveLb::from_config`](crate::AdaptiveLb::from_config) checks every value
+/// ([`LbConfig::validate`]) and names the first bad field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LbConfig {
@@ -282,8 +303,9 @@ pub struct LbConfig {
     pub host: HostHeader,
     /// Append `X-Forwarded-For`, set `X-Forwarded-Proto` and `X-Forwarded-Host`. Default on.
     pub forwarded_headers: bool,
-    /// Requests that failed to connect are sent again to another upstream this many times
-    /// (idempotent methods with an empty body only). Default 1.
+    /// Requests that failed to connect are sent again to another upstream this many times, at
+    /// most [`MAX_RETRIES`] (idempotent methods with an empty body only; see
+    /// [`AdaptiveLb::retries`](crate::AdaptiveLb::retries)). Default 1.
     pub retries: u32,
     /// A new upstream, or one back from ejection, ramps from 10 % to its full share over this.
     /// Default 30 s.
@@ -320,63 +342,133 @@ impl Default for LbConfig {
 impl LbConfig {
     /// Checks every field; the error names the first bad one and says what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.into(),
-            })
-        };
-        for upstream in &self.upstreams {
-            crate::upstream::parse_base(&upstream.url)?;
-            if upstream.weight == 0 || upstream.weight > 1_000_000 {
-                return invalid("upstreams.weight", "must be in 1..=1000000");
-            }
-        }
-        match &self.lb_policy {
-            Policy::Adaptive(adaptive) => {
-                if !(1..=10_000).contains(&adaptive.history_length) {
-                    return invalid("history_length", "must be in 1..=10000");
-                }
-                if adaptive.update_interval < Duration::from_millis(10) {
-                    return invalid("update_interval", "must be at least 10ms");
-                }
-                if !(adaptive.alpha > 0.0 && adaptive.alpha <= 1.0) {
-                    return invalid("alpha", "must be in (0, 1], e.g. 0.3");
-                }
-                if !(adaptive.failure_penalty >= 0.0 && adaptive.failure_penalty <= 1000.0) {
-                    return invalid("failure_penalty", "must be in [0, 1000]");
-                }
-            }
-            Policy::PeakEwma { decay } if decay.is_zero() => {
-                return invalid("decay", "must be a positive duration such as \"10s\"");
-            }
-            Policy::HeaderHash { header } if http::HeaderName::try_from(header).is_err() => {
-                return invalid("header", "must be a valid header name");
-            }
-            _ => {}
-        }
-        let passive = &self.passive_health;
-        if passive.max_ejection < passive.base_ejection {
-            return invalid("max_ejection", "must be at least `base_ejection`");
-        }
+        self.upstreams()?;
+        self.lb_policy.validate()?;
+        self.passive_health.validate()?;
         if let Some(check) = &self.health_check {
-            if !check.path.starts_with('/')
-                || http::uri::PathAndQuery::try_from(check.path.as_str()).is_err()
-            {
-                return invalid("path", "must be an absolute path such as \"/health\"");
-            }
-            if check.interval < Duration::from_millis(10) || check.timeout.is_zero() {
-                return invalid(
-                    "interval",
-                    "interval must be at least 10ms and timeout positive",
-                );
-            }
-            if check.unhealthy_threshold == 0 || check.healthy_threshold == 0 {
-                return invalid("unhealthy_threshold", "thresholds must be at least 1");
-            }
+            check.validate()?;
         }
-        if self.retries > 10 {
-            return invalid("retries", "must be at most 10");
+        check_retries(self.retries).map_err(|reason| ConfigError::new("retries", reason))
+    }
+
+    /// The upstreams, parsed.
+    pub(crate) fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
+        self.upstreams
+            .iter()
+            .map(|upstream| {
+                let parsed: Upstream = upstream.url.parse()?;
+                check_weight(upstream.weight)
+                    .map_err(|reason| ConfigError::new("upstreams.weight", reason))?;
+                Ok(parsed.weight(upstream.weight))
+            })
+            .collect()
+    }
+}
+
+/// Periods shorter than 10 ms would have the balancer busy with itself.
+fn at_least_10ms(field: &'static str, period: Duration) -> Result<(), ConfigError> {
+    if period < Duration::from_millis(10) {
+        return Err(ConfigError::new(
+            field,
+            format!("at least 10ms; got {period:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The most retries of one request.
+pub const MAX_RETRIES: u32 = 10;
+
+pub(crate) fn check_retries(retries: u32) -> Result<(), String> {
+    if retries <= MAX_RETRIES {
+        Ok(())
+    } else {
+        Err(format!("at most {MAX_RETRIES}; got {retries}"))
+    }
+}
+
+impl Policy {
+    /// Checks the policy's settings; the error names the bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Policy::Adaptive(adaptive) => adaptive.validate(),
+            Policy::PeakEwma { decay } if decay.is_zero() => Err(ConfigError::new(
+                "decay",
+                "a positive duration such as \"10s\"; got 0",
+            )),
+            Policy::HeaderHash { header } if http::HeaderName::try_from(header).is_err() => {
+                Err(ConfigError::new(
+                    "header",
+                    format!("a valid header name such as \"x-user\"; got {header:?}"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.history_length) {
+            return Err(ConfigError::new(
+                "history_length",
+                format!("in 1..=10000; got {}", self.history_length),
+            ));
+        }
+        at_least_10ms("update_interval", self.update_interval)?;
+        if !(self.alpha > 0.0 && self.alpha <= 1.0) {
+            return Err(ConfigError::new(
+                "alpha",
+                format!("in (0, 1], e.g. 0.3; got {}", self.alpha),
+            ));
+        }
+        if !(self.failure_penalty >= 0.0 && self.failure_penalty <= 1000.0) {
+            return Err(ConfigError::new(
+                "failure_penalty",
+                format!("in [0, 1000]; got {}", self.failure_penalty),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PassiveHealth {
+    /// Checks that the ejections' lengths make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_ejection < self.base_ejection {
+            return Err(ConfigError::new(
+                "max_ejection",
+                format!(
+                    "at least `base_ejection` ({:?}); got {:?}",
+                    self.base_ejection, self.max_ejection
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ActiveHealth {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/')
+            || http::uri::PathAndQuery::try_from(self.path.as_str()).is_err()
+        {
+            return Err(ConfigError::new(
+                "path",
+                format!("an absolute path such as \"/health\"; got {:?}", self.path),
+            ));
+        }
+        at_least_10ms("interval", self.interval)?;
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "a positive duration; got 0"));
+        }
+        if self.unhealthy_threshold == 0 {
+            return Err(ConfigError::new("unhealthy_threshold", "at least 1; got 0"));
+        }
+        if self.healthy_threshold == 0 {
+            return Err(ConfigError::new("healthy_threshold", "at least 1; got 0"));
         }
         Ok(())
     }

@@ -1,19 +1,6 @@
-//! Errors.
+//! What the balancer's own answers carry in their extensions.
 
 use std::sync::Arc;
-
-/// A configuration the balancer cannot run with. Each variant names the field.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConfigError {
-    /// A field has a value outside what it allows.
-    #[error("`{field}`: {reason}")]
-    Invalid {
-        /// The field, as named in the serde config.
-        field: &'static str,
-        /// What is allowed.
-        reason: String,
-    },
-}
 
 /// In the extensions of a 502 the balancer answered: the upstream and the client's error.
 #[derive(Debug, Clone)]

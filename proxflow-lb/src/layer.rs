@@ -1,163 +1,225 @@
-//! [`AdaptiveLb`], its builder, and the handle on its upstreams.
+//! [`AdaptiveLb`] and its builder.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use proxflow_core::{Clock, ConfigError};
 use tower_layer::Layer;
 
 use crate::balance::Balance;
-use crate::clock::Moment;
-use crate::config::{ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy, UpstreamConfig};
-use crate::error::ConfigError;
-use crate::pool::{Pool, UpstreamSnapshot};
+use crate::config::{check_retries, ActiveHealth, HostHeader, LbConfig, PassiveHealth, Policy};
+use crate::handle::LbHandle;
+use crate::pool::Pool;
 use crate::service::Lb;
-use crate::upstream::InFlight;
+use crate::settings::Draft;
+use crate::upstream::Upstream;
 
 /// A load balancer over a client service: picks an upstream per request and sends the
-/// request there. Cheap to clone; clones and every service they make share the upstreams.
+/// request there.
 ///
 /// Builder methods state their defaults, which are those of [`LbConfig`].
+///
+/// Cheap to clone. Clones, the services they make and their [`LbHandle`]s share one set of
+/// upstreams and one set of settings: a builder call on any clone configures them all, and a
+/// handle taken before later builder calls watches the balancer they configured. The settings
+/// are fixed when the balancer first serves: its first [`layer`](Layer::layer), or the first
+/// [`LbHandle::pick`]. A builder call after that panics, so that no service runs on settings
+/// that another one no longer has.
 #[derive(Clone)]
 pub struct AdaptiveLb {
-    config: LbConfig,
-    pool: Arc<OnceLock<Result<Arc<Pool>, ConfigError>>>,
+    pool: Arc<Pool>,
 }
 
 impl AdaptiveLb {
     /// The adaptive policy with the origin's defaults (history 10, update every minute,
-    /// alpha 0.3) over these upstreams (`http://10.0.0.1:8080`), each of weight 1. Fails on
-    /// a URL that is not `scheme://authority`.
-    pub fn new<I>(upstreams: I) -> Result<Self, ConfigError>
+    /// alpha 0.3) over these upstreams: [`Upstream`]s, or socket addresses (`http://`).
+    ///
+    /// ```
+    /// use proxflow_lb::{AdaptiveLb, Upstream};
+    ///
+    /// let lb = AdaptiveLb::new([
+    ///     Upstream::from_static("http://10.0.0.1:8080"),
+    ///     Upstream::from_static("http://10.0.0.2:8080").weight(2),
+    /// ]);
+    /// let local = AdaptiveLb::new([std::net::SocketAddr::from(([127, 0, 0, 1], 3000))]);
+    /// # drop((lb, local));
+    /// ```
+    pub fn new<I>(upstreams: I) -> Self
     where
         I: IntoIterator,
-        I::Item: AsRef<str>,
+        I::Item: Into<Upstream>,
     {
-        let config = LbConfig {
-            upstreams: upstreams
-                .into_iter()
-                .map(|url| UpstreamConfig {
-                    url: url.as_ref().to_string(),
-                    weight: 1,
-                })
-                .collect(),
-            ..LbConfig::default()
-        };
-        Self::from_config(&config)
+        let upstreams = upstreams.into_iter().map(Into::into).collect();
+        AdaptiveLb {
+            pool: Arc::new(Pool::new(Draft::new(&LbConfig::default()), upstreams)),
+        }
     }
 
-    /// A balancer from a configuration; the error names the bad field.
+    /// A balancer from a configuration read from untrusted text; the error names the bad
+    /// field and says what is allowed. On the TSC clock (see [`AdaptiveLb::clock`]).
     pub fn from_config(config: &LbConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let upstreams = config.upstreams()?;
         Ok(AdaptiveLb {
-            config: config.clone(),
-            pool: Arc::default(),
+            pool: Arc::new(Pool::new(Draft::new(config), upstreams)),
         })
     }
 
-    fn with(mut self, change: impl FnOnce(&mut LbConfig)) -> Self {
-        change(&mut self.config);
-        self.pool = Arc::default();
+    fn change(self, method: &str, change: impl FnOnce(&mut Draft)) -> Self {
+        self.pool.settings.change(method, change);
         self
     }
 
     /// The policy. Default [`Policy::Adaptive`] with its defaults.
-    pub fn policy(self, policy: Policy) -> Result<Self, ConfigError> {
-        let layer = self.with(|c| c.lb_policy = policy);
-        layer.config.validate()?;
-        Ok(layer)
+    ///
+    /// # Panics
+    ///
+    /// If a setting of the policy is out of its range ([`Policy::validate`] says which), or if
+    /// the balancer serves already.
+    pub fn policy(self, policy: Policy) -> Self {
+        refuse("AdaptiveLb::policy", policy.validate());
+        self.change("AdaptiveLb::policy", |draft| draft.policy = policy)
     }
 
     /// `Host` of forwarded requests. Default [`HostHeader::Keep`].
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
     pub fn host(self, host: HostHeader) -> Self {
-        self.with(|c| c.host = host)
+        self.change("AdaptiveLb::host", |draft| draft.host = host)
     }
 
     /// Append `X-Forwarded-For`, set `X-Forwarded-Proto` and `-Host`. Default on.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
     pub fn forwarded_headers(self, on: bool) -> Self {
-        self.with(|c| c.forwarded_headers = on)
+        self.change("AdaptiveLb::forwarded_headers", |draft| {
+            draft.forwarded_headers = on
+        })
     }
 
-    /// Times a request that failed to connect is sent to another upstream (idempotent
-    /// methods with an empty body), at most 10. Default 1.
+    /// Times a request that failed to connect is sent to another upstream. Default 1.
+    ///
+    /// Only requests that surely never reached an upstream (the connection was refused or
+    /// unreachable), with an idempotent method and an empty body, are sent again. The
+    /// balancer needs a second, empty body of the request's type for that; it makes one for
+    /// axum's `Body` (with the `axum` feature), `String`, and http-body-util's `Empty<Bytes>`
+    /// and `Full<Bytes>`. A request with any other body type (hyper's `Incoming` has no empty
+    /// value a library can make) is not retried: its failure is answered `502`.
+    ///
+    /// # Panics
+    ///
+    /// If `retries` is above [`MAX_RETRIES`](crate::MAX_RETRIES), or if the balancer serves
+    /// already.
     pub fn retries(self, retries: u32) -> Self {
-        self.with(|c| c.retries = retries.min(10))
+        if let Err(reason) = check_retries(retries) {
+            panic!("AdaptiveLb::retries: {reason}");
+        }
+        self.change("AdaptiveLb::retries", |draft| draft.retries = retries)
     }
 
-    /// Ramp of a new or returning upstream from 10 % of its weight to all of it. Default 30 s.
+    /// Ramp of a new or returning upstream from 10 % of its weight to all of it; zero turns
+    /// it off. Default 30 s.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
     pub fn slow_start(self, ramp: Duration) -> Self {
-        self.with(|c| c.slow_start = ramp)
+        self.change("AdaptiveLb::slow_start", |draft| draft.slow_start = ramp)
     }
 
     /// Passive health (ejection after failures in a row). Default [`PassiveHealth::default`].
-    pub fn passive_health(self, passive: PassiveHealth) -> Result<Self, ConfigError> {
-        let layer = self.with(|c| c.passive_health = passive);
-        layer.config.validate()?;
-        Ok(layer)
+    ///
+    /// # Panics
+    ///
+    /// If `max_ejection` is below `base_ejection`, or if the balancer serves already.
+    pub fn passive_health(self, passive: PassiveHealth) -> Self {
+        refuse("AdaptiveLb::passive_health", passive.validate());
+        self.change("AdaptiveLb::passive_health", |draft| {
+            draft.passive = passive
+        })
     }
 
     /// Active health checks through the client; they start with the first request. Default:
     /// none.
-    pub fn health_check(self, check: ActiveHealth) -> Result<Self, ConfigError> {
-        let layer = self.with(|c| c.health_check = Some(check));
-        layer.config.validate()?;
-        Ok(layer)
+    ///
+    /// A probe is a `GET` with an empty body of the client's request body type, which the
+    /// balancer makes for the types listed under [`AdaptiveLb::retries`]; with another body
+    /// type the checks do not run (a warning says so).
+    ///
+    /// # Panics
+    ///
+    /// If a setting is out of its range ([`ActiveHealth::validate`] says which), or if the
+    /// balancer serves already.
+    pub fn health_check(self, check: ActiveHealth) -> Self {
+        refuse("AdaptiveLb::health_check", check.validate());
+        self.change("AdaptiveLb::health_check", |draft| {
+            draft.health_check = Some(check)
+        })
     }
 
     /// With every upstream unavailable, spread over all instead of answering 503. Default off.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
     pub fn panic_mode(self, on: bool) -> Self {
-        self.with(|c| c.panic_mode = on)
+        self.change("AdaptiveLb::panic_mode", |draft| draft.panic_mode = on)
     }
 
     /// Seed of the random choices (tests, simulations). Default: from the OS.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
     pub fn seed(self, seed: u64) -> Self {
-        self.with(|c| c.seed = Some(seed))
+        self.change("AdaptiveLb::seed", |draft| draft.seed = Some(seed))
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &LbConfig {
-        &self.config
+    /// The clock every pick and answer reads. Default [`Clock::tsc`]. Tests and simulations
+    /// that run on tokio's paused time give [`Clock::tokio`], made inside the paused runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer serves already.
+    pub fn clock(self, clock: Clock) -> Self {
+        self.change("AdaptiveLb::clock", |draft| draft.clock = clock)
     }
 
     /// The generic form: a balancer with this policy and these settings over the services of
     /// a `Discover` stream (tower's `ServiceList`, a channel of `Change`s, ...), for any
-    /// request type. The configured URLs are not used; endpoints that are not ready (an open
-    /// proxflow-breaker in readiness mode) get no traffic until they are.
+    /// request type. The upstreams of this balancer are not used; endpoints that are not ready
+    /// (an open proxflow-breaker in readiness mode) get no traffic until they are. It has
+    /// upstreams and settings of its own: [`Balance::handle`] watches it.
     pub fn balance<D, Req>(&self, discover: D) -> Balance<D, Req>
     where
         D: tower::discover::Discover,
     {
-        let config = LbConfig {
-            upstreams: Vec::new(),
-            ..self.config.clone()
-        };
-        match Pool::new(config) {
-            Ok(pool) => Balance::new(discover, Arc::new(pool)),
-            Err(error) => unreachable!("validated configuration refused: {error}"),
-        }
+        let pool = Pool::new(self.pool.settings.draft(), Vec::new());
+        Balance::new(discover, Arc::new(pool))
     }
 
     /// A handle to add, remove and drain upstreams, and to read their figures.
     pub fn handle(&self) -> LbHandle {
-        LbHandle { pool: self.pool() }
+        LbHandle::new(Arc::clone(&self.pool))
     }
+}
 
-    fn pool(&self) -> Arc<Pool> {
-        let pool = self
-            .pool
-            .get_or_init(|| Pool::new(self.config.clone()).map(Arc::new));
-        match pool {
-            Ok(pool) => Arc::clone(pool),
-            // `from_config` and the fallible builder methods validated the configuration.
-            Err(error) => unreachable!("validated configuration refused: {error}"),
-        }
+/// Panics with the method's name if `checked` is an error.
+fn refuse(method: &str, checked: Result<(), ConfigError>) {
+    if let Err(error) = checked {
+        panic!("{method}: {error}");
     }
 }
 
 impl std::fmt::Debug for AdaptiveLb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdaptiveLb")
-            .field("config", &self.config)
+            .field("settings", &self.pool.settings.draft())
+            .field("upstreams", &self.pool.list().len())
             .finish()
     }
 }
@@ -165,118 +227,50 @@ impl std::fmt::Debug for AdaptiveLb {
 impl<S> Layer<S> for AdaptiveLb {
     type Service = Lb<S>;
 
+    /// The balancer's service over `inner`; fixes the settings.
     fn layer(&self, inner: S) -> Self::Service {
-        Lb::new(inner, self.pool())
+        self.pool.running();
+        Lb::new(inner, Arc::clone(&self.pool))
     }
 }
 
-/// Changes and figures of a balancer's upstreams. Cheap to clone.
-#[derive(Clone)]
-pub struct LbHandle {
-    pool: Arc<Pool>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl LbHandle {
-    pub(crate) fn new(pool: Arc<Pool>) -> LbHandle {
-        LbHandle { pool }
-    }
-}
-
-/// The figures of a balancer; serializes to JSON.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LbSnapshot {
-    /// The policy's name.
-    pub policy: &'static str,
-    /// Each upstream, in the order they were added.
-    pub upstreams: Vec<UpstreamSnapshot>,
-}
-
-impl LbHandle {
-    /// Adds an upstream; it ramps up over `slow_start`. `Ok(false)` if it is there already.
-    pub fn add(&self, url: &str, weight: u32) -> Result<bool, ConfigError> {
-        self.pool.add(url, weight)
+    #[test]
+    fn builder_calls_configure_the_same_balancer() {
+        let lb = AdaptiveLb::new([Upstream::from_static("http://a:1")]);
+        let handle = lb.handle();
+        let lb = lb.policy(Policy::RoundRobin).retries(3);
+        assert_eq!(handle.snapshot().policy, "round_robin");
+        assert_eq!(lb.pool.settings.draft().retries, 3);
+        assert!(lb.pool.settings.get().is_none(), "not fixed yet");
+        let _service = lb.layer(());
+        assert!(lb.pool.settings.get().is_some(), "fixed by `layer`");
     }
 
-    /// Removes an upstream at once; its requests in flight finish. False if unknown.
-    pub fn remove(&self, url: &str) -> bool {
-        self.pool.remove(url)
+    #[test]
+    #[should_panic(expected = "AdaptiveLb::retries: at most 10; got 11")]
+    fn too_many_retries_panic_at_the_call() {
+        let _ = AdaptiveLb::new(Vec::<Upstream>::new()).retries(11);
     }
 
-    /// Sends no new request to an upstream; remove it once its in-flight count is 0.
-    /// False if unknown.
-    pub fn drain(&self, url: &str) -> bool {
-        self.pool.drain(url)
+    #[test]
+    #[should_panic(expected = "AdaptiveLb::policy: `alpha`: in (0, 1], e.g. 0.3; got 0")]
+    fn a_bad_policy_panics_at_the_call() {
+        let policy = Policy::Adaptive(crate::AdaptiveConfig {
+            alpha: 0.0,
+            ..Default::default()
+        });
+        let _ = AdaptiveLb::new(Vec::<Upstream>::new()).policy(policy);
     }
 
-    /// Picks an upstream as a request would, for traffic the balancer does not send itself (a
-    /// WebSocket or gRPC connection of your own client): the [`Pick`] counts as in flight
-    /// until it is finished with its outcome, so the policy and passive health see that
-    /// traffic too. `key` is the hashing policies' key (a client address, a header value).
-    /// `None` when no upstream is available.
-    pub fn pick(&self, key: Option<&[u8]>) -> Option<Pick> {
-        let started = Moment::now();
-        let upstream = self.pool.pick(started, key, &[])?;
-        Some(Pick {
-            in_flight: InFlight::new(upstream),
-            started,
-        })
-    }
-
-    /// The figures now.
-    pub fn snapshot(&self) -> LbSnapshot {
-        LbSnapshot {
-            policy: policy_name(&self.pool.config.lb_policy),
-            upstreams: self.pool.snapshot(Moment::now()),
-        }
-    }
-}
-
-impl std::fmt::Debug for LbHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.snapshot().fmt(f)
-    }
-}
-
-/// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
-/// records nothing).
-pub struct Pick {
-    started: Moment,
-    in_flight: InFlight,
-}
-
-impl Pick {
-    /// `scheme://authority` of the chosen upstream.
-    pub fn upstream(&self) -> &str {
-        &self.in_flight.upstream().name
-    }
-
-    /// The request ended: its latency (from the pick) and whether it failed count as a
-    /// balanced request's would.
-    pub fn finish(self, failed: bool) {
-        let ended = Moment::now();
-        self.in_flight
-            .upstream()
-            .answered(self.started, ended, failed);
-    }
-}
-
-impl std::fmt::Debug for Pick {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pick")
-            .field("upstream", &self.upstream())
-            .finish()
-    }
-}
-
-fn policy_name(policy: &Policy) -> &'static str {
-    match policy {
-        Policy::RoundRobin => "round_robin",
-        Policy::WeightedRoundRobin => "weighted_round_robin",
-        Policy::Random => "random",
-        Policy::LeastRequest => "least_request",
-        Policy::PeakEwma { .. } => "peak_ewma",
-        Policy::IpHash => "ip_hash",
-        Policy::HeaderHash { .. } => "header_hash",
-        Policy::Adaptive(_) => "adaptive",
+    #[test]
+    #[should_panic(expected = "AdaptiveLb::seed: the balancer serves already")]
+    fn a_builder_call_after_serving_panics() {
+        let lb = AdaptiveLb::new(Vec::<Upstream>::new());
+        let _service = lb.layer(());
+        let _ = lb.seed(1);
     }
 }

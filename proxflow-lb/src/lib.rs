@@ -1,17 +1,55 @@
 //! Load balancing as a Tower layer over any HTTP client service: the adaptive
 //! exponential-smoothing policy of the origin proxy, the classic policies, passive ejection,
-//! active health checks, slow start, retries of failed connections, and a handle to change
+//! active health checks, slow start, retries of refused connections, and a handle to change
 //! and watch the upstreams at run time.
+//!
+//! A balancer from a configuration file, in the origin's names ([`LbConfig`] lists them all):
+//!
+//! ```
+//! use proxflow_lb::{AdaptiveLb, LbConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config: LbConfig = serde_yaml::from_str(
+//!     "
+//! upstreams:
+//!   - url: http://10.0.0.1:8080
+//!   - url: http://10.0.0.2:8080
+//!     weight: 2
+//! lb_policy:
+//!   adaptive: { history_length: 10, update_interval: 1m, alpha: 0.3 }
+//! health_check: { path: /health, interval: 10s }
+//! slow_start: 30s
+//! ",
+//! )?;
+//! let lb = AdaptiveLb::from_config(&config)?;
+//! assert_eq!(lb.handle().snapshot().upstreams[1].static_weight, 2);
+//!
+//! // A bad value is refused with the field it came from.
+//! let bad: LbConfig = serde_yaml::from_str("lb_policy: {adaptive: {alpha: 2}}")?;
+//! let error = AdaptiveLb::from_config(&bad).unwrap_err();
+//! assert_eq!(error.field, "alpha");
+//! # Ok(()) }
+//! ```
+//!
+//! The same in code, in front of a client service:
 //!
 //! ```
 //! use std::convert::Infallible;
+//! use std::time::Duration;
 //! use http::{Request, Response};
-//! use proxflow_lb::{AdaptiveLb, Policy};
+//! use proxflow_lb::{AdaptiveConfig, AdaptiveLb, Policy, Upstream};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let lb = AdaptiveLb::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+//! let lb = AdaptiveLb::new([
+//!     Upstream::from_static("http://10.0.0.1:8080"),
+//!     Upstream::from_static("http://10.0.0.2:8080").weight(2),
+//! ])
+//! .policy(Policy::Adaptive(AdaptiveConfig {
+//!     update_interval: Duration::from_secs(1),
+//!     ..AdaptiveConfig::default()
+//! }));
 //! let handle = lb.handle();
 //! // Any client service: hyper-util's `Client` in a real gateway.
 //! let client = tower::service_fn(|request: Request<String>| async move {
@@ -20,26 +58,27 @@
 //! let service = ServiceBuilder::new().layer(lb).service(client);
 //! let response = service.oneshot(Request::new(String::new())).await?;
 //! assert!(response.status().is_success());
-//! assert_eq!(handle.snapshot().upstreams.len(), 2);
+//! assert_eq!(handle.snapshot().upstreams.iter().map(|u| u.requests).sum::<u64>(), 1);
 //! # Ok(()) }
 //! ```
 //!
 //! - **Forwarding.** The chosen upstream's scheme and authority replace the URI's (path and
 //!   query kept); `Host` is kept or set to the upstream ([`HostHeader`]); `X-Forwarded-For`
-//!   is appended and `X-Forwarded-Proto`/`-Host` set (on by default). A connection error is
-//!   tried again on another upstream (`retries`, default 1; idempotent methods with an empty
-//!   body). A client error is answered `502` (the error in the [`UpstreamFailed`] extension);
-//!   no available upstream is `503`.
+//!   is appended and `X-Forwarded-Proto`/`-Host` set (on by default); hop-by-hop fields are
+//!   dropped both ways. A refused connection is tried again on another upstream
+//!   ([`AdaptiveLb::retries`]: idempotent methods with an empty body of a type the balancer
+//!   can make again; hyper's `Incoming` is not one, so its requests are not retried). A
+//!   client error is answered `502` (the error in the [`UpstreamFailed`] extension); no
+//!   available upstream is `503`. Request and response bodies stream through untouched.
 //! - **The adaptive policy.** Every `update_interval`, each upstream's load sample joins a
 //!   history of `history_length`; the prediction is its exponential smoothing with `alpha`;
 //!   weights are 1 / prediction, normalised to a mean of 1 (within 1/100..100). The sample
-//!   (`load`): the mean latency of the successful answers (default; it won the evaluation in
-//!   benches/RESULTS.md), time-averaged concurrency, or the request count, each × `1 +
-//!   failure_penalty × failure ratio`. An interval where every answer failed scores the pool's
-//!   mean, fully penalised; one without answers gives the mean of the others, so that the
-//!   upstream is tried again. Between updates, picks are weighted power of two choices by
-//!   peak-EWMA latency × (in flight + 1) / weight, so a backend that slows down or stalls
-//!   mid-interval loses traffic at once.
+//!   (`load`): the mean latency of the successful answers (default), time-averaged
+//!   concurrency, or the request count, each × `1 + failure_penalty × failure ratio`. An
+//!   interval where every answer failed scores the pool's mean, fully penalised; one without
+//!   answers gives the mean of the others, so that the upstream is tried again. Between
+//!   updates, picks are weighted power of two choices by peak-EWMA latency × (in flight + 1)
+//!   / weight, so a backend that slows down or stalls mid-interval loses traffic at once.
 //! - **Classic policies.** Round robin, smooth weighted round robin, random, least request,
 //!   peak EWMA, and weighted rendezvous hashing by client address or header (a key moves only
 //!   when its upstream leaves, or to a better-scoring upstream that joins).
@@ -51,42 +90,60 @@
 //! - **Monitoring.** [`LbHandle::snapshot`] lists per upstream its weight, adaptive weight,
 //!   predicted load, history, in-flight, requests, failures, latency EWMA and health; a
 //!   `metrics` feature; `tracing` on weight updates (debug) and ejections (warn).
-//!
 //! - **Generic form.** [`AdaptiveLb::balance`] balances any tower services from a `Discover`
 //!   stream with the same policies; an endpoint that is not ready (an open proxflow-breaker in
 //!   readiness mode) gets weight 0 until it is.
 //!
-//! Time is the CPU's time-stamp counter (through quanta, as governor reads it), about half the
-//! cost of `Instant::now` on the benchmark machine; every pick and answer reads it. Tests and
-//! simulations that drive the balancer with tokio's paused time (`tokio::time::pause`,
-//! `advance`, `start_paused`) enable the `test-util` feature, which makes it read tokio's
-//! clock:
+//! **The client address** that `ip_hash` hashes and `X-Forwarded-For` appends is read as
+//! every proxflow layer reads it ([`proxflow_core::client::peer_addr`]): a [`ClientAddr`]
+//! extension (what a plain hyper server inserts per connection), axum's
+//! `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`, `axum` feature), or a
+//! bare `SocketAddr` extension. Without any, `ip_hash` spreads requests at random.
 //!
-//! ```toml
-//! [dev-dependencies]
-//! proxflow-lb = { version = "*", features = ["test-util"] }
+//! **Time** is read only through the [`Clock`] given to [`AdaptiveLb::clock`]: the CPU's
+//! time-stamp counter by default. Tests and simulations on tokio's paused time pass
+//! [`Clock::tokio`], made inside the paused runtime:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use proxflow_lb::{AdaptiveLb, Clock, Upstream};
+//!
+//! let lb = AdaptiveLb::new([Upstream::from_static("http://10.0.0.1:8080")])
+//!     .clock(Clock::tokio());
+//! let handle = lb.handle();
+//! let pick = handle.pick(None).unwrap();
+//! tokio::time::advance(Duration::from_millis(250)).await;
+//! pick.finish(false);
+//! assert_eq!(handle.snapshot().upstreams[0].latency_ewma_ms, 250.0);
+//! # }
 //! ```
 
-mod adaptive;
+mod active;
+mod backend;
 mod balance;
-mod body;
-mod clock;
 mod config;
 mod error;
-mod health;
+mod handle;
 mod layer;
+mod passive;
+mod policy;
 mod pool;
+mod proxy;
 mod service;
+mod settings;
 mod upstream;
 
+pub use backend::Health;
 pub use balance::{Balance, BalanceFuture};
-pub use body::LbBody;
 pub use config::{
     ActiveHealth, AdaptiveConfig, HostHeader, LbConfig, LoadMetric, PassiveHealth, Policy,
-    UpstreamConfig,
+    UpstreamConfig, MAX_RETRIES,
 };
-pub use error::{ConfigError, NoUpstream, UpstreamFailed};
-pub use layer::{AdaptiveLb, LbHandle, LbSnapshot, Pick};
-pub use pool::UpstreamSnapshot;
-pub use service::{BoxError, Lb, ResponseFuture};
-pub use upstream::Health;
+pub use error::{NoUpstream, UpstreamFailed};
+pub use handle::{LbHandle, LbSnapshot, Pick, UpstreamSnapshot};
+pub use layer::AdaptiveLb;
+pub use proxflow_core::{BoxError, ClientAddr, Clock, ConfigError, LayerBody};
+pub use service::{Lb, ResponseFuture};
+pub use upstream::{Upstream, MAX_WEIGHT};

@@ -6,8 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use proxflow_breaker::{CircuitBreakerLayer, State};
-use proxflow_core::Clock;
-use proxflow_lb::{AdaptiveLb, Balance, BoxError, Health, Policy};
+use proxflow_lb::{AdaptiveLb, Balance, BoxError, Clock, Health, Policy, Upstream};
 use tokio::sync::mpsc;
 use tower::discover::Change;
 use tower::util::BoxService;
@@ -39,11 +38,10 @@ fn balancer(
             .poll_recv(cx)
             .map(|change| change.map(Ok::<_, Infallible>))
     });
-    let lb = AdaptiveLb::new(Vec::<String>::new())
-        .unwrap()
+    let lb = AdaptiveLb::new(Vec::<Upstream>::new())
         .policy(policy)
-        .unwrap()
-        .seed(5);
+        .seed(5)
+        .clock(Clock::tokio());
     (lb.balance(discover), changes)
 }
 

@@ -86,10 +86,7 @@ async fn get(front: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Status
 async fn forwards_in_turn_with_path_query_and_forwarding_headers() {
     let a = upstream("a").await;
     let b = upstream("b").await;
-    let lb = AdaptiveLb::new([format!("http://{a}"), format!("http://{b}")])
-        .unwrap()
-        .policy(Policy::RoundRobin)
-        .unwrap();
+    let lb = AdaptiveLb::new([a, b]).policy(Policy::RoundRobin);
     let front = front(lb).await;
     let mut names = Vec::new();
     for _ in 0..4 {
@@ -115,8 +112,7 @@ async fn forwards_in_turn_with_path_query_and_forwarding_headers() {
 #[tokio::test]
 async fn host_can_be_the_upstreams() {
     let a = upstream("a").await;
-    let lb = AdaptiveLb::new([format!("http://{a}")])
-        .unwrap()
+    let lb = AdaptiveLb::new([a])
         .host(HostHeader::Upstream)
         .forwarded_headers(false);
     let front = front(lb).await;
@@ -129,10 +125,7 @@ async fn host_can_be_the_upstreams() {
 async fn a_refused_connection_is_tried_on_another_upstream() {
     let dead = closed_port().await;
     let live = upstream("live").await;
-    let lb = AdaptiveLb::new([format!("http://{dead}"), format!("http://{live}")])
-        .unwrap()
-        .policy(Policy::RoundRobin)
-        .unwrap();
+    let lb = AdaptiveLb::new([dead, live]).policy(Policy::RoundRobin);
     let handle = lb.handle();
     let front = front(lb).await;
     for _ in 0..4 {
@@ -151,7 +144,7 @@ async fn a_refused_connection_is_tried_on_another_upstream() {
 #[tokio::test]
 async fn without_a_retry_a_transport_failure_is_a_502_with_the_error() {
     let dead = closed_port().await;
-    let lb = AdaptiveLb::new([format!("http://{dead}")]).unwrap();
+    let lb = AdaptiveLb::new([dead]);
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let service = tower::ServiceBuilder::new().layer(lb).service(client);
     let request = Request::post("http://front/orders")

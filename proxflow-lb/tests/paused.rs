@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use proxflow_lb::{
-    ActiveHealth, AdaptiveConfig, AdaptiveLb, Health, LbConfig, NoUpstream, PassiveHealth, Policy,
+    ActiveHealth, AdaptiveConfig, AdaptiveLb, Clock, Health, LayerBody, LbConfig, NoUpstream,
+    PassiveHealth, Policy, Upstream,
 };
 use tokio::sync::oneshot;
 use tokio::time::advance;
@@ -80,13 +81,14 @@ impl Fake {
 
 const THREE: [&str; 3] = ["http://a:80", "http://b:80", "http://c:80"];
 
-async fn send<S>(service: &S, path: &str) -> Response<proxflow_lb::LbBody<String>>
+/// A balancer over `urls` on tokio's paused clock.
+fn balancer(urls: &[&'static str]) -> AdaptiveLb {
+    AdaptiveLb::new(urls.iter().map(|url| Upstream::from_static(url))).clock(Clock::tokio())
+}
+
+async fn send<S>(service: &S, path: &str) -> Response<LayerBody<String>>
 where
-    S: Service<
-            Request<String>,
-            Response = Response<proxflow_lb::LbBody<String>>,
-            Error = Infallible,
-        > + Clone,
+    S: Service<Request<String>, Response = Response<LayerBody<String>>, Error = Infallible> + Clone,
 {
     let request = Request::get(path).body(String::new()).unwrap();
     service.clone().oneshot(request).await.unwrap()
@@ -96,10 +98,8 @@ where
 async fn failures_in_a_row_eject_an_upstream_and_it_comes_back_slowly() {
     let fake = Fake::default();
     fake.set("a:80", 503, MS);
-    let lb = AdaptiveLb::new(THREE)
-        .unwrap()
+    let lb = balancer(&THREE)
         .policy(Policy::RoundRobin)
-        .unwrap()
         .slow_start(10 * S);
     let handle = lb.handle();
     let service = tower::ServiceBuilder::new()
@@ -145,15 +145,12 @@ async fn settle() {
 async fn failing_health_checks_take_an_upstream_out_until_it_passes_again() {
     let fake = Fake::default();
     fake.set("b:80", 500, MS);
-    let lb = AdaptiveLb::new(THREE)
-        .unwrap()
+    let lb = balancer(&THREE)
         .policy(Policy::RoundRobin)
-        .unwrap()
         .health_check(ActiveHealth {
             interval: 10 * S,
             ..ActiveHealth::default()
-        })
-        .unwrap();
+        });
     let handle = lb.handle();
     let service = tower::ServiceBuilder::new()
         .layer(lb)
@@ -193,10 +190,7 @@ async fn removing_an_upstream_with_a_request_pending_is_safe() {
             }
         })
     };
-    let lb = AdaptiveLb::new(["http://a:80", "http://b:80"])
-        .unwrap()
-        .policy(Policy::RoundRobin)
-        .unwrap();
+    let lb = balancer(&["http://a:80", "http://b:80"]).policy(Policy::RoundRobin);
     let handle = lb.handle();
     let service = tower::ServiceBuilder::new().layer(lb).service(client);
     let pending = tokio::spawn({
@@ -230,18 +224,15 @@ async fn adaptive_sends_less_to_the_slow_and_the_failing() {
     let fake = Fake::default();
     fake.set("b:80", 200, 50 * MS);
     fake.set("c:80", 503, MS);
-    let lb = AdaptiveLb::new(THREE)
-        .unwrap()
+    let lb = balancer(&THREE)
         .policy(Policy::Adaptive(AdaptiveConfig {
             update_interval: S,
             ..AdaptiveConfig::default()
         }))
-        .unwrap()
         .passive_health(PassiveHealth {
             consecutive_failures: 0,
             ..PassiveHealth::default()
         })
-        .unwrap()
         .seed(3);
     let handle = lb.handle();
     let service = tower::ServiceBuilder::new()
@@ -268,12 +259,9 @@ async fn adaptive_sends_less_to_the_slow_and_the_failing() {
 #[tokio::test(start_paused = true)]
 async fn header_hashing_keeps_a_user_on_one_upstream() {
     let fake = Fake::default();
-    let lb = AdaptiveLb::new(THREE)
-        .unwrap()
-        .policy(Policy::HeaderHash {
-            header: "x-user".into(),
-        })
-        .unwrap();
+    let lb = balancer(&THREE).policy(Policy::HeaderHash {
+        header: "x-user".into(),
+    });
     let service = tower::ServiceBuilder::new()
         .layer(lb)
         .service(fake.client());
@@ -304,7 +292,7 @@ async fn header_hashing_keeps_a_user_on_one_upstream() {
 #[tokio::test(start_paused = true)]
 async fn with_everything_drained_the_answer_is_503() {
     let fake = Fake::default();
-    let lb = AdaptiveLb::new(THREE).unwrap();
+    let lb = balancer(&THREE);
     let handle = lb.handle();
     let service = tower::ServiceBuilder::new()
         .layer(lb)
@@ -317,7 +305,7 @@ async fn with_everything_drained_the_answer_is_503() {
     assert!(response.extensions().get::<NoUpstream>().is_some());
     assert_eq!(fake.count(""), 0);
 
-    let panicking = AdaptiveLb::new(THREE).unwrap().panic_mode(true);
+    let panicking = balancer(&THREE).panic_mode(true);
     let handle = panicking.handle();
     let service = tower::ServiceBuilder::new()
         .layer(panicking)
@@ -391,17 +379,14 @@ interval = "5s"
     }
     assert!(serde_yaml::from_str::<LbConfig>("lb_polcy: random").is_err());
     assert!(
-        AdaptiveLb::new(["10.0.0.1:8080"]).is_err(),
+        "10.0.0.1:8080".parse::<Upstream>().is_err(),
         "a scheme is needed"
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn picks_for_traffic_of_your_own_count_like_requests() {
-    let lb = AdaptiveLb::new(THREE)
-        .unwrap()
-        .policy(Policy::IpHash)
-        .unwrap();
+    let lb = balancer(&THREE).policy(Policy::IpHash);
     let handle = lb.handle();
     let first = handle.pick(Some(b"198.51.100.7")).unwrap();
     let chosen = first.upstream().to_string();
@@ -427,4 +412,40 @@ async fn picks_for_traffic_of_your_own_count_like_requests() {
         handle.pick(Some(b"198.51.100.7")).unwrap().upstream(),
         chosen
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_before_the_builder_calls_watches_the_configured_balancer() {
+    let fake = Fake::default();
+    fake.set("a:80", 503, MS);
+    let lb = AdaptiveLb::new(THREE.map(Upstream::from_static));
+    let handle = lb.handle();
+    // Configured after the handle was taken, through a clone.
+    let lb = lb
+        .clone()
+        .policy(Policy::RoundRobin)
+        .passive_health(PassiveHealth {
+            consecutive_failures: 2,
+            ..PassiveHealth::default()
+        })
+        .slow_start(Duration::ZERO)
+        .clock(Clock::tokio());
+    assert!(handle.add(Upstream::from_static("http://d:80")));
+    let service = tower::ServiceBuilder::new()
+        .layer(lb.clone())
+        .service(fake.client());
+    for _ in 0..10 {
+        send(&service, "/").await;
+    }
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.policy, "round_robin");
+    let requests: Vec<u64> = snapshot.upstreams.iter().map(|u| u.requests).collect();
+    assert_eq!(requests.iter().sum::<u64>(), 10, "{requests:?}");
+    assert_eq!(requests[0], 2, "a: ejected after two failures in a row");
+    assert_eq!(snapshot.upstreams[0].health, Health::Ejected);
+    assert!(
+        requests[3] > 0,
+        "the upstream added through the handle serves"
+    );
+    assert_eq!(lb.handle().snapshot(), snapshot, "one balancer");
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use proxflow_lb::{AdaptiveConfig, AdaptiveLb, LbHandle, LoadMetric, PassiveHealth, Policy};
+use proxflow_lb::{
+    AdaptiveConfig, AdaptiveLb, Clock, LbHandle, LoadMetric, PassiveHealth, Policy, Upstream,
+};
 use tokio::sync::mpsc;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
@@ -131,8 +133,9 @@ impl Control {
                 handle.remove(&url(i));
             }
             (Control::Proxflow(handle), Event::Add(i)) => {
-                // `add` only fails on a malformed URL.
-                let _ = handle.add(&url(i), 1);
+                if let Ok(upstream) = url(i).parse::<Upstream>() {
+                    handle.add(upstream);
+                }
             }
             (Control::Tower(tx), Event::Remove(i)) => {
                 let _ = tx.send(Ok(Change::Remove(i)));
@@ -161,13 +164,16 @@ pub fn build(
     seed: u64,
 ) -> Result<(Client, Control)> {
     if let Kind::Proxflow { policy, ejection } = kind {
-        let urls: Vec<String> = scenario.initial.iter().map(|&i| url(i)).collect();
-        let mut layer = AdaptiveLb::new(&urls)?.policy(policy.clone())?.seed(seed);
+        let urls = scenario.initial.iter().map(|&i| url(i).parse::<Upstream>());
+        let mut layer = AdaptiveLb::new(urls.collect::<std::result::Result<Vec<_>, _>>()?)
+            .policy(policy.clone())
+            .seed(seed)
+            .clock(Clock::tokio());
         if !ejection {
             layer = layer.passive_health(PassiveHealth {
                 consecutive_failures: 0,
                 ..PassiveHealth::default()
-            })?;
+            });
         }
         let handle = layer.handle();
         let service = ServiceBuilder::new().layer(layer).service(SimClient {

@@ -1,6 +1,7 @@
-//! The adaptive policy's arithmetic: one load sample per upstream per interval, a history of
+//! `adaptive`, the origin's policy: one load sample per upstream per interval, a history of
 //! samples, the exponentially smoothed prediction, and weights inversely proportional to it.
-//! No clock, no I/O: the pool passes the measurements in.
+//! Between updates the pool picks by the [`peak_ewma`](super::peak_ewma) cost over these
+//! weights.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -61,6 +62,34 @@ pub(crate) fn sample(config: &AdaptiveConfig, interval: &Interval, length: Durat
         }
     };
     Sample::Load(base * penalty)
+}
+
+/// Each upstream's sample of an interval, in the light of the others': an upstream whose
+/// every answer failed scores the mean of the observed loads, fully penalised; one without
+/// answers drifts to that mean if `healthy(i)`, so that it is tried again instead of being
+/// judged forever by its past; with no observed load at all, nothing is learned.
+pub(crate) fn resolve(
+    config: &AdaptiveConfig,
+    samples: &[Sample],
+    healthy: impl Fn(usize) -> bool,
+) -> Vec<Option<f64>> {
+    let (sum, observed) = samples
+        .iter()
+        .fold((0.0, 0usize), |(sum, n), sample| match sample {
+            Sample::Load(load) => (sum + load, n + 1),
+            _ => (sum, n),
+        });
+    let mean = (observed > 0).then(|| sum / observed as f64);
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, sample)| match (sample, mean) {
+            (Sample::Load(load), _) => Some(*load),
+            (Sample::AllFailed, Some(mean)) => Some(mean * (1.0 + config.failure_penalty)),
+            (Sample::Unobserved, Some(mean)) if healthy(i) => Some(mean),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The last `history_length` samples of one upstream.
@@ -128,18 +157,12 @@ pub(crate) fn weights(predicted: &[Option<f64>]) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// The share of its weight an upstream gets `age` after it joined (or came back): 10 % at
-/// once, all of it after `slow_start`, linear between.
-pub(crate) fn slow_start_factor(age: Duration, slow_start: Duration) -> f64 {
-    if slow_start.is_zero() || age >= slow_start {
-        return 1.0;
-    }
-    0.1 + 0.9 * age.as_secs_f64() / slow_start.as_secs_f64()
-}
-
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::policy::testing::config as seeded;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -195,6 +218,25 @@ mod tests {
     }
 
     #[test]
+    fn failed_and_unobserved_intervals_score_against_the_mean() {
+        let config = AdaptiveConfig::default();
+        let samples = [
+            Sample::Load(1.0),
+            Sample::Load(3.0),
+            Sample::AllFailed,
+            Sample::Unobserved,
+            Sample::Unobserved,
+        ];
+        let resolved = resolve(&config, &samples, |i| i != 4);
+        assert_eq!(
+            resolved,
+            [Some(1.0), Some(3.0), Some(10.0), Some(2.0), None]
+        );
+        let nothing = resolve(&config, &[Sample::AllFailed, Sample::Unobserved], |_| true);
+        assert_eq!(nothing, [None, None], "no observed load, nothing learned");
+    }
+
+    #[test]
     fn the_prediction_smooths_the_history_and_forgets_the_oldest() {
         let mut history = History::default();
         assert_eq!(history.predict(0.3), None);
@@ -233,12 +275,76 @@ mod tests {
         assert_eq!(weights(&[Some(0.0), Some(0.0)]), vec![Some(1.0), Some(1.0)]);
     }
 
-    #[test]
-    fn slow_start_ramps_linearly_from_a_tenth() {
-        let ramp = Duration::from_secs(30);
-        assert!((slow_start_factor(Duration::ZERO, ramp) - 0.1).abs() < 1e-9);
-        assert!((slow_start_factor(Duration::from_secs(15), ramp) - 0.55).abs() < 1e-9);
-        assert_eq!(slow_start_factor(ramp, ramp), 1.0);
-        assert_eq!(slow_start_factor(Duration::ZERO, Duration::ZERO), 1.0);
+    proptest! {
+        #![proptest_config(seeded(0x6164_6170_7469_7665))]
+
+        /// Smoothing bounds: the prediction lies between the smallest and the largest sample
+        /// of the history, and with alpha 1 it is the newest.
+        #[test]
+        fn the_prediction_stays_within_the_history(
+            samples in prop::collection::vec(1e-6f64..1e3, 1..30),
+            length in 1usize..20,
+            alpha in 0.01f64..=1.0,
+        ) {
+            let mut history = History::default();
+            for &x in &samples {
+                history.push(x, length);
+            }
+            let kept: Vec<f64> = history.samples().collect();
+            prop_assert_eq!(kept.len(), samples.len().min(length));
+            let low = kept.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = kept.iter().copied().fold(0.0, f64::max);
+            let predicted = history.predict(alpha).unwrap();
+            prop_assert!(predicted >= low * (1.0 - 1e-12) && predicted <= high * (1.0 + 1e-12));
+            prop_assert_eq!(history.predict(1.0), kept.last().copied());
+        }
+
+        /// Weights are inverse to the predicted load and average 1 over the upstreams with a
+        /// prediction (loads within a factor of 10, where no weight reaches the range's ends).
+        #[test]
+        fn weights_are_inverse_to_the_load(
+            base in 1e-3f64..1e3,
+            factors in prop::collection::vec(prop::option::weighted(0.8, 1.0f64..10.0), 1..12),
+        ) {
+            let loads: Vec<Option<f64>> = factors.iter().map(|f| f.map(|f| base * f)).collect();
+            let w = weights(&loads);
+            let known: Vec<(f64, f64)> = loads
+                .iter()
+                .zip(&w)
+                .filter_map(|(load, weight)| Some(((*load)?, (*weight)?)))
+                .collect();
+            prop_assume!(!known.is_empty());
+            let mean = known.iter().map(|k| k.1).sum::<f64>() / known.len() as f64;
+            prop_assert!((mean - 1.0).abs() < 1e-9, "mean {}", mean);
+            let product = known[0].0 * known[0].1;
+            for &(load, weight) in &known {
+                prop_assert!((load * weight / product - 1.0).abs() < 1e-9);
+            }
+        }
+
+        /// Whatever the loads, an upstream has a weight exactly when it has a prediction, the
+        /// weights stay within 1/100..100, and a heavier load never gets more weight.
+        #[test]
+        fn weights_stay_in_range_and_in_order(
+            loads in prop::collection::vec(prop::option::weighted(0.8, 0.0f64..1e6), 1..12),
+        ) {
+            let w = weights(&loads);
+            prop_assert_eq!(w.len(), loads.len());
+            for (load, weight) in loads.iter().zip(&w) {
+                prop_assert_eq!(load.is_some(), weight.is_some());
+                if let Some(weight) = weight {
+                    prop_assert!((1.0 / WEIGHT_RANGE..=WEIGHT_RANGE).contains(weight));
+                }
+            }
+            for (a, wa) in loads.iter().zip(&w) {
+                for (b, wb) in loads.iter().zip(&w) {
+                    if let (Some(a), Some(wa), Some(b), Some(wb)) = (a, wa, b, wb) {
+                        if a < b {
+                            prop_assert!(wa >= wb);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use http::{header, Request, Response};
 use tower_service::Service;
 
+use crate::backend::Backend;
 use crate::config::ActiveHealth;
 use crate::pool::Pool;
-use crate::upstream::Upstream;
+use crate::proxy::empty_body;
 
 /// Starts the checks of `pool` once, on a task of the current tokio runtime; the task ends
 /// when the pool is dropped.
@@ -18,9 +19,9 @@ pub(crate) fn start<S, B, R>(pool: &Arc<Pool>, client: &S)
 where
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send,
-    B: Default + Send + 'static,
+    B: Send + 'static,
 {
-    let Some(check) = pool.config.health_check.clone() else {
+    let Some(check) = pool.running().draft.health_check.clone() else {
         return;
     };
     if pool.health_started.load(Ordering::Relaxed)
@@ -28,6 +29,14 @@ where
     {
         return;
     }
+    let Some(empty) = empty_body::<B>() else {
+        tracing::warn!(
+            body = std::any::type_name::<B>(),
+            "active health checks need an empty request body the balancer can make (axum's \
+             Body, String, Empty<Bytes>, Full<Bytes>); not started"
+        );
+        return;
+    };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("active health checks need a tokio runtime; not started");
         pool.health_started.store(false, Ordering::Release);
@@ -45,15 +54,15 @@ where
             };
             let probes = list
                 .iter()
-                .map(|upstream| probe(client.clone(), upstream, &check));
+                .map(|backend| probe(client.clone(), backend, empty(), &check));
             let results = futures_util::future::join_all(probes).await;
-            for (upstream, passed) in list.iter().zip(results) {
-                match upstream.record_check(passed, &check) {
+            for (backend, passed) in list.iter().zip(results) {
+                match backend.record_check(passed, &check) {
                     Some(true) => {
-                        tracing::warn!(upstream = %upstream.name, "upstream failing health checks")
+                        tracing::warn!(upstream = %backend.name, "upstream failing health checks")
                     }
                     Some(false) => {
-                        tracing::info!(upstream = %upstream.name, "upstream healthy again")
+                        tracing::info!(upstream = %backend.name, "upstream healthy again")
                     }
                     None => {}
                 }
@@ -62,19 +71,18 @@ where
     });
 }
 
-/// One check: a 2xx or 3xx answer within the timeout passes.
-async fn probe<S, B, R>(mut client: S, upstream: &Upstream, check: &ActiveHealth) -> bool
+/// One check, a `GET` with `body`: a 2xx or 3xx answer within the timeout passes.
+async fn probe<S, B, R>(mut client: S, backend: &Backend, body: B, check: &ActiveHealth) -> bool
 where
     S: Service<Request<B>, Response = Response<R>>,
-    B: Default,
 {
-    let Some(base) = &upstream.base else {
+    let Some(base) = &backend.base else {
         return true; // generic-form endpoints are judged by their readiness instead
     };
-    let Ok(uri) = format!("{}{}", upstream.name, check.path).parse::<http::Uri>() else {
+    let Ok(uri) = format!("{}{}", backend.name, check.path).parse::<http::Uri>() else {
         return false;
     };
-    let mut request = Request::new(B::default());
+    let mut request = Request::new(body);
     *request.uri_mut() = uri;
     if let Some(host) = &base.host {
         request.headers_mut().insert(header::HOST, host.clone());

@@ -1,0 +1,186 @@
+//! [`LbHandle`]: changes and figures of a balancer's upstreams, and picks for traffic the
+//! balancer does not send itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use proxflow_core::Moment;
+use serde::Serialize;
+
+use crate::backend::{Health, InFlight};
+use crate::config::Policy;
+use crate::pool::Pool;
+use crate::upstream::Upstream;
+
+/// Changes and figures of a balancer's upstreams. Cheap to clone; every clone, and the
+/// balancer's later builder calls, act on the same upstreams.
+#[derive(Clone)]
+pub struct LbHandle {
+    pool: Arc<Pool>,
+}
+
+/// The figures of a balancer; serializes to JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LbSnapshot {
+    /// The policy's name.
+    pub policy: &'static str,
+    /// Each upstream, in the order they were added.
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// One upstream's figures, as a snapshot lists them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamSnapshot {
+    /// `scheme://authority`.
+    pub upstream: String,
+    /// The configured weight.
+    pub static_weight: u32,
+    /// The weight picks use now (0 when unavailable; ramped during slow start).
+    pub weight: f64,
+    /// Adaptive: the weight from the predicted load (mean 1), if it has a history.
+    pub adaptive_weight: Option<f64>,
+    /// Adaptive: the smoothed prediction of the next sample.
+    pub predicted_load: Option<f64>,
+    /// Adaptive: the samples, oldest first.
+    pub history: Vec<f64>,
+    /// Requests sent and not answered.
+    pub in_flight: u32,
+    /// Answers received.
+    pub requests: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// Peak-EWMA latency estimate, milliseconds.
+    pub latency_ewma_ms: f64,
+    /// Whether it takes traffic, and if not why.
+    pub health: Health,
+    /// Ejected: milliseconds left.
+    pub ejected_for_ms: Option<u64>,
+}
+
+impl LbHandle {
+    pub(crate) fn new(pool: Arc<Pool>) -> LbHandle {
+        LbHandle { pool }
+    }
+
+    /// Adds an upstream; it ramps up over `slow_start`. False if it is there already.
+    pub fn add(&self, upstream: impl Into<Upstream>) -> bool {
+        self.pool.add(upstream.into())
+    }
+
+    /// Removes an upstream (`scheme://authority`) at once; its requests in flight finish.
+    /// False if unknown.
+    pub fn remove(&self, upstream: &str) -> bool {
+        self.pool.remove(upstream)
+    }
+
+    /// Sends no new request to an upstream (`scheme://authority`); remove it once its
+    /// in-flight count is 0. False if unknown.
+    pub fn drain(&self, upstream: &str) -> bool {
+        self.pool.drain(upstream)
+    }
+
+    /// Picks an upstream as a request would, for traffic the balancer does not send itself (a
+    /// WebSocket or gRPC connection of your own client): the [`Pick`] counts as in flight
+    /// until it is finished with its outcome, so the policy and passive health see that
+    /// traffic too. `key` is the hashing policies' key (a client address, a header value).
+    /// `None` when no upstream is available.
+    ///
+    /// The first pick fixes the balancer's settings, as its first service does.
+    pub fn pick(&self, key: Option<&[u8]>) -> Option<Pick> {
+        let started = self.pool.now();
+        let backend = self.pool.pick(started, key, &[])?;
+        Some(Pick {
+            in_flight: InFlight::new(backend),
+            started,
+        })
+    }
+
+    /// The figures now.
+    pub fn snapshot(&self) -> LbSnapshot {
+        let settings = &self.pool.settings;
+        let (draft, now, decay) = match settings.get() {
+            Some(running) => (running.draft.clone(), running.now(), running.decay_nanos),
+            None => {
+                let draft = settings.draft();
+                let decay = proxflow_core::clock::nanos(draft.decay()).max(1) as f64;
+                (draft, 0, decay)
+            }
+        };
+        let upstreams = self
+            .pool
+            .list()
+            .iter()
+            .map(|backend| {
+                let stats = backend.stats();
+                let health = backend.health(now);
+                UpstreamSnapshot {
+                    upstream: backend.name.to_string(),
+                    static_weight: backend.static_weight,
+                    weight: backend.weight(now, draft.slow_start),
+                    adaptive_weight: stats.adaptive_weight,
+                    predicted_load: stats.predicted,
+                    history: stats.history.samples().collect(),
+                    in_flight: backend.in_flight.load(Ordering::Relaxed),
+                    requests: stats.requests,
+                    failures: stats.failures,
+                    latency_ewma_ms: backend.latency_estimate(now, decay) / 1e6,
+                    health,
+                    ejected_for_ms: (health == Health::Ejected)
+                        .then(|| (backend.ejected_until() - now) / 1_000_000),
+                }
+            })
+            .collect();
+        LbSnapshot {
+            policy: policy_name(&draft.policy),
+            upstreams,
+        }
+    }
+}
+
+impl std::fmt::Debug for LbHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+/// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
+/// records nothing).
+pub struct Pick {
+    started: Moment,
+    in_flight: InFlight,
+}
+
+impl Pick {
+    /// `scheme://authority` of the chosen upstream.
+    pub fn upstream(&self) -> &str {
+        &self.in_flight.backend().name
+    }
+
+    /// The request ended: its latency (from the pick) and whether it failed count as a
+    /// balanced request's would.
+    pub fn finish(self, failed: bool) {
+        let backend = self.in_flight.backend();
+        backend.answered(self.started, backend.clock().now(), failed);
+    }
+}
+
+impl std::fmt::Debug for Pick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pick")
+            .field("upstream", &self.upstream())
+            .finish()
+    }
+}
+
+fn policy_name(policy: &Policy) -> &'static str {
+    match policy {
+        Policy::RoundRobin => "round_robin",
+        Policy::WeightedRoundRobin => "weighted_round_robin",
+        Policy::Random => "random",
+        Policy::LeastRequest => "least_request",
+        Policy::PeakEwma { .. } => "peak_ewma",
+        Policy::IpHash => "ip_hash",
+        Policy::HeaderHash { .. } => "header_hash",
+        Policy::Adaptive(_) => "adaptive",
+    }
+}

@@ -1,0 +1,155 @@
+//! `random`: a draw by weight from a seeded generator; and the power of two choices, two
+//! distinct draws of which a comparison keeps one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// SplitMix64's increment.
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Takes `draws` states of SplitMix64 kept in `state` at once and returns the first; the
+/// others follow by [`GOLDEN`] steps, as if drawn one by one. An atomic add instead of a lock:
+/// concurrent picks each get states of their own.
+#[inline]
+pub(crate) fn advance(state: &AtomicU64, draws: u64) -> u64 {
+    state
+        .fetch_add(GOLDEN.wrapping_mul(draws), Ordering::Relaxed)
+        .wrapping_add(GOLDEN)
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the output.
+#[inline]
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A uniform number in [0, 1) from a generator state.
+#[inline]
+pub(crate) fn unit(state: u64) -> f64 {
+    (mix(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The index that `unit` (in [0, 1)) falls on when the weights are laid end to end, leaving
+/// out `skip` and the weights of 0. `total` is the sum of the weights.
+#[inline]
+pub(crate) fn weighted(weights: &[f64], total: f64, skip: Option<usize>, unit: f64) -> usize {
+    let total = total - skip.map_or(0.0, |i| weights[i]);
+    let mut target = unit * total;
+    let mut last = 0;
+    for (i, &weight) in weights.iter().enumerate() {
+        if Some(i) == skip || weight <= 0.0 {
+            continue;
+        }
+        last = i;
+        if target < weight {
+            return i;
+        }
+        target -= weight;
+    }
+    // Rounding left a sliver past the last weight.
+    last
+}
+
+/// Power of two choices: two distinct indexes drawn by weight; the second wins if
+/// `cheaper(second, first)`. With a single index of positive weight, that one. `draw(n)`
+/// takes `n` states of the generator and returns the first (as [`advance`]): both draws come
+/// from one call.
+#[inline]
+pub(crate) fn two_choices(
+    weights: &[f64],
+    total: f64,
+    draw: impl FnOnce(u64) -> u64,
+    cheaper: impl Fn(usize, usize) -> bool,
+) -> usize {
+    let choice = has_choice(weights);
+    let state = draw(if choice { 2 } else { 1 });
+    let first = weighted(weights, total, None, unit(state));
+    if !choice {
+        return first;
+    }
+    let second = weighted(
+        weights,
+        total,
+        Some(first),
+        unit(state.wrapping_add(GOLDEN)),
+    );
+    if cheaper(second, first) {
+        second
+    } else {
+        first
+    }
+}
+
+/// Whether two indexes have a positive weight, so that [`two_choices`] draws twice.
+#[inline]
+fn has_choice(weights: &[f64]) -> bool {
+    weights.iter().filter(|&&w| w > 0.0).nth(1).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::policy::testing::config;
+
+    #[test]
+    fn both_draws_at_once_follow_the_one_by_one_sequence() {
+        let (together, apart) = (AtomicU64::new(7), AtomicU64::new(7));
+        let first = advance(&together, 2);
+        assert_eq!(first, advance(&apart, 1));
+        assert_eq!(first.wrapping_add(GOLDEN), advance(&apart, 1));
+        assert_eq!(advance(&together, 1), advance(&apart, 1));
+    }
+
+    fn weights() -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(prop_oneof![Just(0.0), 0.1f64..1000.0], 1..12)
+            .prop_filter("one positive weight", |w| w.iter().any(|&w| w > 0.0))
+    }
+
+    proptest! {
+        #![proptest_config(config(0x7261_6e64_6f6d))]
+
+        /// Evenly spread units land on each index in proportion to its weight: within one
+        /// unit's share of the count, and never on a weight of 0.
+        #[test]
+        fn draws_are_proportional_to_the_weights(weights in weights(), draws in 100usize..2000) {
+            let total: f64 = weights.iter().sum();
+            let mut counts = vec![0usize; weights.len()];
+            for k in 0..draws {
+                let unit = (k as f64 + 0.5) / draws as f64;
+                counts[weighted(&weights, total, None, unit)] += 1;
+            }
+            for (i, &weight) in weights.iter().enumerate() {
+                let expected = draws as f64 * weight / total;
+                prop_assert!(
+                    (counts[i] as f64 - expected).abs() <= 1.0,
+                    "index {i}: {} draws, {expected} expected", counts[i]
+                );
+            }
+        }
+
+        /// The second draw of two choices is never the first, and neither has weight 0.
+        #[test]
+        fn two_choices_draw_distinct_available_indexes(weights in weights(), state: u64) {
+            let total: f64 = weights.iter().sum();
+            let drawn = std::cell::RefCell::new(None);
+            let rng = AtomicU64::new(state);
+            let picked = two_choices(&weights, total, |n| advance(&rng, n), |second, first| {
+                *drawn.borrow_mut() = Some((second, first));
+                false
+            });
+            prop_assert!(weights[picked] > 0.0);
+            let drawn = drawn.into_inner();
+            match drawn {
+                Some((second, first)) => {
+                    prop_assert_ne!(second, first);
+                    prop_assert!(weights[second] > 0.0 && weights[first] > 0.0);
+                    prop_assert_eq!(picked, first);
+                }
+                None => prop_assert!(!has_choice(&weights)),
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The reverse proxy's plumbing: one request forwarded to a picked upstream, with its URI
+//! rewritten, hop-by-hop fields dropped, `X-Forwarded-*` and `Host` set, a refused connection
+//! retried elsewhere, and the balancer's own 502 and 503 answers.
+
+use std::any::Any;
+use std::error::Error;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{Empty, Full};
+use proxflow_core::{BoxError, LayerBody};
+use tower_service::Service;
+
+use crate::backend::{Backend, Base, InFlight};
+use crate::config::{HostHeader, Policy};
+use crate::error::{NoUpstream, UpstreamFailed};
+use crate::pool::Pool;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Sends `request` through `client` to an upstream of `pool`, and again to another one while
+/// its connection is refused and retries are left; answers 503 when no upstream is
+/// available and 502 when the client fails.
+pub(crate) async fn forward<S, B, ResBody>(
+    pool: Arc<Pool>,
+    mut client: S,
+    request: Request<B>,
+) -> Response<LayerBody<ResBody>>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+{
+    let running = pool.running();
+    let settings = &running.draft;
+    let client_ip = client_ip(request.extensions());
+    let key: Option<Vec<u8>> = match &settings.policy {
+        Policy::IpHash => client_ip.map(|ip| ip.to_string().into_bytes()),
+        Policy::HeaderHash { .. } => running
+            .hash_header
+            .as_ref()
+            .and_then(|header| request.headers().get(header))
+            .map(|value| value.as_bytes().to_vec()),
+        _ => None,
+    };
+    let (mut parts, body) = request.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    remove_hop_by_hop(&mut parts.headers);
+    if settings.forwarded_headers {
+        forwarded_headers(&mut parts, client_ip, original_host.as_ref());
+    }
+    let empty = empty_body::<B>();
+    let retryable =
+        settings.retries > 0 && is_idempotent(&parts.method) && is_empty(&body) && empty.is_some();
+    let mut body = Some(body);
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    loop {
+        let started = settings.clock.now();
+        let Some(backend) = pool.pick(started, key.as_deref(), &tried) else {
+            return no_upstream(&tried);
+        };
+        // The request's own body first, then empty ones of its type (`retryable` says there
+        // are).
+        let Some(body) = body.take().or_else(|| empty.map(|make| make())) else {
+            unreachable!("a retry without a body to send");
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = upstream_uri(backend.base.as_ref(), &parts.uri);
+        *request.version_mut() = parts.version;
+        // Copies only while a retry may still need the originals.
+        if !retryable || tried.len() as u32 >= settings.retries {
+            *request.headers_mut() = std::mem::take(&mut parts.headers);
+            *request.extensions_mut() = std::mem::take(&mut parts.extensions);
+        } else {
+            *request.headers_mut() = parts.headers.clone();
+            *request.extensions_mut() = parts.extensions.clone();
+        }
+        set_host(
+            request.headers_mut(),
+            settings.host,
+            original_host.as_ref(),
+            &backend,
+        );
+        if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
+            return bad_gateway(&backend, tried, error.into());
+        }
+        let in_flight = InFlight::new(Arc::clone(&backend));
+        let result = client.call(request).await;
+        drop(in_flight);
+        let ended = settings.clock.now();
+        match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let failed = settings.passive.failure_statuses.contains(&status);
+                backend.answered(started, ended, failed);
+                let mut response = response.map(LayerBody::inner);
+                remove_hop_by_hop(response.headers_mut());
+                return response;
+            }
+            Err(error) => {
+                let error: BoxError = error.into();
+                backend.answered(started, ended, true);
+                tried.push(Arc::clone(&backend.name));
+                let attempts = tried.len() as u32;
+                if retryable && attempts <= settings.retries && is_connect_error(&*error) {
+                    tracing::debug!(upstream = %backend.name, %error, "connection failed; retrying on another upstream");
+                    continue;
+                }
+                tracing::debug!(upstream = %backend.name, %error, "upstream failed");
+                return bad_gateway(&backend, tried, error);
+            }
+        }
+    }
+}
+
+/// The upstream's scheme and authority with the request's path and query.
+fn upstream_uri(base: Option<&Base>, original: &Uri) -> Uri {
+    let Some(base) = base else {
+        return original.clone();
+    };
+    let path = original
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(base.scheme.clone())
+        .authority(base.authority.clone())
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| original.clone())
+}
+
+/// `Host`: the client's (or its URI's authority) with [`HostHeader::Keep`], the upstream's
+/// with [`HostHeader::Upstream`] or when the client sent none.
+fn set_host(
+    headers: &mut http::HeaderMap,
+    host: HostHeader,
+    original: Option<&HeaderValue>,
+    backend: &Backend,
+) {
+    match (host, original) {
+        (HostHeader::Keep, Some(host)) => {
+            headers.insert(header::HOST, host.clone());
+        }
+        (HostHeader::Upstream, _) | (HostHeader::Keep, None) => {
+            if let Some(host) = backend.base.as_ref().and_then(|base| base.host.clone()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+    }
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1): a proxy does not
+/// pass them on, nor the fields `Connection` names. (`Upgrade` goes too: this balancer does not
+/// tunnel upgraded connections.)
+fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Made at compile time: `from_static` checks its name at run time otherwise.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+fn forwarded_headers(
+    parts: &mut http::request::Parts,
+    client: Option<IpAddr>,
+    host: Option<&HeaderValue>,
+) {
+    let headers = &mut parts.headers;
+    if let Some(ip) = client {
+        // Appended to what earlier proxies wrote, comma-separated in one field.
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    let proto = if parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+}
+
+/// The client's address, as every proxflow layer reads it: a `ClientAddr` extension, axum's
+/// `ConnectInfo<SocketAddr>`, or a bare `SocketAddr`.
+fn client_ip(extensions: &Extensions) -> Option<IpAddr> {
+    proxflow_core::client::peer_addr(extensions).map(|addr: SocketAddr| addr.ip())
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether a body surely has no data to send.
+fn is_empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+/// How to make an empty body of type `B`, for the body types that have one a library can
+/// make: axum's `Body` (with the `axum` feature), `String`, and http-body-util's `Empty<Bytes>`
+/// and `Full<Bytes>`. A retry and a health probe need one. Requiring `B: Default` instead
+/// would refuse hyper's `Incoming`, which has none, and a bound cannot ask for `Default` only
+/// where it exists.
+pub(crate) fn empty_body<B: 'static>() -> Option<fn() -> B> {
+    let mut make: Option<fn() -> B> = None;
+    let slot: &mut dyn Any = &mut make;
+    if let Some(slot) = slot.downcast_mut::<Option<fn() -> String>>() {
+        *slot = Some(String::new);
+    } else if let Some(slot) = slot.downcast_mut::<Option<fn() -> Empty<Bytes>>>() {
+        *slot = Some(Empty::new);
+    } else if let Some(slot) = slot.downcast_mut::<Option<fn() -> Full<Bytes>>>() {
+        *slot = Some(Full::default);
+    } else {
+        #[cfg(feature = "axum")]
+        if let Some(slot) = slot.downcast_mut::<Option<fn() -> axum::body::Body>>() {
+            *slot = Some(axum::body::Body::empty);
+        }
+    }
+    make
+}
+
+/// Whether the request surely never reached the upstream: an I/O error of connecting
+/// anywhere in the error's chain (hyper-util's client wraps it).
+fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        current = error.source();
+    }
+    false
+}
+
+fn plain<B>(status: StatusCode, text: &'static str) -> Response<LayerBody<B>> {
+    let mut response = Response::new(LayerBody::text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn no_upstream<B>(tried: &[Arc<str>]) -> Response<LayerBody<B>> {
+    tracing::warn!(tried = tried.len(), "no upstream available");
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service unavailable: no healthy upstream\n",
+    );
+    response.extensions_mut().insert(NoUpstream);
+    response
+}
+
+fn bad_gateway<B>(
+    backend: &Backend,
+    tried: Vec<Arc<str>>,
+    error: BoxError,
+) -> Response<LayerBody<B>> {
+    let mut response = plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream failed\n");
+    response.extensions_mut().insert(UpstreamFailed {
+        upstream: Arc::clone(&backend.name),
+        tried,
+        error: Arc::from(error),
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_are_not_passed_on() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-session-hint"),
+            ("keep-alive", "timeout=5"),
+            ("x-session-hint", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "text/html"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn connect_errors_are_found_in_the_chain() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl Error for Wrapper {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrapper(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(is_connect_error(&refused));
+        let reset = Wrapper(std::io::ErrorKind::ConnectionReset.into());
+        assert!(!is_connect_error(&reset), "the request may have been sent");
+    }
+
+    #[test]
+    fn empty_bodies_of_the_known_types_only() {
+        fn make<B: Body + 'static>() -> Option<B> {
+            empty_body::<B>().map(|make| make())
+        }
+        assert_eq!(make::<String>(), Some(String::new()));
+        assert!(make::<Empty<Bytes>>().is_some_and(|b| b.is_end_stream()));
+        assert!(make::<Full<Bytes>>().is_some_and(|b| b.is_end_stream()));
+        #[cfg(feature = "axum")]
+        assert!(make::<axum::body::Body>().is_some_and(|b| b.is_end_stream()));
+        assert!(empty_body::<hyper::body::Incoming>().is_none());
+        assert!(empty_body::<Vec<u8>>().is_none());
+    }
+
+    #[test]
+    fn the_uri_takes_the_upstreams_scheme_and_authority() {
+        let base = Base {
+            scheme: http::uri::Scheme::HTTPS,
+            authority: "10.0.0.1:8443".parse().unwrap(),
+            host: None,
+        };
+        let original: Uri = "http://front.example/orders/7?full=1".parse().unwrap();
+        assert_eq!(
+            upstream_uri(Some(&base), &original),
+            "https://10.0.0.1:8443/orders/7?full=1"
+        );
+        let origin_form: Uri = "/".parse().unwrap();
+        assert_eq!(
+            upstream_uri(Some(&base), &origin_form),
+            "https://10.0.0.1:8443/"
+        );
+        assert_eq!(upstream_uri(None, &original), original);
+    }
+}
