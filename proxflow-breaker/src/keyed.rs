@@ -188,20 +188,7 @@ impl<S, C> KeyedCircuitBreaker<S, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Takes the inner service out.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!(inner);
 }
 
 impl<S: std::fmt::Debug, C> std::fmt::Debug for KeyedCircuitBreaker<S, C> {

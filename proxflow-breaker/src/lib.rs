@@ -101,6 +101,9 @@
 //!   # }
 //!   ```
 
+#[macro_use]
+mod macros;
+
 mod breaker;
 mod classify;
 mod config;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
-use proxflow_core::LayerBody;
+use proxflow_core::{text_response, LayerBody};
 use tokio::time::Sleep;
 use tower_service::Service;
 
@@ -144,20 +144,7 @@ impl<S, C> CircuitBreaker<S, C> {
         CircuitBreaker { core }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.core.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.core.inner
-    }
-
-    /// Takes the inner service out.
-    pub fn into_inner(self) -> S {
-        self.core.inner
-    }
+    define_inner_service_accessors!(core.inner);
 }
 
 impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreaker<S, C> {
@@ -224,16 +211,11 @@ fn answer<B>(stopped: Stopped) -> Response<LayerBody<B>> {
     let (status, text) = match stopped {
         Stopped::Refused(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "service unavailable: circuit breaker open\n",
+            &"service unavailable: circuit breaker open\n",
         ),
-        Stopped::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        Stopped::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, &"upstream timed out\n"),
     };
-    let mut response = Response::new(LayerBody::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut response = text_response(status, text);
     match stopped {
         Stopped::Refused(refusal) => {
             let seconds = refusal
@@ -273,20 +255,7 @@ impl<S, C> GenericCircuitBreaker<S, C> {
         GenericCircuitBreaker { core }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.core.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.core.inner
-    }
-
-    /// Takes the inner service out.
-    pub fn into_inner(self) -> S {
-        self.core.inner
-    }
+    define_inner_service_accessors!(core.inner);
 }
 
 impl<S: std::fmt::Debug, C> std::fmt::Debug for GenericCircuitBreaker<S, C> {

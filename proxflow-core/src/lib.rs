@@ -24,7 +24,7 @@ pub mod client;
 pub mod clock;
 mod error;
 
-pub use body::{BoxError, ConnectionDropped, LayerBody};
+pub use body::{text_response, BoxError, ConnectionDropped, LayerBody};
 pub use client::{ClientAddr, ForwardedHeader, TrustedProxies};
 pub use clock::{Clock, ManualClock, Moment};
 pub use error::ConfigError;

@@ -12,7 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{Empty, Full};
-use proxflow_core::{BoxError, LayerBody};
+use proxflow_core::{text_response, BoxError, LayerBody};
 use tower_service::Service;
 
 use crate::backend::{Backend, Base, InFlight};
@@ -283,21 +283,11 @@ fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
-fn plain<B>(status: StatusCode, text: &'static str) -> Response<LayerBody<B>> {
-    let mut response = Response::new(LayerBody::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 fn no_upstream<B>(tried: &[Arc<str>]) -> Response<LayerBody<B>> {
     tracing::warn!(tried = tried.len(), "no upstream available");
-    let mut response = plain(
+    let mut response = text_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        "service unavailable: no healthy upstream\n",
+        &"service unavailable: no healthy upstream\n",
     );
     response.extensions_mut().insert(NoUpstream);
     response
@@ -308,7 +298,7 @@ fn bad_gateway<B>(
     tried: Vec<Arc<str>>,
     error: BoxError,
 ) -> Response<LayerBody<B>> {
-    let mut response = plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream failed\n");
+    let mut response = text_response(StatusCode::BAD_GATEWAY, &"bad gateway: upstream failed\n");
     response.extensions_mut().insert(UpstreamFailed {
         upstream: Arc::clone(&backend.name),
         tried,

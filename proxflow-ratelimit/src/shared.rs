@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::{header, HeaderValue, Response, StatusCode};
-use proxflow_core::LayerBody;
+use http::{header, Response, StatusCode};
+use proxflow_core::{text_response, LayerBody};
 
 use crate::algorithm::{Nanos, Rate, Verdict};
 use crate::config::{check_quota, LimitHeaders, MissingKey, Quota, Reject};
@@ -88,20 +88,21 @@ pub(crate) enum Answer {
 impl Answer {
     pub(crate) fn into_response<B>(self) -> Response<LayerBody<B>> {
         match self {
-            Answer::MissingKey => plain(
-                StatusCode::BAD_REQUEST,
-                LayerBody::text("missing rate limit key\n"),
-            ),
-            Answer::Drop => plain(StatusCode::TOO_MANY_REQUESTS, LayerBody::abort()),
+            Answer::MissingKey => {
+                text_response(StatusCode::BAD_REQUEST, &"missing rate limit key\n")
+            }
+            Answer::Drop => {
+                let mut response = Response::new(LayerBody::abort());
+                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                response
+            }
             Answer::Limited {
                 retry_after,
                 fields,
                 mark,
             } => {
-                let mut response = plain(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    LayerBody::text("too many requests\n"),
-                );
+                let mut response =
+                    text_response(StatusCode::TOO_MANY_REQUESTS, &"too many requests\n");
                 let headers = response.headers_mut();
                 headers.insert(header::RETRY_AFTER, headers::retry_after(retry_after));
                 if let Some(fields) = fields {
@@ -307,14 +308,4 @@ impl KeyUsage for Shared {
 /// that find it raised do not contend for its cache line.
 fn first(flag: &AtomicBool) -> bool {
     !flag.load(Ordering::Relaxed) && !flag.swap(true, Ordering::Relaxed)
-}
-
-fn plain<B>(status: StatusCode, body: LayerBody<B>) -> Response<LayerBody<B>> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
