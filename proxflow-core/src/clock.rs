@@ -34,10 +34,14 @@ pub struct Clock {
 
 #[derive(Clone)]
 enum Source {
-    /// A raw count of the time-stamp counter.
-    Tsc,
+    /// A raw count of the time-stamp counter. The anchor is held here so that a reading
+    /// does not ask the process-wide cell for it.
+    Tsc { anchor: &'static Anchor },
     /// The ticker's latest count of the time-stamp counter; the ticker runs while a hold lives.
-    Ticker { _hold: Arc<TickerHold> },
+    Ticker {
+        anchor: &'static Anchor,
+        _hold: Arc<TickerHold>,
+    },
     /// Nanoseconds since `origin`, offset by [`ORIGIN`] so that a reading before the origin
     /// (another runtime's paused clock) still orders right.
     Tokio { origin: tokio::time::Instant },
@@ -56,7 +60,7 @@ impl Clock {
     /// process). What every layer reads unless told otherwise.
     pub fn tsc() -> Clock {
         Clock {
-            source: Source::Tsc,
+            source: Source::Tsc { anchor: tsc() },
         }
     }
 
@@ -79,9 +83,10 @@ impl Clock {
     /// If the thread cannot be started, the clock reads the counter itself.
     pub fn coarse(&self) -> Clock {
         match self.source {
-            Source::Tsc => match TickerHold::take() {
+            Source::Tsc { anchor } => match TickerHold::take() {
                 Some(hold) => Clock {
                     source: Source::Ticker {
+                        anchor,
                         _hold: Arc::new(hold),
                     },
                 },
@@ -100,7 +105,7 @@ impl Clock {
     #[inline]
     pub fn now(&self) -> Moment {
         match &self.source {
-            Source::Tsc => Moment(tsc().clock.raw()),
+            Source::Tsc { anchor } => Moment(anchor.clock.raw()),
             // Relaxed: one thread stores, in increasing order, so each reader sees the counts
             // in that order.
             Source::Ticker { .. } => Moment(RECENT.load(Ordering::Relaxed)),
@@ -119,8 +124,20 @@ impl Clock {
     #[inline]
     pub fn nanos_between(&self, earlier: Moment, later: Moment) -> u64 {
         match self.source {
-            Source::Tsc | Source::Ticker { .. } => tsc().clock.delta_as_nanos(earlier.0, later.0),
+            Source::Tsc { anchor } | Source::Ticker { anchor, .. } => {
+                anchor.clock.delta_as_nanos(earlier.0, later.0)
+            }
             Source::Tokio { .. } | Source::Manual { .. } => later.0.saturating_sub(earlier.0),
+        }
+    }
+
+    /// Nanoseconds from `earlier` to now: [`Clock::nanos_between`] `earlier` and
+    /// [`Clock::now`], in one step.
+    #[inline]
+    pub fn nanos_since(&self, earlier: Moment) -> u64 {
+        match self.source {
+            Source::Tsc { anchor } => anchor.clock.delta_as_nanos(earlier.0, anchor.clock.raw()),
+            _ => self.nanos_between(earlier, self.now()),
         }
     }
 
@@ -131,15 +148,14 @@ impl Clock {
 
     /// The time since `earlier`.
     pub fn elapsed(&self, earlier: Moment) -> Duration {
-        self.duration_between(earlier, self.now())
+        Duration::from_nanos(self.nanos_since(earlier))
     }
 
     /// A reading as a `std` instant, for algorithms that take one. Two readings' instants are
     /// apart by their [`Clock::nanos_between`], give or take a nanosecond of rounding.
     pub fn instant(&self, moment: Moment) -> Instant {
         match &self.source {
-            Source::Tsc | Source::Ticker { .. } => {
-                let anchor = tsc();
+            Source::Tsc { anchor } | Source::Ticker { anchor, .. } => {
                 anchor.at + Duration::from_nanos(anchor.clock.delta_as_nanos(anchor.raw, moment.0))
             }
             Source::Tokio { origin } => {
@@ -163,7 +179,7 @@ impl Default for Clock {
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.source {
-            Source::Tsc => "Clock::tsc",
+            Source::Tsc { .. } => "Clock::tsc",
             Source::Ticker { .. } => "Clock::tsc (coarse)",
             Source::Tokio { .. } => "Clock::tokio",
             Source::Manual { .. } => "Clock::manual",
@@ -415,6 +431,10 @@ mod tests {
         assert!(took <= std_took + slack, "{took:?} > {std_took:?}");
         let took = clock.duration_between(a, d);
         assert!(took + slack >= std_took, "{took:?} < {std_took:?}");
+        assert!(
+            clock.nanos_since(a) >= clock.nanos_between(a, d),
+            "since reads now"
+        );
         // A difference of readings and the difference of their instants agree within the
         // rounding of each instant.
         let apart = nanos(clock.instant(d) - clock.instant(a));
@@ -478,6 +498,7 @@ mod tests {
         assert_eq!(clock.now(), start);
         manual.advance(Duration::from_secs(2));
         assert_eq!(clock.elapsed(start), Duration::from_secs(2));
+        assert_eq!(clock.nanos_since(start), 2_000_000_000);
         assert_eq!(
             clock.instant(clock.now()) - clock.instant(start),
             Duration::from_secs(2)

@@ -37,7 +37,7 @@ impl LimiterClock {
 
     #[inline]
     pub(crate) fn now_ns(&self) -> Nanos {
-        self.clock.nanos_between(self.origin, self.clock.now())
+        self.clock.nanos_since(self.origin)
     }
 }
 

@@ -56,7 +56,7 @@ impl MemoryCache {
 
     /// Milliseconds since the cache was made, as its clock tells.
     pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.nanos_between(self.base, self.clock.now()) / 1_000_000
+        self.clock.nanos_since(self.base) / 1_000_000
     }
 
     /// The entry under `key`, or, for a content-hashed name, the entry of its file.

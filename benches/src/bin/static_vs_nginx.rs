@@ -302,8 +302,8 @@ fn report(args: &Args, medians: &BTreeMap<(&str, &str), f64>, skipped: &[&str]) 
         axum docs show (`axum::serve(listener, Router::new().fallback_service(ServeDir::new(dir)))`), \
         which leaves `TCP_NODELAY` off: hyper often writes a response's headers and body separately \
         (the body once the file read completes), and Nagle's algorithm holds the second write back \
-        until the client's delayed ACK of the first arrives; this is the ~9k req/s reference in \
-        DESIGN.md and the baseline of the 10x target. \
+        until the client's delayed ACK of the first arrives; this is the ~9k req/s reference \
+        point and the baseline of the 10x target. \
         *tuned* runs ServeDir under bare hyper with `TCP_NODELAY` set, as nginx does on keep-alive \
         connections, and shows ServeDir's own cost; the ratio against it is for information.\n";
 
