@@ -100,6 +100,7 @@ impl TrustedProxies {
 
     /// Whether `ip` is a trusted proxy. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) counts as
     /// its IPv4 address, as dual-stack sockets report IPv4 peers that way.
+    #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
@@ -168,6 +169,8 @@ fn unmap(net: IpNet) -> IpNet {
 /// - Empty entries (`a,,b`, a trailing comma) are skipped: they claim nothing.
 ///
 /// IPv4-mapped IPv6 addresses come out as IPv4.
+// Inlined: a rate limiter asks per request, and most peers are not trusted proxies.
+#[inline]
 pub fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
@@ -178,6 +181,16 @@ pub fn client_ip(
     if !trusted.contains(peer) {
         return peer;
     }
+    walk_header(peer, headers, trusted, header)
+}
+
+/// [`client_ip`] for a trusted `peer`: the walk of the one header the proxies write.
+fn walk_header(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+    header: ForwardedHeader,
+) -> IpAddr {
     match header {
         ForwardedHeader::XForwardedFor => {
             walk(peer, headers.get_all(X_FORWARDED_FOR), parse_node, trusted)
@@ -296,6 +309,7 @@ fn is_port(port: &str) -> bool {
 ///
 /// IPv4 addresses (IPv4-mapped ones included) are unchanged; an IPv6 address keeps its first
 /// `ipv6_prefix` bits (more than 128 counts as 128).
+#[inline]
 pub fn group_by_prefix(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
