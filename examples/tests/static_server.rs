@@ -1,13 +1,43 @@
-//! The static_server program: flags, serving, and graceful shutdown on SIGTERM.
+//! The static_server program: flags, serving, the access log, and graceful shutdown on SIGTERM.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
-fn start(args: &[&str]) -> (std::process::Child, String) {
+fn start(args: &[&str]) -> (Child, String) {
     common::start(env!("CARGO_BIN_EXE_static_server"), args)
+}
+
+/// Starts the server with stderr piped (not a terminal), as a log collector would.
+fn start_logged(args: &[&str]) -> (Child, String) {
+    common::start_with_stderr(env!("CARGO_BIN_EXE_static_server"), args, Stdio::piped())
+}
+
+/// Stops the server with SIGTERM and returns what it wrote on stderr.
+fn stop(mut child: Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    stderr
+}
+
+fn folder_with_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello").unwrap();
+    std::fs::write(dir.path().join("404.html"), "<h1>no such page</h1>").unwrap();
+    dir
 }
 
 fn raw_get(address: &str, path: &str, extra: &str) -> String {
@@ -108,4 +138,119 @@ fn asset_manifest_writes_what_the_layer_loads() {
         versioned.starts_with("app.") && versioned.ends_with(".js") && versioned.len() == 15,
         "{versioned}"
     );
+}
+
+#[test]
+fn help_describes_the_server_and_its_flags() {
+    let output = Command::new(env!("CARGO_BIN_EXE_static_server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.starts_with("Serves the files of a folder over HTTP"),
+        "{help}"
+    );
+    assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+    for flag in [
+        "-p, --port",
+        "-H, --host",
+        "-d, --dir",
+        "--spa",
+        "--cors",
+        "--no-cache",
+        "--prod",
+        "--not-found <FILE>",
+        "--quiet",
+        "static_server -p 3000 -H 0.0.0.0 -d ./public",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn not_found_flag_sends_the_page_with_status_404() {
+    let dir = folder_with_files();
+    let folder = dir.path().to_str().unwrap();
+    let (child, address) = start_logged(&["-p", "0", "--quiet", "--not-found", "404.html", folder]);
+    let missing = raw_get(&address, "/missing.txt", "");
+    assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");
+    assert!(missing.contains("content-type: text/html"), "{missing}");
+    assert!(
+        missing.ends_with("\r\n\r\n<h1>no such page</h1>"),
+        "{missing}"
+    );
+    let file = raw_get(&address, "/hello.txt", "");
+    assert!(
+        file.starts_with("HTTP/1.1 200 OK") && file.ends_with("hello"),
+        "{file}"
+    );
+    stop(child);
+}
+
+#[test]
+fn not_found_flag_refuses_a_page_outside_the_folder_or_missing() {
+    let dir = folder_with_files();
+    let folder = dir.path().to_str().unwrap();
+    for page in ["../secret.html", "missing.html"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_static_server"))
+            .args(["-p", "0", "--not-found", page, folder])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{page}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("static_server: --not-found: "),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn logs_one_plain_line_per_request() {
+    let dir = folder_with_files();
+    let folder = dir.path().to_str().unwrap();
+    // The plain file service and the router that --cors puts in front of it both log.
+    for extra in [None, Some("--cors")] {
+        let mut args = vec!["-p", "0", "-d", folder];
+        args.extend(extra);
+        let (child, address) = start_logged(&args);
+        raw_get(&address, "/hello.txt", "");
+        raw_get(&address, "/missing.txt", "");
+        let log = stop(child);
+        assert!(!log.contains('\x1b'), "ANSI codes in a pipe: {log:?}");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(" access: "))
+            .collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(
+            lines[0].contains("127.0.0.1:")
+                && lines[0].contains("\"GET /hello.txt HTTP/1.1\" 200 5 "),
+            "{log}"
+        );
+        assert!(
+            lines[1].contains("\"GET /missing.txt HTTP/1.1\" 404 "),
+            "{log}"
+        );
+        assert!(lines.iter().all(|line| line.ends_with("ms")), "{log}");
+    }
+}
+
+#[test]
+fn quiet_logs_no_requests() {
+    let dir = folder_with_files();
+    let folder = dir.path().to_str().unwrap();
+    for extra in [None, Some("--cors")] {
+        let mut args = vec!["-p", "0", "--quiet", "-d", folder];
+        args.extend(extra);
+        let (child, address) = start_logged(&args);
+        let file = raw_get(&address, "/hello.txt", "");
+        assert!(file.starts_with("HTTP/1.1 200 OK"), "{file}");
+        let log = stop(child);
+        assert!(!log.contains("hello.txt"), "{log}");
+        assert!(!log.contains('\x1b'), "{log:?}");
+    }
 }

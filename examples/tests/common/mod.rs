@@ -6,10 +6,15 @@ use std::process::{Child, Command, Stdio};
 /// Starts `program` (a `CARGO_BIN_EXE_*` path) with `args` and waits for its first line,
 /// `listening on http://ADDR`; returns the process and `ADDR`.
 pub fn start(program: &str, args: &[&str]) -> (Child, String) {
+    start_with_stderr(program, args, Stdio::null())
+}
+
+/// As [`start`], with the program's stderr sent to `stderr` (`Stdio::piped()` to read its log).
+pub fn start_with_stderr(program: &str, args: &[&str], stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
