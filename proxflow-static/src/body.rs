@@ -2,8 +2,9 @@
 
 use std::io;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use crate::confine;
 use crate::fingerprint::Fingerprint;
 
 /// Body of the responses this crate generates. It reports its exact length, so hyper sends a
@@ -33,6 +35,8 @@ pub(crate) enum Chunk {
     Memory(Bytes),
     File {
         path: PathBuf,
+        /// The folder the file is opened beneath, unless symlinks may leave it.
+        root: Option<Arc<Path>>,
         range: Range<u64>,
         expected: Fingerprint,
     },
@@ -75,9 +79,10 @@ impl FileBody {
                 Chunk::Memory(bytes) => stream::once(async { Ok(bytes) }).boxed(),
                 Chunk::File {
                     path,
+                    root,
                     range,
                     expected,
-                } => read_range(path, range, expected),
+                } => read_range(path, root, range, expected),
             })
             .boxed();
         FileBody {
@@ -91,11 +96,16 @@ impl FileBody {
 /// the connection) instead of sending other bytes under the old `Content-Length`.
 fn read_range(
     path: PathBuf,
+    root: Option<Arc<Path>>,
     range: Range<u64>,
     expected: Fingerprint,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     let open = async move {
-        let mut file = tokio::fs::File::open(&path).await?;
+        let opening = path.clone();
+        let file = tokio::task::spawn_blocking(move || confine::open(root.as_deref(), &opening))
+            .await
+            .unwrap_or_else(|join| Err(io::Error::other(join)))?;
+        let mut file = tokio::fs::File::from_std(file);
         let metadata = file.metadata().await?;
         if Fingerprint::of(&metadata) != expected {
             return Err(io::Error::other(format!(

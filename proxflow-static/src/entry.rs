@@ -1,11 +1,11 @@
 //! A file ready to be served: its representations (identity and compressed), validators and
 //! headers, computed once per load so that answering a request only copies prepared values.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::body::{Chunk, FileBody};
 use crate::conditional::unix_seconds;
+use crate::confine;
 use crate::encoding::Encoding;
 use crate::fingerprint::Fingerprint;
 
@@ -21,6 +22,8 @@ pub(crate) enum Source {
     Memory(Bytes),
     Disk {
         path: PathBuf,
+        /// The folder the file is opened beneath, unless symlinks may leave it.
+        root: Option<Arc<Path>>,
         fingerprint: Fingerprint,
     },
 }
@@ -42,8 +45,13 @@ impl Representation {
             Source::Memory(bytes) => {
                 Chunk::Memory(bytes.slice(range.start as usize..range.end as usize))
             }
-            Source::Disk { path, fingerprint } => Chunk::File {
+            Source::Disk {
+                path,
+                root,
+                fingerprint,
+            } => Chunk::File {
                 path: path.clone(),
+                root: root.clone(),
                 range,
                 expected: *fingerprint,
             },
@@ -108,13 +116,21 @@ pub(crate) enum Selected<'a> {
 }
 
 impl Entry {
-    /// Reads `path` (known to be a regular file) as the options say. Blocking.
-    pub(crate) fn load(path: &Path, options: LoadOptions, now_ms: u64) -> io::Result<Entry> {
-        let (identity, metadata, hash) = load_representation(path, Encoding::Identity, options)?;
+    /// Reads the regular file `path` as the options say, opening it and its siblings only
+    /// beneath `root` when one is given. Blocking.
+    pub(crate) fn load_beneath(
+        root: Option<&Path>,
+        path: &Path,
+        options: LoadOptions,
+        now_ms: u64,
+    ) -> io::Result<Entry> {
+        let (identity, metadata, hash) =
+            load_representation(root, path, Encoding::Identity, options)?;
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let compressible = is_compressible(&mime);
         let siblings = if options.precompressed && compressible {
-            Encoding::COMPRESSED.map(|encoding| load_sibling(path, encoding, &identity, options))
+            Encoding::COMPRESSED
+                .map(|encoding| load_sibling(root, path, encoding, &identity, options))
         } else {
             [None, None, None]
         };
@@ -137,6 +153,12 @@ impl Entry {
             verified_at_ms: AtomicU64::new(now_ms),
             revalidation_claimed_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Reads `path` with no folder to stay beneath. Blocking.
+    #[cfg(test)]
+    pub(crate) fn load(path: &Path, options: LoadOptions, now_ms: u64) -> io::Result<Entry> {
+        Entry::load_beneath(None, path, options, now_ms)
     }
 
     /// Whether the answer depends on `Accept-Encoding` (then `Vary` is sent).
@@ -223,16 +245,24 @@ impl Entry {
 }
 
 fn load_representation(
+    root: Option<&Path>,
     path: &Path,
     encoding: Encoding,
     options: LoadOptions,
 ) -> io::Result<(Representation, Metadata, Option<u64>)> {
-    let metadata = fs::metadata(path)?;
+    let file = confine::open(root, path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
     let fits = options
         .memory_limit
         .is_some_and(|limit| metadata.len() <= limit);
     if fits {
-        let (bytes, metadata) = read_consistent(path)?;
+        let (bytes, metadata) = read_consistent(path, file, || confine::open(root, path))?;
         let hash = xxh3_64(&bytes);
         let representation = Representation {
             encoding,
@@ -245,7 +275,7 @@ fn load_representation(
     }
     let fingerprint = Fingerprint::of(&metadata);
     let hash = if options.hash_streamed {
-        Some(hash_file(path)?)
+        Some(hash_reader(file)?)
     } else {
         None
     };
@@ -255,6 +285,7 @@ fn load_representation(
         etag: etag_value(fingerprint.etag()),
         source: Source::Disk {
             path: path.to_path_buf(),
+            root: root.map(Arc::from),
             fingerprint,
         },
         ok_headers: Default::default(),
@@ -267,6 +298,7 @@ fn etag_value(text: String) -> HeaderValue {
 }
 
 fn load_sibling(
+    root: Option<&Path>,
     path: &Path,
     encoding: Encoding,
     identity: &Representation,
@@ -275,14 +307,11 @@ fn load_sibling(
     let mut sibling_path = path.as_os_str().to_owned();
     sibling_path.push(encoding.file_suffix());
     let sibling_path = PathBuf::from(sibling_path);
-    if !fs::metadata(&sibling_path).ok()?.is_file() {
-        return None;
-    }
     let options = LoadOptions {
         hash_streamed: false,
         ..options
     };
-    let (mut sibling, _, _) = load_representation(&sibling_path, encoding, options).ok()?;
+    let (mut sibling, _, _) = load_representation(root, &sibling_path, encoding, options).ok()?;
     // Tie the sibling's tag to the identity's, so an edit of either changes it.
     let etag = format!(
         "\"{}-{}-{}\"",
@@ -294,12 +323,21 @@ fn load_sibling(
     Some(sibling)
 }
 
-/// Reads a whole file and returns the metadata it had while being read; a file that changes
-/// under the read is read again, so the bytes and the metadata always belong together.
-fn read_consistent(path: &Path) -> io::Result<(Bytes, Metadata)> {
+/// Reads a whole file, opened as `file` and by `reopen`, and returns the metadata it had while
+/// being read; a file that changes under the read is opened and read again, so the bytes and the
+/// metadata always belong together.
+fn read_consistent(
+    path: &Path,
+    file: File,
+    reopen: impl Fn() -> io::Result<File>,
+) -> io::Result<(Bytes, Metadata)> {
     const ATTEMPTS: usize = 3;
+    let mut opened = Some(file);
     for _ in 0..ATTEMPTS {
-        let mut file = File::open(path)?;
+        let mut file = match opened.take() {
+            Some(file) => file,
+            None => reopen()?,
+        };
         let before = file.metadata()?;
         let mut bytes = Vec::with_capacity(before.len() as usize);
         file.read_to_end(&mut bytes)?;
@@ -317,7 +355,11 @@ fn read_consistent(path: &Path) -> io::Result<(Bytes, Metadata)> {
 
 /// The content hash of a file, read in blocks. Blocking.
 pub(crate) fn hash_file(path: &Path) -> io::Result<u64> {
-    let mut file = File::open(path)?;
+    hash_reader(File::open(path)?)
+}
+
+/// The content hash of what `file` reads, in blocks. Blocking.
+fn hash_reader(mut file: File) -> io::Result<u64> {
     let mut hasher = Xxh3::new();
     let mut buffer = vec![0; 64 * 1024];
     loop {
@@ -415,6 +457,7 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     use super::tests_support::MEMORY;
 

@@ -119,6 +119,7 @@ mod body;
 mod cache;
 mod conditional;
 mod config;
+mod confine;
 mod encoding;
 mod entry;
 mod fingerprint;

@@ -121,7 +121,20 @@ impl Lookup {
             }
             other => return Ok(Err(other)),
         };
-        let entry = Arc::new(Entry::load(&file, self.load_options, now_ms)?);
+        let root = if self.follow_symlinks_outside {
+            None
+        } else {
+            match self.roots.iter().find(|root| file.starts_with(root)) {
+                Some(root) => Some(root.as_path()),
+                None => return Ok(Err(Located::NotFound)),
+            }
+        };
+        let entry = match Entry::load_beneath(root, &file, self.load_options, now_ms) {
+            Ok(entry) => Arc::new(entry),
+            // Removed since it was found, or swapped for a link that leaves the folder.
+            Err(error) if is_missing(&error) => return Ok(Err(Located::NotFound)),
+            Err(error) => return Err(error),
+        };
         Ok(Ok(match hashed {
             Some((logical, hash)) => Hit::hashed(entry, logical, hash),
             None => Hit {
@@ -155,7 +168,11 @@ impl Lookup {
             };
             if metadata.is_dir() {
                 if !trailing_slash {
-                    return Ok(Located::AddSlash);
+                    // A directory outside answers as a missing one: a redirect would show it.
+                    if self.inside_root(root, &candidate) {
+                        return Ok(Located::AddSlash);
+                    }
+                    continue;
                 }
                 let index = candidate.join(&self.index);
                 if std::fs::metadata(&index).is_ok_and(|m| m.is_file())
