@@ -323,6 +323,9 @@ impl StaticLayer {
 
     /// Ranges allowed in one request before the whole file is sent instead. Default 16.
     ///
+    /// Several ranges come back as `multipart/byteranges` parts in the order the client asked
+    /// for them; ranges that overlap are not coalesced: the whole file is sent instead.
+    ///
     /// # Panics
     ///
     /// If `max` is zero.
