@@ -47,6 +47,29 @@ fn unbrotli(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn accept_encoding_sent_on_several_lines_is_one_list() {
+    let site = site_with_siblings();
+    for (mode, app) in [
+        ("dev", app(site.layer())),
+        ("prod", app(site.layer().prod(true))),
+    ] {
+        let lines = [
+            ("accept-encoding", "identity;q=0.5"),
+            ("accept-encoding", "gzip"),
+        ];
+        let reply = get_with(&app, "/static/app.js", &lines).await;
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "{mode}");
+        assert_eq!(reply.body, "GZIP-SIBLING-BYTES-LONGER", "{mode}");
+        let lines = [
+            ("accept-encoding", "gzip;q=0.2"),
+            ("accept-encoding", "br;q=0.9"),
+        ];
+        let reply = get_with(&app, "/static/app.js", &lines).await;
+        assert_eq!(reply.header("content-encoding"), Some("br"), "{mode}");
+    }
+}
+
+#[tokio::test]
 async fn siblings_are_chosen_by_q_values() {
     let site = site_with_siblings();
     let original = script();

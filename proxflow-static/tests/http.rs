@@ -261,6 +261,36 @@ async fn if_match_needs_a_strong_match_or_answers_412() {
 }
 
 #[tokio::test]
+async fn list_preconditions_sent_on_several_lines_are_one_list() {
+    let site = site();
+    for (mode, app) in both_modes(&site) {
+        let etag = etag_of(&app, "/static/alpha.txt").await;
+        let weak = format!("W/{etag}");
+        let lines = [("if-match", "\"zzz\""), ("if-match", etag.as_str())];
+        let reply = get_with(&app, "/static/alpha.txt", &lines).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "If-Match on two lines, {mode}"
+        );
+        assert_eq!(reply.body, ALPHA, "{mode}");
+        let lines = [("if-match", "\"zzz\""), ("if-match", "\"yyy\"")];
+        let reply = get_with(&app, "/static/alpha.txt", &lines).await;
+        assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{mode}");
+        let lines = [
+            ("if-none-match", "\"zzz\""),
+            ("if-none-match", weak.as_str()),
+        ];
+        let reply = get_with(&app, "/static/alpha.txt", &lines).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_MODIFIED,
+            "If-None-Match on two lines, {mode}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn if_unmodified_since_earlier_than_the_file_answers_412() {
     let site = site();
     let modified = mtime_secs(&site.root().join("alpha.txt"));
