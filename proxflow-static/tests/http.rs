@@ -164,6 +164,27 @@ async fn percent_encoded_names_are_served() {
 }
 
 #[tokio::test]
+async fn a_malformed_percent_escape_is_a_bad_request() {
+    let site = site();
+    site.write("100%.txt", "percent");
+    for (mode, app) in both_modes(&site) {
+        for uri in [
+            "/static/100%.txt",
+            "/static/%zz",
+            "/static/alpha.txt%",
+            "/static/a%2",
+        ] {
+            let reply = get(&app, uri).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}, {mode}");
+        }
+        // The name itself is reachable with its `%` escaped.
+        let reply = get(&app, "/static/100%25.txt").await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode}");
+        assert_eq!(reply.body, "percent", "{mode}");
+    }
+}
+
+#[tokio::test]
 async fn malformed_header_values_are_ignored_or_fail_safely() {
     let site = site();
     let garbage = http::HeaderValue::from_bytes(b"\xff\xfe\"bad\"").unwrap();
