@@ -55,7 +55,10 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
     let Some(body) = rest.strip_prefix('/') else {
         return Err(PathRejection::Invalid);
     };
-    let trailing_slash = body.is_empty() || body.ends_with('/');
+    // A final `.` names the directory itself, as `/docs/.` resolves to `/docs/` (RFC 3986
+    // §5.2.4); read without its slash, `docs` would redirect to `docs/` below itself.
+    let trailing_slash =
+        body.is_empty() || body.ends_with('/') || body.rsplit('/').next() == Some(".");
     let mut rewritten = false;
     let mut first = true;
     let mut hidden = false;
@@ -184,6 +187,9 @@ mod tests {
         assert_eq!(key("/a/./b/"), Ok("a/b/".into()));
         assert_eq!(key("/a%20b.txt"), Ok("a b.txt".into()));
         assert_eq!(key("/./"), Ok("".into()));
+        assert_eq!(key("/docs/."), Ok("docs/".into()));
+        assert_eq!(key("/."), Ok("".into()));
+        assert!(sanitize("/docs/.", false).unwrap().trailing_slash);
     }
 
     #[test]
