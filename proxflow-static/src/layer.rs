@@ -190,8 +190,10 @@ impl StaticLayer {
         self.with(|layer| layer.config.folders.push(folder.into()))
     }
 
-    /// Serve `index.html` for missing paths without an extension (Caflax `--spa`), except under
-    /// [`spa_exclude`](StaticLayer::spa_exclude). Default: off.
+    /// Serve `index.html` for missing paths that look like client-side routes (Caflax `--spa`):
+    /// the last segment has no extension (`/small.txt/` counts as `small.txt`) and no segment
+    /// starts with a dot (`/.well-known/...`), except under
+    /// [`spa_exclude`](StaticLayer::spa_exclude). Other missing paths are 404. Default: off.
     pub fn spa(self, spa: bool) -> Self {
         self.with(|layer| layer.config.spa = spa)
     }

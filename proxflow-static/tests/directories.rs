@@ -341,7 +341,16 @@ async fn spa_serves_the_index_for_extensionless_paths() {
         // Real files are still files.
         assert_eq!(get(&app, "/app.js").await.body, "start()", "{mode}");
         // A missing asset is a 404, not the index.
-        for uri in ["/missing.js", "/img/logo.png", "/users/42.json"] {
+        for uri in [
+            "/missing.js",
+            "/img/logo.png",
+            "/users/42.json",
+            "/small.txt/",
+            "/app.js/",
+            "/img/logo.png/",
+            "/.well-known/security.txt",
+            "/.well-known/acme-challenge/token",
+        ] {
             let reply = get(&app, uri).await;
             assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}, {mode}");
             assert_ne!(reply.body, "<div id=app></div>", "{uri}, {mode}");
