@@ -19,9 +19,9 @@ pub(crate) enum Precondition {
 /// request's headers (cheaper than a hash lookup for each of seven names).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RequestConditions<'a> {
-    pub(crate) accept_encoding: Option<&'a HeaderValue>,
-    pub(crate) if_match: Option<&'a HeaderValue>,
-    pub(crate) if_none_match: Option<&'a HeaderValue>,
+    pub(crate) accept_encoding: FieldLines<'a>,
+    pub(crate) if_match: FieldLines<'a>,
+    pub(crate) if_none_match: FieldLines<'a>,
     pub(crate) if_modified_since: Option<&'a HeaderValue>,
     pub(crate) if_unmodified_since: Option<&'a HeaderValue>,
     pub(crate) if_range: Option<&'a HeaderValue>,
@@ -29,16 +29,25 @@ pub(crate) struct RequestConditions<'a> {
 }
 
 impl<'a> RequestConditions<'a> {
-    /// Reads the headers; the first of repeated fields counts, as with `HeaderMap::get`.
+    /// Reads the headers. The list fields keep every line (RFC 9110 §5.3: the lines of a field
+    /// are one list); of the others, which hold a single value, the first line counts, as with
+    /// `HeaderMap::get`.
     pub(crate) fn read(headers: &'a HeaderMap) -> Self {
         let mut conditions = RequestConditions::default();
         for (name, value) in headers {
             let slot = if name == header::ACCEPT_ENCODING {
-                &mut conditions.accept_encoding
+                conditions
+                    .accept_encoding
+                    .add(headers, ListField::AcceptEncoding, value);
+                continue;
             } else if name == header::IF_MATCH {
-                &mut conditions.if_match
+                conditions.if_match.add(headers, ListField::IfMatch, value);
+                continue;
             } else if name == header::IF_NONE_MATCH {
-                &mut conditions.if_none_match
+                conditions
+                    .if_none_match
+                    .add(headers, ListField::IfNoneMatch, value);
+                continue;
             } else if name == header::IF_MODIFIED_SINCE {
                 &mut conditions.if_modified_since
             } else if name == header::IF_UNMODIFIED_SINCE {
@@ -53,6 +62,63 @@ impl<'a> RequestConditions<'a> {
             slot.get_or_insert(value);
         }
         conditions
+    }
+}
+
+/// The lines of a list-valued header field, read as one list. The common single line is kept
+/// by reference; the map is read again only for a field sent on several lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FieldLines<'a> {
+    first: Option<&'a HeaderValue>,
+    /// Set when the field came on more than one line.
+    repeated: Option<(&'a HeaderMap, ListField)>,
+}
+
+/// The list fields [`FieldLines`] reads.
+#[derive(Debug, Clone, Copy)]
+enum ListField {
+    AcceptEncoding,
+    IfMatch,
+    IfNoneMatch,
+}
+
+impl<'a> FieldLines<'a> {
+    /// A field that came on one line.
+    #[cfg(test)]
+    pub(crate) fn one(value: &'a HeaderValue) -> Self {
+        FieldLines {
+            first: Some(value),
+            repeated: None,
+        }
+    }
+
+    fn add(&mut self, headers: &'a HeaderMap, field: ListField, value: &'a HeaderValue) {
+        if self.first.is_none() {
+            self.first = Some(value);
+        } else {
+            self.repeated = Some((headers, field));
+        }
+    }
+
+    /// Whether the request sent the field at all.
+    pub(crate) fn is_present(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// Every line, in the order sent.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &'a HeaderValue> {
+        let (single, all) = match self.repeated {
+            None => (self.first, None),
+            Some((headers, field)) => {
+                let name = match field {
+                    ListField::AcceptEncoding => header::ACCEPT_ENCODING,
+                    ListField::IfMatch => header::IF_MATCH,
+                    ListField::IfNoneMatch => header::IF_NONE_MATCH,
+                };
+                (None, Some(headers.get_all(name).iter()))
+            }
+        };
+        single.into_iter().chain(all.into_iter().flatten())
     }
 }
 
@@ -72,8 +138,8 @@ pub(crate) fn evaluate(
 ) -> Precondition {
     let get_or_head = method == Method::GET || method == Method::HEAD;
     // Step 1 and 2: If-Match, else If-Unmodified-Since.
-    if let Some(if_match) = request.if_match {
-        if !etag_list_matches(if_match, validators.etag, Comparison::Strong) {
+    if request.if_match.is_present() {
+        if !etag_list_matches(request.if_match, validators.etag, Comparison::Strong) {
             return Precondition::Failed;
         }
     } else if let Some(since) = request.if_unmodified_since.and_then(header_date) {
@@ -85,8 +151,8 @@ pub(crate) fn evaluate(
         }
     }
     // Step 3 and 4: If-None-Match, else If-Modified-Since (GET and HEAD only).
-    if let Some(if_none_match) = request.if_none_match {
-        if etag_list_matches(if_none_match, validators.etag, Comparison::Weak) {
+    if request.if_none_match.is_present() {
+        if etag_list_matches(request.if_none_match, validators.etag, Comparison::Weak) {
             return if get_or_head {
                 Precondition::NotModified
             } else {
@@ -117,21 +183,24 @@ enum Comparison {
     Weak,
 }
 
-/// `*` or a comma-separated list of entity tags; a malformed list matches nothing.
-fn etag_list_matches(value: &HeaderValue, current: &str, comparison: Comparison) -> bool {
-    let Ok(list) = value.to_str() else {
-        return false;
-    };
-    if list.trim() == "*" {
-        return true;
-    }
-    list.split(',').map(str::trim).any(|tag| {
-        let (weak, opaque) = match tag.strip_prefix("W/") {
-            Some(opaque) => (true, opaque),
-            None => (false, tag),
-        };
-        opaque == current && !(weak && comparison == Comparison::Strong)
-    })
+/// `*` or a comma-separated list of entity tags, over every line of the field; a malformed
+/// line matches nothing.
+fn etag_list_matches(lines: FieldLines<'_>, current: &str, comparison: Comparison) -> bool {
+    lines
+        .lines()
+        .filter_map(|value| value.to_str().ok())
+        .any(|list| {
+            if list.trim() == "*" {
+                return true;
+            }
+            list.split(',').map(str::trim).any(|tag| {
+                let (weak, opaque) = match tag.strip_prefix("W/") {
+                    Some(opaque) => (true, opaque),
+                    None => (false, tag),
+                };
+                opaque == current && !(weak && comparison == Comparison::Strong)
+            })
+        })
 }
 
 fn if_range_matches(value: &HeaderValue, validators: Validators<'_>) -> bool {
@@ -215,6 +284,19 @@ mod tests {
             run(Method::GET, &[(header::IF_MATCH, "\"nope\"")]),
             Precondition::Failed
         );
+    }
+
+    #[test]
+    fn list_fields_read_every_line() {
+        let lines = [(header::IF_MATCH, "\"zzz\""), (header::IF_MATCH, "\"abc\"")];
+        assert_eq!(run(Method::GET, &lines), PROCEED);
+        let lines = [
+            (header::IF_NONE_MATCH, "\"zzz\""),
+            (header::IF_NONE_MATCH, "\"y\", W/\"abc\""),
+        ];
+        assert_eq!(run(Method::GET, &lines), Precondition::NotModified);
+        let lines = [(header::IF_MATCH, "\"zzz\""), (header::IF_MATCH, "\"y\"")];
+        assert_eq!(run(Method::GET, &lines), Precondition::Failed);
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub struct StaticConfig {
     /// versioned URLs, versioned asset URLs. Default `false` (development: `no-cache`, every
     /// request reads the disk).
     pub is_prod: bool,
-    /// Serve `index.html` for paths without an extension (Caflax `--spa`). Default `false`.
+    /// Serve `index.html` for missing paths that look like routes: no extension on the last
+    /// segment, no dot-directory (Caflax `--spa`). Default `false`.
     pub spa: bool,
     /// Path prefixes that never get the SPA fallback, compared with the full request path
     /// (mount prefix included). Default `["/api"]`.

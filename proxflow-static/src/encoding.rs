@@ -1,6 +1,6 @@
 //! `Accept-Encoding` negotiation with q-values (RFC 9110 §12.5.3).
 
-use http::HeaderValue;
+use crate::conditional::FieldLines;
 
 /// A content coding the layer can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,17 +47,19 @@ impl Encoding {
 /// Picks the coding with the highest q-value among those `available` says exist; equal weights
 /// go to the order of [`Encoding::COMPRESSED`], then identity. Identity not named by the client
 /// (nor by `*`) is acceptable but least preferred; when nothing is acceptable, identity is sent
-/// anyway (RFC 9110 allows this rather than a 406).
-pub(crate) fn negotiate(
-    accept: Option<&HeaderValue>,
-    available: impl Fn(Encoding) -> bool,
-) -> Encoding {
-    let Some(text) = accept.and_then(|value| value.to_str().ok()) else {
+/// anyway (RFC 9110 allows this rather than a 406). A field sent on several lines is one list
+/// (RFC 9110 §5.3); a line that is not text is skipped.
+pub(crate) fn negotiate(accept: FieldLines<'_>, available: impl Fn(Encoding) -> bool) -> Encoding {
+    if !accept.is_present() {
         return Encoding::Identity;
-    };
+    }
     let mut weights = [None::<u16>; 4];
     let mut star = None;
-    for item in text.split(',') {
+    let items = accept
+        .lines()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','));
+    for item in items {
         let mut parts = item.split(';');
         let token = parts.next().unwrap_or("").trim();
         let q = parts
@@ -113,9 +115,11 @@ fn parse_q(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn pick(accept: &str) -> Encoding {
-        negotiate(Some(&HeaderValue::from_str(accept).unwrap()), |_| true)
+        let value = HeaderValue::from_str(accept).unwrap();
+        negotiate(FieldLines::one(&value), |_| true)
     }
 
     #[test]
@@ -123,7 +127,10 @@ mod tests {
         assert_eq!(pick("gzip, deflate, br, zstd"), Encoding::Brotli);
         assert_eq!(pick("gzip, zstd"), Encoding::Zstd);
         assert_eq!(pick("gzip"), Encoding::Gzip);
-        assert_eq!(negotiate(None, |_| true), Encoding::Identity);
+        assert_eq!(
+            negotiate(FieldLines::default(), |_| true),
+            Encoding::Identity
+        );
     }
 
     #[test]
@@ -151,9 +158,12 @@ mod tests {
     fn only_available_codings_are_chosen() {
         let accept = HeaderValue::from_static("br, gzip");
         assert_eq!(
-            negotiate(Some(&accept), |e| e == Encoding::Gzip),
+            negotiate(FieldLines::one(&accept), |e| e == Encoding::Gzip),
             Encoding::Gzip
         );
-        assert_eq!(negotiate(Some(&accept), |_| false), Encoding::Identity);
+        assert_eq!(
+            negotiate(FieldLines::one(&accept), |_| false),
+            Encoding::Identity
+        );
     }
 }

@@ -190,8 +190,10 @@ impl StaticLayer {
         self.with(|layer| layer.config.folders.push(folder.into()))
     }
 
-    /// Serve `index.html` for missing paths without an extension (Caflax `--spa`), except under
-    /// [`spa_exclude`](StaticLayer::spa_exclude). Default: off.
+    /// Serve `index.html` for missing paths that look like client-side routes (Caflax `--spa`):
+    /// the last segment has no extension (`/small.txt/` counts as `small.txt`) and no segment
+    /// starts with a dot (`/.well-known/...`), except under
+    /// [`spa_exclude`](StaticLayer::spa_exclude). Other missing paths are 404. Default: off.
     pub fn spa(self, spa: bool) -> Self {
         self.with(|layer| layer.config.spa = spa)
     }
@@ -322,6 +324,9 @@ impl StaticLayer {
     }
 
     /// Ranges allowed in one request before the whole file is sent instead. Default 16.
+    ///
+    /// Several ranges come back as `multipart/byteranges` parts in the order the client asked
+    /// for them; ranges that overlap are not coalesced: the whole file is sent instead.
     ///
     /// # Panics
     ///

@@ -6,6 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use percent_encoding::percent_decode_str;
+
 use crate::assets::{short_hash, split_hashed};
 use crate::config::StaticConfig;
 use crate::entry::{Entry, LoadOptions};
@@ -203,15 +205,30 @@ impl Lookup {
     }
 
     /// Whether a missing file at `full_path` (the path the client sent) gets the SPA's index:
-    /// GET or HEAD of a path whose last segment has no extension, outside `spa_exclude`.
+    /// GET or HEAD of a path that looks like a client-side route, outside `spa_exclude`.
     pub(crate) fn spa_fallback(&self, get_or_head: bool, full_path: &str) -> bool {
-        let last_segment = full_path.rsplit('/').next().unwrap_or("");
         let excluded = self
             .spa_exclude
             .iter()
             .any(|prefix| under_prefix(full_path, prefix));
-        self.spa && get_or_head && !last_segment.contains('.') && !excluded
+        self.spa && get_or_head && looks_like_route(full_path) && !excluded
     }
+}
+
+/// A route names no file: its last segment (a trailing slash aside) has no extension, so that
+/// a missing asset (`/app.js`, `/small.txt/`) is a 404, and no segment starts with a dot, so
+/// that `/.well-known/...` and other dot-directories never get the index.
+fn looks_like_route(full_path: &str) -> bool {
+    let mut segments = full_path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| percent_decode_str(segment).decode_utf8_lossy());
+    let mut last_has_dot = false;
+    let dot_segment = segments.any(|segment| {
+        last_has_dot = segment.contains('.');
+        segment.starts_with('.')
+    });
+    !dot_segment && !last_has_dot
 }
 
 fn under_prefix(path: &str, prefix: &str) -> bool {
@@ -300,6 +317,11 @@ mod tests {
         assert!(!spa.spa_fallback(true, "/static/app.js"));
         assert!(!spa.spa_fallback(true, "/api/users"));
         assert!(spa.spa_fallback(true, "/apiary"));
+        assert!(spa.spa_fallback(true, "/deep/route/"));
+        assert!(!spa.spa_fallback(true, "/small.txt/"));
+        assert!(!spa.spa_fallback(true, "/static/app%2Ejs"));
+        assert!(!spa.spa_fallback(true, "/.well-known/acme-challenge/token"));
+        assert!(!spa.spa_fallback(true, "/a/.git/config"));
         assert!(!lookup(dir.path(), |_| {}).spa_fallback(true, "/static/settings"));
     }
 }

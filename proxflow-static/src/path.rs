@@ -36,7 +36,8 @@ impl SafePath<'_> {
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PathRejection {
-    /// `..`, an encoded separator, a backslash, NUL, a drive letter, double encoding, bad UTF-8.
+    /// `..`, an encoded separator, a backslash, NUL, a drive letter, double encoding, bad UTF-8,
+    /// a malformed percent escape.
     Invalid,
     /// A dotfile or dot-directory other than `/.well-known/`.
     Hidden,
@@ -54,7 +55,10 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
     let Some(body) = rest.strip_prefix('/') else {
         return Err(PathRejection::Invalid);
     };
-    let trailing_slash = body.is_empty() || body.ends_with('/');
+    // A final `.` names the directory itself, as `/docs/.` resolves to `/docs/` (RFC 3986
+    // §5.2.4); read without its slash, `docs` would redirect to `docs/` below itself.
+    let trailing_slash =
+        body.is_empty() || body.ends_with('/') || body.rsplit('/').next() == Some(".");
     let mut rewritten = false;
     let mut first = true;
     let mut hidden = false;
@@ -89,6 +93,10 @@ pub(crate) fn sanitize(rest: &str, allow_dotfiles: bool) -> Result<SafePath<'_>,
 /// Decodes and checks one segment; borrowed when it needed no decoding.
 fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathRejection> {
     let segment = if raw.contains('%') {
+        if !escapes_are_well_formed(raw) {
+            // `%` not followed by two hex digits is no URI (RFC 3986 §2.1); nginx answers 400.
+            return Err(PathRejection::Invalid);
+        }
         let decoded = percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| PathRejection::Invalid)?;
@@ -127,6 +135,16 @@ fn check_segment(segment: &str) -> Result<(), PathRejection> {
     } else {
         Ok(())
     }
+}
+
+/// Whether every `%` starts an escape of two hex digits.
+fn escapes_are_well_formed(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 fn has_percent_escape(text: &str) -> bool {
@@ -169,6 +187,9 @@ mod tests {
         assert_eq!(key("/a/./b/"), Ok("a/b/".into()));
         assert_eq!(key("/a%20b.txt"), Ok("a b.txt".into()));
         assert_eq!(key("/./"), Ok("".into()));
+        assert_eq!(key("/docs/."), Ok("docs/".into()));
+        assert_eq!(key("/."), Ok("".into()));
+        assert!(sanitize("/docs/.", false).unwrap().trailing_slash);
     }
 
     #[test]
@@ -186,6 +207,10 @@ mod tests {
             "/c%3a/x",
             "/%252e%252e/etc/passwd",
             "/%ff%fe",
+            "/100%.txt",
+            "/%zz",
+            "/a%2",
+            "/a%",
             "relative",
         ] {
             assert_eq!(key(bad), Err(PathRejection::Invalid), "{bad}");

@@ -124,6 +124,12 @@ fn ok_headers(
         .get_or_init(|| {
             let mut headers = HeaderMap::with_capacity(10);
             validator_headers(entry, representation, request, &mut headers);
+            if representation.encoding != Encoding::Identity {
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(representation.encoding.token()),
+                );
+            }
             headers.insert(header::ACCEPT_RANGES, BYTES);
             headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
             headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
@@ -132,7 +138,9 @@ fn ok_headers(
         .clone()
 }
 
-/// The headers a 304 repeats from the 200 (RFC 9110 §15.4.5).
+/// The headers a 304 repeats from the 200 (RFC 9110 §15.4.5): the validators, `Cache-Control`
+/// and `Vary`, but no representation metadata such as `Content-Encoding`, which the 304 does
+/// not describe (the client keeps the stored response's).
 fn validator_headers(
     entry: &Entry,
     representation: &Representation,
@@ -146,12 +154,6 @@ fn validator_headers(
     headers.insert(header::CACHE_CONTROL, request.cache_control.clone());
     if entry.negotiable() {
         headers.insert(header::VARY, ACCEPT_ENCODING);
-    }
-    if representation.encoding != Encoding::Identity {
-        headers.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(representation.encoding.token()),
-        );
     }
 }
 

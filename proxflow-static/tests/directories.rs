@@ -84,6 +84,29 @@ async fn a_directory_without_its_slash_redirects_relatively_keeping_the_query() 
 }
 
 #[tokio::test]
+async fn a_final_dot_segment_names_the_directory_itself() {
+    let site = site();
+    for (mode, app) in both(site.layer()) {
+        // `/static/docs/.` resolves to `/static/docs/`; a redirect to `docs/` from there would
+        // lead to `/static/docs/docs/`.
+        for (uri, body) in [
+            ("/static/docs/.", "<h1>docs index</h1>"),
+            ("/static/docs/guide/.", "<h1>guide</h1>"),
+            ("/static/.", "<h1>root index</h1>"),
+        ] {
+            let reply = get(&app, uri).await;
+            assert_eq!(reply.status, StatusCode::OK, "{uri}, {mode}");
+            assert_eq!(reply.body, body, "{uri}, {mode}");
+        }
+        assert_eq!(
+            get(&app, "/static/docs/index.html/.").await.status,
+            StatusCode::NOT_FOUND,
+            "a file never answers as a directory, {mode}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_redirect_of_an_odd_directory_name_is_percent_encoded() {
     let site = site();
     site.write("my docs/index.html", "spaced");
@@ -318,7 +341,16 @@ async fn spa_serves_the_index_for_extensionless_paths() {
         // Real files are still files.
         assert_eq!(get(&app, "/app.js").await.body, "start()", "{mode}");
         // A missing asset is a 404, not the index.
-        for uri in ["/missing.js", "/img/logo.png", "/users/42.json"] {
+        for uri in [
+            "/missing.js",
+            "/img/logo.png",
+            "/users/42.json",
+            "/small.txt/",
+            "/app.js/",
+            "/img/logo.png/",
+            "/.well-known/security.txt",
+            "/.well-known/acme-challenge/token",
+        ] {
             let reply = get(&app, uri).await;
             assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}, {mode}");
             assert_ne!(reply.body, "<div id=app></div>", "{uri}, {mode}");

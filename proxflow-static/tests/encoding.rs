@@ -7,7 +7,7 @@ use std::io::Read;
 
 use axum::Router;
 use common::*;
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 /// A script large and repetitive enough to be worth compressing.
 fn script() -> String {
@@ -44,6 +44,29 @@ fn unbrotli(bytes: &[u8]) -> Vec<u8> {
         .read_to_end(&mut out)
         .expect("valid brotli");
     out
+}
+
+#[tokio::test]
+async fn accept_encoding_sent_on_several_lines_is_one_list() {
+    let site = site_with_siblings();
+    for (mode, app) in [
+        ("dev", app(site.layer())),
+        ("prod", app(site.layer().prod(true))),
+    ] {
+        let lines = [
+            ("accept-encoding", "identity;q=0.5"),
+            ("accept-encoding", "gzip"),
+        ];
+        let reply = get_with(&app, "/static/app.js", &lines).await;
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "{mode}");
+        assert_eq!(reply.body, "GZIP-SIBLING-BYTES-LONGER", "{mode}");
+        let lines = [
+            ("accept-encoding", "gzip;q=0.2"),
+            ("accept-encoding", "br;q=0.9"),
+        ];
+        let reply = get_with(&app, "/static/app.js", &lines).await;
+        assert_eq!(reply.header("content-encoding"), Some("br"), "{mode}");
+    }
 }
 
 #[tokio::test]
@@ -225,15 +248,22 @@ async fn conditionals_and_ranges_apply_to_the_chosen_representation() {
         let br = [("accept-encoding", "br")];
         let first = get_with(&app, "/static/app.js", &br).await;
         let br_tag = first.header("etag").unwrap().to_string();
-        let reply = get_with(
-            &app,
-            "/static/app.js",
-            &[("accept-encoding", "br"), ("if-none-match", &br_tag)],
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::NOT_MODIFIED, "{mode}");
-        assert_eq!(reply.header("content-encoding"), Some("br"), "{mode}");
-        assert_eq!(reply.header("vary"), Some("accept-encoding"), "{mode}");
+        // A 304 carries Vary but no representation metadata (RFC 9110 §15.4.5).
+        for method in [Method::GET, Method::HEAD] {
+            let headers = [
+                ("accept-encoding", "br"),
+                ("if-none-match", br_tag.as_str()),
+            ];
+            let reply = send(&app, request(method.clone(), "/static/app.js", &headers)).await;
+            assert_eq!(reply.status, StatusCode::NOT_MODIFIED, "{method}, {mode}");
+            assert_eq!(reply.header("content-encoding"), None, "{method}, {mode}");
+            assert_eq!(
+                reply.header("vary"),
+                Some("accept-encoding"),
+                "{method}, {mode}"
+            );
+            assert_eq!(reply.header("etag"), Some(br_tag.as_str()), "{mode}");
+        }
         // The brotli tag does not validate the identity representation.
         let reply = get_with(&app, "/static/app.js", &[("if-none-match", &br_tag)]).await;
         assert_eq!(reply.status, StatusCode::OK, "{mode}");
