@@ -600,3 +600,33 @@ async fn a_same_size_edit_with_the_old_mtime_is_noticed_only_by_content() {
         assert_eq!(reply.body, expected, "revalidate_by_content({by_content})");
     }
 }
+
+/// A streamed file is opened before the response head exists: replaced by a rename once the
+/// head is out, it still delivers the bytes and length the head announced, instead of a body
+/// cut by the check that finds another file.
+#[tokio::test(start_paused = true)]
+async fn a_streamed_file_replaced_after_the_head_still_delivers_what_it_announced() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let site = site();
+    let first: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let path = site.write("big.bin", &first);
+    let layer = site
+        .layer()
+        .clock(Clock::tokio())
+        .prod(true)
+        .cache_max_file_size(1024);
+    let app = app(layer);
+    let request = common::request(http::Method::GET, "/static/big.bin", &[]);
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        http_body::Body::size_hint(response.body()).exact(),
+        Some(10_000)
+    );
+
+    let next = site.write("next.bin", vec![9u8; 77]);
+    std::fs::rename(&next, &path).unwrap();
+    let body = response.into_body().collect().await.expect("body reads");
+    assert_eq!(body.to_bytes(), first);
+    assert_eq!(get(&app, "/static/big.bin").await.body, vec![9u8; 77]);
+}
