@@ -538,7 +538,7 @@ async fn a_replaced_precompressed_sibling_is_served_after_the_interval() {
 }
 
 /// A deleted sibling stops being served after the interval: the coding is then compressed
-/// anew from the original, or the original is sent.
+/// anew from the original, or the original is sent. A sibling that appears is then served.
 #[tokio::test(start_paused = true)]
 async fn a_deleted_precompressed_sibling_is_no_longer_served() {
     use std::io::Read;
@@ -567,6 +567,13 @@ async fn a_deleted_precompressed_sibling_is_no_longer_served() {
         };
         assert_eq!(served, original, "attempt {attempt}");
     }
+
+    // A sibling that appears is served after the next interval.
+    site.write("style.css.gz", "new gzip bytes");
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    let reply = get_with(&app, "/static/style.css", &gzip).await;
+    assert_eq!(reply.body, "new gzip bytes");
+    reply.assert_length_consistent();
 }
 
 /// Revalidation compares size and modification time, so an edit that keeps the size and puts
