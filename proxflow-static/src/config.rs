@@ -79,6 +79,11 @@ pub struct StaticConfig {
     /// e.g. `"1s"`. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub revalidate_interval: Duration,
+    /// Production mode: at each revalidation, also read and hash every file held in memory and
+    /// compare it with the cached bytes, to notice an edit that keeps the size and puts the
+    /// modification time back. Costs a read of the whole file per revalidation. Default `false`
+    /// (size and modification time only).
+    pub revalidate_by_content: bool,
     /// `max-age` for unversioned URLs in production, e.g. `"10m"`. Default: none, which sends
     /// `no-cache` (always revalidate).
     #[serde(with = "humantime_serde")]
@@ -116,6 +121,7 @@ impl Default for StaticConfig {
             cache_max_bytes: 64 * 1024 * 1024,
             cache_max_file_size: 1024 * 1024,
             revalidate_interval: Duration::from_secs(1),
+            revalidate_by_content: false,
             unversioned_max_age: None,
             follow_symlinks_outside: false,
             dotfiles: false,
@@ -262,10 +268,12 @@ mod tests {
     #[test]
     fn reads_json_yaml_and_toml() {
         let json: StaticConfig =
-            serde_json::from_str(r#"{"path":"/assets","revalidate_interval":"2s","is_prod":true}"#)
+            serde_json::from_str(r#"{"path":"/assets","revalidate_interval":"2s","is_prod":true,"revalidate_by_content":true}"#)
                 .unwrap();
         assert_eq!(json.path, "/assets");
         assert_eq!(json.revalidate_interval, Duration::from_secs(2));
+        assert!(json.revalidate_by_content);
+        assert!(!StaticConfig::default().revalidate_by_content);
         let yaml: StaticConfig =
             serde_yaml::from_str("version: v001\nunversioned_max_age: 10m\n").unwrap();
         assert_eq!(yaml.version.as_deref(), Some("v001"));

@@ -1,7 +1,7 @@
 //! A file ready to be served: its representations (identity and compressed), validators and
 //! headers, computed once per load so that answering a request only copies prepared values.
 
-use std::fs::{File, Metadata};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -28,12 +28,23 @@ pub(crate) enum Source {
     },
 }
 
+/// The file a representation was read from, as it was then, to tell at revalidation whether
+/// it changed.
+#[derive(Clone, Copy)]
+struct Origin {
+    fingerprint: Fingerprint,
+    /// The hash of the bytes held in memory; `None` for a streamed file.
+    hash: Option<u64>,
+}
+
 /// One encoding of a file.
 pub(crate) struct Representation {
     pub(crate) encoding: Encoding,
     pub(crate) len: u64,
     pub(crate) etag: HeaderValue,
     source: Source,
+    /// `None` for a representation compressed in memory, which has no file of its own.
+    origin: Option<Origin>,
     /// The headers of a 200 for an unversioned and a versioned URL, built on first use.
     pub(crate) ok_headers: [OnceLock<HeaderMap>; 2],
 }
@@ -66,6 +77,22 @@ impl Representation {
         }
     }
 
+    /// Whether the file at `path`, whose metadata is `metadata`, is still the one this
+    /// representation was read from: same size, modification time and inode, and with
+    /// `by_content` the same bytes. Blocking.
+    fn unchanged(&self, path: &Path, metadata: &Metadata, by_content: bool) -> io::Result<bool> {
+        let Some(origin) = self.origin else {
+            return Ok(true);
+        };
+        if Fingerprint::of(metadata) != origin.fingerprint {
+            return Ok(false);
+        }
+        match origin.hash {
+            Some(hash) if by_content => Ok(hash_file(path)? == hash),
+            _ => Ok(true),
+        }
+    }
+
     /// The ETag without quotes, for building the tags of derived representations.
     fn opaque_tag(&self) -> &str {
         let text = self.etag.to_str().unwrap_or("\"\"");
@@ -92,7 +119,6 @@ const MIN_COMPRESS_LEN: u64 = 256;
 /// A file and everything needed to answer requests for it.
 pub(crate) struct Entry {
     pub(crate) path: PathBuf,
-    pub(crate) fingerprint: Fingerprint,
     pub(crate) content_type: HeaderValue,
     pub(crate) last_modified: Option<HeaderValue>,
     pub(crate) modified_secs: Option<u64>,
@@ -100,6 +126,8 @@ pub(crate) struct Entry {
     pub(crate) hash: Option<u64>,
     identity: Representation,
     siblings: [Option<Representation>; 3],
+    /// Siblings were looked for, so revalidation looks for them again.
+    has_sibling_files: bool,
     generated: [OnceLock<Option<Representation>>; 3],
     can_generate: bool,
     /// When the metadata was last checked, in milliseconds of the memory cache's clock.
@@ -128,7 +156,8 @@ impl Entry {
             load_representation(root, path, Encoding::Identity, options)?;
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let compressible = is_compressible(&mime);
-        let siblings = if options.precompressed && compressible {
+        let has_sibling_files = options.precompressed && compressible;
+        let siblings = if has_sibling_files {
             Encoding::COMPRESSED
                 .map(|encoding| load_sibling(root, path, encoding, &identity, options))
         } else {
@@ -137,7 +166,6 @@ impl Entry {
         let modified = metadata.modified().ok();
         Ok(Entry {
             path: path.to_path_buf(),
-            fingerprint: Fingerprint::of(&metadata),
             content_type: content_type(&mime),
             last_modified: modified
                 .and_then(|time| HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()),
@@ -149,6 +177,7 @@ impl Entry {
                 && matches!(identity.source, Source::Memory(_)),
             identity,
             siblings,
+            has_sibling_files,
             generated: Default::default(),
             verified_at_ms: AtomicU64::new(now_ms),
             revalidation_claimed_ms: AtomicU64::new(0),
@@ -215,6 +244,7 @@ impl Entry {
                 len: compressed.len() as u64,
                 etag: HeaderValue::from_str(&etag).ok()?,
                 source: Source::Memory(Bytes::from(compressed)),
+                origin: None,
                 ok_headers: Default::default(),
             })
         });
@@ -238,9 +268,39 @@ impl Entry {
         512 + in_memory(&self.identity) + siblings + generated
     }
 
-    /// Whether every byte is served from memory (no file is opened per request).
+    /// Whether every byte is served from memory (no file is opened per request), for every
+    /// coding: a streamed sibling must be checked before each response like a streamed file.
     pub(crate) fn is_in_memory(&self) -> bool {
-        matches!(self.identity.source, Source::Memory(_))
+        let in_memory = |rep: &Representation| matches!(rep.source, Source::Memory(_));
+        in_memory(&self.identity) && self.siblings.iter().flatten().all(in_memory)
+    }
+
+    /// Whether the file and each of its siblings are still the ones loaded, each compared on
+    /// its own: a sibling that changed, appeared or disappeared means the entry must be
+    /// loaded again. Blocking.
+    pub(crate) fn unchanged_on_disk(&self, by_content: bool) -> io::Result<bool> {
+        let metadata = fs::metadata(&self.path)?;
+        if !self.identity.unchanged(&self.path, &metadata, by_content)? {
+            return Ok(false);
+        }
+        if !self.has_sibling_files {
+            return Ok(true);
+        }
+        for (encoding, sibling) in Encoding::COMPRESSED.into_iter().zip(&self.siblings) {
+            let path = sibling_path(&self.path, encoding);
+            let on_disk = fs::metadata(&path).ok().filter(Metadata::is_file);
+            let same = match (sibling, on_disk) {
+                (None, None) => true,
+                (Some(sibling), Some(metadata)) => sibling
+                    .unchanged(&path, &metadata, by_content)
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -269,6 +329,10 @@ fn load_representation(
             len: bytes.len() as u64,
             etag: etag_value(format!("\"{hash:016x}\"")),
             source: Source::Memory(bytes),
+            origin: Some(Origin {
+                fingerprint: Fingerprint::of(&metadata),
+                hash: Some(hash),
+            }),
             ok_headers: Default::default(),
         };
         return Ok((representation, metadata, Some(hash)));
@@ -288,6 +352,10 @@ fn load_representation(
             root: root.map(Arc::from),
             fingerprint,
         },
+        origin: Some(Origin {
+            fingerprint,
+            hash: None,
+        }),
         ok_headers: Default::default(),
     };
     Ok((representation, metadata, hash))
@@ -304,9 +372,10 @@ fn load_sibling(
     identity: &Representation,
     options: LoadOptions,
 ) -> Option<Representation> {
-    let mut sibling_path = path.as_os_str().to_owned();
-    sibling_path.push(encoding.file_suffix());
-    let sibling_path = PathBuf::from(sibling_path);
+    let sibling_path = sibling_path(path, encoding);
+    if !fs::metadata(&sibling_path).ok()?.is_file() {
+        return None;
+    }
     let options = LoadOptions {
         hash_streamed: false,
         ..options
@@ -321,6 +390,13 @@ fn load_sibling(
     );
     sibling.etag = etag_value(etag);
     Some(sibling)
+}
+
+/// Where the sibling of `path` precompressed in `encoding` is (`app.js.br`).
+fn sibling_path(path: &Path, encoding: Encoding) -> PathBuf {
+    let mut sibling = path.as_os_str().to_owned();
+    sibling.push(encoding.file_suffix());
+    PathBuf::from(sibling)
 }
 
 /// Reads a whole file, opened as `file` and by `reopen`, and returns the metadata it had while

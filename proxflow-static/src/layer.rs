@@ -298,6 +298,22 @@ impl StaticLayer {
         self.with(|layer| layer.config.revalidate_interval = interval)
     }
 
+    /// Whether revalidation also compares the contents of the files held in memory. Default
+    /// `false`.
+    ///
+    /// Revalidation compares, for the file and for each of its `.br`, `.zst` and `.gz`
+    /// siblings on its own, the size and modification time (and the inode on Unix); a sibling
+    /// that appears, changes or disappears reloads the file's entry. An edit that keeps the size
+    /// and puts the modification time back (`touch -r`, some deployment tools, coarse file
+    /// system clocks) goes unnoticed. With `true`, each file held in memory is also read and
+    /// hashed at every revalidation (once per
+    /// [`revalidate_interval`](StaticLayer::revalidate_interval) per file that is requested),
+    /// which costs a read of the whole file each time. Streamed files are read from disk on
+    /// every request, so their bytes are current either way.
+    pub fn revalidate_by_content(self, by_content: bool) -> Self {
+        self.with(|layer| layer.config.revalidate_by_content = by_content)
+    }
+
     /// `Cache-Control: public, max-age` for unversioned URLs in production. Default: `no-cache`.
     pub fn unversioned_max_age(self, age: Duration) -> Self {
         self.with(|layer| layer.config.unversioned_max_age = Some(age))

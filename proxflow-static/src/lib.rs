@@ -104,7 +104,11 @@
 //!   mode: metadata and files up to [`StaticConfig::cache_max_file_size`] in a byte-bounded memory
 //!   cache (64 MiB by default; larger files are streamed), checked against the disk at most
 //!   [`StaticConfig::revalidate_interval`] apart (as the layer's [`clock`](StaticLayer::clock)
-//!   tells), and `public, max-age=31536000, immutable` for versioned URLs.
+//!   tells), and `public, max-age=31536000, immutable` for versioned URLs. A check compares
+//!   the size and modification time of the file and of each of its siblings on its own, so a
+//!   changed, new or deleted sibling is noticed like a changed file; an edit that keeps both
+//!   is noticed only with [`StaticConfig::revalidate_by_content`], which reads and hashes each
+//!   file held in memory at every check. Streamed files are checked on every request.
 //!
 //! # Bad input
 //!

@@ -11,7 +11,6 @@ use percent_encoding::percent_decode_str;
 use crate::assets::{short_hash, split_hashed};
 use crate::config::StaticConfig;
 use crate::entry::{Entry, LoadOptions};
-use crate::fingerprint::Fingerprint;
 
 /// Where a request path leads on disk.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +64,8 @@ pub(crate) struct Lookup {
     /// Names that hold no file are tried as content-hashed names.
     content_hash: bool,
     load_options: LoadOptions,
+    /// Revalidation also compares the bytes of files held in memory.
+    revalidate_by_content: bool,
     spa: bool,
     spa_exclude: Vec<String>,
 }
@@ -93,6 +94,7 @@ impl Lookup {
                 compress: config.is_prod && config.compress,
                 hash_streamed: config.content_hash,
             },
+            revalidate_by_content: config.revalidate_by_content,
             spa: config.spa,
             spa_exclude: config.spa_exclude.clone(),
         }
@@ -155,8 +157,7 @@ impl Lookup {
         trailing_slash: bool,
     ) -> io::Result<bool> {
         let same_file = matches!(self.locate(relative, trailing_slash)?, Located::File(file) if file == entry.path);
-        let metadata = std::fs::metadata(&entry.path)?;
-        Ok(same_file && Fingerprint::of(&metadata) == entry.fingerprint)
+        Ok(same_file && entry.unchanged_on_disk(self.revalidate_by_content)?)
     }
 
     /// Where `relative` leads in the folders, first folder first. Blocking.

@@ -229,21 +229,57 @@ impl Shared {
         if !asked.get_or_head() {
             return method_not_allowed();
         }
-        self.respond_with(found, &asked.method, &asked.headers)
-            .await
+        self.respond_or_look_again(found, &path, asked).await
     }
 
-    /// Answers with a found file, compressing it first if the client wants a coding not made yet.
+    /// Answers with `found`; a file replaced between its check and its opening is looked up
+    /// once more and answered anew, or refused, before any head goes out.
+    async fn respond_or_look_again(
+        self: &Arc<Self>,
+        found: Found,
+        path: &SafePath<'_>,
+        asked: &Asked,
+    ) -> Response<FileBody> {
+        let cache_key = found.cache_key.clone();
+        let changed = match self
+            .respond_with(found, &asked.method, &asked.headers)
+            .await
+        {
+            Ok(response) => return response,
+            Err(changed) => changed,
+        };
+        tracing::debug!(%changed, "static file changed after its check; looking again");
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&cache_key);
+        }
+        let answered = match self.find(path, asked.uri.query()).await {
+            Ok(Ok(found)) => {
+                self.respond_with(found, &asked.method, &asked.headers)
+                    .await
+            }
+            // Gone or turned into a folder meanwhile.
+            Ok(Err(_)) => return self.not_found(asked).await,
+            Err(error) => Err(error),
+        };
+        answered.unwrap_or_else(|error| io_error(&error, &asked.uri))
+    }
+
+    /// Answers with a found file, compressing it first if the client wants a coding not made
+    /// yet. The files the body reads are opened before the head is built into a response, so
+    /// a file that changed since its check is an error here rather than a cut body.
     async fn respond_with(
         &self,
         found: Found,
         method: &Method,
         headers: &HeaderMap,
-    ) -> Response<FileBody> {
+    ) -> io::Result<Response<FileBody>> {
         loop {
             let request = self.file_request(method, headers, found.versioned);
             match respond(&found.entry, &request, &self.counters) {
-                Ok(response) => return response,
+                Ok(response) => {
+                    let (head, body) = response.into_parts();
+                    return Ok(Response::from_parts(head, body.open_files().await?));
+                }
                 Err(encoding) => {
                     let entry = Arc::clone(&found.entry);
                     let compressed_now = blocking(move || Ok(entry.generate(encoding)))
@@ -378,7 +414,8 @@ impl Shared {
                 };
                 return self
                     .respond_with(found, &asked.method, &asked.headers)
-                    .await;
+                    .await
+                    .unwrap_or_else(|error| io_error(&error, &asked.uri));
             }
         }
         self.counters.add(Counter::NotFound);
@@ -400,7 +437,8 @@ impl Shared {
         };
         let mut response = self
             .respond_with(found, &Method::GET, &HeaderMap::new())
-            .await;
+            .await
+            .ok()?;
         *response.status_mut() = StatusCode::NOT_FOUND;
         let headers = response.headers_mut();
         headers.remove(header::ETAG);

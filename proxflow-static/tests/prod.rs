@@ -486,3 +486,154 @@ async fn a_stale_entry_is_checked_once_while_the_others_are_served() {
     assert_eq!(get(&app, "/static/app.js").await.status, StatusCode::OK);
     assert_eq!(stats.snapshot().revalidations, 1);
 }
+
+/// A site with a compressible `style.css` and `gz` as its `.gz` sibling, and a production layer
+/// that revalidates every second; returns the original's text.
+fn stylesheet_site(gz: &[u8]) -> (Site, StaticLayer, String) {
+    let site = site();
+    let original = "body { color: red; }\n".repeat(30);
+    site.write("style.css", &original);
+    site.write("style.css.gz", gz);
+    let layer = site
+        .layer()
+        .clock(Clock::tokio())
+        .prod(true)
+        .revalidate_interval(Duration::from_secs(1));
+    (site, layer, original)
+}
+
+/// Each precompressed sibling is revalidated on its own: a `.gz` replaced by a larger one
+/// (streamed, since it exceeds `cache_max_file_size`) and a `.br` replaced by another small one
+/// (held in memory) are both served anew once the interval has passed, with a length that
+/// matches, while the original file is unchanged.
+#[tokio::test(start_paused = true)]
+async fn a_replaced_precompressed_sibling_is_served_after_the_interval() {
+    let first_gz: Vec<u8> = (0..2_000u32).map(|i| (i % 251) as u8).collect();
+    let (site, layer, original) = stylesheet_site(&first_gz);
+    site.write("style.css.br", "first brotli");
+    let app = app(layer.cache_max_file_size(1024));
+    let gzip = [("accept-encoding", "gzip")];
+    let brotli = [("accept-encoding", "br")];
+    let reply = get_with(&app, "/static/style.css", &gzip).await;
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(reply.body, first_gz);
+    let reply = get_with(&app, "/static/style.css", &brotli).await;
+    assert_eq!(reply.body, "first brotli");
+
+    let second_gz: Vec<u8> = (0..3_333u32).map(|i| (i % 247) as u8 ^ 0x33).collect();
+    site.write("style.css.gz", &second_gz);
+    site.write("style.css.br", "second, longer brotli");
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    for attempt in 0..3 {
+        let reply = get_with(&app, "/static/style.css", &gzip).await;
+        assert_eq!(reply.header("content-encoding"), Some("gzip"));
+        assert_eq!(reply.body, second_gz, "attempt {attempt}");
+        reply.assert_length_consistent();
+        let reply = get_with(&app, "/static/style.css", &brotli).await;
+        assert_eq!(reply.text(), "second, longer brotli", "attempt {attempt}");
+        reply.assert_length_consistent();
+    }
+    let plain = get(&app, "/static/style.css").await;
+    assert_eq!(plain.text(), original);
+}
+
+/// A deleted sibling stops being served after the interval: the coding is then compressed
+/// anew from the original, or the original is sent. A sibling that appears is then served.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_precompressed_sibling_is_no_longer_served() {
+    use std::io::Read;
+    let (site, layer, original) = stylesheet_site(b"stale gzip bytes");
+    let app = app(layer);
+    let gzip = [("accept-encoding", "gzip")];
+    assert_eq!(
+        get_with(&app, "/static/style.css", &gzip).await.body,
+        "stale gzip bytes"
+    );
+
+    std::fs::remove_file(site.root().join("style.css.gz")).unwrap();
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    for attempt in 0..3 {
+        let reply = get_with(&app, "/static/style.css", &gzip).await;
+        reply.assert_length_consistent();
+        assert_ne!(reply.body, "stale gzip bytes", "attempt {attempt}");
+        let served = if reply.header("content-encoding") == Some("gzip") {
+            let mut plain = String::new();
+            flate2::read::GzDecoder::new(&reply.body[..])
+                .read_to_string(&mut plain)
+                .unwrap();
+            plain
+        } else {
+            reply.text()
+        };
+        assert_eq!(served, original, "attempt {attempt}");
+    }
+
+    // A sibling that appears is served after the next interval.
+    site.write("style.css.gz", "new gzip bytes");
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    let reply = get_with(&app, "/static/style.css", &gzip).await;
+    assert_eq!(reply.body, "new gzip bytes");
+    reply.assert_length_consistent();
+}
+
+/// Revalidation compares size and modification time, so an edit that keeps the size and puts
+/// the mtime back goes unnoticed, unless `revalidate_by_content` also compares the bytes.
+#[tokio::test(start_paused = true)]
+async fn a_same_size_edit_with_the_old_mtime_is_noticed_only_by_content() {
+    for by_content in [false, true] {
+        let site = site();
+        let path = site.write("same.txt", "aaaa");
+        let layer = site
+            .layer()
+            .clock(Clock::tokio())
+            .prod(true)
+            .revalidate_interval(Duration::from_secs(1))
+            .revalidate_by_content(by_content);
+        let app = app(layer);
+        assert_eq!(get(&app, "/static/same.txt").await.body, "aaaa");
+
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        site.write("same.txt", "bbbb");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        let reply = get(&app, "/static/same.txt").await;
+        reply.assert_length_consistent();
+        let expected = if by_content { "bbbb" } else { "aaaa" };
+        assert_eq!(reply.body, expected, "revalidate_by_content({by_content})");
+    }
+}
+
+/// A streamed file is opened before the response head exists: replaced by a rename once the
+/// head is out, it still delivers the bytes and length the head announced, instead of a body
+/// cut by the check that finds another file.
+#[tokio::test(start_paused = true)]
+async fn a_streamed_file_replaced_after_the_head_still_delivers_what_it_announced() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let site = site();
+    let first: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let path = site.write("big.bin", &first);
+    let layer = site
+        .layer()
+        .clock(Clock::tokio())
+        .prod(true)
+        .cache_max_file_size(1024);
+    let app = app(layer);
+    let request = common::request(http::Method::GET, "/static/big.bin", &[]);
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        http_body::Body::size_hint(response.body()).exact(),
+        Some(10_000)
+    );
+
+    let next = site.write("next.bin", vec![9u8; 77]);
+    std::fs::rename(&next, &path).unwrap();
+    let body = response.into_body().collect().await.expect("body reads");
+    assert_eq!(body.to_bytes(), first);
+    assert_eq!(get(&app, "/static/big.bin").await.body, vec![9u8; 77]);
+}
