@@ -41,10 +41,15 @@ fn folder_with_files() -> tempfile::TempDir {
 }
 
 fn raw_get(address: &str, path: &str, extra: &str) -> String {
+    raw_request(address, "GET", path, extra)
+}
+
+/// Sends `METHOD path` with `extra` header lines and returns the raw response.
+fn raw_request(address: &str, method: &str, path: &str, extra: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = Vec::new();
@@ -253,4 +258,75 @@ fn quiet_logs_no_requests() {
         assert!(!log.contains("hello.txt"), "{log}");
         assert!(!log.contains('\x1b'), "{log:?}");
     }
+}
+
+/// The value of header `name` (lowercase) in a raw response head.
+fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next().unwrap();
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn compress_gives_each_coding_its_own_etag_and_consistent_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: String = (0..400)
+        .map(|i| format!("console.log('line {i} of a compressible script');\n"))
+        .collect();
+    std::fs::write(dir.path().join("app.js"), &script).unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let (child, address) = start_logged(&["-p", "0", "-d", folder, "--compress", "--quiet"]);
+
+    let gzip = raw_request(&address, "GET", "/app.js", "Accept-Encoding: gzip\r\n");
+    assert!(gzip.starts_with("HTTP/1.1 200 OK"), "{gzip}");
+    assert_eq!(header_of(&gzip, "content-encoding"), Some("gzip"));
+    assert_eq!(header_of(&gzip, "vary"), Some("accept-encoding"));
+    let br = raw_request(&address, "GET", "/app.js", "Accept-Encoding: br\r\n");
+    assert_eq!(header_of(&br, "content-encoding"), Some("br"));
+    let gzip_tag = header_of(&gzip, "etag").unwrap();
+    let br_tag = header_of(&br, "etag").unwrap();
+    assert_ne!(gzip_tag, br_tag);
+
+    let conditional = format!("Accept-Encoding: gzip\r\nIf-None-Match: {gzip_tag}\r\n");
+    let not_modified = raw_request(&address, "GET", "/app.js", &conditional);
+    assert!(not_modified.starts_with("HTTP/1.1 304"), "{not_modified}");
+    assert_eq!(header_of(&not_modified, "vary"), Some("accept-encoding"));
+    assert_eq!(header_of(&not_modified, "etag"), Some(gzip_tag));
+    assert!(
+        not_modified.ends_with("\r\n\r\n"),
+        "no body: {not_modified}"
+    );
+
+    let head = raw_request(&address, "HEAD", "/app.js", "Accept-Encoding: gzip\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    for name in ["content-encoding", "vary", "etag", "content-length"] {
+        assert_eq!(header_of(&head, name), header_of(&gzip, name), "{name}");
+    }
+
+    let range = raw_request(
+        &address,
+        "GET",
+        "/app.js",
+        "Accept-Encoding: gzip\r\nRange: bytes=0-9\r\n",
+    );
+    assert!(range.starts_with("HTTP/1.1 206"), "{range}");
+    assert_eq!(header_of(&range, "content-encoding"), Some("gzip"));
+    assert_eq!(header_of(&range, "etag"), Some(gzip_tag));
+    let gzip_len = header_of(&gzip, "content-length").unwrap();
+    let expected = format!("bytes 0-9/{gzip_len}");
+    assert_eq!(header_of(&range, "content-range"), Some(expected.as_str()));
+
+    let multi = raw_request(
+        &address,
+        "GET",
+        "/app.js",
+        "Accept-Encoding: gzip\r\nRange: bytes=0-4,10-14\r\n",
+    );
+    assert!(multi.starts_with("HTTP/1.1 206"), "{multi}");
+    assert_eq!(header_of(&multi, "content-encoding"), None, "{multi}");
+    assert!(multi.contains(&script[0..5]), "{multi}");
+    assert!(multi.contains(&script[10..15]), "{multi}");
+    stop(child);
 }

@@ -71,6 +71,11 @@ pub struct StaticConfig {
     /// Production mode: compress compressible files once in memory when no sibling exists.
     /// Default `true`.
     pub compress: bool,
+    /// Development mode: compress compressible files on each request, as production does
+    /// once, so that each coding has its own ETag and 304, 206 and HEAD answer for the coding
+    /// the 200 would send. Files larger than `cache_max_file_size` are sent uncompressed.
+    /// Takes effect only with `compress`. Default `false`.
+    pub compress_in_development: bool,
     /// Production mode: bytes the memory cache may hold. Default 64 MiB.
     pub cache_max_bytes: u64,
     /// Production mode: larger files are streamed from disk, not cached. Default 1 MiB.
@@ -118,6 +123,7 @@ impl Default for StaticConfig {
             not_found_page: None,
             precompressed: true,
             compress: true,
+            compress_in_development: false,
             cache_max_bytes: 64 * 1024 * 1024,
             cache_max_file_size: 1024 * 1024,
             revalidate_interval: Duration::from_secs(1),

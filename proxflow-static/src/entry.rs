@@ -105,6 +105,8 @@ impl Representation {
 pub(crate) struct LoadOptions {
     /// Keep files up to this many bytes in memory; `None` streams every file (development).
     pub(crate) memory_limit: Option<u64>,
+    /// Only compressible files go into memory (development, to compress them per request).
+    pub(crate) memory_only_if_compressible: bool,
     /// Look for `.br`, `.zst` and `.gz` siblings.
     pub(crate) precompressed: bool,
     /// Compress compressible in-memory files on first demand when no sibling exists.
@@ -152,10 +154,18 @@ impl Entry {
         options: LoadOptions,
         now_ms: u64,
     ) -> io::Result<Entry> {
-        let (identity, metadata, hash) =
-            load_representation(root, path, Encoding::Identity, options)?;
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let compressible = is_compressible(&mime);
+        let options = if options.memory_only_if_compressible && !compressible {
+            LoadOptions {
+                memory_limit: None,
+                ..options
+            }
+        } else {
+            options
+        };
+        let (identity, metadata, hash) =
+            load_representation(root, path, Encoding::Identity, options)?;
         let has_sibling_files = options.precompressed && compressible;
         let siblings = if has_sibling_files {
             Encoding::COMPRESSED
@@ -524,6 +534,7 @@ pub(crate) mod tests_support {
 
     pub(crate) const MEMORY: LoadOptions = LoadOptions {
         memory_limit: Some(1 << 20),
+        memory_only_if_compressible: false,
         precompressed: true,
         compress: true,
         hash_streamed: false,

@@ -254,6 +254,21 @@ impl StaticLayer {
         self.with(|layer| layer.config.compress = on)
     }
 
+    /// In development mode too, compress compressible files, on each request (nothing is
+    /// cached): each coding gets its own ETag, and a 304, a 206 or a HEAD answers for the
+    /// same coding, with the same `Vary` and `Content-Encoding`, as the 200 would; a range
+    /// is a range of the chosen coding. Files larger than
+    /// [`cache_max_file_size`](StaticLayer::cache_max_file_size) are sent as they are. Needs
+    /// [`compress`](StaticLayer::compress) (on by default) and the `compress` feature.
+    /// Default: off (development sends files as they are on disk, or their siblings).
+    ///
+    /// Compressing a response as a whole over the layer (tower-http's `CompressionLayer`)
+    /// keeps the identity ETag for every coding and compresses 206 bodies, which RFC 9110
+    /// does not allow; this option is what to use instead.
+    pub fn compress_in_development(self, on: bool) -> Self {
+        self.with(|layer| layer.config.compress_in_development = on)
+    }
+
     /// Bytes the production memory cache may hold. Default 64 MiB.
     ///
     /// # Panics

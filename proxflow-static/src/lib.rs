@@ -97,7 +97,9 @@
 //!   multiple byte ranges, 416 for unsatisfiable ones.
 //! - `Content-Type` from the extension with `charset=utf-8` on text, `X-Content-Type-Options: nosniff`.
 //! - `.br`, `.zst` and `.gz` siblings by `Accept-Encoding` q-values, with `Vary: Accept-Encoding`;
-//!   in production, compressible files without a sibling are compressed once and kept.
+//!   in production, compressible files without a sibling are compressed once and kept, and in
+//!   development with [`StaticLayer::compress_in_development`] on each request; each coding has
+//!   its own `ETag`, and several ranges are always taken from the identity file.
 //! - Directories: `index.html`, a redirect that adds the slash, an opt-in listing (HTML or JSON).
 //! - SPA fallback and a custom 404 page.
 //! - Development mode: `Cache-Control: no-cache` and the disk read on every request. Production

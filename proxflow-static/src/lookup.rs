@@ -72,6 +72,8 @@ pub(crate) struct Lookup {
 
 impl Lookup {
     pub(crate) fn new(config: &StaticConfig) -> Self {
+        // Development reads compressible files into memory only to compress them.
+        let compress_in_development = config.compress && config.compress_in_development;
         let roots = config
             .folders
             .iter()
@@ -89,9 +91,11 @@ impl Lookup {
             follow_symlinks_outside: config.follow_symlinks_outside,
             content_hash: config.content_hash,
             load_options: LoadOptions {
-                memory_limit: config.is_prod.then_some(config.cache_max_file_size),
+                memory_limit: (config.is_prod || compress_in_development)
+                    .then_some(config.cache_max_file_size),
+                memory_only_if_compressible: !config.is_prod,
                 precompressed: config.precompressed,
-                compress: config.is_prod && config.compress,
+                compress: (config.is_prod || compress_in_development) && config.compress,
                 hash_streamed: config.content_hash,
             },
             revalidate_by_content: config.revalidate_by_content,

@@ -43,7 +43,18 @@ pub(crate) fn respond(
     counters: &Counters,
 ) -> Result<Response<FileBody>, Encoding> {
     let conditions = &request.conditions;
-    let encoding = negotiate(conditions.accept_encoding, |e| entry.offers(e));
+    // Several ranges go out as a multipart body, which a `Content-Encoding` would describe as
+    // a whole: they are taken from the identity representation, whose parts need no decoding.
+    let several_ranges = request.method == Method::GET
+        && conditions
+            .range
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|text| text.contains(','));
+    let encoding = if several_ranges {
+        Encoding::Identity
+    } else {
+        negotiate(conditions.accept_encoding, |e| entry.offers(e))
+    };
     let representation = match entry.select(encoding) {
         Selected::Ready(representation) => representation,
         Selected::NeedsCompression(encoding) => return Err(encoding),

@@ -432,3 +432,134 @@ async fn ranges_of_a_compressed_representation_are_slices_of_it() {
         Some(format!("bytes 0-9/{len}").as_str())
     );
 }
+
+/// Development mode with `compress_in_development`: each coding is a representation of its
+/// own, so validators, ranges and HEAD all answer for the coding the 200 would send.
+#[tokio::test]
+async fn development_compression_gives_each_coding_its_own_tag_and_answers() {
+    let site = Site::new();
+    site.write("app.js", script());
+    site.write("logo.png", vec![0u8; 4096]);
+    let app = app(site.layer().compress_in_development(true));
+    let original = script();
+
+    let gzip = get_with(&app, "/static/app.js", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gzip.status, StatusCode::OK);
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzip.header("vary"), Some("accept-encoding"));
+    assert_eq!(gzip.header("cache-control"), Some("no-cache"));
+    assert_eq!(gunzip(&gzip.body), original.as_bytes());
+    gzip.assert_length_consistent();
+    let br = get_with(&app, "/static/app.js", &[("accept-encoding", "br")]).await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(unbrotli(&br.body), original.as_bytes());
+    let identity = get(&app, "/static/app.js").await;
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(identity.header("vary"), Some("accept-encoding"));
+    let gzip_tag = gzip.header("etag").unwrap();
+    let br_tag = br.header("etag").unwrap();
+    let identity_tag = identity.header("etag").unwrap();
+    assert_ne!(gzip_tag, br_tag);
+    assert_ne!(gzip_tag, identity_tag);
+    assert_ne!(br_tag, identity_tag);
+
+    // A 304 for the gzip representation: its tag, Vary, no Content-Encoding, no body.
+    let headers = [("accept-encoding", "gzip"), ("if-none-match", gzip_tag)];
+    let not_modified = get_with(&app, "/static/app.js", &headers).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.header("etag"), Some(gzip_tag));
+    assert_eq!(not_modified.header("vary"), Some("accept-encoding"));
+    assert_eq!(not_modified.header("content-encoding"), None);
+    assert!(not_modified.body.is_empty());
+    // The gzip tag does not match the brotli representation.
+    let headers = [("accept-encoding", "br"), ("if-none-match", gzip_tag)];
+    let other = get_with(&app, "/static/app.js", &headers).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.header("content-encoding"), Some("br"));
+
+    // HEAD carries what the GET carries.
+    let head = head_with(&app, "/static/app.js", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    for name in ["content-encoding", "vary", "etag", "content-type"] {
+        assert_eq!(head.header(name), gzip.header(name), "{name}");
+    }
+    let length = gzip.body.len().to_string();
+    assert_eq!(head.header("content-length"), Some(length.as_str()));
+
+    // A range is a range of the chosen representation.
+    let headers = [("accept-encoding", "gzip"), ("range", "bytes=0-9")];
+    let partial = get_with(&app, "/static/app.js", &headers).await;
+    assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(partial.header("content-encoding"), Some("gzip"));
+    assert_eq!(partial.header("vary"), Some("accept-encoding"));
+    assert_eq!(partial.header("etag"), Some(gzip_tag));
+    let total = gzip.body.len();
+    assert_eq!(
+        partial.header("content-range"),
+        Some(format!("bytes 0-9/{total}").as_str())
+    );
+    assert_eq!(&partial.body[..], &gzip.body[..10]);
+
+    // Several ranges come from the identity representation: a multipart body with a
+    // `Content-Encoding` would have to be decoded as a whole, and is never compressed.
+    let headers = [("accept-encoding", "gzip"), ("range", "bytes=20-29,0-9")];
+    let multi = get_with(&app, "/static/app.js", &headers).await;
+    assert_eq!(multi.status, StatusCode::PARTIAL_CONTENT);
+    assert!(multi
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/byteranges"));
+    assert_eq!(multi.header("content-encoding"), None);
+    assert_eq!(multi.header("vary"), Some("accept-encoding"));
+    assert_eq!(multi.header("etag"), Some(identity_tag));
+    let text = multi.text();
+    let len = original.len();
+    let first = text
+        .find(&format!("bytes 20-29/{len}"))
+        .expect("first part");
+    let second = text.find(&format!("bytes 0-9/{len}")).expect("second part");
+    assert!(first < second, "parts in the order asked: {text}");
+    assert!(text.contains(&original[20..30]));
+    assert!(text.contains(&original[..10]));
+
+    // Files that do not compress are sent as they are, without Vary.
+    let png = get_with(&app, "/static/logo.png", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(png.header("content-encoding"), None);
+    assert_eq!(png.header("vary"), None);
+}
+
+/// Development mode compresses only when asked: files are sent as they are on disk.
+#[tokio::test]
+async fn development_does_not_compress_by_default() {
+    let site = Site::new();
+    site.write("app.js", script());
+    let app = app(site.layer());
+    let reply = get_with(&app, "/static/app.js", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(reply.header("content-encoding"), None);
+    assert_eq!(reply.header("vary"), None);
+    assert_eq!(reply.body, script());
+}
+
+/// Several ranges of a file with siblings, in either mode, come from the identity file.
+#[tokio::test]
+async fn several_ranges_are_never_sent_with_a_content_encoding() {
+    let site = site_with_siblings();
+    let original = script();
+    for (mode, app) in [
+        ("dev", app(site.layer())),
+        ("prod", app(site.layer().prod(true))),
+    ] {
+        let headers = [
+            ("accept-encoding", "gzip, br"),
+            ("range", "bytes=0-4,10-14"),
+        ];
+        let reply = get_with(&app, "/static/app.js", &headers).await;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT, "{mode}");
+        assert_eq!(reply.header("content-encoding"), None, "{mode}");
+        assert_eq!(reply.header("vary"), Some("accept-encoding"), "{mode}");
+        let text = reply.text();
+        assert!(text.contains(&original[0..5]), "{mode}: {text}");
+        assert!(text.contains(&original[10..15]), "{mode}: {text}");
+    }
+}

@@ -21,7 +21,6 @@ use http_body::Body;
 use proxflow_examples::{runtime, serve};
 use proxflow_static::{StaticConfig, StaticLayer};
 use tower::Service;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -33,7 +32,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// folder. Dotfiles and symlinks out of the folder are never served.
 ///
 /// Development mode (the default) reads each file from disk and sends
-/// `Cache-Control: no-cache`. Production mode (`--prod`) keeps files in memory, compressed
+/// `Cache-Control: no-cache`; with `--compress` it compresses text files on each request. Production mode (`--prod`) keeps files in memory, compressed
 /// once, and marks versioned URLs immutable.
 ///
 /// Each request is logged on stderr (client address, method, path, status, body bytes, time
@@ -66,8 +65,8 @@ struct Args {
     /// Tell clients never to cache (`Cache-Control: no-store`).
     #[arg(long)]
     no_cache: bool,
-    /// Compress responses on the fly (gzip, brotli); in --prod the files are compressed once
-    /// and kept in memory anyway.
+    /// Compress text files up to 1 MiB on each request (brotli, zstd, gzip), each coding with
+    /// its own ETag; in --prod the files are compressed once and kept in memory anyway.
     #[arg(long)]
     compress: bool,
     /// List folders that have no index.html.
@@ -121,7 +120,8 @@ async fn run(args: Args, folder: PathBuf) -> std::io::Result<()> {
     let mut files = StaticLayer::new("/", &folder)
         .prod(args.prod)
         .spa(args.spa)
-        .listing(args.list);
+        .listing(args.list)
+        .compress_in_development(args.compress);
     if let Some(page) = args.not_found {
         files = files.not_found_page(page);
     }
@@ -141,7 +141,7 @@ async fn run(args: Args, folder: PathBuf) -> std::io::Result<()> {
     println!("listening on http://{local}");
     eprintln!("serving {} in {mode} mode", folder.display());
 
-    if !(args.cors || args.no_cache || args.compress) {
+    if !(args.cors || args.no_cache) {
         // Nothing to add: the file service answers hyper directly.
         return if args.quiet {
             serve(listener, files).await
@@ -151,9 +151,6 @@ async fn run(args: Args, folder: PathBuf) -> std::io::Result<()> {
     }
     // Router::layer turns each layer's body into axum's, so optional layers compose.
     let mut app = Router::new().fallback_service(files);
-    if args.compress && !args.prod {
-        app = app.layer(CompressionLayer::new());
-    }
     if args.no_cache {
         let no_store = HeaderValue::from_static("no-store");
         app = app.layer(SetResponseHeaderLayer::overriding(
