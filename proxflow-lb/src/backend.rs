@@ -353,23 +353,55 @@ impl Backend {
     }
 }
 
-/// Counts a request in flight to its upstream until it is answered or dropped.
-pub(crate) struct InFlight(Arc<Backend>);
+/// A request in flight to its upstream, from the moment it was sent.
+///
+/// [`InFlight::answered`] accounts for its answer. Dropped before that (an outer timeout, a
+/// client that went away), it counts as a failed answer at its elapsed time, as tower's
+/// PeakEwma handle does: a stalled upstream then keeps a high latency estimate and the failures
+/// of passive health instead of looking idle.
+pub(crate) struct InFlight {
+    backend: Arc<Backend>,
+    started: Moment,
+    answered: bool,
+}
 
 impl InFlight {
-    pub(crate) fn new(backend: Arc<Backend>) -> InFlight {
+    pub(crate) fn new(backend: Arc<Backend>, started: Moment) -> InFlight {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
+        InFlight {
+            backend,
+            started,
+            answered: false,
+        }
     }
 
     pub(crate) fn backend(&self) -> &Backend {
-        &self.0
+        &self.backend
+    }
+
+    /// The request was never sent: it leaves the in-flight count and nothing else is recorded.
+    pub(crate) fn not_sent(mut self) {
+        self.answered = true;
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The answer came at `ended`: its latency and whether it failed count for the upstream.
+    pub(crate) fn answered(mut self, ended: Moment, failed: bool) {
+        self.answered = true;
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.answered(self.started, ended, failed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.answered {
+            return;
+        }
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let ended = self.backend.clock().now();
+        tracing::debug!(upstream = %self.backend.name, "request dropped before its answer; counted as a failure at its elapsed time");
+        self.backend.answered(self.started, ended, true);
     }
 }
 

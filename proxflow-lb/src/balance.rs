@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use proxflow_core::{BoxError, Clock, Moment};
+use proxflow_core::{BoxError, Clock};
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
@@ -206,8 +206,10 @@ where
         };
         let state = State::Running {
             future: endpoint.service.call(request),
-            in_flight: Some(InFlight::new(Arc::clone(&endpoint.backend))),
-            started: endpoint.backend.clock().now(),
+            in_flight: Some(InFlight::new(
+                Arc::clone(&endpoint.backend),
+                endpoint.backend.clock().now(),
+            )),
         };
         BalanceFuture { state }
     }
@@ -229,8 +231,8 @@ pin_project! {
         Running {
             #[pin]
             future: F,
+            // Dropped with the future before the answer, it counts as a failure.
             in_flight: Option<InFlight>,
-            started: Moment,
         },
     }
 }
@@ -247,15 +249,11 @@ where
             StateProj::NotReady => {
                 Poll::Ready(Err("Balance::call without a ready poll_ready".into()))
             }
-            StateProj::Running {
-                future,
-                in_flight,
-                started,
-            } => {
+            StateProj::Running { future, in_flight } => {
                 let result = ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    let backend = in_flight.backend();
-                    backend.answered(*started, backend.clock().now(), result.is_err());
+                    let ended = in_flight.backend().clock().now();
+                    in_flight.answered(ended, result.is_err());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use proxflow_core::Moment;
 use serde::Serialize;
 
 use crate::backend::{Health, InFlight};
@@ -90,8 +89,7 @@ impl LbHandle {
         let started = self.pool.now();
         let backend = self.pool.pick(started, key, &[])?;
         Some(Pick {
-            in_flight: InFlight::new(backend),
-            started,
+            in_flight: InFlight::new(backend, started),
         })
     }
 
@@ -143,10 +141,10 @@ impl std::fmt::Debug for LbHandle {
     }
 }
 
-/// An upstream chosen by [`LbHandle::pick`], in flight until finished (or dropped, which
-/// records nothing).
+/// An upstream chosen by [`LbHandle::pick`], in flight until finished ([`Pick::finish`]) or
+/// cancelled before it was sent ([`Pick::cancel`]). Dropped otherwise, it counts as a failed
+/// request at its elapsed time, as a balanced request dropped before its answer does.
 pub struct Pick {
-    started: Moment,
     in_flight: InFlight,
 }
 
@@ -159,8 +157,13 @@ impl Pick {
     /// The request ended: its latency (from the pick) and whether it failed count as a
     /// balanced request's would.
     pub fn finish(self, failed: bool) {
-        let backend = self.in_flight.backend();
-        backend.answered(self.started, backend.clock().now(), failed);
+        let ended = self.in_flight.backend().clock().now();
+        self.in_flight.answered(ended, failed);
+    }
+
+    /// The request was not sent after all: nothing is recorded for the upstream.
+    pub fn cancel(self) {
+        self.in_flight.not_sent();
     }
 }
 

@@ -82,6 +82,10 @@
 //! - **Classic policies.** Round robin, smooth weighted round robin, random, least request,
 //!   peak EWMA, and weighted rendezvous hashing by client address or header (a key moves only
 //!   when its upstream leaves, or to a better-scoring upstream that joins).
+//! - **Cancellation.** A request dropped before its answer (a timeout outside the balancer, a
+//!   client that went away) counts as a failed answer at its elapsed time: it raises its
+//!   upstream's latency estimate and the interval's sample and counts for passive health, so a
+//!   stalled upstream never looks idle.
 //! - **Availability.** Passive ejection after `consecutive_failures` (connection errors or
 //!   502/503/504), doubling per ejection in a row; active checks (`GET /health`, thresholds
 //!   3 down / 2 up) started with the first request; draining. An upstream new or back from

@@ -94,22 +94,21 @@ where
         if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
             return bad_gateway(&backend, tried, error.into());
         }
-        let in_flight = InFlight::new(Arc::clone(&backend));
+        let in_flight = InFlight::new(Arc::clone(&backend), started);
         let result = client.call(request).await;
-        drop(in_flight);
         let ended = settings.clock.now();
         match result {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let failed = settings.passive.failure_statuses.contains(&status);
-                backend.answered(started, ended, failed);
+                in_flight.answered(ended, failed);
                 let mut response = response.map(LayerBody::inner);
                 remove_hop_by_hop(response.headers_mut());
                 return response;
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                backend.answered(started, ended, true);
+                in_flight.answered(ended, true);
                 tried.push(Arc::clone(&backend.name));
                 let attempts = tried.len() as u32;
                 if retryable && attempts <= settings.retries && is_connect_error(&*error) {

@@ -113,11 +113,9 @@ async fn ip_hash_reads_the_client_address_a_hyper_server_tags() {
     for host in 1..=12u8 {
         let client = Ipv4Addr::new(127, 0, 0, host);
         // Where hashing the client's address sends it.
-        let expected = handle
-            .pick(Some(client.to_string().as_bytes()))
-            .unwrap()
-            .upstream()
-            .to_string();
+        let pick = handle.pick(Some(client.to_string().as_bytes())).unwrap();
+        let expected = pick.upstream().to_string();
+        pick.cancel();
         let expected = if expected == format!("http://{a}") {
             "a"
         } else {

@@ -449,3 +449,80 @@ async fn a_handle_taken_before_the_builder_calls_watches_the_configured_balancer
     );
     assert_eq!(lb.handle().snapshot(), snapshot, "one balancer");
 }
+
+/// A request dropped by a timeout outside the balancer counts for its upstream at its elapsed
+/// time: the stalled upstream keeps a high latency estimate and failures instead of looking
+/// idle, and the pick steers away from it.
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_by_an_outer_timeout_counts_for_its_upstream() {
+    let fake = Fake::default();
+    fake.set("a:80", 200, 10 * MS);
+    // b never answers within the client's patience.
+    fake.set("b:80", 200, 3600 * S);
+    let passive = PassiveHealth {
+        consecutive_failures: 0,
+        ..PassiveHealth::default()
+    };
+    let lb = balancer(&THREE[..2])
+        .policy(Policy::PeakEwma {
+            decay: Duration::from_secs(10),
+        })
+        .passive_health(passive);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    let mut timeouts = 0;
+    for _ in 0..200 {
+        let request = Request::get("/").body(String::new()).unwrap();
+        let call = service.clone().oneshot(request);
+        if tokio::time::timeout(S, call).await.is_err() {
+            timeouts += 1;
+        }
+        advance(10 * MS).await;
+    }
+    let snapshot = handle.snapshot();
+    let b = snapshot
+        .upstreams
+        .iter()
+        .find(|u| u.upstream.contains("b:80"))
+        .unwrap();
+    assert_eq!(b.in_flight, 0, "dropped requests leave the in-flight count");
+    assert_eq!(b.failures, timeouts, "each dropped request is a failure");
+    assert!(b.requests >= 1 && b.requests == timeouts);
+    assert!(
+        b.latency_ewma_ms >= 500.0,
+        "the stalled upstream keeps a high estimate: {} ms",
+        b.latency_ewma_ms
+    );
+    // Without the dropped requests counted, b's estimate decays and it draws traffic again.
+    assert!(
+        timeouts <= 10,
+        "the stalled upstream got {timeouts} of 200 requests"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_pick_is_a_failure_and_a_cancelled_one_is_nothing() {
+    let lb = balancer(&THREE[..1]);
+    let handle = lb.handle();
+    let pick = handle.pick(None).unwrap();
+    advance(300 * MS).await;
+    drop(pick);
+    let figures = &handle.snapshot().upstreams[0];
+    assert_eq!(
+        (figures.in_flight, figures.requests, figures.failures),
+        (0, 1, 1)
+    );
+    assert!(
+        figures.latency_ewma_ms >= 299.0,
+        "{}",
+        figures.latency_ewma_ms
+    );
+    handle.pick(None).unwrap().cancel();
+    let figures = &handle.snapshot().upstreams[0];
+    assert_eq!(
+        (figures.in_flight, figures.requests, figures.failures),
+        (0, 1, 1)
+    );
+}
