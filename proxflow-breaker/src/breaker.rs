@@ -144,7 +144,7 @@ pub struct Totals {
     pub failures: u64,
     /// Calls at or over `latency_threshold`.
     pub slow_calls: u64,
-    /// Calls the classifier ignored, or dropped before they ended.
+    /// Calls the classifier ignored, or dropped before they ended and before `latency_threshold`.
     pub ignored: u64,
     /// Calls refused without reaching the service.
     pub refused: u64,
@@ -240,6 +240,12 @@ impl Breaker {
     #[inline]
     pub(crate) fn now(&self) -> Moment {
         self.hot.clock.now()
+    }
+
+    /// A call at least this long (in nanoseconds) is slow.
+    #[inline]
+    pub(crate) fn latency_threshold(&self) -> u64 {
+        self.hot.latency_threshold
     }
 
     /// Nanoseconds from `earlier` to `later`, two readings of [`Self::now`].

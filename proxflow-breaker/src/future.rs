@@ -80,9 +80,20 @@ impl<C> Leave<C> {
 }
 
 impl<C> Drop for Guard<C> {
+    /// A call dropped before its end (a timeout outside the breaker, a client that went away)
+    /// that ran at least `latency_threshold` counts as a timeout, a failure: a backend that
+    /// stalls must not look healthy because its callers give up first. A shorter one is
+    /// ignored, as the caller's choice rather than the backend's doing.
     fn drop(&mut self) {
         if let Some(leave) = self.0.take() {
-            leave.end(Outcome::Ignored, false);
+            let latency = leave
+                .breaker
+                .nanos_between(leave.start, leave.breaker.now());
+            if latency >= leave.breaker.latency_threshold() {
+                leave.end(Outcome::Failure, true);
+            } else {
+                leave.end(Outcome::Ignored, false);
+            }
         }
     }
 }

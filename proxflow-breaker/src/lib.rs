@@ -59,7 +59,9 @@
 //!   5xx fail); a call at least `latency_threshold` long is slow. The rates are taken over a
 //!   time-bucketed sliding window (20 buckets, O(1) per call, no allocation per call).
 //!   Outcomes of calls admitted in an earlier state are not counted; a call dropped before it
-//!   ends counts as ignored (and frees its probe place).
+//!   ends (a timeout outside the breaker, a client gone) counts as a timeout, a failure, once
+//!   it has run `latency_threshold`, and is ignored before that; either way it frees its probe
+//!   place.
 //! - **Closed path.** Admission is one atomic load (no lock, no clock). A call that succeeds
 //!   faster than `latency_threshold` (or is ignored) is counted in its thread's own slot, with
 //!   no lock, while no run of such calls could change the state (none can trip a window that

@@ -696,11 +696,18 @@ impl Run {
         Ok(())
     }
 
+    /// The caller went away: a call that ran `latency_threshold` is a timeout (a failure),
+    /// a shorter one is ignored.
     fn drop_call(&mut self, index: usize) {
         let call = self.in_flight.remove(index);
         drop(call.future);
-        self.model
-            .record(Instant::now(), call.epoch, call.start, Outcome::Ignored);
+        let now = Instant::now();
+        let outcome = if now - call.start >= self.model.p.latency_threshold {
+            Outcome::Failure
+        } else {
+            Outcome::Ignored
+        };
+        self.model.record(now, call.epoch, call.start, outcome);
     }
 
     async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {

@@ -184,3 +184,33 @@ async fn outcomes_of_calls_from_before_a_trip_are_not_counted() {
     probe.await.unwrap();
     assert_eq!(breaker.state(), State::HalfOpen, "one probe of two");
 }
+
+/// Calls that a timeout outside the breaker drops count: past `latency_threshold` as timeouts
+/// (failures) that open it, before it as ignored.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_by_an_outer_timeout_count_once_past_the_latency_threshold() {
+    let layer = layer().latency_threshold(2 * S).generic();
+    let breaker = layer.handle();
+    let (service, mut handle) = mock::pair::<&'static str, &'static str>();
+    let mut service = mock::Spawn::new(layer.layer(service));
+
+    // Given up after 1 s: the caller's choice, ignored.
+    let call_early = call(&mut service, "early");
+    let _pending = handle.next_request().await.unwrap();
+    assert!(tokio::time::timeout(S, call_early).await.is_err());
+    let totals = breaker.snapshot().totals;
+    assert_eq!(
+        (totals.ignored, totals.failures, totals.timeouts),
+        (1, 0, 0)
+    );
+
+    // A backend that stalls: four calls given up after 3 s each are timeouts, and it opens.
+    for _ in 0..4 {
+        let stalled = call(&mut service, "stalled");
+        let _pending = handle.next_request().await.unwrap();
+        assert!(tokio::time::timeout(3 * S, stalled).await.is_err());
+    }
+    let totals = breaker.snapshot().totals;
+    assert_eq!((totals.failures, totals.timeouts), (4, 4));
+    assert_eq!(breaker.state(), State::Open);
+}
