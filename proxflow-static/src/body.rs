@@ -96,15 +96,7 @@ impl FileBody {
         };
         let mut parts = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            parts.push(match chunk {
-                Chunk::Memory(bytes) => stream::once(async { Ok(bytes) }).boxed(),
-                Chunk::File {
-                    path,
-                    root,
-                    range,
-                    expected,
-                } => read_range(open_checked(path, root, expected).await?, range),
-            });
+            parts.push(chunk.open().await?);
         }
         let stream = stream::iter(parts).flatten().boxed();
         Ok(FileBody {
@@ -116,19 +108,23 @@ impl FileBody {
 /// Reads the chunks as a stream, opening each file when its turn comes.
 fn lazy_stream(chunks: Vec<Chunk>) -> BoxStream<'static, io::Result<Bytes>> {
     stream::iter(chunks)
-        .flat_map(|chunk| match chunk {
+        .flat_map(|chunk| stream::once(chunk.open()).try_flatten().boxed())
+        .boxed()
+}
+
+impl Chunk {
+    /// The chunk's bytes as a stream; a file is opened and checked first ([`open_checked`]).
+    async fn open(self) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+        Ok(match self {
             Chunk::Memory(bytes) => stream::once(async { Ok(bytes) }).boxed(),
             Chunk::File {
                 path,
                 root,
                 range,
                 expected,
-            } => stream::once(open_checked(path, root, expected))
-                .map_ok(move |file| read_range(file, range.clone()))
-                .try_flatten()
-                .boxed(),
+            } => read_range(open_checked(path, root, expected).await?, range),
         })
-        .boxed()
+    }
 }
 
 /// Opens a file beneath `root` ([`confine::open`]) after checking that it is still the one
