@@ -362,7 +362,8 @@ impl Backend {
 pub(crate) struct InFlight {
     backend: Arc<Backend>,
     started: Moment,
-    answered: bool,
+    /// Answered or never sent: nothing left to record when it is dropped.
+    settled: bool,
 }
 
 impl InFlight {
@@ -371,7 +372,7 @@ impl InFlight {
         InFlight {
             backend,
             started,
-            answered: false,
+            settled: false,
         }
     }
 
@@ -381,27 +382,24 @@ impl InFlight {
 
     /// The request was never sent: it leaves the in-flight count and nothing else is recorded.
     pub(crate) fn not_sent(mut self) {
-        self.answered = true;
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.settled = true;
     }
 
     /// The answer came at `ended`: its latency and whether it failed count for the upstream.
     pub(crate) fn answered(mut self, ended: Moment, failed: bool) {
-        self.answered = true;
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.settled = true;
         self.backend.answered(self.started, ended, failed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let ended = self.backend.clock().now();
-        tracing::debug!(upstream = %self.backend.name, "request dropped before its answer; counted as a failure at its elapsed time");
-        self.backend.answered(self.started, ended, true);
+        if !self.settled {
+            let ended = self.backend.clock().now();
+            tracing::debug!(upstream = %self.backend.name, "request dropped before its answer; counted as a failure at its elapsed time");
+            self.backend.answered(self.started, ended, true);
+        }
     }
 }
 
