@@ -1,7 +1,7 @@
 //! One upstream in a pool: where it is, what the picks read (lock-free), and what the answers
 //! update.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use http::uri::{Authority, Scheme};
 use proxflow_core::Moment;
 use serde::Serialize;
 
-use crate::config::{ActiveHealth, PassiveHealth};
+use crate::config::ActiveHealth;
 use crate::passive::{slow_start_factor, Ejected, Ejections};
-use crate::policy::adaptive::{History, Interval};
+use crate::policy::adaptive::{self, History, Interval};
 use crate::policy::hash::{fnv1a, Candidate};
 use crate::policy::{peak_ewma, Nanos};
 use crate::settings::Settings;
@@ -56,8 +56,8 @@ pub(crate) struct Backend {
     name_hash: u64,
     pub(crate) static_weight: u32,
     pub(crate) in_flight: AtomicU32,
-    /// Static × adaptive weight as `f64` bits (the mean adaptive weight is 1).
-    weight_bits: AtomicU64,
+    /// Adaptive: the history's prediction as `f64` bits; NaN before the first.
+    predicted_bits: AtomicU64,
     /// Slow start: the time it (re)joined; 0 when done.
     joined_at: AtomicU64,
     /// Passive ejection ends at this time; 0 when not ejected.
@@ -67,6 +67,11 @@ pub(crate) struct Backend {
     /// Peak-EWMA latency estimate (ns, as `f64` bits) and when it was last updated.
     ewma_bits: AtomicU64,
     ewma_at: AtomicU64,
+    /// The live load that picks compare, as `f64` bits, decaying from `ewma_at`: the latency
+    /// estimate with the adaptive policy's failure penalty (the estimate alone otherwise).
+    load_bits: AtomicU64,
+    /// It answered once: its estimates are its own, not the first guess.
+    answered_once: AtomicBool,
     /// Smooth weighted round robin's running weight (changed under the pool's lock).
     pub(crate) wrr_current: AtomicI64,
     stats: Mutex<Stats>,
@@ -81,7 +86,10 @@ pub(crate) struct Stats {
     pub(crate) interval: Interval,
     pub(crate) history: History,
     pub(crate) predicted: Option<f64>,
-    pub(crate) adaptive_weight: Option<f64>,
+    /// Its share of the requests of the pool's last interval.
+    pub(crate) last_share: Option<f64>,
+    /// The live failure ratio of its last answers.
+    pub(crate) failure_ratio: f64,
     pub(crate) requests: u64,
     pub(crate) failures: u64,
     ejections: Ejections,
@@ -132,12 +140,14 @@ impl Backend {
             name,
             static_weight,
             in_flight: AtomicU32::new(0),
-            weight_bits: AtomicU64::new(f64::from(static_weight).to_bits()),
+            predicted_bits: AtomicU64::new(f64::NAN.to_bits()),
             joined_at: AtomicU64::new(if slow_start { now.max(1) } else { 0 }),
             ejected_until: AtomicU64::new(0),
             flags: AtomicU8::new(0),
             ewma_bits: AtomicU64::new(peak_ewma::DEFAULT_RTT_NS.to_bits()),
             ewma_at: AtomicU64::new(now),
+            load_bits: AtomicU64::new(peak_ewma::DEFAULT_RTT_NS.to_bits()),
+            answered_once: AtomicBool::new(false),
             wrr_current: AtomicI64::new(0),
             stats: Mutex::default(),
             settings,
@@ -165,7 +175,8 @@ impl Backend {
         }
     }
 
-    /// The weight a pick uses now: 0 when unavailable, ramped during slow start.
+    /// The weight a pick uses now before the adaptive policy's share: 0 when unavailable,
+    /// ramped during slow start.
     pub(crate) fn weight(&self, now: Nanos, slow_start: Duration) -> f64 {
         if self.health(now) != Health::Healthy {
             return 0.0;
@@ -189,7 +200,7 @@ impl Backend {
 
     /// The weight ignoring health (panic mode).
     pub(crate) fn base_weight(&self, now: Nanos, slow_start: Duration) -> f64 {
-        let weight = f64::from_bits(self.weight_bits.load(Ordering::Relaxed));
+        let weight = f64::from(self.static_weight);
         let joined = self.joined_at.load(Ordering::Relaxed);
         if joined == 0 {
             return weight;
@@ -204,24 +215,55 @@ impl Backend {
         weight * slow_start_factor(age, slow_start)
     }
 
-    pub(crate) fn set_adaptive_weight(&self, adaptive: Option<f64>) {
-        let weight = f64::from(self.static_weight) * adaptive.unwrap_or(1.0);
-        self.weight_bits.store(weight.to_bits(), Ordering::Relaxed);
-        self.settings.changed();
+    /// Adaptive: the history's prediction, once there is one.
+    pub(crate) fn predicted(&self) -> Option<f64> {
+        let predicted = f64::from_bits(self.predicted_bits.load(Ordering::Relaxed));
+        (!predicted.is_nan()).then_some(predicted)
     }
 
-    pub(crate) fn effective_adaptive(&self) -> f64 {
-        f64::from_bits(self.weight_bits.load(Ordering::Relaxed)) / f64::from(self.static_weight)
+    pub(crate) fn set_predicted(&self, predicted: Option<f64>) {
+        let bits = predicted.unwrap_or(f64::NAN).to_bits();
+        self.predicted_bits.store(bits, Ordering::Relaxed);
     }
 
-    /// The peak-EWMA cost per unit of `weight` before its decay: the latency estimate ×
-    /// (requests in flight + 1) / weight, and the time it decays from (not after `now`).
+    /// The peak-EWMA cost per unit of `weight` before its decay: the live load × (requests
+    /// in flight + 1) / weight, and the time it decays from (not after `now`).
     #[inline]
     pub(crate) fn ewma_cost(&self, now: Nanos, weight: f64) -> (f64, Nanos) {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let load = f64::from_bits(self.load_bits.load(Ordering::Relaxed));
         let at = self.ewma_at.load(Ordering::Relaxed).min(now);
-        (estimate * pending / weight, at)
+        (load * pending / weight, at)
+    }
+
+    /// The live load now (the latency estimate in nanoseconds, with the failure penalty);
+    /// `None` until it answers.
+    pub(crate) fn live_load(&self, now: Nanos, decay: f64) -> Option<f64> {
+        if !self.answered_once.load(Ordering::Relaxed) {
+            return None;
+        }
+        let load = f64::from_bits(self.load_bits.load(Ordering::Relaxed));
+        Some(peak_ewma::decayed(
+            load,
+            self.ewma_at.load(Ordering::Relaxed),
+            now,
+            decay,
+        ))
+    }
+
+    /// The latency estimate now, once it answered.
+    pub(crate) fn own_latency(&self, now: Nanos, decay: f64) -> Option<f64> {
+        let answered = self.answered_once.load(Ordering::Relaxed);
+        answered.then(|| self.latency_estimate(now, decay))
+    }
+
+    /// A newcomer's first guess at its latency, before it answers: what the pool shows.
+    pub(crate) fn guess_latency(&self, estimate: f64, now: Nanos) {
+        if !self.answered_once.load(Ordering::Relaxed) {
+            self.ewma_bits.store(estimate.to_bits(), Ordering::Relaxed);
+            self.load_bits.store(estimate.to_bits(), Ordering::Relaxed);
+            self.ewma_at.store(now, Ordering::Relaxed);
+        }
     }
 
     /// The latency estimate now, in nanoseconds.
@@ -251,8 +293,7 @@ impl Backend {
         let running = self.settings.running();
         let latency = running.draft.clock.duration_between(started, ended);
         let now = running.nanos(ended);
-        let passive = &running.draft.passive;
-        if let Some(ejected) = self.record(now, latency, failed, running.decay_nanos, passive) {
+        if let Some(ejected) = self.record(now, latency, failed) {
             tracing::warn!(upstream = %self.name, ejected_for = ?ejected.length, "upstream ejected after failures in a row");
         }
         #[cfg(feature = "metrics")]
@@ -264,29 +305,36 @@ impl Backend {
         .increment(1);
     }
 
-    /// Records one answer: the interval's counts, the peak-EWMA estimate and passive health.
+    /// Records one answer: the interval's counts, the live estimates and passive health.
     /// Returns the ejection if this answer ejected it.
-    pub(crate) fn record(
-        &self,
-        now: Nanos,
-        latency: Duration,
-        failed: bool,
-        decay: f64,
-        passive: &PassiveHealth,
-    ) -> Option<Ejected> {
+    ///
+    /// A failure raises the latency estimate when it took longer (a timeout, a request
+    /// dropped after a while) and never lowers it, so that an upstream failing fast does not
+    /// look fast; the failure ratio carries it instead.
+    pub(crate) fn record(&self, now: Nanos, latency: Duration, failed: bool) -> Option<Ejected> {
+        let running = self.settings.running();
+        let decay = running.decay_nanos;
         let mut stats = self.stats();
         stats.interval.add(latency, failed);
         stats.requests += 1;
         stats.failures += u64::from(failed);
-        let updated = peak_ewma::observe(
-            f64::from_bits(self.ewma_bits.load(Ordering::Relaxed)),
-            self.ewma_at.load(Ordering::Relaxed),
-            now,
-            latency.as_nanos() as f64,
-            decay,
-        );
-        self.ewma_bits.store(updated.to_bits(), Ordering::Relaxed);
+        let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let at = self.ewma_at.load(Ordering::Relaxed);
+        let rtt = latency.as_nanos() as f64;
+        let estimate = if failed {
+            peak_ewma::decayed(estimate, at, now, decay).max(rtt)
+        } else {
+            peak_ewma::observe(estimate, at, now, rtt, decay)
+        };
+        stats.failure_ratio = adaptive::failure_ratio(stats.failure_ratio, failed);
+        let penalty = running.draft.adaptive().map_or(0.0, |a| a.failure_penalty);
+        let load = adaptive::live_load(estimate, stats.failure_ratio, penalty);
+        self.ewma_bits.store(estimate.to_bits(), Ordering::Relaxed);
+        self.load_bits.store(load.to_bits(), Ordering::Relaxed);
         self.ewma_at.store(now, Ordering::Relaxed);
+        self.answered_once.store(true, Ordering::Relaxed);
+
+        let passive = &running.draft.passive;
 
         let ejected_until = self.ejected_until.load(Ordering::Relaxed);
         let ejected = stats
@@ -296,7 +344,7 @@ impl Backend {
         // Back from ejection it is a new upstream: no history, slow start from its return.
         stats.history.clear();
         stats.predicted = None;
-        stats.adaptive_weight = None;
+        self.set_predicted(None);
         self.joined_at.store(ejected.until, Ordering::Relaxed);
         self.settings.changed();
         Some(ejected)
@@ -406,31 +454,36 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LbConfig;
+    use crate::config::{LbConfig, PassiveHealth};
     use crate::settings::Draft;
 
     const MS: Duration = Duration::from_millis(1);
     const S: Nanos = 1_000_000_000;
 
-    fn backend() -> Backend {
-        let settings = Arc::new(Settings::new(Draft::new(&LbConfig::default())));
+    fn backend_with(config: LbConfig) -> Backend {
+        let settings = Arc::new(Settings::new(Draft::new(&config)));
         Backend::new(settings, Upstream::from_static("http://a:1"), 0, false)
+    }
+
+    fn backend() -> Backend {
+        backend_with(LbConfig::default())
     }
 
     #[test]
     fn an_ejected_upstream_comes_back_slowly_and_without_history() {
-        let backend = backend();
-        let passive = PassiveHealth {
-            consecutive_failures: 3,
-            ..PassiveHealth::default()
-        };
-        let decay = 1e10;
-        backend.record(0, MS, false, decay, &passive);
+        let backend = backend_with(LbConfig {
+            passive_health: PassiveHealth {
+                consecutive_failures: 3,
+                ..PassiveHealth::default()
+            },
+            ..LbConfig::default()
+        });
+        backend.record(0, MS, false);
         backend.stats().history.push(1.0, 10);
         for _ in 0..2 {
-            assert_eq!(backend.record(0, MS, true, decay, &passive), None);
+            assert_eq!(backend.record(0, MS, true), None);
         }
-        let ejected = backend.record(0, MS, true, decay, &passive).unwrap();
+        let ejected = backend.record(0, MS, true).unwrap();
         assert_eq!(ejected.until, 30 * S);
         assert_eq!(backend.health(29 * S), Health::Ejected);
         assert_eq!(backend.weight(29 * S, Duration::from_secs(30)), 0.0);
@@ -443,20 +496,37 @@ mod tests {
     }
 
     #[test]
+    fn failures_raise_the_estimate_never_lower_it_and_weigh_in_the_live_load() {
+        let backend = backend();
+        let decay = backend.settings.running().decay_nanos;
+        assert_eq!(backend.live_load(0, decay), None, "no answer yet");
+        backend.record(0, 100 * MS, false);
+        assert_eq!(backend.live_load(0, decay), Some(1e8));
+        backend.record(0, MS, true);
+        assert_eq!(backend.latency_estimate(0, decay), 1e8, "a fast failure");
+        // One failure in the ratio's memory of 16 answers, penalty 4: x1.25.
+        let load = backend.live_load(0, decay).unwrap();
+        assert!((load / 1e8 - 1.25).abs() < 1e-9, "{load}");
+        backend.record(0, 1000 * MS, true);
+        assert_eq!(backend.latency_estimate(0, decay), 1e9, "a slow failure");
+        backend.record(0, MS, false);
+        assert_eq!(backend.latency_estimate(0, decay), 1e9, "no time passed");
+    }
+
+    #[test]
     fn ewma_costs_compare_as_if_both_were_decayed_to_now() {
-        let passive = PassiveHealth::default();
-        let decay = 1e9;
         let backends: Vec<Backend> = (0..4).map(|_| backend()).collect();
-        // Estimates of 100, 300, 20 and 1 ms, set 0, 1, 3 and 4 s in; 2 and 0 in flight.
-        for (i, (latency, at)) in [(100, 0), (300, S), (20, 3 * S), (1, 4 * S)]
+        let decay = backends[0].settings.running().decay_nanos;
+        // Estimates of 100, 300, 20 and 1 ms, set 0, 10, 30 and 40 s in; 2 and 0 in flight.
+        for (i, (latency, at)) in [(100, 0), (300, 10 * S), (20, 30 * S), (1, 40 * S)]
             .into_iter()
             .enumerate()
         {
-            backends[i].record(at, latency * MS, false, decay, &passive);
+            backends[i].record(at, latency * MS, false);
         }
         backends[1].in_flight.store(2, Ordering::Relaxed);
         let weights = [1.0, 3.0, 0.5, 1.0];
-        for now in [4 * S, 5 * S, 9 * S, 40 * S] {
+        for now in [40 * S, 50 * S, 90 * S, 400 * S] {
             let cost = |i: usize| {
                 let pending = f64::from(backends[i].in_flight.load(Ordering::Relaxed)) + 1.0;
                 backends[i].latency_estimate(now, decay) * pending / weights[i]

@@ -34,21 +34,34 @@ pub struct UpstreamSnapshot {
     pub upstream: String,
     /// The configured weight.
     pub static_weight: u32,
-    /// The weight picks use now (0 when unavailable; ramped during slow start).
+    /// The weight picks use now: the static weight, ramped during slow start, times the
+    /// adaptive weight; 0 when unavailable. Two candidates are drawn in proportion to it.
     pub weight: f64,
-    /// Adaptive: the weight from the predicted load (mean 1), if it has a history.
+    /// Adaptive: the share of the weight its load earns now (the pool's mean is 1; between
+    /// 0.01 and 100): inverse to the worse of `predicted_load` and `live_load`, each relative
+    /// to the pool's median.
     pub adaptive_weight: Option<f64>,
-    /// Adaptive: the smoothed prediction of the next sample.
+    /// Adaptive: the smoothed prediction of the next sample, in the sample's unit (seconds of
+    /// latency for the default `latency` load); `None` before the first `update_interval`.
     pub predicted_load: Option<f64>,
-    /// Adaptive: the samples, oldest first.
+    /// Adaptive: the samples, oldest first, in the sample's unit.
     pub history: Vec<f64>,
+    /// Adaptive: the live load, in milliseconds: the latency estimate times
+    /// `1 + failure_penalty × failure_ratio`. `None` until it answers.
+    pub live_load_ms: Option<f64>,
+    /// Adaptive: the share of failures in its last answers (about the last 16).
+    pub failure_ratio: Option<f64>,
+    /// Adaptive: its share of the pool's answered (or dropped) requests in the last
+    /// `update_interval`; `None` before the first.
+    pub share_last_interval: Option<f64>,
     /// Requests sent and not answered.
     pub in_flight: u32,
     /// Answers received.
     pub requests: u64,
     /// Of which failures.
     pub failures: u64,
-    /// Peak-EWMA latency estimate, milliseconds.
+    /// Peak-EWMA latency estimate, milliseconds: a slower answer (or a failure that took
+    /// longer) sets it at once, faster answers pull it down over the 10 s decay.
     pub latency_ewma_ms: f64,
     /// Whether it takes traffic, and if not why.
     pub health: Health,
@@ -96,28 +109,45 @@ impl LbHandle {
     /// The figures now.
     pub fn snapshot(&self) -> LbSnapshot {
         let settings = &self.pool.settings;
-        let (draft, now, decay) = match settings.get() {
-            Some(running) => (running.draft.clone(), running.now(), running.decay_nanos),
+        let list = self.pool.list();
+        let (draft, now, decay, weights) = match settings.get() {
+            Some(running) => {
+                let weights = self.pool.weights_now(running, &list);
+                (
+                    running.draft.clone(),
+                    running.now(),
+                    running.decay_nanos,
+                    weights,
+                )
+            }
             None => {
                 let draft = settings.draft();
                 let decay = proxflow_core::clock::nanos(draft.decay()).max(1) as f64;
-                (draft, 0, decay)
+                let weights = list.iter().map(|b| f64::from(b.static_weight)).collect();
+                (draft, 0, decay, weights)
             }
         };
-        let upstreams = self
-            .pool
-            .list()
+        let adaptive = draft.adaptive().is_some();
+        let upstreams = list
             .iter()
-            .map(|backend| {
+            .zip(weights)
+            .map(|(backend, weight)| {
                 let stats = backend.stats();
                 let health = backend.health(now);
+                let ramped = backend.weight(now, draft.slow_start);
                 UpstreamSnapshot {
                     upstream: backend.name.to_string(),
                     static_weight: backend.static_weight,
-                    weight: backend.weight(now, draft.slow_start),
-                    adaptive_weight: stats.adaptive_weight,
+                    weight,
+                    adaptive_weight: (adaptive && ramped > 0.0).then(|| weight / ramped),
                     predicted_load: stats.predicted,
                     history: stats.history.samples().collect(),
+                    live_load_ms: adaptive
+                        .then(|| backend.live_load(now, decay))
+                        .flatten()
+                        .map(|load| load / 1e6),
+                    failure_ratio: adaptive.then_some(stats.failure_ratio),
+                    share_last_interval: stats.last_share,
                     in_flight: backend.in_flight.load(Ordering::Relaxed),
                     requests: stats.requests,
                     failures: stats.failures,

@@ -12,6 +12,7 @@ use proxflow_core::Moment;
 use crate::backend::{Backend, Health};
 use crate::config::{AdaptiveConfig, Policy};
 use crate::policy::adaptive::{self, Interval, Sample};
+use crate::policy::random::Cumulative;
 use crate::policy::{hash, least_request, peak_ewma, random, round_robin, Nanos};
 use crate::settings::{Draft, Running, Settings};
 use crate::upstream::Upstream;
@@ -92,7 +93,25 @@ impl Pool {
         let fresh = &mut *weighed;
         fresh.list = self.list();
         let slow_start = running.draft.slow_start;
-        (fresh.total, fresh.until) = weights(&fresh.list, now, slow_start, &[], &mut fresh.weights);
+        fresh.until = Nanos::MAX;
+        fresh.shares.clear();
+        if running.draft.adaptive().is_some() {
+            adaptive_shares(
+                running,
+                &fresh.list,
+                now,
+                &mut fresh.scratch,
+                &mut fresh.shares,
+            );
+            fresh.until = now.saturating_add(LIVE_REFRESH);
+        }
+        fresh.weights.clear();
+        for (i, backend) in fresh.list.iter().enumerate() {
+            let share = fresh.shares.get(i).copied().unwrap_or(1.0);
+            fresh.weights.push(backend.weight(now, slow_start) * share);
+            fresh.until = fresh.until.min(backend.weight_holds_until(now, slow_start));
+        }
+        fresh.positive = Cumulative::fill(&fresh.weights, &mut fresh.cumulative);
         round_robin::turns(&fresh.weights, &mut fresh.turns);
         fresh.equal_weights = fresh
             .list
@@ -117,40 +136,54 @@ impl Pool {
         self.maybe_update(running, now);
         self.with_weighed(running, now, |weighed| {
             let list = &weighed.list;
-            let index = if exclude.is_empty() && weighed.total > 0.0 {
+            let index = if exclude.is_empty() && weighed.positive > 0 {
                 let weights = Weights {
                     weights: &weighed.weights,
+                    cumulative: Cumulative {
+                        sums: &weighed.cumulative,
+                        positive: weighed.positive,
+                    },
                     turns: &weighed.turns,
-                    total: weighed.total,
                     equal: weighed.equal_weights,
                 };
                 self.choose(running, list, weights, now, key)
             } else {
                 // A retry, or nothing available: weights of its own.
-                let slow_start = running.draft.slow_start;
-                let mut weights = Vec::with_capacity(list.len());
-                let (mut total, _) = self::weights(list, now, slow_start, exclude, &mut weights);
-                if total <= 0.0 {
+                let excluded =
+                    |backend: &Backend| exclude.iter().any(|name| **name == *backend.name);
+                let mut weights = weighed.weights.clone();
+                for (weight, backend) in weights.iter_mut().zip(list.iter()) {
+                    if excluded(backend) {
+                        *weight = 0.0;
+                    }
+                }
+                if weights.iter().all(|&w| w <= 0.0) {
                     if !running.draft.panic_mode {
                         return None;
                     }
                     // Panic mode: every upstream not tried yet, by its weight as if healthy.
-                    for (slot, backend) in weights.iter_mut().zip(list.iter()) {
-                        if !exclude.iter().any(|name| **name == *backend.name) {
-                            *slot = backend.base_weight(now, slow_start);
+                    let slow_start = running.draft.slow_start;
+                    for (i, backend) in list.iter().enumerate() {
+                        if !excluded(backend) {
+                            let share = weighed.shares.get(i).copied().unwrap_or(1.0);
+                            weights[i] = backend.base_weight(now, slow_start) * share;
                         }
                     }
-                    total = weights.iter().sum();
-                    if total <= 0.0 {
-                        return None;
-                    }
+                }
+                let mut cumulative = Vec::with_capacity(list.len());
+                let positive = Cumulative::fill(&weights, &mut cumulative);
+                if positive == 0 {
+                    return None;
                 }
                 let mut turns = Vec::with_capacity(list.len());
                 round_robin::turns(&weights, &mut turns);
                 let weights = Weights {
                     weights: &weights,
+                    cumulative: Cumulative {
+                        sums: &cumulative,
+                        positive,
+                    },
                     turns: &turns,
-                    total,
                     equal: weighed.equal_weights,
                 };
                 self.choose(running, list, weights, now, key)
@@ -179,13 +212,13 @@ impl Pool {
                     sum
                 })
             }
-            Policy::Random => random::weighted(w.weights, w.total, None, random::unit(draw(1))),
-            Policy::LeastRequest => random::two_choices(w.weights, w.total, draw, |b, a| {
+            Policy::Random => random::weighted(w.cumulative, None, random::unit(draw(1))),
+            Policy::LeastRequest => random::two_choices(w.cumulative, draw, |b, a| {
                 let load = |i: usize| (list[i].in_flight.load(Ordering::Relaxed), w.weights[i]);
                 least_request::less_loaded(load(b), load(a))
             }),
             Policy::Adaptive(_) | Policy::PeakEwma { .. } => {
-                random::two_choices(w.weights, w.total, draw, |b, a| {
+                random::two_choices(w.cumulative, draw, |b, a| {
                     peak_ewma::lower_cost(
                         list[b].ewma_cost(now, w.weights[b]),
                         list[a].ewma_cost(now, w.weights[a]),
@@ -201,7 +234,7 @@ impl Pool {
                         .map(|(backend, &weight)| backend.candidate(weight));
                     hash::rendezvous(hash::fnv1a(key), candidates, w.equal)
                 }
-                None => random::weighted(w.weights, w.total, None, random::unit(draw(1))),
+                None => random::weighted(w.cumulative, None, random::unit(draw(1))),
             },
         }
     }
@@ -232,62 +265,83 @@ impl Pool {
 
     fn update(&self, adaptive: &AdaptiveConfig, length: Duration, now: Nanos) {
         let list = self.list();
-        let samples: Vec<Sample> = list
+        let intervals: Vec<Interval> = list
             .iter()
-            .map(|backend| {
-                let interval: Interval = std::mem::take(&mut backend.stats().interval);
-                adaptive::sample(adaptive, &interval, length)
-            })
+            .map(|backend| std::mem::take(&mut backend.stats().interval))
+            .collect();
+        let requests: u64 = intervals.iter().map(|interval| interval.answered).sum();
+        let samples: Vec<Sample> = intervals
+            .iter()
+            .map(|interval| adaptive::sample(adaptive, interval, length))
             .collect();
         let samples = adaptive::resolve(adaptive, &samples, |i| {
             list[i].health(now) == Health::Healthy
         });
-        let predicted: Vec<Option<f64>> = list
-            .iter()
-            .zip(&samples)
-            .map(|(backend, sample)| {
-                let mut stats = backend.stats();
-                if let Some(sample) = sample {
-                    stats.history.push(*sample, adaptive.history_length);
-                }
-                stats.predicted = stats.history.predict(adaptive.alpha);
-                stats.predicted
-            })
-            .collect();
-        let weights = adaptive::weights(&predicted);
-        for (backend, weight) in list.iter().zip(weights) {
-            backend.stats().adaptive_weight = weight;
-            backend.set_adaptive_weight(weight);
+        for ((backend, sample), interval) in list.iter().zip(&samples).zip(&intervals) {
+            let mut stats = backend.stats();
+            if let Some(sample) = sample {
+                stats.history.push(*sample, adaptive.history_length);
+            }
+            stats.predicted = stats.history.predict(adaptive.alpha);
+            stats.last_share = (requests > 0).then(|| interval.answered as f64 / requests as f64);
+            backend.set_predicted(stats.predicted);
         }
         tracing::debug!(
-            weights = ?list.iter().map(|b| (b.name.to_string(), b.effective_adaptive())).collect::<Vec<_>>(),
-            "adaptive weights updated"
+            predicted = ?list.iter().map(|b| (b.name.to_string(), b.predicted())).collect::<Vec<_>>(),
+            "adaptive predictions updated"
         );
         #[cfg(feature = "metrics")]
         for backend in list.iter() {
-            metrics::gauge!("proxflow_lb_weight", "upstream" => Arc::clone(&backend.name))
-                .set(backend.effective_adaptive());
+            if let Some(predicted) = backend.predicted() {
+                metrics::gauge!("proxflow_lb_predicted_load", "upstream" => Arc::clone(&backend.name))
+                    .set(predicted);
+            }
         }
+    }
+
+    /// The weights picks use now, one per upstream of `list`: the static weight, ramped,
+    /// times the adaptive share; 0 when unavailable.
+    pub(crate) fn weights_now(&self, running: &Running, list: &[Arc<Backend>]) -> Vec<f64> {
+        let now = running.now();
+        let mut shares = Vec::new();
+        if running.draft.adaptive().is_some() {
+            adaptive_shares(running, list, now, &mut Scratch::default(), &mut shares);
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, b)| b.weight(now, running.draft.slow_start) * shares.get(i).unwrap_or(&1.0))
+            .collect()
     }
 
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, upstream: Upstream) -> bool {
         let now = self.settings.now_or_origin();
         let settings = Arc::clone(&self.settings);
-        self.insert(Arc::new(Backend::new(settings, upstream, now, true)))
+        self.insert(Arc::new(Backend::new(settings, upstream, now, true)), now)
     }
 
     /// Adds a generic-form endpoint (slow start applies); false if the name is taken.
     pub(crate) fn add_endpoint(&self, name: Arc<str>) -> bool {
         let now = self.settings.now_or_origin();
         let settings = Arc::clone(&self.settings);
-        self.insert(Arc::new(Backend::endpoint(settings, name, now, true)))
+        self.insert(Arc::new(Backend::endpoint(settings, name, now, true)), now)
     }
 
-    fn insert(&self, backend: Arc<Backend>) -> bool {
+    fn insert(&self, backend: Arc<Backend>, now: Nanos) -> bool {
         let mut guard = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
         if guard.iter().any(|b| b.name == backend.name) {
             return false;
+        }
+        // Until it answers, a newcomer is as fast as the pool's median, not as fast as a
+        // first guess that could draw a flood to it.
+        if let Some(running) = self.settings.get() {
+            let latencies: Vec<Option<f64>> = guard
+                .iter()
+                .map(|b| b.own_latency(now, running.decay_nanos))
+                .collect();
+            if latencies.iter().any(Option::is_some) {
+                backend.guess_latency(adaptive::median(&latencies, &mut Vec::new()), now);
+            }
         }
         let mut list = guard.to_vec();
         list.push(backend);
@@ -322,36 +376,53 @@ impl Pool {
     }
 }
 
-/// The weights of `list` now into `weights`, 0 for the names in `exclude`; their sum, and
-/// until when they hold.
-fn weights(
+/// How long a thread's weights of an adaptive pool follow the live loads before they are
+/// weighed again.
+const LIVE_REFRESH: Nanos = 100_000_000;
+#[cfg(test)]
+const LIVE_REFRESH_DURATION: Duration = Duration::from_nanos(LIVE_REFRESH);
+
+/// The adaptive share of each upstream of `list` now, into `shares` (mean 1): inverse to its
+/// load relative to the pool's, the worse of the history's prediction and the live load.
+fn adaptive_shares(
+    running: &Running,
     list: &[Arc<Backend>],
     now: Nanos,
-    slow_start: Duration,
-    exclude: &[Arc<str>],
-    weights: &mut Vec<f64>,
-) -> (f64, Nanos) {
-    weights.clear();
-    let mut until = Nanos::MAX;
-    for backend in list {
-        let excluded = exclude.iter().any(|name| **name == *backend.name);
-        weights.push(if excluded {
-            0.0
-        } else {
-            backend.weight(now, slow_start)
-        });
-        until = until.min(backend.weight_holds_until(now, slow_start));
-    }
-    (weights.iter().sum(), until)
+    scratch: &mut Scratch,
+    shares: &mut Vec<f64>,
+) {
+    let decay = running.decay_nanos;
+    scratch.predicted.clear();
+    scratch.predicted.extend(list.iter().map(|b| b.predicted()));
+    scratch.live.clear();
+    scratch
+        .live
+        .extend(list.iter().map(|b| b.live_load(now, decay)));
+    adaptive::relative_loads(
+        &scratch.predicted,
+        &scratch.live,
+        &mut scratch.median,
+        &mut scratch.relative,
+    );
+    adaptive::weights(&scratch.relative, shares);
+}
+
+/// Buffers of [`adaptive_shares`], kept with a thread's weights.
+#[derive(Default)]
+struct Scratch {
+    predicted: Vec<Option<f64>>,
+    live: Vec<Option<f64>>,
+    median: Vec<f64>,
+    relative: Vec<f64>,
 }
 
 /// The weights one pick chooses by.
 #[derive(Clone, Copy)]
 struct Weights<'a> {
     weights: &'a [f64],
+    cumulative: Cumulative<'a>,
     /// The weights as smooth weighted round robin counts them.
     turns: &'a [i64],
-    total: f64,
     /// Every upstream has the same static weight.
     equal: bool,
 }
@@ -365,10 +436,14 @@ struct Weighed {
     version: u64,
     until: Nanos,
     list: Arc<[Arc<Backend>]>,
+    /// Adaptive: each upstream's share (mean 1); empty for the other policies.
+    shares: Vec<f64>,
     weights: Vec<f64>,
-    total: f64,
+    cumulative: Vec<f64>,
+    positive: usize,
     turns: Vec<i64>,
     equal_weights: bool,
+    scratch: Scratch,
 }
 
 thread_local! {
@@ -506,21 +581,13 @@ mod tests {
         let list = pool.list();
         let share = |pool: &Pool| counts(pool, 4000, |_| None)[0] as f64 / 4000.0;
         assert!((share(&pool) - 1.0 / 3.0).abs() < 0.03);
-        list[0].set_adaptive_weight(Some(2.0));
-        assert!((share(&pool) - 0.5).abs() < 0.03, "a new adaptive weight");
         list[0].drain();
         assert_eq!(share(&pool), 0.0, "draining");
         let running = pool.running();
         let passive = running.draft.passive.clone();
         let t = running.nanos(pool.now());
         for _ in 0..passive.consecutive_failures {
-            list[1].record(
-                t,
-                Duration::from_millis(1),
-                true,
-                running.decay_nanos,
-                &passive,
-            );
+            list[1].record(t, Duration::from_millis(1), true);
         }
         assert_eq!(counts(&pool, 100, |_| None), [0, 0, 100], "ejected");
         tokio::time::advance(passive.base_ejection).await;
@@ -564,7 +631,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn adaptive_weights_follow_the_smoothed_latency() {
+    async fn adaptive_weights_follow_the_live_load_at_once_and_the_history_after() {
         let adaptive = AdaptiveConfig {
             update_interval: Duration::from_secs(1),
             ..AdaptiveConfig::default()
@@ -572,36 +639,66 @@ mod tests {
         let pool = pool(Policy::Adaptive(adaptive), &THREE);
         let list = pool.list();
         let running = pool.running();
-        let passive = running.draft.passive.clone();
-        let decay = running.decay_nanos;
         let ms = Duration::from_millis(1);
+        let share = |pool: &Pool| counts(pool, 6000, |_| None)[2] as f64 / 6000.0;
+        assert!((share(&pool) - 1.0 / 3.0).abs() < 0.03, "no answers: even");
         for (backend, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
             for _ in 0..10 {
-                backend.record(0, latency, false, decay, &passive);
+                backend.record(0, latency, false);
             }
         }
-        tokio::time::advance(Duration::from_secs(1)).await;
-        pool.pick(pool.now(), None, &[]);
-        let weights: Vec<f64> = list
-            .iter()
-            .map(|b| b.stats().adaptive_weight.unwrap())
-            .collect();
+        // The live loads, before any update: weights 2 : 1 : 0.5.
+        let weights = pool.weights_now(running, &list);
         assert!((weights[0] / weights[1] - 2.0).abs() < 1e-9, "{weights:?}");
         assert!((weights[1] / weights[2] - 2.0).abs() < 1e-9, "{weights:?}");
+        tokio::time::advance(LIVE_REFRESH_DURATION).await;
+        assert!(
+            share(&pool) < 0.15,
+            "a thread's cached weights follow within 100 ms"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pool.pick(pool.now(), None, &[]);
         assert_eq!(
             list[0].stats().history.samples().collect::<Vec<_>>(),
             [0.01]
         );
+        // The slow one answers as fast as the others now: its history still weighs.
+        let now = running.now();
+        for _ in 0..10 {
+            list[2].record(now, 10 * ms, false);
+        }
+        let weights = pool.weights_now(running, &list);
+        assert!(
+            weights[2] < weights[1] && weights[1] < weights[0],
+            "{weights:?}"
+        );
         // An upstream with no answers in the next interval drifts to the mean of the others.
         for _ in 0..10 {
-            list[0].record(0, 10 * ms, false, decay, &passive);
-            list[1].record(0, 20 * ms, false, decay, &passive);
+            list[0].record(now, 10 * ms, false);
+            list[1].record(now, 20 * ms, false);
         }
+        list[2].stats().interval = Interval::default();
         tokio::time::advance(Duration::from_secs(1)).await;
         pool.pick(pool.now(), None, &[]);
         let history: Vec<f64> = list[2].stats().history.samples().collect();
         assert_eq!(history.len(), 2);
-        assert!((history[1] - 0.015).abs() < 1e-12);
+        assert!((history[1] - 0.015).abs() < 1e-12, "{history:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_is_as_fast_as_the_median_until_it_answers() {
+        let pool = pool(Policy::Adaptive(AdaptiveConfig::default()), &THREE);
+        let list = pool.list();
+        let running = pool.running();
+        let ms = Duration::from_millis(1);
+        for (backend, latency) in list.iter().zip([10 * ms, 20 * ms, 400 * ms]) {
+            backend.record(0, latency, false);
+        }
+        assert!(pool.add(Upstream::from_static("http://d:1")));
+        let newcomer = pool.find("http://d:1").unwrap();
+        let estimate = newcomer.latency_estimate(0, running.decay_nanos);
+        assert_eq!(estimate, 20e6, "the median of 10, 20 and 400 ms");
+        assert_eq!(newcomer.live_load(0, running.decay_nanos), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,9 @@
 //! `adaptive`, the origin's policy: one load sample per upstream per interval, a history of
-//! samples, the exponentially smoothed prediction, and weights inversely proportional to it.
-//! Between updates the pool picks by the [`peak_ewma`](super::peak_ewma) cost over these
-//! weights.
+//! samples, the exponentially smoothed prediction; and, between updates, the live signal of
+//! each answer (the [`peak_ewma`](super::peak_ewma) latency estimate and a failure ratio).
+//! Weights are inversely proportional to the worse of the two, each relative to the pool's
+//! median: the live signal takes traffic away from an upstream within a moment, the history
+//! gives it back at its own pace. The pool picks by the peak-EWMA cost over these weights.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,6 +33,22 @@ impl Interval {
             self.busy_succeeded += latency;
         }
     }
+
+    /// The mean latency of the answers, a failure counting at least as long as the mean
+    /// success: a failure that took long (a timeout, a request dropped after a second) makes
+    /// the upstream look slow, one that came fast does not make it look fast. `None` without
+    /// a success.
+    fn latency(&self) -> Option<f64> {
+        let succeeded = self.answered - self.failed;
+        if succeeded == 0 {
+            return None;
+        }
+        let busy_succeeded = self.busy_succeeded.as_secs_f64();
+        let mean_success = busy_succeeded / succeeded as f64;
+        let busy_failed = (self.busy - self.busy_succeeded).as_secs_f64();
+        let failures = busy_failed.max(self.failed as f64 * mean_success);
+        Some((busy_succeeded + failures) / self.answered as f64)
+    }
 }
 
 /// The load sample of one interval.
@@ -39,9 +57,11 @@ pub(crate) enum Sample {
     Load(f64),
     /// No answers: nothing to say (a zero load would be an infinite weight).
     Unobserved,
-    /// Latency metric, every answer failed: no latency of its own; as bad as the pool's mean
-    /// with the full penalty (the caller knows the mean).
-    AllFailed,
+    /// Latency metric, every answer failed, in this mean latency: at least as bad as the
+    /// pool's mean, with the full penalty (the caller knows the mean).
+    AllFailed {
+        latency: f64,
+    },
 }
 
 pub(crate) fn sample(config: &AdaptiveConfig, interval: &Interval, length: Duration) -> Sample {
@@ -53,19 +73,20 @@ pub(crate) fn sample(config: &AdaptiveConfig, interval: &Interval, length: Durat
     let base = match config.load {
         LoadMetric::Requests => interval.answered as f64,
         LoadMetric::Concurrency => interval.busy.as_secs_f64() / length.as_secs_f64().max(1e-9),
-        LoadMetric::Latency => {
-            let succeeded = interval.answered - interval.failed;
-            if succeeded == 0 {
-                return Sample::AllFailed;
+        LoadMetric::Latency => match interval.latency() {
+            Some(latency) => latency,
+            None => {
+                let latency = interval.busy.as_secs_f64() / interval.failed as f64;
+                return Sample::AllFailed { latency };
             }
-            interval.busy_succeeded.as_secs_f64() / succeeded as f64
-        }
+        },
     };
     Sample::Load(base * penalty)
 }
 
 /// Each upstream's sample of an interval, in the light of the others': an upstream whose
-/// every answer failed scores the mean of the observed loads, fully penalised; one without
+/// every answer failed scores its own latency or the mean of the observed loads, whichever is
+/// higher, fully penalised; one without
 /// answers drifts to that mean if `healthy(i)`, so that it is tried again instead of being
 /// judged forever by its past; with no observed load at all, nothing is learned.
 pub(crate) fn resolve(
@@ -85,7 +106,9 @@ pub(crate) fn resolve(
         .enumerate()
         .map(|(i, sample)| match (sample, mean) {
             (Sample::Load(load), _) => Some(*load),
-            (Sample::AllFailed, Some(mean)) => Some(mean * (1.0 + config.failure_penalty)),
+            (Sample::AllFailed { latency }, Some(mean)) => {
+                Some(latency.max(mean) * (1.0 + config.failure_penalty))
+            }
             (Sample::Unobserved, Some(mean)) if healthy(i) => Some(mean),
             _ => None,
         })
@@ -122,18 +145,66 @@ impl History {
     }
 }
 
+/// The live failure ratio follows about this many answers: each answer moves it by
+/// 1/`FAILURE_MEMORY` of the way to 0 (a success) or 1 (a failure).
+const FAILURE_MEMORY: f64 = 16.0;
+
+/// The live failure ratio after one more answer.
+pub(crate) fn failure_ratio(ratio: f64, failed: bool) -> f64 {
+    ratio + (f64::from(u8::from(failed)) - ratio) / FAILURE_MEMORY
+}
+
+/// The live load: the latency estimate with the failure penalty, in the sample's proportion
+/// (a failure weighs `1 + failure_penalty` answers).
+#[inline]
+pub(crate) fn live_load(latency: f64, failure_ratio: f64, failure_penalty: f64) -> f64 {
+    latency * (1.0 + failure_penalty * failure_ratio)
+}
+
+/// Each upstream's load relative to the pool's, into `relative`: the history's prediction and
+/// the live load, each divided by its median over the upstreams that have one, and the larger
+/// of the two. An upstream without either (it has not answered yet) is the median, 1.
+/// Relative loads make the two comparable whatever the sample's metric, and the median keeps
+/// one outlier from moving the others.
+pub(crate) fn relative_loads(
+    predicted: &[Option<f64>],
+    live: &[Option<f64>],
+    scratch: &mut Vec<f64>,
+    relative: &mut Vec<f64>,
+) {
+    let predicted_median = median(predicted, scratch);
+    let live_median = median(live, scratch);
+    relative.clear();
+    relative.extend(predicted.iter().zip(live).map(|(predicted, live)| {
+        let predicted = predicted.map_or(0.0, |p| p / predicted_median);
+        let live = live.map_or(1.0, |l| l / live_median);
+        predicted.max(live)
+    }));
+}
+
+/// The median of the known values (the upper one of an even count), at least a sliver above
+/// 0 so that it divides.
+pub(crate) fn median(values: &[Option<f64>], scratch: &mut Vec<f64>) -> f64 {
+    scratch.clear();
+    scratch.extend(values.iter().flatten());
+    if scratch.is_empty() {
+        return 1.0;
+    }
+    let middle = scratch.len() / 2;
+    let (_, median, _) = scratch.select_nth_unstable_by(middle, f64::total_cmp);
+    median.max(1e-12)
+}
+
 /// Normalised weights stay within this factor of the mean, so that no upstream is starved of
 /// the traffic that would show it has recovered, and none takes everything.
-const WEIGHT_RANGE: f64 = 100.0;
+pub(crate) const WEIGHT_RANGE: f64 = 100.0;
 
-/// Weights inversely proportional to the predicted loads, normalised to a mean of 1 over the
-/// upstreams with a prediction. `None` in, `None` out (no history: the caller gives those the
-/// mean weight, ramped).
-pub(crate) fn weights(predicted: &[Option<f64>]) -> Vec<Option<f64>> {
-    // A load of zero (no requests in the interval) would be an infinite weight.
-    let floor = predicted
+/// Weights inversely proportional to the loads, normalised to a mean of 1, into `weights`.
+pub(crate) fn weights(loads: &[f64], weights: &mut Vec<f64>) {
+    weights.clear();
+    // A load of zero would be an infinite weight.
+    let floor = loads
         .iter()
-        .flatten()
         .copied()
         .filter(|load| *load > 0.0)
         .fold(f64::INFINITY, f64::min);
@@ -142,19 +213,14 @@ pub(crate) fn weights(predicted: &[Option<f64>]) -> Vec<Option<f64>> {
     } else {
         1.0
     };
-    let inverse: Vec<Option<f64>> = predicted
-        .iter()
-        .map(|load| load.map(|load| 1.0 / load.max(floor)))
-        .collect();
-    let known: Vec<f64> = inverse.iter().flatten().copied().collect();
-    if known.is_empty() {
-        return inverse;
+    weights.extend(loads.iter().map(|load| 1.0 / load.max(floor)));
+    if weights.is_empty() {
+        return;
     }
-    let mean = known.iter().sum::<f64>() / known.len() as f64;
-    inverse
-        .into_iter()
-        .map(|w| w.map(|w| (w / mean).clamp(1.0 / WEIGHT_RANGE, WEIGHT_RANGE)))
-        .collect()
+    let mean = weights.iter().sum::<f64>() / weights.len() as f64;
+    for weight in weights.iter_mut() {
+        *weight = (*weight / mean).clamp(1.0 / WEIGHT_RANGE, WEIGHT_RANGE);
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +265,13 @@ mod tests {
         }
         let latency = load(LoadMetric::Latency, &fast_failures);
         assert!((latency - 0.1 * 3.4).abs() < 1e-9, "{latency}");
+        // Slow failures raise it: 8 in 100 ms and 2 dropped after 1 s, 20 % failed.
+        let mut slow_failures = Interval::default();
+        for i in 0..10 {
+            slow_failures.add(if i < 2 { 1000 * MS } else { 100 * MS }, i < 2);
+        }
+        let latency = load(LoadMetric::Latency, &slow_failures);
+        assert!((latency - 0.28 * 1.8).abs() < 1e-9, "{latency}");
         for metric in [
             LoadMetric::Requests,
             LoadMetric::Concurrency,
@@ -211,9 +284,10 @@ mod tests {
         }
         let mut failed = Interval::default();
         failed.add(MS, true);
+        failed.add(3 * MS, true);
         assert_eq!(
             sample(&config(LoadMetric::Latency), &failed, second),
-            Sample::AllFailed
+            Sample::AllFailed { latency: 0.002 }
         );
     }
 
@@ -223,16 +297,25 @@ mod tests {
         let samples = [
             Sample::Load(1.0),
             Sample::Load(3.0),
-            Sample::AllFailed,
+            Sample::AllFailed { latency: 0.5 },
             Sample::Unobserved,
             Sample::Unobserved,
+            Sample::AllFailed { latency: 4.0 },
         ];
         let resolved = resolve(&config, &samples, |i| i != 4);
         assert_eq!(
             resolved,
-            [Some(1.0), Some(3.0), Some(10.0), Some(2.0), None]
+            [
+                Some(1.0),
+                Some(3.0),
+                Some(10.0),
+                Some(2.0),
+                None,
+                Some(20.0)
+            ]
         );
-        let nothing = resolve(&config, &[Sample::AllFailed, Sample::Unobserved], |_| true);
+        let failed = Sample::AllFailed { latency: 1.0 };
+        let nothing = resolve(&config, &[failed, Sample::Unobserved], |_| true);
         assert_eq!(nothing, [None, None], "no observed load, nothing learned");
     }
 
@@ -256,23 +339,63 @@ mod tests {
         );
     }
 
+    fn weights_of(loads: &[f64]) -> Vec<f64> {
+        let mut out = Vec::new();
+        weights(loads, &mut out);
+        out
+    }
+
     #[test]
     fn weights_are_inverse_to_the_load_and_average_one() {
-        let w = weights(&[Some(1.0), Some(2.0), Some(4.0), None]);
-        let known: Vec<f64> = w.iter().flatten().copied().collect();
-        assert_eq!(w[3], None);
-        assert!((known.iter().sum::<f64>() / 3.0 - 1.0).abs() < 1e-9);
-        assert!((known[0] / known[1] - 2.0).abs() < 1e-9);
-        assert!((known[1] / known[2] - 2.0).abs() < 1e-9);
+        let w = weights_of(&[1.0, 2.0, 4.0]);
+        assert!((w.iter().sum::<f64>() / 3.0 - 1.0).abs() < 1e-9);
+        assert!((w[0] / w[1] - 2.0).abs() < 1e-9);
+        assert!((w[1] / w[2] - 2.0).abs() < 1e-9);
     }
 
     #[test]
     fn a_zero_load_does_not_take_everything() {
-        let w = weights(&[Some(0.0), Some(1.0), Some(1.0)]);
-        let zero = w[0].unwrap();
-        assert!(zero.is_finite() && zero <= WEIGHT_RANGE);
-        assert!(w[1].unwrap() >= 1.0 / WEIGHT_RANGE);
-        assert_eq!(weights(&[Some(0.0), Some(0.0)]), vec![Some(1.0), Some(1.0)]);
+        let w = weights_of(&[0.0, 1.0, 1.0]);
+        assert!(w[0].is_finite() && w[0] <= WEIGHT_RANGE);
+        assert!(w[1] >= 1.0 / WEIGHT_RANGE);
+        assert_eq!(weights_of(&[0.0, 0.0]), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn the_live_load_takes_weight_away_at_once_and_the_history_gives_it_back() {
+        let mut scratch = Vec::new();
+        let mut relative = Vec::new();
+        // Before the first update: the live loads alone; one not answered yet is the median.
+        let none = [None; 4];
+        let live = [Some(100.0), Some(100.0), Some(1000.0), None];
+        relative_loads(&none, &live, &mut scratch, &mut relative);
+        assert_eq!(relative, [1.0, 1.0, 10.0, 1.0]);
+        // The third is slow now though its history says otherwise: the live load counts.
+        let predicted = [Some(0.1), Some(0.1), Some(0.1), Some(0.1)];
+        relative_loads(&predicted, &live, &mut scratch, &mut relative);
+        assert_eq!(relative, [1.0, 1.0, 10.0, 1.0]);
+        // It answers fast again but its history still remembers: the history counts.
+        let predicted = [Some(0.1), Some(0.1), Some(0.4), Some(0.1)];
+        let live = [Some(100.0), Some(100.0), Some(100.0), Some(100.0)];
+        relative_loads(&predicted, &live, &mut scratch, &mut relative);
+        assert_eq!(relative, [1.0, 1.0, 4.0, 1.0]);
+    }
+
+    #[test]
+    fn the_failure_ratio_follows_the_last_answers() {
+        let mut ratio = 0.0;
+        for _ in 0..100 {
+            ratio = failure_ratio(ratio, true);
+        }
+        assert!(ratio > 0.99, "{ratio}");
+        for _ in 0..16 {
+            ratio = failure_ratio(ratio, false);
+        }
+        assert!(
+            (0.3..0.4).contains(&ratio),
+            "{ratio}: about 1/e after 16 successes"
+        );
+        assert_eq!(live_load(100.0, 0.5, 4.0), 300.0);
     }
 
     proptest! {
@@ -299,51 +422,60 @@ mod tests {
             prop_assert_eq!(history.predict(1.0), kept.last().copied());
         }
 
-        /// Weights are inverse to the predicted load and average 1 over the upstreams with a
-        /// prediction (loads within a factor of 10, where no weight reaches the range's ends).
+        /// Weights are inverse to the load and average 1 (loads within a factor of 10, where
+        /// no weight reaches the range's ends).
         #[test]
         fn weights_are_inverse_to_the_load(
             base in 1e-3f64..1e3,
-            factors in prop::collection::vec(prop::option::weighted(0.8, 1.0f64..10.0), 1..12),
+            factors in prop::collection::vec(1.0f64..10.0, 1..12),
         ) {
-            let loads: Vec<Option<f64>> = factors.iter().map(|f| f.map(|f| base * f)).collect();
-            let w = weights(&loads);
-            let known: Vec<(f64, f64)> = loads
-                .iter()
-                .zip(&w)
-                .filter_map(|(load, weight)| Some(((*load)?, (*weight)?)))
-                .collect();
-            prop_assume!(!known.is_empty());
-            let mean = known.iter().map(|k| k.1).sum::<f64>() / known.len() as f64;
+            let loads: Vec<f64> = factors.iter().map(|f| base * f).collect();
+            let w = weights_of(&loads);
+            let mean = w.iter().sum::<f64>() / w.len() as f64;
             prop_assert!((mean - 1.0).abs() < 1e-9, "mean {}", mean);
-            let product = known[0].0 * known[0].1;
-            for &(load, weight) in &known {
-                prop_assert!((load * weight / product - 1.0).abs() < 1e-9);
+            for (load, weight) in loads.iter().zip(&w) {
+                prop_assert!((load * weight / (loads[0] * w[0]) - 1.0).abs() < 1e-9);
             }
         }
 
-        /// Whatever the loads, an upstream has a weight exactly when it has a prediction, the
-        /// weights stay within 1/100..100, and a heavier load never gets more weight.
+        /// Whatever the loads, the weights stay within 1/100..100, and a heavier load never
+        /// gets more weight.
         #[test]
         fn weights_stay_in_range_and_in_order(
-            loads in prop::collection::vec(prop::option::weighted(0.8, 0.0f64..1e6), 1..12),
+            loads in prop::collection::vec(0.0f64..1e6, 1..12),
         ) {
-            let w = weights(&loads);
+            let w = weights_of(&loads);
             prop_assert_eq!(w.len(), loads.len());
-            for (load, weight) in loads.iter().zip(&w) {
-                prop_assert_eq!(load.is_some(), weight.is_some());
-                if let Some(weight) = weight {
-                    prop_assert!((1.0 / WEIGHT_RANGE..=WEIGHT_RANGE).contains(weight));
-                }
+            for weight in &w {
+                prop_assert!((1.0 / WEIGHT_RANGE..=WEIGHT_RANGE).contains(weight));
             }
             for (a, wa) in loads.iter().zip(&w) {
                 for (b, wb) in loads.iter().zip(&w) {
-                    if let (Some(a), Some(wa), Some(b), Some(wb)) = (a, wa, b, wb) {
-                        if a < b {
-                            prop_assert!(wa >= wb);
-                        }
+                    if a < b {
+                        prop_assert!(wa >= wb);
                     }
                 }
+            }
+        }
+
+        /// A relative load is never below what either signal says, and the upstreams that
+        /// sit at both medians are at 1 or above.
+        #[test]
+        fn relative_loads_take_the_worse_signal(
+            pairs in prop::collection::vec(
+                (prop::option::weighted(0.7, 1e-3f64..1e3), prop::option::weighted(0.9, 1e-3f64..1e3)),
+                1..12,
+            ),
+        ) {
+            let (predicted, live): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+            let (mut scratch, mut relative) = (Vec::new(), Vec::new());
+            relative_loads(&predicted, &live, &mut scratch, &mut relative);
+            let pm = median(&predicted, &mut scratch);
+            let lm = median(&live, &mut scratch);
+            for ((p, l), r) in predicted.iter().zip(&live).zip(&relative) {
+                prop_assert!(*r >= p.map_or(0.0, |p| p / pm));
+                prop_assert!(*r >= l.map_or(1.0, |l| l / lm));
+                prop_assert!(*r == p.map_or(0.0, |p| p / pm) || *r == l.map_or(1.0, |l| l / lm));
             }
         }
     }

@@ -18,7 +18,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::policy::random::{advance, two_choices};
+    use crate::policy::random::{advance, two_choices, Cumulative};
     use crate::policy::testing::config;
 
     proptest! {
@@ -37,10 +37,12 @@ mod tests {
                 .unwrap();
             prop_assume!((0..upstreams.len()).all(|i| i == busiest || load(i) < load(busiest)));
             let weights: Vec<f64> = upstreams.iter().map(|u| u.1).collect();
-            let total: f64 = weights.iter().sum();
+            let mut sums = Vec::new();
+            let positive = Cumulative::fill(&weights, &mut sums);
+            let cumulative = Cumulative { sums: &sums, positive };
             let rng = AtomicU64::new(seed);
             for _ in 0..200 {
-                let picked = two_choices(&weights, total, |n| advance(&rng, n), |b, a| {
+                let picked = two_choices(cumulative, |n| advance(&rng, n), |b, a| {
                     less_loaded(upstreams[b], upstreams[a])
                 });
                 prop_assert_ne!(picked, busiest);

@@ -30,25 +30,64 @@ pub(crate) fn unit(state: u64) -> f64 {
     (mix(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The index that `unit` (in [0, 1)) falls on when the weights are laid end to end, leaving
-/// out `skip` and the weights of 0. `total` is the sum of the weights.
-#[inline]
-pub(crate) fn weighted(weights: &[f64], total: f64, skip: Option<usize>, unit: f64) -> usize {
-    let total = total - skip.map_or(0.0, |i| weights[i]);
-    let mut target = unit * total;
-    let mut last = 0;
-    for (i, &weight) in weights.iter().enumerate() {
-        if Some(i) == skip || weight <= 0.0 {
-            continue;
-        }
-        last = i;
-        if target < weight {
-            return i;
-        }
-        target -= weight;
+/// The weights laid end to end: `cumulative[i]` is the sum of the weights up to `i`, so that
+/// a draw is a binary search instead of a walk over every upstream.
+#[derive(Clone, Copy)]
+pub(crate) struct Cumulative<'a> {
+    pub(crate) sums: &'a [f64],
+    /// How many weights are positive.
+    pub(crate) positive: usize,
+}
+
+impl Cumulative<'_> {
+    /// Running sums of `weights` into `sums`; how many are positive.
+    pub(crate) fn fill(weights: &[f64], sums: &mut Vec<f64>) -> usize {
+        sums.clear();
+        let mut total = 0.0;
+        sums.extend(weights.iter().map(|&w| {
+            total += w.max(0.0);
+            total
+        }));
+        weights.iter().filter(|&&w| w > 0.0).count()
     }
-    // Rounding left a sliver past the last weight.
-    last
+
+    fn total(&self) -> f64 {
+        self.sums.last().copied().unwrap_or(0.0)
+    }
+
+    fn start(&self, i: usize) -> f64 {
+        if i == 0 {
+            0.0
+        } else {
+            self.sums[i - 1]
+        }
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        self.sums[i] - self.start(i)
+    }
+}
+
+/// The index that `unit` (in [0, 1)) falls on when the weights are laid end to end, leaving
+/// out `skip` and the weights of 0.
+#[inline]
+pub(crate) fn weighted(weights: Cumulative<'_>, skip: Option<usize>, unit: f64) -> usize {
+    let skipped = skip.map_or(0.0, |i| weights.weight(i));
+    let mut target = unit * (weights.total() - skipped);
+    if let Some(skip) = skip {
+        if target >= weights.start(skip) {
+            target += skipped;
+        }
+    }
+    let index = weights.sums.partition_point(|&sum| sum <= target);
+    if index < weights.sums.len() && Some(index) != skip {
+        return index;
+    }
+    // Rounding left a sliver past the end (or on the skipped one): the last other positive.
+    (0..weights.sums.len())
+        .rev()
+        .find(|&i| Some(i) != skip && weights.weight(i) > 0.0)
+        .unwrap_or(0)
 }
 
 /// Power of two choices: two distinct indexes drawn by weight; the second wins if
@@ -57,34 +96,22 @@ pub(crate) fn weighted(weights: &[f64], total: f64, skip: Option<usize>, unit: f
 /// from one call.
 #[inline]
 pub(crate) fn two_choices(
-    weights: &[f64],
-    total: f64,
+    weights: Cumulative<'_>,
     draw: impl FnOnce(u64) -> u64,
     cheaper: impl Fn(usize, usize) -> bool,
 ) -> usize {
-    let choice = has_choice(weights);
+    let choice = weights.positive >= 2;
     let state = draw(if choice { 2 } else { 1 });
-    let first = weighted(weights, total, None, unit(state));
+    let first = weighted(weights, None, unit(state));
     if !choice {
         return first;
     }
-    let second = weighted(
-        weights,
-        total,
-        Some(first),
-        unit(state.wrapping_add(GOLDEN)),
-    );
+    let second = weighted(weights, Some(first), unit(state.wrapping_add(GOLDEN)));
     if cheaper(second, first) {
         second
     } else {
         first
     }
-}
-
-/// Whether two indexes have a positive weight, so that [`two_choices`] draws twice.
-#[inline]
-fn has_choice(weights: &[f64]) -> bool {
-    weights.iter().filter(|&&w| w > 0.0).nth(1).is_some()
 }
 
 #[cfg(test)]
@@ -116,10 +143,13 @@ mod tests {
         #[test]
         fn draws_are_proportional_to_the_weights(weights in weights(), draws in 100usize..2000) {
             let total: f64 = weights.iter().sum();
+            let mut sums = Vec::new();
+            let positive = Cumulative::fill(&weights, &mut sums);
+            let cumulative = Cumulative { sums: &sums, positive };
             let mut counts = vec![0usize; weights.len()];
             for k in 0..draws {
                 let unit = (k as f64 + 0.5) / draws as f64;
-                counts[weighted(&weights, total, None, unit)] += 1;
+                counts[weighted(cumulative, None, unit)] += 1;
             }
             for (i, &weight) in weights.iter().enumerate() {
                 let expected = draws as f64 * weight / total;
@@ -130,13 +160,38 @@ mod tests {
             }
         }
 
+        /// Leaving one index out, the others are drawn in proportion to their weights.
+        #[test]
+        fn a_skipped_index_is_never_drawn(weights in weights(), skip in 0usize..12, draws in 100usize..2000) {
+            let skip = skip % weights.len();
+            let mut sums = Vec::new();
+            let positive = Cumulative::fill(&weights, &mut sums);
+            prop_assume!(positive >= 2 || weights[skip] == 0.0);
+            let cumulative = Cumulative { sums: &sums, positive };
+            let total: f64 = weights.iter().sum::<f64>() - weights[skip];
+            let mut counts = vec![0usize; weights.len()];
+            for k in 0..draws {
+                let unit = (k as f64 + 0.5) / draws as f64;
+                counts[weighted(cumulative, Some(skip), unit)] += 1;
+            }
+            prop_assert_eq!(counts[skip], 0);
+            for (i, &weight) in weights.iter().enumerate() {
+                if i != skip {
+                    let expected = draws as f64 * weight / total;
+                    prop_assert!((counts[i] as f64 - expected).abs() <= 1.0);
+                }
+            }
+        }
+
         /// The second draw of two choices is never the first, and neither has weight 0.
         #[test]
         fn two_choices_draw_distinct_available_indexes(weights in weights(), state: u64) {
-            let total: f64 = weights.iter().sum();
+            let mut sums = Vec::new();
+            let positive = Cumulative::fill(&weights, &mut sums);
+            let cumulative = Cumulative { sums: &sums, positive };
             let drawn = std::cell::RefCell::new(None);
             let rng = AtomicU64::new(state);
-            let picked = two_choices(&weights, total, |n| advance(&rng, n), |second, first| {
+            let picked = two_choices(cumulative, |n| advance(&rng, n), |second, first| {
                 *drawn.borrow_mut() = Some((second, first));
                 false
             });
@@ -148,7 +203,7 @@ mod tests {
                     prop_assert!(weights[second] > 0.0 && weights[first] > 0.0);
                     prop_assert_eq!(picked, first);
                 }
-                None => prop_assert!(!has_choice(&weights)),
+                None => prop_assert!(positive < 2),
             }
         }
     }
