@@ -154,23 +154,26 @@ pub enum LoadMetric {
     Latency,
 }
 
-/// The adaptive policy's settings.
+/// The adaptive policy's settings: the smoothed history's. The live load that takes traffic
+/// away from a degrading upstream within a moment has no setting but `failure_penalty`
+/// (see the crate docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdaptiveConfig {
     /// Samples kept per upstream. Default 10.
     pub history_length: usize,
-    /// How often a sample is taken and the weights recomputed. Default 1 min.
+    /// How often a sample is taken and the predictions recomputed: how soon an upstream that
+    /// was slow and is fast again regains its share. Default 1 min.
     #[serde(with = "humantime_serde")]
     pub update_interval: Duration,
-    /// Smoothing factor of the prediction, in (0, 1]: the weight of the newest sample.
-    /// Default 0.3.
+    /// Smoothing factor of the prediction, in (0, 1]: the weight of the newest sample (a
+    /// higher one forgives faster). Default 0.3.
     pub alpha: f64,
     /// The load sample. Default `latency`: weights then follow how fast each upstream answers,
     /// where a request count is blind to speed and a concurrency sees it only in part.
     pub load: LoadMetric,
-    /// A failed answer weighs in the sample as `1 + failure_penalty` answers' worth of load,
-    /// so that a backend answering fast errors loses traffic. Default 4.
+    /// A failed answer weighs as `1 + failure_penalty` answers' worth of load, in the sample
+    /// and in the live load, so that a backend answering fast errors loses traffic. Default 4.
     pub failure_penalty: f64,
 }
 

@@ -60,8 +60,10 @@ pub struct UpstreamSnapshot {
     pub requests: u64,
     /// Of which failures.
     pub failures: u64,
-    /// Peak-EWMA latency estimate, milliseconds: a slower answer (or a failure that took
-    /// longer) sets it at once, faster answers pull it down over the 10 s decay.
+    /// Peak-EWMA latency estimate now, milliseconds: a slower answer (or a failure that took
+    /// longer) sets it at once, faster answers pull it down over the 10 s decay, and it decays
+    /// while no answer comes (left alone for 10 s it reads 1/e of its last value), as picks
+    /// read it, so that an upstream left alone is tried again.
     pub latency_ewma_ms: f64,
     /// Whether it takes traffic, and if not why.
     pub health: Health,

@@ -35,7 +35,6 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use std::time::Duration;
 //! use http::{Request, Response};
 //! use proxflow_lb::{AdaptiveConfig, AdaptiveLb, Policy, Upstream};
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -47,7 +46,7 @@
 //!     Upstream::from_static("http://10.0.0.2:8080").weight(2),
 //! ])
 //! .policy(Policy::Adaptive(AdaptiveConfig {
-//!     update_interval: Duration::from_secs(1),
+//!     alpha: 0.5,
 //!     ..AdaptiveConfig::default()
 //! }));
 //! let handle = lb.handle();
@@ -70,15 +69,32 @@
 //!   can make again; hyper's `Incoming` is not one, so its requests are not retried). A
 //!   client error is answered `502` (the error in the [`UpstreamFailed`] extension); no
 //!   available upstream is `503`. Request and response bodies stream through untouched.
-//! - **The adaptive policy.** Every `update_interval`, each upstream's load sample joins a
-//!   history of `history_length`; the prediction is its exponential smoothing with `alpha`;
-//!   weights are 1 / prediction, normalised to a mean of 1 (within 1/100..100). The sample
-//!   (`load`): the mean latency of the successful answers (default), time-averaged
-//!   concurrency, or the request count, each × `1 + failure_penalty × failure ratio`. An
-//!   interval where every answer failed scores the pool's mean, fully penalised; one without
-//!   answers gives the mean of the others, so that the upstream is tried again. Between
-//!   updates, picks are weighted power of two choices by peak-EWMA latency × (in flight + 1)
-//!   / weight, so a backend that slows down or stalls mid-interval loses traffic at once.
+//! - **The adaptive policy.** Two signals, one fast and one smoothed, set each upstream's
+//!   weight; two candidates are drawn by weight and the one with the lower live load ×
+//!   (in flight + 1) / weight wins (weighted power of two choices).
+//!   - *Live, from the first answer:* every answer updates a peak-EWMA latency estimate (a
+//!     slower answer sets it at once, faster ones pull it down over 10 s; a failure raises it
+//!     when it took longer, a timeout or a dropped request, and never lowers it) and a failure
+//!     ratio over about the last 16 answers. The live load is the estimate ×
+//!     `1 + failure_penalty × failure ratio`. Each thread's weights follow it every 100 ms, so
+//!     an upstream that slows down, stalls or fails fast loses traffic within a moment.
+//!   - *Smoothed, every `update_interval`:* each upstream's load sample joins a history of
+//!     `history_length`; the prediction is its exponential smoothing with `alpha`. The sample
+//!     (`load`): the mean latency of the answers, a failure counting at least as long as the
+//!     mean success (default), time-averaged concurrency, or the request count, each ×
+//!     `1 + failure_penalty × failure ratio`. An interval where every answer failed scores its
+//!     own latency or the pool's mean, whichever is higher, fully penalised; one without answers
+//!     gives the mean of the others, so that the upstream is tried again.
+//!   - *The weight* is inverse to the worse of the two, each relative to its median over the
+//!     pool, normalised to a mean of 1 (within 1/100..100): the live load takes traffic away at
+//!     once, and the history gives it back at its own pace.
+//!
+//!   What each parameter changes: `update_interval` (default 1 min) is how often the history
+//!   learns, and so how soon an upstream that was slow and is fast again regains its share;
+//!   `history_length` (10) and `alpha` (0.3) how much one interval weighs against the earlier
+//!   ones (a higher `alpha` forgives faster); `failure_penalty` (4) how much a failed answer
+//!   weighs, in the live load and in the sample; `load` what a sample measures. None of them
+//!   delays the reaction to a degrading upstream, which the live load carries.
 //! - **Classic policies.** Round robin, smooth weighted round robin, random, least request,
 //!   peak EWMA, and weighted rendezvous hashing by client address or header (a key moves only
 //!   when its upstream leaves, or to a better-scoring upstream that joins).
@@ -92,8 +108,10 @@
 //!   ejection has no history and ramps from 10 % over `slow_start`. With none available, 503,
 //!   or with `panic_mode` all of them.
 //! - **Monitoring.** [`LbHandle::snapshot`] lists per upstream its weight, adaptive weight,
-//!   predicted load, history, in-flight, requests, failures, latency EWMA and health; a
-//!   `metrics` feature; `tracing` on weight updates (debug) and ejections (warn).
+//!   predicted load, history, live load, failure ratio, share of the last interval's
+//!   requests, in-flight, requests, failures, latency EWMA and health (how to read them: the
+//!   [`UpstreamSnapshot`] fields); a `metrics` feature; `tracing` on prediction updates
+//!   (debug) and ejections (warn).
 //! - **Generic form.** [`AdaptiveLb::balance`] balances any tower services from a `Discover`
 //!   stream with the same policies; an endpoint that is not ready (an open proxflow-breaker in
 //!   readiness mode) gets weight 0 until it is.

@@ -1,6 +1,7 @@
 //! The balancer over an in-process client under tokio's paused clock: ejection and return,
 //! active health checks, removal while a request is pending, adaptive weights from known
-//! latencies, hashing, everything unavailable, and the configuration files.
+//! latencies, a stalled upstream at the adaptive defaults, hashing, everything unavailable, and
+//! the configuration files.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -525,4 +526,56 @@ async fn a_dropped_pick_is_a_failure_and_a_cancelled_one_is_nothing() {
         (figures.in_flight, figures.requests, figures.failures),
         (0, 1, 1)
     );
+}
+
+/// The adaptive policy at its defaults (`update_interval 1m`) behind a 1 s timeout outside the
+/// balancer, with open-loop traffic: a stalled upstream is dropped at the deadline, each drop
+/// counts at its elapsed time, and from the first drops on it gets no more than the floor of
+/// its weight (1/100 of the mean). The snapshot shows it: a high live load, a small weight and
+/// share, a high predicted load after the first update.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upstream_behind_an_outer_timeout_gets_its_floor_share_at_the_defaults() {
+    let fake = Fake::default();
+    fake.set("a:80", 200, 10 * MS);
+    fake.set("b:80", 200, 10 * MS);
+    fake.set("c:80", 200, 3600 * S);
+    let lb = balancer(&THREE)
+        .passive_health(PassiveHealth {
+            consecutive_failures: 0,
+            ..PassiveHealth::default()
+        })
+        .seed(5);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    let mut to_c_before = 0;
+    // 100 requests a second for 70 s, each under its own 1 s deadline.
+    for i in 0..7000 {
+        if i == 200 {
+            to_c_before = fake.count("c:80");
+        }
+        let request = Request::get("/").body(String::new()).unwrap();
+        let call = service.clone().oneshot(request);
+        tokio::spawn(tokio::time::timeout(S, call));
+        advance(10 * MS).await;
+    }
+    advance(2 * S).await;
+    let to_c = fake.count("c:80") - to_c_before;
+    // The floor: a weight of 1/100 of the mean (0.01 against 1.5 and 1.5) draws it as one of
+    // the two candidates of 2/301 of the picks, 45 of 6800, and it loses every comparison
+    // but to a decayed estimate.
+    assert!(to_c <= 45, "after 2 s, c got {to_c} of 6800 requests");
+    let snapshot = handle.snapshot();
+    let c = &snapshot.upstreams[2];
+    assert_eq!(c.failures, c.requests, "each request to c was dropped");
+    assert!(c.live_load_ms.unwrap() >= 500.0, "{c:#?}");
+    assert!(c.adaptive_weight.unwrap() <= 0.05, "{c:#?}");
+    assert!(c.share_last_interval.unwrap() < 0.02, "{c:#?}");
+    let a = &snapshot.upstreams[0];
+    assert!(
+        c.predicted_load.unwrap() > 10.0 * a.predicted_load.unwrap(),
+        "{snapshot:#?}"
+    );
+    assert_eq!(a.failures, 0);
 }
