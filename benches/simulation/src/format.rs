@@ -26,8 +26,23 @@ pub fn pct(value: f64) -> String {
     }
 }
 
-/// The median settle time, and in how many runs the backend never settled.
+/// Two rates as [`pct`] writes them, with more places when that would make different rates
+/// look equal.
+pub fn pct_pair(a: f64, b: f64) -> (String, String) {
+    let (x, y) = (pct(a), pct(b));
+    if x == y && a != b {
+        (format!("{:.4}%", a * 100.0), format!("{:.4}%", b * 100.0))
+    } else {
+        (x, y)
+    }
+}
+
+/// The median settle time, and in how many runs the backend never settled; `-` if none of
+/// the watched period ran.
 pub fn settle_text(s: &Summary) -> String {
+    if s.fair_share.is_nan() {
+        return "-".into();
+    }
     let median = if s.settle.median.is_finite() {
         format!("{:.0} s", s.settle.median)
     } else {

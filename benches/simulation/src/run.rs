@@ -1,5 +1,5 @@
 //! One run: a paused-time runtime, the open-loop Poisson arrivals, the pool's changes on
-//! schedule, and what each request got.
+//! schedule, the 1 s timeout where the contender's placement says, and what each request got.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,38 +8,39 @@ use http::{Request, Uri};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::backends::{Result, World, TIMEOUT};
-use crate::balancers::{build, Contender, Kind};
+use crate::backends::{Placement, Result, World, TIMEOUT};
+use crate::balancers::{build, Contender};
 use crate::scenarios::Scenario;
 use crate::stats::{summarize, Record, RunResult};
 
-/// One run of `contender` in `scenario` with `seed`, `duration` seconds of arrivals, on its own
-/// paused-time runtime.
-pub fn run(
-    scenario: &Scenario,
-    contender: &Contender,
-    seed: u64,
-    duration: f64,
-) -> Result<RunResult> {
+/// One run of `contender` in `scenario` with `seed`, on its own paused-time runtime.
+pub fn run(scenario: &Scenario, contender: &Contender, seed: u64) -> Result<RunResult> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()?;
-    let (records, sends) = runtime.block_on(simulate(scenario, &contender.kind, seed, duration))?;
+    let (records, sends) = runtime.block_on(simulate(scenario, contender, seed))?;
     drop(runtime);
-    Ok(summarize(scenario, records, &sends, duration))
+    Ok(summarize(scenario, records, &sends))
 }
 
 async fn simulate(
     scenario: &Scenario,
-    kind: &Kind,
+    contender: &Contender,
     seed: u64,
-    duration: f64,
 ) -> Result<(Vec<Record>, Vec<Vec<u32>>)> {
     let start = Instant::now();
+    let duration = scenario.duration;
     let seconds = duration as usize + 3;
-    let world = Arc::new(World::new(start, &scenario.backends, seed, seconds));
-    let (client, control) = build(kind, &world, scenario, seed)?;
+    let placement = contender.placement;
+    let world = Arc::new(World::new(
+        start,
+        &scenario.backends,
+        seed,
+        seconds,
+        placement,
+    ));
+    let (client, control) = build(&contender.kind, &world, scenario, seed)?;
     let control = Arc::new(control);
 
     let events = scenario.events.clone();
@@ -71,8 +72,12 @@ async fn simulate(
         let mut request = Request::new(String::new());
         *request.uri_mut() = uri.clone();
         tokio::spawn(async move {
-            // A little grace: the client's own timeout (from its send) answers first.
-            let deadline = scheduled + TIMEOUT + Duration::from_millis(5);
+            // Outside: the deadline drops the balancer's future. Inside: a little grace, so
+            // that the client's own timeout (from its send) answers first.
+            let deadline = match placement {
+                Placement::Outside => scheduled + TIMEOUT,
+                Placement::Inside => scheduled + TIMEOUT + Duration::from_millis(5),
+            };
             let outcome = tokio::time::timeout_at(deadline, client.oneshot(request)).await;
             let latency = Instant::now().saturating_duration_since(scheduled);
             let timed_out = latency >= TIMEOUT;

@@ -1,5 +1,6 @@
-//! The scenarios: each backend's latency, concurrency limit and failures over the run, the
-//! arrival rate, the changes to the pool, and the backend whose share is watched.
+//! The scenarios: each backend's latency, concurrency limit, failures and outages over the
+//! run, the arrival rate, the run's length, the changes to the pool, and the backend whose
+//! share is watched.
 
 /// How a backend's latency bounds change over the run.
 #[derive(Clone, Copy, Debug)]
@@ -15,6 +16,23 @@ pub enum Shape {
     Cold { at: f64, factor: f64, warm: f64 },
 }
 
+/// What a backend does during an outage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutageKind {
+    /// Down hard: every request fails at once, as a refused connection.
+    Refused,
+    /// Not ready: its tower service's `poll_ready` is pending, so it is sent nothing.
+    NotReady,
+}
+
+/// A backend out of service during `[from, to)` seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Outage {
+    pub from: f64,
+    pub to: f64,
+    pub kind: OutageKind,
+}
+
 /// One backend.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -24,6 +42,7 @@ pub struct Spec {
     /// Share of calls answered 503 after 1 ms.
     pub fail: f64,
     pub shape: Shape,
+    pub outage: Option<Outage>,
 }
 
 impl Spec {
@@ -35,7 +54,22 @@ impl Spec {
             limit,
             fail: 0.0,
             shape: Shape::Fixed,
+            outage: None,
         }
+    }
+
+    /// The kind of outage it is in at `t` seconds, if any.
+    pub fn outage_at(&self, t: f64) -> Option<OutageKind> {
+        self.outage
+            .filter(|o| (o.from..o.to).contains(&t))
+            .map(|o| o.kind)
+    }
+
+    /// When its outage of `kind` that covers `t` ends, in seconds.
+    pub fn outage_end(&self, t: f64, kind: OutageKind) -> Option<f64> {
+        self.outage
+            .filter(|o| o.kind == kind && (o.from..o.to).contains(&t))
+            .map(|o| o.to)
     }
 
     /// Latency bounds (ms) of a request starting service at `t` seconds.
@@ -63,6 +97,9 @@ impl Spec {
 
     /// Answers per second it can give at `t`, successes only.
     fn capacity(&self, t: f64) -> f64 {
+        if self.outage_at(t).is_some() {
+            return 0.0;
+        }
         self.limit as f64 * (1.0 - self.fail) / (self.mean_ms(t).max(0.5) / 1000.0)
     }
 }
@@ -106,6 +143,8 @@ pub struct Scenario {
     pub title: &'static str,
     pub setup: String,
     pub rate: f64,
+    /// Seconds of arrivals.
+    pub duration: f64,
     pub backends: Vec<Spec>,
     /// Backends in the balancer at the start.
     pub initial: Vec<usize>,
@@ -114,6 +153,14 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Whether a backend can be not ready: then every balancer is driven over one tower
+    /// service per backend (proxflow through its generic form), which can say so.
+    pub fn has_readiness(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.outage.is_some_and(|o| o.kind == OutageKind::NotReady))
+    }
+
     /// Whether backend `i` is in the balancer at `t`.
     fn in_pool(&self, i: usize, t: f64) -> bool {
         let mut present = self.initial.contains(&i);
@@ -151,10 +198,76 @@ impl Scenario {
     }
 }
 
-/// S1 to S6.
+/// The usual run's length.
+const MINUTE: f64 = 60.0;
+
+/// S2 and S2L: eleven backends near 167 ms; b0 answers in exactly 2 s during the middle half
+/// of a run of `duration` seconds.
+fn pinned(id: &'static str, title: &'static str, duration: f64) -> Scenario {
+    let (from, to) = (duration / 4.0, duration * 3.0 / 4.0);
+    let mut backends: Vec<Spec> = (0..11).map(|_| Spec::uniform(150.0, 184.0, 50)).collect();
+    backends[0].shape = Shape::Pinned {
+        from,
+        to,
+        ms: 2000.0,
+    };
+    Scenario {
+        id,
+        title,
+        setup: format!(
+            "11 backends, latency uniform in [150, 184] ms (mean 167); b0 exactly 2000 ms \
+             during {from:.0}-{to:.0} s; limit 50 each; 1000 rps"
+        ),
+        rate: 1000.0,
+        duration,
+        backends,
+        initial: (0..11).collect(),
+        events: vec![],
+        bad: Bad {
+            backends: vec![0],
+            from,
+            to,
+            label: "b0 while pinned",
+        },
+    }
+}
+
+/// S7 and S8: ten backends of 50-100 ms, b0 out of service (`kind`) during 15-45 s.
+fn outage(id: &'static str, title: &'static str, kind: OutageKind, what: &str) -> Scenario {
+    let (from, to) = (MINUTE / 4.0, MINUTE * 3.0 / 4.0);
+    let mut backends: Vec<Spec> = (0..10).map(|_| Spec::uniform(50.0, 100.0, 20)).collect();
+    backends[0].outage = Some(Outage { from, to, kind });
+    Scenario {
+        id,
+        title,
+        setup: format!(
+            "10 backends, latency uniform in [50, 100] ms, limit 20 each, 1000 rps; b0 {what} \
+             during {from:.0}-{to:.0} s"
+        ),
+        rate: 1000.0,
+        duration: MINUTE,
+        backends,
+        initial: (0..10).collect(),
+        events: vec![],
+        bad: Bad {
+            backends: vec![0],
+            from,
+            to,
+            label: "b0 during its outage",
+        },
+    }
+}
+
+/// S1 to S8, with S2L (S2 over 300 s) after S2.
 pub fn scenarios() -> Vec<Scenario> {
     let all = |n: usize| (0..n).collect::<Vec<_>>();
     let normal = |limit| Spec::uniform(50.0, 100.0, limit);
+    let whole_run = |backends: Vec<usize>, label| Bad {
+        backends,
+        from: 0.0,
+        to: f64::INFINITY,
+        label,
+    };
     let mut list = Vec::new();
 
     // S1: tower's balance example's backends, with its uniform [0, max) latency.
@@ -168,44 +281,22 @@ pub fn scenarios() -> Vec<Scenario> {
                 100, 500, 1000 ms; limit 50 each; 2723 rps"
             .into(),
         rate: 2723.0,
+        duration: MINUTE,
         backends: maxes
             .iter()
             .map(|&max| Spec::uniform(0.0, max, 50))
             .collect(),
         initial: all(10),
         events: vec![],
-        bad: Bad {
-            backends: vec![9],
-            from: 0.0,
-            to: 60.0,
-            label: "the 1000 ms one, whole run",
-        },
+        bad: whole_run(vec![9], "the 1000 ms one, whole run"),
     });
 
-    // S2: eleven backends ~167 ms; b0 answers in exactly 2 s from 15 s to 45 s.
-    let mut backends: Vec<Spec> = (0..11).map(|_| Spec::uniform(150.0, 184.0, 50)).collect();
-    backends[0].shape = Shape::Pinned {
-        from: 15.0,
-        to: 45.0,
-        ms: 2000.0,
-    };
-    list.push(Scenario {
-        id: "S2",
-        title: "one of eleven pinned to 2 s for 30 s",
-        setup: "11 backends, latency uniform in [150, 184] ms (mean 167); b0 exactly 2000 ms \
-                during 15-45 s; limit 50 each; 1000 rps"
-            .into(),
-        rate: 1000.0,
-        backends,
-        initial: all(11),
-        events: vec![],
-        bad: Bad {
-            backends: vec![0],
-            from: 15.0,
-            to: 45.0,
-            label: "b0 during 15-45 s",
-        },
-    });
+    list.push(pinned("S2", "one of eleven pinned to 2 s for 30 s", MINUTE));
+    list.push(pinned(
+        "S2L",
+        "one of eleven pinned to 2 s for 150 s of 300",
+        5.0 * MINUTE,
+    ));
 
     // S3: one backend drifting 10 -> 300 ms and back.
     let mut backends: Vec<Spec> = (0..10).map(|_| normal(20)).collect();
@@ -218,6 +309,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 10 ms at 50 s; limit 20 each; 1200 rps"
             .into(),
         rate: 1200.0,
+        duration: MINUTE,
         backends,
         initial: all(10),
         events: vec![],
@@ -239,18 +331,14 @@ pub fn scenarios() -> Vec<Scenario> {
                 503 after 1 ms; limit 50 each; 500 rps"
             .into(),
         rate: 500.0,
+        duration: MINUTE,
         backends,
         initial: all(10),
         events: vec![],
-        bad: Bad {
-            backends: vec![0],
-            from: 0.0,
-            to: 60.0,
-            label: "b0, whole run",
-        },
+        bad: whole_run(vec![0], "b0, whole run"),
     });
 
-    // S5: b0 removed at 20 s; a cold b10 added at 30 s.
+    // S5: b0 removed at 20 s; a cold b10 added at 30 s (the slow start of a new backend).
     let mut backends: Vec<Spec> = (0..11).map(|_| normal(20)).collect();
     backends[10].shape = Shape::Cold {
         at: 30.0,
@@ -265,6 +353,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 linearly by 40 s"
             .into(),
         rate: 1200.0,
+        duration: MINUTE,
         backends,
         initial: all(10),
         events: vec![(20.0, Event::Remove(0)), (30.0, Event::Add(10))],
@@ -287,15 +376,25 @@ pub fn scenarios() -> Vec<Scenario> {
                 100; 2000 rps (55% of capacity)"
             .into(),
         rate: 2000.0,
+        duration: MINUTE,
         backends,
         initial: all(10),
         events: vec![],
-        bad: Bad {
-            backends: vec![0, 1, 2, 3, 4],
-            from: 0.0,
-            to: 60.0,
-            label: "the five limit-10 ones, whole run",
-        },
+        bad: whole_run(vec![0, 1, 2, 3, 4], "the five limit-10 ones, whole run"),
     });
+
+    list.push(outage(
+        "S7",
+        "a backend hard down for the middle half",
+        OutageKind::Refused,
+        "refuses every connection at once (the client fails without waiting)",
+    ));
+    list.push(outage(
+        "S8",
+        "a backend not ready for the middle half",
+        OutageKind::NotReady,
+        "not ready (its service's `poll_ready` is pending; every balancer runs over one tower \
+         service per backend, proxflow through `AdaptiveLb::balance`)",
+    ));
     list
 }

@@ -37,22 +37,51 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted[rank - 1]) / 1000.0
 }
 
+/// The share of sends below which a backend without capacity (down, not ready) has settled:
+/// twice its fair share would be zero, and a balancer must still try it now and then to see
+/// it come back.
+pub const SETTLE_FLOOR: f64 = 0.01;
+
+/// The share below which the watched backends have settled, for a fair share of `fair`:
+/// twice that, or [`SETTLE_FLOOR`] for none (NaN for NaN: no watched period).
+pub fn settle_threshold(fair: f64) -> f64 {
+    if fair == 0.0 {
+        SETTLE_FLOOR
+    } else {
+        2.0 * fair
+    }
+}
+
 /// A run's figures from what each request got and what each backend was sent.
-pub fn summarize(
-    scenario: &Scenario,
-    records: Vec<Record>,
-    sends: &[Vec<u32>],
-    duration: f64,
-) -> RunResult {
+pub fn summarize(scenario: &Scenario, records: Vec<Record>, sends: &[Vec<u32>]) -> RunResult {
     let n = records.len().max(1) as f64;
     let errors = records.iter().filter(|r| !r.ok).count() as f64 / n;
     let timeouts = records.iter().filter(|r| r.timed_out).count() as f64 / n;
     let mut latencies: Vec<u32> = records.iter().map(|r| r.latency_us).collect();
     latencies.sort_unstable();
+    let (bad_share, fair_share, settle) = watched(scenario, sends);
+    RunResult {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        p999: percentile(&latencies, 0.999),
+        errors,
+        timeouts,
+        bad_share,
+        fair_share,
+        settle,
+    }
+}
 
+/// The watched backends' share of the sends over the part of their period that ran, their
+/// mean fair share then, and when they settled. With none of the period run, the shares are
+/// NaN ("-" in the report).
+fn watched(scenario: &Scenario, sends: &[Vec<u32>]) -> (f64, f64, Option<f64>) {
     let bad = &scenario.bad;
     let first = bad.from.floor() as usize;
-    let last = (bad.to.min(duration).ceil() as usize).max(first + 1);
+    let last = bad.to.min(scenario.duration).ceil() as usize;
+    if last <= first {
+        return (f64::NAN, f64::NAN, None);
+    }
     let mut below = Vec::new();
     let (mut bad_sends, mut all_sends, mut fair_sum) = (0u64, 0u64, 0.0);
     for second in first..last {
@@ -66,11 +95,7 @@ pub fn summarize(
         fair_sum += fair;
         bad_sends += to_bad;
         all_sends += all;
-        if all > 0 {
-            below.push((to_bad as f64 / all as f64) < 2.0 * fair);
-        } else {
-            below.push(true);
-        }
+        below.push(all == 0 || (to_bad as f64 / all as f64) < settle_threshold(fair));
     }
     let settle = if below.last().copied().unwrap_or(true) {
         let settled_from = below.iter().rposition(|b| !b).map_or(0, |i| i + 1);
@@ -78,16 +103,8 @@ pub fn summarize(
     } else {
         None
     };
-    RunResult {
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-        p999: percentile(&latencies, 0.999),
-        errors,
-        timeouts,
-        bad_share: bad_sends as f64 / all_sends.max(1) as f64,
-        fair_share: fair_sum / (last - first) as f64,
-        settle,
-    }
+    let share = bad_sends as f64 / all_sends.max(1) as f64;
+    (share, fair_sum / (last - first) as f64, settle)
 }
 
 /// The median and the worst of one figure over the seeds.

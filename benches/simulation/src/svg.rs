@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::backends::Placement;
 use crate::balancers::Contender;
 use crate::format::{ms, pct};
 use crate::scenarios::Scenario;
@@ -17,7 +18,7 @@ fn colour(name: &str) -> &'static str {
         "peak_ewma" => ("#9467bd", "#c5b0d5"),
         "adaptive/requests" => ("#8c564b", "#c49c94"),
         "adaptive/concurrency" => ("#e377c2", "#f7b6d2"),
-        "adaptive/latency" => ("#d62728", "#ff9896"),
+        "adaptive" => ("#d62728", "#ff9896"),
         "tower p2c PeakEwma" => ("#111111", "#111111"),
         "tower p2c PendingRequests" => ("#7f7f7f", "#7f7f7f"),
         _ => ("#17becf", "#9edae5"),
@@ -29,9 +30,10 @@ fn colour(name: &str) -> &'static str {
     }
 }
 
-/// One panel of the plot: a log scale from `min` to `max`.
+/// One panel of the plot: a log scale from `min` to `max`, for one timeout placement.
 struct Panel {
-    title: &'static str,
+    title: String,
+    placement: Placement,
     min: f64,
     max: f64,
     ticks: Vec<(f64, String)>,
@@ -39,17 +41,29 @@ struct Panel {
     errors: bool,
 }
 
-/// Two panels of grouped bars on log scales: p99 (1..1000 ms) and error rate
-/// (0.01%..100%), a group per scenario, a bar per policy.
+/// For each timeout placement, two panels of grouped bars on log scales: p99 (1..1000 ms) and
+/// error rate (0.001%..100%), a group per scenario, a bar per policy.
 pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) -> String {
+    // A bar's place in its group is its policy's, whatever the placement.
+    let mut names: Vec<&str> = Vec::new();
+    let mut placements: Vec<Placement> = Vec::new();
+    for c in contenders {
+        if !names.contains(&c.name.as_str()) {
+            names.push(&c.name);
+        }
+        if !placements.contains(&c.placement) {
+            placements.push(c.placement);
+        }
+    }
     let bar = 9.0;
     let gap = 24.0;
     let left = 70.0;
-    let group = bar * contenders.len() as f64 + gap;
+    let group = bar * names.len() as f64 + gap;
     let width = left + group * scenarios.len() as f64 + 20.0;
     let panel_height = 230.0;
-    let legend_rows = contenders.len().div_ceil(3);
-    let height = 40.0 + 2.0 * (panel_height + 60.0) + 18.0 * legend_rows as f64 + 20.0;
+    let panels_height = 2.0 * placements.len() as f64 * (panel_height + 60.0);
+    let legend_rows = names.len().div_ceil(3);
+    let height = 40.0 + panels_height + 18.0 * legend_rows as f64 + 20.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -59,9 +73,12 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
         out,
         r#"<rect width="100%" height="100%" fill="white"/><text x="{left}" y="20" font-size="14">proxflow-lb vs tower p2c: median over seeds (log scales)</text>"#
     );
-    let panels = [
-        Panel {
-            title: "p99 latency (ms)",
+    let mut panels = Vec::new();
+    for &placement in &placements {
+        let timeout = format!("timeout {}", placement.name());
+        panels.push(Panel {
+            title: format!("p99 latency (ms), {timeout}"),
+            placement,
             min: 1.0,
             max: 1000.0,
             ticks: [1.0, 10.0, 100.0, 1000.0]
@@ -69,9 +86,10 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
                 .map(|&v| (v, format!("{v}")))
                 .collect(),
             errors: false,
-        },
-        Panel {
-            title: "error rate",
+        });
+        panels.push(Panel {
+            title: format!("error rate, {timeout}"),
+            placement,
             min: 1e-5,
             max: 1.0,
             ticks: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
@@ -79,11 +97,12 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
                 .map(|&v| (v, pct(v)))
                 .collect(),
             errors: true,
-        },
-    ];
+        });
+    }
     for (p, panel) in panels.iter().enumerate() {
         let Panel {
             title,
+            placement,
             min,
             max,
             ticks,
@@ -112,35 +131,40 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
         }
         for (s, scenario) in scenarios.iter().enumerate() {
             let x0 = left + gap / 2.0 + s as f64 * group;
-            for (c, _) in contenders.iter().enumerate() {
+            for (c, contender) in contenders.iter().enumerate() {
+                if contender.placement != *placement {
+                    continue;
+                }
                 let Some(r) = results.get(&(s, c)) else {
                     continue;
                 };
+                let slot = names.iter().position(|&n| n == contender.name).unwrap_or(0);
                 let value = if *errors {
                     r.errors.median
                 } else {
                     r.p99.median
                 };
-                let x = x0 + c as f64 * bar;
+                let x = x0 + slot as f64 * bar;
                 if value <= 0.0 || value.is_nan() {
                     let _ = writeln!(
                         out,
                         r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="2" fill="{}"/>"#,
                         bottom - 2.0,
                         bar - 1.0,
-                        colour(&contenders[c].name)
+                        colour(&contender.name)
                     );
                     continue;
                 }
                 let ty = y(value);
                 let _ = writeln!(
                     out,
-                    r#"<rect x="{x:.1}" y="{ty:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: {}</title></rect>"#,
+                    r#"<rect x="{x:.1}" y="{ty:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {} (timeout {}): {}</title></rect>"#,
                     bar - 1.0,
                     (bottom - ty).max(1.0),
-                    colour(&contenders[c].name),
+                    colour(&contender.name),
                     scenario.id,
-                    contenders[c].name,
+                    contender.name,
+                    placement.name(),
                     if *errors {
                         pct(value)
                     } else {
@@ -151,7 +175,7 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
             let _ = writeln!(
                 out,
                 r#"<text x="{:.1}" y="{:.0}" text-anchor="middle">{}</text>"#,
-                x0 + bar * contenders.len() as f64 / 2.0,
+                x0 + bar * names.len() as f64 / 2.0,
                 bottom + 16.0,
                 scenario.id
             );
@@ -162,19 +186,19 @@ pub fn svg(scenarios: &[Scenario], contenders: &[Contender], results: &Results) 
             width - 20.0
         );
     }
-    let legend_top = 40.0 + 2.0 * (panel_height + 60.0);
+    let legend_top = 40.0 + panels_height;
     let column = (width - left) / 3.0;
-    for (c, contender) in contenders.iter().enumerate() {
+    for (c, name) in names.iter().enumerate() {
         let x = left + (c % 3) as f64 * column;
         let y = legend_top + (c / 3) as f64 * 18.0;
         let _ = writeln!(
             out,
             r#"<rect x="{x:.0}" y="{:.0}" width="12" height="12" fill="{}"/><text x="{:.0}" y="{:.0}">{}</text>"#,
             y - 10.0,
-            colour(&contenders[c].name),
+            colour(name),
             x + 16.0,
             y,
-            contender.name
+            name
         );
     }
     out.push_str("</svg>\n");

@@ -2,7 +2,7 @@
 
 use crate::backends::TIMEOUT;
 use crate::balancers::Contender;
-use crate::format::pct;
+use crate::format::pct_pair;
 use crate::scenarios::Scenario;
 use crate::stats::Results;
 
@@ -14,7 +14,6 @@ pub struct Check {
     /// What it says, in the report.
     pub text: String,
     scenario: usize,
-    /// p99 or errors; against which contender; allowed ratio; strict.
     metric: Metric,
     baseline: Baseline,
 }
@@ -23,6 +22,8 @@ pub struct Check {
 enum Metric {
     /// Median p99 at most `ratio` times the baseline's.
     P99AtMost(f64),
+    /// Median error rate at most the baseline's.
+    ErrorsAtMost,
     /// Median error rate lower than the baseline's.
     ErrorsBelow,
 }
@@ -30,60 +31,77 @@ enum Metric {
 #[derive(Clone, Copy)]
 enum Baseline {
     TowerPeakEwma,
-    /// Round robin of the same family (with or without ejection).
     RoundRobin,
 }
 
-/// The targets of the selected scenarios.
-pub fn checks(scenarios: &[Scenario]) -> Vec<Check> {
-    let index = |id: &str| scenarios.iter().position(|s| s.id == id);
-    let mut list = Vec::new();
-    for id in ["S1", "S2", "S3", "S6"] {
-        if let Some(scenario) = index(id) {
-            list.push(Check {
-                text: format!("{id}: p99 <= tower PeakEwma's"),
-                scenario,
-                metric: Metric::P99AtMost(1.0),
-                baseline: Baseline::TowerPeakEwma,
-            });
+impl Baseline {
+    /// The contender's name.
+    fn name(self) -> &'static str {
+        match self {
+            Baseline::TowerPeakEwma => "tower p2c PeakEwma",
+            Baseline::RoundRobin => "round_robin",
         }
     }
-    if let Some(scenario) = index("S4") {
-        list.push(Check {
-            text: "S4: error rate < tower PeakEwma's".into(),
-            scenario,
-            metric: Metric::ErrorsBelow,
-            baseline: Baseline::TowerPeakEwma,
-        });
+
+    /// Its figure, in a target's text.
+    fn figure(self) -> &'static str {
+        match self {
+            Baseline::TowerPeakEwma => "tower PeakEwma's",
+            Baseline::RoundRobin => "round robin's",
+        }
     }
-    for id in ["S1", "S2"] {
-        if let Some(scenario) = index(id) {
-            list.push(Check {
-                text: format!("{id}: p99 <= 1/2 round robin's"),
-                scenario,
-                metric: Metric::P99AtMost(0.5),
-                baseline: Baseline::RoundRobin,
-            });
+}
+
+/// Issue 18's targets for the selected scenarios: p99 at most tower PeakEwma's everywhere and
+/// at most half of it in S1; errors at most PeakEwma's in S2 (S2 and S2L), and below round
+/// robin's and PeakEwma's in S4.
+pub fn checks(scenarios: &[Scenario]) -> Vec<Check> {
+    let mut list = Vec::new();
+    let mut add = |scenario: usize, metric, baseline: Baseline| {
+        let id = scenarios[scenario].id;
+        let theirs = baseline.figure();
+        let text = match metric {
+            Metric::P99AtMost(1.0) => format!("{id}: p99 <= {theirs}"),
+            Metric::P99AtMost(ratio) => format!("{id}: p99 <= {ratio} x {theirs}"),
+            Metric::ErrorsAtMost => format!("{id}: errors <= {theirs}"),
+            Metric::ErrorsBelow => format!("{id}: errors < {theirs}"),
+        };
+        list.push(Check {
+            text,
+            scenario,
+            metric,
+            baseline,
+        });
+    };
+    for (i, scenario) in scenarios.iter().enumerate() {
+        let ratio = if scenario.id == "S1" { 0.5 } else { 1.0 };
+        add(i, Metric::P99AtMost(ratio), Baseline::TowerPeakEwma);
+    }
+    for (i, scenario) in scenarios.iter().enumerate() {
+        match scenario.id {
+            "S2" | "S2L" => add(i, Metric::ErrorsAtMost, Baseline::TowerPeakEwma),
+            "S4" => {
+                add(i, Metric::ErrorsBelow, Baseline::RoundRobin);
+                add(i, Metric::ErrorsBelow, Baseline::TowerPeakEwma);
+            }
+            _ => {}
         }
     }
     list
 }
 
-/// "PASS (120 vs 318)" for one adaptive contender and one check, or `None` if a figure is
-/// missing.
+/// "PASS (120 vs 318)" for one adaptive contender and one check, against the baseline with
+/// the timeout in the same place, or `None` if a figure is missing.
 pub fn verdict(
     check: &Check,
     candidate: usize,
     contenders: &[Contender],
     results: &Results,
 ) -> Option<(bool, String)> {
-    let ejection = contenders[candidate].name.ends_with("+ejection");
-    let baseline_name = match check.baseline {
-        Baseline::TowerPeakEwma => "tower p2c PeakEwma".to_string(),
-        Baseline::RoundRobin if ejection => "round_robin +ejection".to_string(),
-        Baseline::RoundRobin => "round_robin".to_string(),
-    };
-    let baseline = contenders.iter().position(|c| c.name == baseline_name)?;
+    let placement = contenders[candidate].placement;
+    let baseline = contenders
+        .iter()
+        .position(|c| c.name == check.baseline.name() && c.placement == placement)?;
     let mine = results.get(&(check.scenario, candidate))?;
     let theirs = results.get(&(check.scenario, baseline))?;
     Some(match check.metric {
@@ -110,17 +128,14 @@ pub fn verdict(
                 format!("{verdict} ({:.1} vs {bound} ms)", mine.p99.median),
             )
         }
-        Metric::ErrorsBelow => {
-            let pass = mine.errors.median < theirs.errors.median;
-            (
-                pass,
-                format!(
-                    "{} ({} vs {})",
-                    if pass { "PASS" } else { "FAIL" },
-                    pct(mine.errors.median),
-                    pct(theirs.errors.median)
-                ),
-            )
+        Metric::ErrorsAtMost | Metric::ErrorsBelow => {
+            let pass = match check.metric {
+                Metric::ErrorsBelow => mine.errors.median < theirs.errors.median,
+                _ => mine.errors.median <= theirs.errors.median,
+            };
+            let (mine, theirs) = pct_pair(mine.errors.median, theirs.errors.median);
+            let verdict = if pass { "PASS" } else { "FAIL" };
+            (pass, format!("{verdict} ({mine} vs {theirs})"))
         }
     })
 }
