@@ -309,8 +309,8 @@ impl Backend {
     /// Returns the ejection if this answer ejected it.
     ///
     /// A failure raises the latency estimate when it took longer (a timeout, a request
-    /// dropped after a while) and never lowers it, so that an upstream failing fast does not
-    /// look fast; the failure ratio carries it instead.
+    /// dropped after a while) and never lowers it, not even by its decay, so that an upstream
+    /// failing fast does not look fast; the failure ratio carries it instead.
     pub(crate) fn record(&self, now: Nanos, latency: Duration, failed: bool) -> Option<Ejected> {
         let running = self.settings.running();
         let decay = running.decay_nanos;
@@ -321,8 +321,10 @@ impl Backend {
         let estimate = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         let at = self.ewma_at.load(Ordering::Relaxed);
         let rtt = latency.as_nanos() as f64;
+        // The failure renews the estimate without decaying it: an upstream that only fails,
+        // fast, stays as slow as it last was, with the failure ratio on top.
         let estimate = if failed {
-            peak_ewma::decayed(estimate, at, now, decay).max(rtt)
+            estimate.max(rtt)
         } else {
             peak_ewma::observe(estimate, at, now, rtt, decay)
         };
