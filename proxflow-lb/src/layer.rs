@@ -19,6 +19,32 @@ use crate::upstream::Upstream;
 ///
 /// Builder methods state their defaults, which are those of [`LbConfig`].
 ///
+/// # Its own answers
+///
+/// The balancer never fails: where no upstream answers, it answers itself, with a short
+/// plain-text body and a `warn` log line.
+///
+/// - **503 Service Unavailable** when the request reached no upstream: none is available
+///   (all ejected, failing their health checks, drained, or none at all), or each one tried
+///   refused the connection (after [`retries`](Self::retries)). The request surely was not
+///   processed, so it carries `Retry-After`: the whole seconds until the first ejected
+///   upstream returns, rounded up, or 1 when none is ejected (nothing says when a drained,
+///   failing or refusing upstream comes back; nginx sends none). Extensions: [`NoUpstream`],
+///   and [`UpstreamFailed`] with the last connection error if any was tried.
+/// - **502 Bad Gateway** when an upstream took the request and failed it: an answer that is
+///   not HTTP, a connection reset or closed before the answer. Extension: [`UpstreamFailed`].
+///   It is not retried (the upstream may have acted on it), and counts as a failure for
+///   passive health.
+///
+/// The balancer sets no deadline of its own: an upstream that never answers is cut off by a
+/// timeout outside it (tower-http's `TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT,
+/// ..)`, or the client's own deadline). The request then dropped counts as a failure of its
+/// upstream at its elapsed time, so that the upstream is avoided and, after
+/// `consecutive_failures` of them, ejected.
+///
+/// [`NoUpstream`]: crate::NoUpstream
+/// [`UpstreamFailed`]: crate::UpstreamFailed
+///
 /// Cheap to clone. Clones, the services they make and their [`LbHandle`]s share one set of
 /// upstreams and one set of settings: a builder call on any clone configures them all, and a
 /// handle taken before later builder calls watches the balancer they configured. The settings
@@ -33,6 +59,9 @@ pub struct AdaptiveLb {
 impl AdaptiveLb {
     /// The adaptive policy with the origin's defaults (history 10, update every minute,
     /// alpha 0.3) over these upstreams: [`Upstream`]s, or socket addresses (`http://`).
+    ///
+    /// None at all is allowed, for upstreams that come at run time through
+    /// [`LbHandle::add`]: until then every request is answered 503 with `Retry-After: 1`.
     ///
     /// ```
     /// use proxflow_lb::{AdaptiveLb, Upstream};

@@ -67,9 +67,10 @@
 //!   is appended and `X-Forwarded-Proto`/`-Host` set (on by default); hop-by-hop fields are
 //!   dropped both ways. A refused connection is tried again on another upstream
 //!   ([`AdaptiveLb::retries`]: idempotent methods with an empty body of a type the balancer
-//!   can make again; hyper's `Incoming` is not one, so its requests are not retried). A
-//!   client error is answered `502` (the error in the [`UpstreamFailed`] extension); no
-//!   available upstream is `503`. Request and response bodies stream through untouched.
+//!   can make again; hyper's `Incoming` is not one, so its requests are not retried). An
+//!   upstream that fails the request is answered `502` (the error in the [`UpstreamFailed`]
+//!   extension); no available upstream, or only refused connections, `503` with `Retry-After`
+//!   ([`AdaptiveLb`] says which value). Request and response bodies stream through untouched.
 //! - **The adaptive policy.** Every `update_interval`, each upstream's load sample joins a
 //!   history of `history_length`; the prediction is its exponential smoothing with `alpha`;
 //!   weights are 1 / prediction, normalised to a mean of 1 (within 1/100..100). The sample

@@ -1,11 +1,17 @@
 //! The reverse proxy's plumbing: one request forwarded to a picked upstream, with its URI
 //! rewritten, hop-by-hop fields dropped, `X-Forwarded-*` and `Host` set, a refused connection
 //! retried elsewhere, and the balancer's own 502 and 503 answers.
+//!
+//! The answers follow from where a request got: nowhere (no upstream available, or every
+//! connection refused) is a 503 with `Retry-After`, as the request surely was not processed and
+//! can be sent again; an upstream that took it and then failed (garbage, a reset, a closed
+//! connection) is a 502.
 
 use std::any::Any;
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -15,7 +21,7 @@ use http_body_util::{Empty, Full};
 use proxflow_core::{text_response, BoxError, LayerBody};
 use tower_service::Service;
 
-use crate::backend::{Backend, Base, InFlight};
+use crate::backend::{Backend, Base, Health, InFlight};
 use crate::config::{HostHeader, Policy};
 use crate::error::{NoUpstream, UpstreamFailed};
 use crate::pool::Pool;
@@ -26,7 +32,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Sends `request` through `client` to an upstream of `pool`, and again to another one while
 /// its connection is refused and retries are left; answers 503 when no upstream is
-/// available and 502 when the client fails.
+/// available or none accepted the connection, and 502 when an upstream failed the request.
 pub(crate) async fn forward<S, B, ResBody>(
     pool: Arc<Pool>,
     mut client: S,
@@ -63,10 +69,12 @@ where
         settings.retries > 0 && is_idempotent(&parts.method) && is_empty(&body) && empty.is_some();
     let mut body = Some(body);
     let mut tried: Vec<Arc<str>> = Vec::new();
+    // The error of the last refused connection, while the request is retried.
+    let mut refused: Option<BoxError> = None;
     loop {
         let started = settings.clock.now();
         let Some(backend) = pool.pick(started, key.as_deref(), &tried) else {
-            return no_upstream(&tried);
+            return unavailable(&pool, tried, refused);
         };
         // The request's own body first, then empty ones of its type (`retryable` says there
         // are).
@@ -92,7 +100,9 @@ where
             &backend,
         );
         if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
-            return bad_gateway(&backend, tried, error.into());
+            let error: BoxError = error.into();
+            tracing::warn!(upstream = %backend.name, error = %Chain(&*error), "client not ready; answered 502");
+            return bad_gateway(&backend, tried, error);
         }
         let in_flight = InFlight::new(Arc::clone(&backend), started);
         let result = client.call(request).await;
@@ -110,13 +120,16 @@ where
                 let error: BoxError = error.into();
                 in_flight.answered(ended, true);
                 tried.push(Arc::clone(&backend.name));
-                let attempts = tried.len() as u32;
-                if retryable && attempts <= settings.retries && is_connect_error(&*error) {
-                    tracing::debug!(upstream = %backend.name, %error, "connection failed; retrying on another upstream");
+                if !is_connect_error(&*error) {
+                    tracing::warn!(upstream = %backend.name, error = %Chain(&*error), "upstream failed; answered 502");
+                    return bad_gateway(&backend, tried, error);
+                }
+                if retryable && tried.len() as u32 <= settings.retries {
+                    tracing::debug!(upstream = %backend.name, error = %Chain(&*error), "connection failed; retrying on another upstream");
+                    refused = Some(error);
                     continue;
                 }
-                tracing::debug!(upstream = %backend.name, %error, "upstream failed");
-                return bad_gateway(&backend, tried, error);
+                return unavailable(&pool, tried, Some(error));
             }
         }
     }
@@ -282,14 +295,74 @@ fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
-fn no_upstream<B>(tried: &[Arc<str>]) -> Response<LayerBody<B>> {
-    tracing::warn!(tried = tried.len(), "no upstream available");
-    let mut response = text_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &"service unavailable: no healthy upstream\n",
-    );
-    response.extensions_mut().insert(NoUpstream);
+/// The 503 of a request that reached no upstream: none was available, or each one tried
+/// refused the connection (`refused` is the last error then). `Retry-After` is
+/// [`retry_after`]'s.
+fn unavailable<B>(
+    pool: &Pool,
+    tried: Vec<Arc<str>>,
+    refused: Option<BoxError>,
+) -> Response<LayerBody<B>> {
+    let retry_after = retry_after(until_one_returns(pool));
+    let text: &'static &'static str = if tried.is_empty() {
+        &"service unavailable: no healthy upstream\n"
+    } else {
+        &"service unavailable: no upstream accepted the connection\n"
+    };
+    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, text);
     response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after);
+    let extensions = response.extensions_mut();
+    extensions.insert(NoUpstream);
+    match (tried.last().cloned(), refused) {
+        (Some(upstream), Some(error)) => {
+            tracing::warn!(tried = tried.len(), error = %Chain(&*error), "no upstream accepted the connection; answered 503");
+            extensions.insert(UpstreamFailed {
+                upstream,
+                tried,
+                error: Arc::from(error),
+            });
+        }
+        _ => tracing::warn!(tried = tried.len(), "no upstream available; answered 503"),
+    }
+    response
+}
+
+/// `Retry-After` of a 503: the whole seconds until the first ejected upstream returns, rounded
+/// up; 1 when none is ejected (nothing says when one comes back: drained, failing checks,
+/// refusing connections, or no upstream at all), so that clients neither hammer the balancer
+/// nor wait longer than it takes an upstream to return.
+fn retry_after(until_one_returns: Option<Duration>) -> HeaderValue {
+    let seconds = until_one_returns.map_or(1, |wait| wait.as_nanos().div_ceil(1_000_000_000));
+    HeaderValue::from(seconds.max(1) as u64)
+}
+
+/// How long until the first ejected upstream of `pool` takes traffic again; `None` when none
+/// is ejected.
+pub(crate) fn until_one_returns(pool: &Pool) -> Option<Duration> {
+    let now = pool.running().now();
+    pool.list()
+        .iter()
+        .filter(|backend| backend.health(now) == Health::Ejected)
+        .map(|backend| Duration::from_nanos(backend.ejected_until().saturating_sub(now)))
+        .min()
+}
+
+/// An error and its sources, `: `-separated, as a log line shows them: hyper-util's client
+/// error alone says only "client error (SendRequest)".
+struct Chain<'a>(&'a (dyn Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
 }
 
 fn bad_gateway<B>(
@@ -360,6 +433,16 @@ mod tests {
         assert!(make::<axum::body::Body>().is_some_and(|b| b.is_end_stream()));
         assert!(empty_body::<hyper::body::Incoming>().is_none());
         assert!(empty_body::<Vec<u8>>().is_none());
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_after(None), "1");
+        assert_eq!(retry_after(Some(Duration::ZERO)), "1", "never 0");
+        assert_eq!(retry_after(Some(ms(1))), "1");
+        assert_eq!(retry_after(Some(ms(29_001))), "30");
+        assert_eq!(retry_after(Some(ms(30_000))), "30");
     }
 
     #[test]

@@ -167,7 +167,7 @@ async fn a_body_the_balancer_cannot_make_again_is_not_retried() {
     let response = service.oneshot(request).await.unwrap();
     // Round robin sent it to the dead upstream first; with no empty `Incoming` to send again,
     // the refused connection is the answer.
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let failed = response.extensions().get::<UpstreamFailed>().unwrap();
     assert_eq!(&*failed.upstream, format!("http://{dead}"));
     assert_eq!(failed.tried.len(), 1);

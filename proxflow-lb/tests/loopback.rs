@@ -1,5 +1,6 @@
 //! The balancer in front of real hyper servers on 127.0.0.1, through hyper-util's client and an
-//! axum front server: forwarding, headers, retries of refused connections, 502 and 503.
+//! axum front server: forwarding, headers, retries of refused connections, 503. The faults
+//! (garbage, resets, silence, everything down) are in `faults.rs`.
 
 use std::net::SocketAddr;
 
@@ -142,7 +143,7 @@ async fn a_refused_connection_is_tried_on_another_upstream() {
 }
 
 #[tokio::test]
-async fn without_a_retry_a_transport_failure_is_a_502_with_the_error() {
+async fn a_refused_connection_that_cannot_be_retried_is_a_503_with_the_error() {
     let dead = closed_port().await;
     let lb = AdaptiveLb::new([dead]);
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
@@ -151,7 +152,9 @@ async fn without_a_retry_a_transport_failure_is_a_502_with_the_error() {
         .body(Body::empty())
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    // The POST reached no upstream: unavailable, try again later.
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
     let failed = response.extensions().get::<UpstreamFailed>().unwrap();
     assert_eq!(&*failed.upstream, format!("http://{dead}"));
     assert_eq!(failed.tried.len(), 1);
