@@ -130,7 +130,18 @@ pub const STRETCH: u64 = 1000;
 /// that of the second. Each sample so holds both under the same conditions of the host,
 /// instead of two medians of runs taken seconds apart (on a shared machine the no-op alone
 /// moves between runs by as much as the differences measured).
-pub fn paired(iters: u64, mut measured: impl FnMut(), mut baseline: impl FnMut()) -> Duration {
+pub fn paired(iters: u64, measured: impl FnMut(), baseline: impl FnMut()) -> Duration {
+    let (measured_time, baseline_time) = alternating(iters, measured, baseline);
+    measured_time.saturating_sub(baseline_time)
+}
+
+/// The times of `iters` calls of `measured` and `iters` of `baseline`, alternating as in
+/// [`paired`]: for a ratio taken under the same conditions of the host.
+pub fn alternating(
+    iters: u64,
+    mut measured: impl FnMut(),
+    mut baseline: impl FnMut(),
+) -> (Duration, Duration) {
     let (mut measured_time, mut baseline_time) = (Duration::ZERO, Duration::ZERO);
     let mut left = iters;
     let mut baseline_first = true;
@@ -153,7 +164,7 @@ pub fn paired(iters: u64, mut measured: impl FnMut(), mut baseline: impl FnMut()
         baseline_first = !baseline_first;
         left -= stretch;
     }
-    measured_time.saturating_sub(baseline_time)
+    (measured_time, baseline_time)
 }
 
 /// Runs `work(thread, iters)` on `threads` threads at once; the wall time from the first

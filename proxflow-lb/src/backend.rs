@@ -10,7 +10,7 @@ use proxflow_core::Moment;
 use serde::Serialize;
 
 use crate::config::ActiveHealth;
-use crate::passive::{slow_start_factor, Ejected, Ejections};
+use crate::passive::{slow_start_factor, Ejected, Ejections, SLOW_START_STEP};
 use crate::policy::adaptive::{self, History, Interval};
 use crate::policy::hash::{fnv1a, Candidate};
 use crate::policy::{peak_ewma, Nanos};
@@ -184,8 +184,9 @@ impl Backend {
         self.base_weight(now, slow_start)
     }
 
-    /// Until when [`weight`](Self::weight) stays what it is now, barring a change counted in
-    /// the settings' version: the end of an ejection, or `now` while slow start ramps.
+    /// Until when [`weight`](Self::weight) may be taken as what it is now, barring a change
+    /// counted in the settings' version: the end of an ejection, or the ramp's next step while
+    /// slow start ramps.
     pub(crate) fn weight_holds_until(&self, now: Nanos, slow_start: Duration) -> Nanos {
         let ejected_until = self.ejected_until.load(Ordering::Relaxed);
         if now < ejected_until {
@@ -193,7 +194,7 @@ impl Backend {
         }
         let joined = self.joined_at.load(Ordering::Relaxed);
         if joined != 0 && Duration::from_nanos(now.saturating_sub(joined)) < slow_start {
-            return now;
+            return now.saturating_add(SLOW_START_STEP);
         }
         Nanos::MAX
     }

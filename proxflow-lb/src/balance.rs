@@ -5,7 +5,9 @@
 //! `poll_ready` is kept by name, so a removal cannot leave a stale index pointing at another
 //! service; and every endpoint that is not ready is polled on each `poll_ready`, so its waker
 //! belongs to the balancer and it rejoins as soon as it is ready, not when a request happens
-//! to pick it.
+//! to pick it. With every endpoint unavailable, `poll_ready` is pending; besides the stream
+//! and the endpoints polled, a timer wakes it when the first ejection ends, since nothing else
+//! would.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -43,6 +45,8 @@ where
     names: HashMap<D::Key, Arc<str>>,
     /// The endpoint `poll_ready` chose, ready for `call`.
     chosen: Option<Arc<str>>,
+    /// With nothing available: wakes `poll_ready` when the first ejection ends.
+    returns: Option<Pin<Box<tokio::time::Sleep>>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -57,6 +61,7 @@ where
             endpoints: HashMap::new(),
             names: HashMap::new(),
             chosen: None,
+            returns: None,
             _request: PhantomData,
         }
     }
@@ -127,6 +132,24 @@ where
         tracing::debug!(endpoint = %name, "endpoint removed");
     }
 
+    /// Arms the timer for the end of the first ejection, if an endpoint is ejected. An
+    /// ejection ends on the clock alone: no stream change or endpoint readiness would wake a
+    /// caller waiting for it.
+    fn wake_when_one_returns(&mut self, cx: &mut Context<'_>) {
+        let Some(wait) = self.pool.until_one_returns() else {
+            self.returns = None;
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let timer = self
+            .returns
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().reset(deadline);
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
     /// Polls every endpoint that is not ready; the ready ones take traffic again.
     fn poll_not_ready(&mut self, cx: &mut Context<'_>) {
         let mut failed = Vec::new();
@@ -167,8 +190,12 @@ where
                 Some(name) => name,
                 None => match self.pool.pick(self.pool.now(), None, &tried) {
                     Some(backend) => Arc::clone(&backend.name),
-                    // Nothing ready: the endpoints polled above and the stream will wake us.
-                    None => return Poll::Pending,
+                    // Nothing available: the endpoints polled above and the stream will wake
+                    // us, and so will the end of an ejection.
+                    None => {
+                        self.wake_when_one_returns(cx);
+                        return Poll::Pending;
+                    }
                 },
             };
             let Some(endpoint) = self.endpoints.get_mut(&name) else {

@@ -296,7 +296,10 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LbConfig {
-    /// The upstreams.
+    /// The upstreams: at least one, as nginx refuses an `upstream` block without servers (an
+    /// empty list in a file is a mistake more often than a plan). A balancer whose upstreams
+    /// all come at run time is made in code: [`AdaptiveLb::new`](crate::AdaptiveLb::new) with
+    /// none, then [`LbHandle::add`](crate::LbHandle::add).
     pub upstreams: Vec<UpstreamConfig>,
     /// The policy: `round_robin`, `weighted_round_robin`, `random`, `least_request`,
     /// `{peak_ewma: {decay: 10s}}`, `ip_hash`, `{header_hash: {header: x-user}}` or
@@ -343,7 +346,8 @@ impl Default for LbConfig {
 }
 
 impl LbConfig {
-    /// Checks every field; the error names the first bad one and says what is allowed.
+    /// Checks every field; the error names the first bad one and says what is allowed. An
+    /// empty `upstreams` is refused after every other check.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstreams()?;
         self.lb_policy.validate()?;
@@ -351,7 +355,15 @@ impl LbConfig {
         if let Some(check) = &self.health_check {
             check.validate()?;
         }
-        check_retries(self.retries).map_err(|reason| ConfigError::new("retries", reason))
+        check_retries(self.retries).map_err(|reason| ConfigError::new("retries", reason))?;
+        if self.upstreams.is_empty() {
+            return Err(ConfigError::new(
+                "upstreams",
+                "at least one; got none (for upstreams known only at run time, \
+                 AdaptiveLb::new with none and LbHandle::add)",
+            ));
+        }
+        Ok(())
     }
 
     /// The upstreams, parsed.

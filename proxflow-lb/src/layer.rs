@@ -19,6 +19,32 @@ use crate::upstream::Upstream;
 ///
 /// Builder methods state their defaults, which are those of [`LbConfig`].
 ///
+/// # Its own answers
+///
+/// The balancer never fails: where no upstream answers, it answers itself, with a short
+/// plain-text body and a `warn` log line.
+///
+/// - **503 Service Unavailable** when no upstream is available (all ejected, failing their
+///   health checks, drained, or none at all). It carries `Retry-After`: the whole seconds
+///   until the first ejected upstream returns, rounded up, or 1 when none is ejected (nothing
+///   says when a drained or failing upstream comes back; nginx sends none). Extension:
+///   [`NoUpstream`].
+/// - **502 Bad Gateway** when an upstream failed: a connection refused once
+///   [`retries`](Self::retries) are spent (or when the request cannot be retried), an answer
+///   that is not HTTP, a connection reset or closed before the answer, as nginx answers them.
+///   Extension: [`UpstreamFailed`], with the error and the upstreams tried. Only a refused
+///   connection is retried (the others may have reached the upstream, which may have acted on
+///   it); each counts as a failure for passive health.
+///
+/// The balancer sets no deadline of its own: an upstream that never answers is cut off by a
+/// timeout outside it (tower-http's `TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT,
+/// ..)`, or the client's own deadline). The request then dropped counts as a failure of its
+/// upstream at its elapsed time, so that the upstream is avoided and, after
+/// `consecutive_failures` of them, ejected.
+///
+/// [`NoUpstream`]: crate::NoUpstream
+/// [`UpstreamFailed`]: crate::UpstreamFailed
+///
 /// Cheap to clone. Clones, the services they make and their [`LbHandle`]s share one set of
 /// upstreams and one set of settings: a builder call on any clone configures them all, and a
 /// handle taken before later builder calls watches the balancer they configured. The settings
@@ -33,6 +59,9 @@ pub struct AdaptiveLb {
 impl AdaptiveLb {
     /// The adaptive policy with the origin's defaults (history 10, update every minute,
     /// alpha 0.3) over these upstreams: [`Upstream`]s, or socket addresses (`http://`).
+    ///
+    /// None at all is allowed, for upstreams that come at run time through
+    /// [`LbHandle::add`]: until then every request is answered 503 with `Retry-After: 1`.
     ///
     /// ```
     /// use proxflow_lb::{AdaptiveLb, Upstream};

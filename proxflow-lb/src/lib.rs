@@ -66,9 +66,9 @@
 //!   is appended and `X-Forwarded-Proto`/`-Host` set (on by default); hop-by-hop fields are
 //!   dropped both ways. A refused connection is tried again on another upstream
 //!   ([`AdaptiveLb::retries`]: idempotent methods with an empty body of a type the balancer
-//!   can make again; hyper's `Incoming` is not one, so its requests are not retried). A
-//!   client error is answered `502` (the error in the [`UpstreamFailed`] extension); no
-//!   available upstream is `503`. Request and response bodies stream through untouched.
+//!   can make again; hyper's `Incoming` is not one, so its requests are not retried). An
+//!   upstream that fails is answered `502` (the error in the [`UpstreamFailed`] extension); no
+//!   available upstream `503` with `Retry-After` ([`AdaptiveLb`] says which value). Request and response bodies stream through untouched.
 //! - **The adaptive policy.** Two signals, one fast and one smoothed, set each upstream's
 //!   weight; two candidates are drawn by weight and the one with the lower live load ×
 //!   (in flight + 1) / weight wins (weighted power of two choices).

@@ -64,6 +64,10 @@ impl Ejections {
     }
 }
 
+/// Slow start's weights change in steps this long (a tenth of a second), so that a thread's
+/// picks weigh the upstreams again at each step instead of on every pick.
+pub(crate) const SLOW_START_STEP: Nanos = 100_000_000;
+
 /// The share of its weight an upstream gets `age` after it joined (or came back): 10 % at
 /// once, all of it after `slow_start`, linear between.
 pub(crate) fn slow_start_factor(age: Duration, slow_start: Duration) -> f64 {

@@ -313,6 +313,17 @@ impl Pool {
             .collect()
     }
 
+    /// How long until the first ejected upstream takes traffic again; `None` when none is
+    /// ejected.
+    pub(crate) fn until_one_returns(&self) -> Option<Duration> {
+        let now = self.running().now();
+        self.list()
+            .iter()
+            .filter(|backend| backend.health(now) == Health::Ejected)
+            .map(|backend| Duration::from_nanos(backend.ejected_until().saturating_sub(now)))
+            .min()
+    }
+
     /// Adds an upstream at run time (slow start applies); false if it is there already.
     pub(crate) fn add(&self, upstream: Upstream) -> bool {
         let now = self.settings.now_or_origin();

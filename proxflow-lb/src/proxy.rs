@@ -1,11 +1,16 @@
 //! The reverse proxy's plumbing: one request forwarded to a picked upstream, with its URI
 //! rewritten, hop-by-hop fields dropped, `X-Forwarded-*` and `Host` set, a refused connection
 //! retried elsewhere, and the balancer's own 502 and 503 answers.
+//!
+//! The answers are nginx's: no upstream available is a 503, with `Retry-After` here; an
+//! upstream that failed (a refused connection once retries are spent, garbage, a reset, a
+//! closed connection) is a 502.
 
 use std::any::Any;
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -63,10 +68,15 @@ where
         settings.retries > 0 && is_idempotent(&parts.method) && is_empty(&body) && empty.is_some();
     let mut body = Some(body);
     let mut tried: Vec<Arc<str>> = Vec::new();
+    // The last refused connection, while the request is retried.
+    let mut refused: Option<(Arc<str>, BoxError)> = None;
     loop {
         let started = settings.clock.now();
         let Some(backend) = pool.pick(started, key.as_deref(), &tried) else {
-            return no_upstream(&tried);
+            return match refused {
+                Some((upstream, error)) => bad_gateway(upstream, tried, error),
+                None => unavailable(&pool, tried.len()),
+            };
         };
         // The request's own body first, then empty ones of its type (`retryable` says there
         // are).
@@ -92,7 +102,8 @@ where
             &backend,
         );
         if let Err(error) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
-            return bad_gateway(&backend, tried, error.into());
+            let error: BoxError = error.into();
+            return bad_gateway(Arc::clone(&backend.name), tried, error);
         }
         let in_flight = InFlight::new(Arc::clone(&backend), started);
         let result = client.call(request).await;
@@ -110,13 +121,13 @@ where
                 let error: BoxError = error.into();
                 in_flight.answered(ended, true);
                 tried.push(Arc::clone(&backend.name));
-                let attempts = tried.len() as u32;
-                if retryable && attempts <= settings.retries && is_connect_error(&*error) {
-                    tracing::debug!(upstream = %backend.name, %error, "connection failed; retrying on another upstream");
+                let retry = retryable && tried.len() as u32 <= settings.retries;
+                if retry && is_connect_error(&*error) {
+                    tracing::debug!(upstream = %backend.name, error = %Chain(&*error), "connection failed; retrying on another upstream");
+                    refused = Some((Arc::clone(&backend.name), error));
                     continue;
                 }
-                tracing::debug!(upstream = %backend.name, %error, "upstream failed");
-                return bad_gateway(&backend, tried, error);
+                return bad_gateway(Arc::clone(&backend.name), tried, error);
             }
         }
     }
@@ -282,24 +293,56 @@ fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
-fn no_upstream<B>(tried: &[Arc<str>]) -> Response<LayerBody<B>> {
-    tracing::warn!(tried = tried.len(), "no upstream available");
+/// The 503 of a request when no upstream is available, after `tried` refused connections;
+/// `Retry-After` is [`retry_after`]'s.
+fn unavailable<B>(pool: &Pool, tried: usize) -> Response<LayerBody<B>> {
+    tracing::warn!(tried, "no upstream available; answered 503");
     let mut response = text_response(
         StatusCode::SERVICE_UNAVAILABLE,
         &"service unavailable: no healthy upstream\n",
     );
+    let retry_after = retry_after(pool.until_one_returns());
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after);
     response.extensions_mut().insert(NoUpstream);
     response
 }
 
+/// `Retry-After` of a 503: the whole seconds until the first ejected upstream returns, rounded
+/// up; 1 when none is ejected (nothing says when one comes back: drained, failing checks,
+/// refusing connections, or no upstream at all), so that clients neither hammer the balancer
+/// nor wait longer than it takes an upstream to return.
+fn retry_after(until_one_returns: Option<Duration>) -> HeaderValue {
+    let seconds = until_one_returns.map_or(1, |wait| wait.as_nanos().div_ceil(1_000_000_000));
+    HeaderValue::from(seconds.max(1) as u64)
+}
+
+/// An error and its sources, `: `-separated, as a log line shows them: hyper-util's client
+/// error alone says only "client error (SendRequest)".
+struct Chain<'a>(&'a (dyn Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
 fn bad_gateway<B>(
-    backend: &Backend,
+    upstream: Arc<str>,
     tried: Vec<Arc<str>>,
     error: BoxError,
 ) -> Response<LayerBody<B>> {
+    tracing::warn!(%upstream, error = %Chain(&*error), "upstream failed; answered 502");
     let mut response = text_response(StatusCode::BAD_GATEWAY, &"bad gateway: upstream failed\n");
     response.extensions_mut().insert(UpstreamFailed {
-        upstream: Arc::clone(&backend.name),
+        upstream,
         tried,
         error: Arc::from(error),
     });
@@ -360,6 +403,16 @@ mod tests {
         assert!(make::<axum::body::Body>().is_some_and(|b| b.is_end_stream()));
         assert!(empty_body::<hyper::body::Incoming>().is_none());
         assert!(empty_body::<Vec<u8>>().is_none());
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_after(None), "1");
+        assert_eq!(retry_after(Some(Duration::ZERO)), "1", "never 0");
+        assert_eq!(retry_after(Some(ms(1))), "1");
+        assert_eq!(retry_after(Some(ms(29_001))), "30");
+        assert_eq!(retry_after(Some(ms(30_000))), "30");
     }
 
     #[test]

@@ -157,3 +157,38 @@ async fn an_endpoint_behind_an_open_breaker_in_readiness_mode_takes_no_traffic()
     assert_eq!(results.iter().filter(|ok| !**ok).count(), 1);
     assert_eq!(breaker_handle.state(), State::Open);
 }
+
+/// With every endpoint ejected the balancer is not ready, and nothing else happens that would
+/// wake its caller: it wakes itself when the first ejection ends.
+#[tokio::test(start_paused = true)]
+async fn with_every_endpoint_ejected_poll_ready_waits_for_the_first_return() {
+    let (mut balance, changes) = balancer(Policy::RoundRobin);
+    let failing = || -> Endpoint {
+        BoxService::new(tower::service_fn(|()| async {
+            Err::<&'static str, BoxError>("down".into())
+        }))
+    };
+    changes.send(Change::Insert("a", failing())).unwrap();
+    changes.send(Change::Insert("b", failing())).unwrap();
+    // Five failures in a row each eject both (default `consecutive_failures`, 30 s).
+    for _ in 0..10 {
+        let ready = balance.ready().await.unwrap();
+        assert!(ready.call(()).await.is_err());
+    }
+    let health: Vec<Health> = balance
+        .handle()
+        .snapshot()
+        .upstreams
+        .iter()
+        .map(|u| u.health)
+        .collect();
+    assert_eq!(health, [Health::Ejected, Health::Ejected]);
+    let waiting = tokio::time::Instant::now();
+    // The outer deadline is far beyond the ejection: without the balancer's own timer, the
+    // paused clock would jump to it and only then poll the balancer again.
+    tokio::time::timeout(Duration::from_secs(3600), balance.ready())
+        .await
+        .expect("ready once an ejection ends")
+        .unwrap();
+    assert_eq!(waiting.elapsed(), Duration::from_secs(30));
+}

@@ -1,5 +1,6 @@
 //! The balancer in front of real hyper servers on 127.0.0.1, through hyper-util's client and an
-//! axum front server: forwarding, headers, retries of refused connections, 502 and 503.
+//! axum front server: forwarding, headers, retries of refused connections, 502. The faults
+//! (garbage, resets, silence, everything down) are in `faults.rs`.
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! The balancer over an in-process client under tokio's paused clock: ejection and return,
 //! active health checks, removal while a request is pending, adaptive weights from known
-//! latencies, a stalled upstream at the adaptive defaults, hashing, everything unavailable, and
-//! the configuration files.
+//! latencies, a stalled upstream at the adaptive defaults, hashing, everything unavailable (and
+//! its `Retry-After`), and the configuration files.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -304,6 +304,8 @@ async fn with_everything_drained_the_answer_is_503() {
     let response = send(&service, "/").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.extensions().get::<NoUpstream>().is_some());
+    // Nothing says when a drained upstream comes back.
+    assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(fake.count(""), 0);
 
     let panicking = balancer(&THREE).panic_mode(true);
@@ -314,6 +316,43 @@ async fn with_everything_drained_the_answer_is_503() {
     for url in THREE {
         handle.drain(url);
     }
+    assert_eq!(send(&service, "/").await.status(), StatusCode::OK);
+}
+
+/// `Retry-After` of the 503 is the wait for the first ejected upstream's return, in whole
+/// seconds rounded up.
+#[tokio::test(start_paused = true)]
+async fn with_every_upstream_ejected_retry_after_is_the_wait_for_the_first_return() {
+    let fake = Fake::default();
+    fake.set("a:80", 503, MS);
+    fake.set("b:80", 503, MS);
+    let lb = balancer(&THREE[..2])
+        .policy(Policy::RoundRobin)
+        .passive_health(PassiveHealth {
+            consecutive_failures: 1,
+            ..PassiveHealth::default()
+        });
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    let retry_after = |response: &Response<LayerBody<String>>| {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    // Each answer takes 1 ms: a is ejected for 30 s at 0.001 s (until 30.001 s), b at
+    // 10.002 s.
+    send(&service, "/").await;
+    advance(10 * S).await;
+    send(&service, "/").await;
+    assert_eq!(retry_after(&send(&service, "/").await), "20", "19.999 s");
+    advance(19 * S + 998 * MS).await;
+    assert_eq!(retry_after(&send(&service, "/").await), "1", "1 ms");
+    assert_eq!(fake.count(""), 2, "no attempt while both are ejected");
+    advance(MS).await;
+    fake.set("a:80", 200, MS);
     assert_eq!(send(&service, "/").await.status(), StatusCode::OK);
 }
 
