@@ -32,13 +32,13 @@
 //!     starts a PeakEwma handle (a clock read); completing the future drops the handle, which
 //!     records the latency (a clock read and a lock).
 //!   - `adaptive`: proxflow's generic form, `AdaptiveLb::balance` over the same `ServiceList`,
-//!     at `AdaptiveConfig::default()` (weights updated every minute, so not during a run).
+//!     at its defaults (`AdaptiveConfig::default()`: a thread weighs the endpoints again every
+//!     100 ms from their live loads, and while they ramp up over the 30 s of slow start).
 //!     `poll_ready` polls the stream, looks at every endpoint for one waiting to be ready
 //!     again, picks by weighted power of two choices over peak-EWMA cost × in flight (one
 //!     clock read), and polls the chosen endpoint's readiness; `call` counts it in flight (a clock read);
 //!     completing the future records its latency, counts and passive health (a clock read and
-//!     a lock). Slow start is off: endpoints found at the start would otherwise ramp up for
-//!     30 s, the whole run, and a pick re-weighs every endpoint while any ramps.
+//!     a lock).
 //!   - `peak_ewma`: the same with `Policy::PeakEwma` (decay 10 s). For information.
 //!   - `pick_finish`: `LbHandle::pick` and `Pick::finish(false)` over `n` upstreams of the HTTP
 //!     form at `AdaptiveConfig::default()`: the same choice and accounting without the
@@ -216,14 +216,13 @@ fn tower_peak_ewma(
     tower::balance::p2c::Balance::new(discover)
 }
 
-/// proxflow's generic form with `policy` (slow start off: see the module's docs).
+/// proxflow's generic form with `policy`.
 fn proxflow_balance(
     policy: Policy,
     n: usize,
 ) -> proxflow_lb::Balance<ServiceList<Vec<Endpoint>>, ()> {
     AdaptiveLb::new(Vec::<Upstream>::new())
         .policy(policy)
-        .slow_start(Duration::ZERO)
         .seed(1)
         .balance(endpoints(n))
 }
