@@ -85,7 +85,6 @@ pub(crate) struct Backend {
 pub(crate) struct Stats {
     pub(crate) interval: Interval,
     pub(crate) history: History,
-    pub(crate) predicted: Option<f64>,
     /// Its share of the requests of the pool's last interval.
     pub(crate) last_share: Option<f64>,
     /// The live failure ratio of its last answers.
@@ -346,7 +345,6 @@ impl Backend {
         self.ejected_until.store(ejected.until, Ordering::Relaxed);
         // Back from ejection it is a new upstream: no history, slow start from its return.
         stats.history.clear();
-        stats.predicted = None;
         self.set_predicted(None);
         self.joined_at.store(ejected.until, Ordering::Relaxed);
         self.settings.changed();

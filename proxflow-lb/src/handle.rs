@@ -142,7 +142,7 @@ impl LbHandle {
                     static_weight: backend.static_weight,
                     weight,
                     adaptive_weight: (adaptive && ramped > 0.0).then(|| weight / ramped),
-                    predicted_load: stats.predicted,
+                    predicted_load: backend.predicted(),
                     history: stats.history.samples().collect(),
                     live_load_ms: adaptive
                         .then(|| backend.live_load(now, decay))

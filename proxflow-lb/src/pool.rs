@@ -92,25 +92,14 @@ impl Pool {
         let mut weighed = stale.unwrap_or_default();
         let fresh = &mut *weighed;
         fresh.list = self.list();
-        let slow_start = running.draft.slow_start;
-        fresh.until = Nanos::MAX;
-        fresh.shares.clear();
-        if running.draft.adaptive().is_some() {
-            adaptive_shares(
-                running,
-                &fresh.list,
-                now,
-                &mut fresh.scratch,
-                &mut fresh.shares,
-            );
-            fresh.until = now.saturating_add(LIVE_REFRESH);
-        }
-        fresh.weights.clear();
-        for (i, backend) in fresh.list.iter().enumerate() {
-            let share = fresh.shares.get(i).copied().unwrap_or(1.0);
-            fresh.weights.push(backend.weight(now, slow_start) * share);
-            fresh.until = fresh.until.min(backend.weight_holds_until(now, slow_start));
-        }
+        fresh.until = weights(
+            running,
+            &fresh.list,
+            now,
+            &mut fresh.scratch,
+            &mut fresh.shares,
+            &mut fresh.weights,
+        );
         fresh.positive = Cumulative::fill(&fresh.weights, &mut fresh.cumulative);
         round_robin::turns(&fresh.weights, &mut fresh.turns);
         fresh.equal_weights = fresh
@@ -282,9 +271,8 @@ impl Pool {
             if let Some(sample) = sample {
                 stats.history.push(*sample, adaptive.history_length);
             }
-            stats.predicted = stats.history.predict(adaptive.alpha);
             stats.last_share = (requests > 0).then(|| interval.answered as f64 / requests as f64);
-            backend.set_predicted(stats.predicted);
+            backend.set_predicted(stats.history.predict(adaptive.alpha));
         }
         tracing::debug!(
             predicted = ?list.iter().map(|b| (b.name.to_string(), b.predicted())).collect::<Vec<_>>(),
@@ -302,15 +290,11 @@ impl Pool {
     /// The weights picks use now, one per upstream of `list`: the static weight, ramped,
     /// times the adaptive share; 0 when unavailable.
     pub(crate) fn weights_now(&self, running: &Running, list: &[Arc<Backend>]) -> Vec<f64> {
+        let mut weights = Vec::new();
+        let (mut scratch, mut shares) = (Scratch::default(), Vec::new());
         let now = running.now();
-        let mut shares = Vec::new();
-        if running.draft.adaptive().is_some() {
-            adaptive_shares(running, list, now, &mut Scratch::default(), &mut shares);
-        }
-        list.iter()
-            .enumerate()
-            .map(|(i, b)| b.weight(now, running.draft.slow_start) * shares.get(i).unwrap_or(&1.0))
-            .collect()
+        self::weights(running, list, now, &mut scratch, &mut shares, &mut weights);
+        weights
     }
 
     /// How long until the first ejected upstream takes traffic again; `None` when none is
@@ -385,6 +369,33 @@ impl Pool {
         }
         found.is_some()
     }
+}
+
+/// The weights picks use at `now`, one per upstream of `list`, into `weights`: the static
+/// weight, ramped, times the adaptive share (into `shares`; empty for the other policies); 0
+/// when unavailable. Returns until when they may be taken as they are.
+fn weights(
+    running: &Running,
+    list: &[Arc<Backend>],
+    now: Nanos,
+    scratch: &mut Scratch,
+    shares: &mut Vec<f64>,
+    weights: &mut Vec<f64>,
+) -> Nanos {
+    let mut until = Nanos::MAX;
+    shares.clear();
+    if running.draft.adaptive().is_some() {
+        adaptive_shares(running, list, now, scratch, shares);
+        until = now.saturating_add(LIVE_REFRESH);
+    }
+    let slow_start = running.draft.slow_start;
+    weights.clear();
+    for (i, backend) in list.iter().enumerate() {
+        let share = shares.get(i).copied().unwrap_or(1.0);
+        weights.push(backend.weight(now, slow_start) * share);
+        until = until.min(backend.weight_holds_until(now, slow_start));
+    }
+    until
 }
 
 /// How long a thread's weights of an adaptive pool follow the live loads before they are

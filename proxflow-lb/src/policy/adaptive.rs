@@ -197,7 +197,7 @@ pub(crate) fn median(values: &[Option<f64>], scratch: &mut Vec<f64>) -> f64 {
 
 /// Normalised weights stay within this factor of the mean, so that no upstream is starved of
 /// the traffic that would show it has recovered, and none takes everything.
-pub(crate) const WEIGHT_RANGE: f64 = 100.0;
+const WEIGHT_RANGE: f64 = 100.0;
 
 /// Weights inversely proportional to the loads, normalised to a mean of 1, into `weights`.
 pub(crate) fn weights(loads: &[f64], weights: &mut Vec<f64>) {
