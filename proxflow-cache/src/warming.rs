@@ -1,0 +1,1 @@
+//! Predictive warming (being built).
