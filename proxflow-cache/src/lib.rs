@@ -5,4 +5,6 @@
 //! - [`warming`]: predictive warming's arithmetic: per key, how often and how regularly it is
 //!   requested, and which key tends to follow which.
 
+mod directives;
+mod policy;
 pub mod warming;
