@@ -60,7 +60,9 @@ impl ResponseDirectives {
                 "no-cache" => d.no_cache = true,
                 "no-store" => d.no_store = true,
                 "private" => match value.as_deref() {
-                    Some(fields) if !fields.trim().is_empty() => d.private_fields = field_names(fields),
+                    Some(fields) if !fields.trim().is_empty() => {
+                        d.private_fields = field_names(fields)
+                    }
                     _ => d.private = true,
                 },
                 "public" => d.public = true,
@@ -116,8 +118,10 @@ impl RequestDirectives {
         // RFC 9111 §5.4: `Pragma: no-cache` counts only without `Cache-Control`.
         if !any
             && headers.get_all(PRAGMA).iter().any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("no-cache")))
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
+                })
             })
         {
             d.no_cache = true;
@@ -230,7 +234,10 @@ mod tests {
     fn response_directives_over_several_lines_first_wins() {
         let d = ResponseDirectives::parse(&headers(&[
             ("cache-control", "Max-Age=60, s-maxage=\"30\""),
-            ("cache-control", "max-age=5, private=\"Set-Cookie, X-A\", stale-if-error=9"),
+            (
+                "cache-control",
+                "max-age=5, private=\"Set-Cookie, X-A\", stale-if-error=9",
+            ),
         ]));
         assert_eq!(d.max_age, Some(Duration::from_secs(60)));
         assert_eq!(d.s_maxage, Some(Duration::from_secs(30)));

@@ -1,10 +1,85 @@
 //! An RFC 9111 shared HTTP cache as a Tower layer (issue 19, being built).
 //!
-//! What exists so far is listed below; the README's crate table says what is left.
+//! ```
+//! use std::convert::Infallible;
 //!
-//! - [`warming`]: predictive warming's arithmetic: per key, how often and how regularly it is
-//!   requested, and which key tends to follow which.
+//! use http::{Request, Response};
+//! use proxflow_cache::CacheLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Infallible> {
+//! let cache = CacheLayer::new();
+//! let stats = cache.stats();
+//! let origin = tower::service_fn(|_: Request<String>| async {
+//!     Ok::<_, Infallible>(
+//!         Response::builder()
+//!             .header("cache-control", "max-age=60")
+//!             .body(http_body_util::Full::new(bytes::Bytes::from("hello")))
+//!             .unwrap(),
+//!     )
+//! });
+//! let service = ServiceBuilder::new().layer(cache).service(origin);
+//! for _ in 0..3 {
+//!     let request = Request::get("http://example.com/").body(String::new()).unwrap();
+//!     let response = service.clone().oneshot(request).await?;
+//!     let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+//!     assert_eq!(body.to_bytes(), "hello");
+//! }
+//! assert_eq!((stats.snapshot().misses, stats.snapshot().hits), (1, 2));
+//! # Ok(()) }
+//! ```
+//!
+//! What holds today:
+//!
+//! - **Storage** (RFC 9111 §3): GET responses with a status this cache understands, unless
+//!   `no-store` (on either side; `must-understand` overrides the response's), `private`,
+//!   `Authorization` without `public`/`s-maxage`/`must-revalidate`, `Set-Cookie` without
+//!   `public`/`s-maxage`, or `Vary: *`. `private="field"` stores without the field. The store
+//!   is bounded in bytes ([`CacheConfig::max_size`]); a body larger than
+//!   [`CacheConfig::max_object_size`] streams through unstored, and a body that fails midway
+//!   is not stored.
+//! - **Freshness** (§4.2): `s-maxage`, `max-age`, `Expires` − `Date`, else
+//!   [`CacheConfig::ttl`] for a heuristically cacheable status; the age of §4.2.3 from `Date`,
+//!   `Age` and the exchange's times; `Age` on every stored answer.
+//! - **Reuse** (§4.2.4, §5.2.1): the request's `max-age`, `min-fresh`, `max-stale`,
+//!   `no-cache` (and `Pragma: no-cache` alone), `only-if-cached` (504 when nothing usable);
+//!   the response's `no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`. `Vary`:
+//!   up to 16 variants per URI, selected by the request's header values.
+//! - **Validation** (§4.3): a stale or `no-cache` response is revalidated with its
+//!   `ETag`/`Last-Modified`; a 304 merges its headers in and restarts the age; a client's own
+//!   conditional GET or HEAD is answered 304 from the store; HEAD is answered from a stored
+//!   GET.
+//! - **Stale content** (RFC 5861): `stale-while-revalidate` answers stale and revalidates in
+//!   the background, one revalidation per key at a time; `stale-if-error` answers stale when
+//!   the origin fails (a 5xx or an error).
+//! - **Invalidation** (§4.4): a successful unsafe method invalidates its target and the
+//!   same-origin `Location` and `Content-Location`.
+//! - **`Cache-Status`** (RFC 9211) on every answer: `hit` with the `ttl` left (negative when
+//!   stale), or `fwd=uri-miss|vary-miss|stale|method` with `fwd-status`, `stored` or the
+//!   reason it was not stored.
+//!
+//! Not yet (issue 19): request coalescing, predictive warming in the layer
+//! ([`warming`] is its algorithm), the invalidation webhook and partial JSON updates,
+//! surrogate keys, the `metrics` feature, and the measurements against the conformance
+//! suite, `http-cache-tower-server`, nginx and Varnish.
+//!
+//! The request body type must implement `Default`: a background revalidation sends an empty
+//! one.
 
+mod body;
+mod config;
 mod directives;
+mod layer;
 mod policy;
+mod service;
+mod stats;
+mod store;
 pub mod warming;
+
+pub use body::CacheBody;
+pub use config::CacheConfig;
+pub use layer::CacheLayer;
+pub use proxflow_core::{Clock, ConfigError};
+pub use service::Cache;
+pub use stats::{CacheSnapshot, CacheStats};

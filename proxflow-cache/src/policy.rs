@@ -199,11 +199,6 @@ impl Timing {
         let age = self.current_age(now);
         (age >= self.lifetime).then(|| age - self.lifetime)
     }
-
-    /// Freshness left at `now` (0 when stale).
-    pub(crate) fn remaining(&self, now: SystemTime) -> Duration {
-        self.lifetime.saturating_sub(self.current_age(now))
-    }
 }
 
 /// How a stored response may answer a request (RFC 9111 §4.2.4, §5.2.1, RFC 5861).
@@ -362,7 +357,11 @@ mod tests {
         httpdate::fmt_http_date(at(secs))
     }
 
-    fn check(status: u16, lines: &[(&str, &str)], request: &[(&str, &str)]) -> Result<(), NotStored> {
+    fn check(
+        status: u16,
+        lines: &[(&str, &str)],
+        request: &[(&str, &str)],
+    ) -> Result<(), NotStored> {
         let response_headers = headers(lines);
         let directives = ResponseDirectives::parse(&response_headers);
         let request_headers = headers(request);
@@ -385,25 +384,51 @@ mod tests {
         assert_eq!(check(200, &[], &[]), Ok(()), "heuristic");
         assert_eq!(check(302, &[], &[]), Err(NotStored::NoFreshness));
         assert_eq!(check(302, &[("cache-control", "max-age=5")], &[]), Ok(()));
-        assert_eq!(check(206, &[("cache-control", "max-age=5")], &[]), Err(NotStored::Status));
-        assert_eq!(check(200, &[("cache-control", "no-store")], &[]), Err(NotStored::NoStore));
+        assert_eq!(
+            check(206, &[("cache-control", "max-age=5")], &[]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            check(200, &[("cache-control", "no-store")], &[]),
+            Err(NotStored::NoStore)
+        );
         assert_eq!(
             check(200, &[("cache-control", "no-store, must-understand")], &[]),
             Ok(()),
             "must-understand overrides no-store for a known status"
         );
-        assert_eq!(check(200, &[("cache-control", "private")], &[]), Err(NotStored::Private));
-        assert_eq!(check(200, &[], &[("cache-control", "no-store")]), Err(NotStored::NoStore));
         assert_eq!(
-            check(200, &[("cache-control", "max-age=5")], &[("authorization", "Basic x")]),
+            check(200, &[("cache-control", "private")], &[]),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            check(200, &[], &[("cache-control", "no-store")]),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            check(
+                200,
+                &[("cache-control", "max-age=5")],
+                &[("authorization", "Basic x")]
+            ),
             Err(NotStored::Authorization)
         );
         assert_eq!(
-            check(200, &[("cache-control", "s-maxage=5")], &[("authorization", "Basic x")]),
+            check(
+                200,
+                &[("cache-control", "s-maxage=5")],
+                &[("authorization", "Basic x")]
+            ),
             Ok(())
         );
-        assert_eq!(check(200, &[("vary", "Accept, *")], &[]), Err(NotStored::VaryStar));
-        assert_eq!(check(200, &[("set-cookie", "a=1")], &[]), Err(NotStored::SetCookie));
+        assert_eq!(
+            check(200, &[("vary", "Accept, *")], &[]),
+            Err(NotStored::VaryStar)
+        );
+        assert_eq!(
+            check(200, &[("set-cookie", "a=1")], &[]),
+            Err(NotStored::SetCookie)
+        );
     }
 
     fn lifetime(lines: &[(&str, &str)]) -> Duration {
@@ -422,12 +447,22 @@ mod tests {
         let date = date_header(0);
         let expires = date_header(100);
         assert_eq!(
-            lifetime(&[("cache-control", "max-age=10, s-maxage=20"), ("expires", &expires)]),
+            lifetime(&[
+                ("cache-control", "max-age=10, s-maxage=20"),
+                ("expires", &expires)
+            ]),
             20 * S
         );
-        assert_eq!(lifetime(&[("cache-control", "max-age=10"), ("expires", &expires)]), 10 * S);
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=10"), ("expires", &expires)]),
+            10 * S
+        );
         assert_eq!(lifetime(&[("date", &date), ("expires", &expires)]), 100 * S);
-        assert_eq!(lifetime(&[("expires", "0")]), Duration::ZERO, "an invalid Expires");
+        assert_eq!(
+            lifetime(&[("expires", "0")]),
+            Duration::ZERO,
+            "an invalid Expires"
+        );
         assert_eq!(lifetime(&[]), 300 * S);
     }
 
@@ -444,7 +479,6 @@ mod tests {
         assert_eq!(timing.current_age(at(22)), 17 * S);
         assert_eq!(timing.staleness(at(22)), None);
         assert_eq!(timing.staleness(at(26)), Some(S));
-        assert_eq!(timing.remaining(at(22)), 3 * S);
     }
 
     fn reuse_at(now: u64, stored: &str, request: &str) -> Reuse {
@@ -463,40 +497,71 @@ mod tests {
     #[test]
     fn reuse_follows_the_directives_of_both_sides() {
         assert_eq!(reuse_at(5, "max-age=10", ""), Reuse::Fresh);
-        assert_eq!(reuse_at(10, "max-age=10", ""), Reuse::Revalidate, "stale at its lifetime");
+        assert_eq!(
+            reuse_at(10, "max-age=10", ""),
+            Reuse::Revalidate,
+            "stale at its lifetime"
+        );
         assert_eq!(reuse_at(5, "max-age=10, no-cache", ""), Reuse::Revalidate);
         assert_eq!(reuse_at(5, "max-age=10", "no-cache"), Reuse::Revalidate);
         assert_eq!(reuse_at(5, "max-age=10", "max-age=4"), Reuse::Revalidate);
         assert_eq!(reuse_at(5, "max-age=10", "max-age=5"), Reuse::Fresh);
         assert_eq!(reuse_at(5, "max-age=10", "min-fresh=6"), Reuse::Revalidate);
         assert_eq!(reuse_at(5, "max-age=10", "min-fresh=5"), Reuse::Fresh);
-        assert_eq!(reuse_at(15, "max-age=10", "max-stale=5"), Reuse::StaleAccepted);
-        assert_eq!(reuse_at(15, "max-age=10", "max-stale"), Reuse::StaleAccepted);
+        assert_eq!(
+            reuse_at(15, "max-age=10", "max-stale=5"),
+            Reuse::StaleAccepted
+        );
+        assert_eq!(
+            reuse_at(15, "max-age=10", "max-stale"),
+            Reuse::StaleAccepted
+        );
         assert_eq!(reuse_at(15, "max-age=10", "max-stale=4"), Reuse::Revalidate);
-        assert_eq!(reuse_at(15, "max-age=10, must-revalidate", "max-stale"), Reuse::Revalidate);
-        assert_eq!(reuse_at(15, "max-age=10, s-maxage=10", "max-stale"), Reuse::Revalidate);
+        assert_eq!(
+            reuse_at(15, "max-age=10, must-revalidate", "max-stale"),
+            Reuse::Revalidate
+        );
+        assert_eq!(
+            reuse_at(15, "max-age=10, s-maxage=10", "max-stale"),
+            Reuse::Revalidate
+        );
         assert_eq!(
             reuse_at(15, "max-age=10, stale-while-revalidate=6", ""),
             Reuse::StaleWhileRevalidate
         );
-        assert_eq!(reuse_at(16, "max-age=10, stale-while-revalidate=6", ""), Reuse::Revalidate);
+        assert_eq!(
+            reuse_at(16, "max-age=10, stale-while-revalidate=6", ""),
+            Reuse::Revalidate
+        );
     }
 
     #[test]
     fn conditionals_against_the_stored_response() {
-        let stored = headers(&[
-            ("etag", "W/\"v1\""),
-            ("last-modified", &date_header(0)),
-        ]);
-        assert!(not_modified(&headers(&[("if-none-match", "\"v0\", \"v1\"")]), &stored));
-        assert!(!not_modified(&headers(&[("if-none-match", "\"v2\"")]), &stored));
+        let stored = headers(&[("etag", "W/\"v1\""), ("last-modified", &date_header(0))]);
+        assert!(not_modified(
+            &headers(&[("if-none-match", "\"v0\", \"v1\"")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &headers(&[("if-none-match", "\"v2\"")]),
+            &stored
+        ));
         assert!(not_modified(&headers(&[("if-none-match", "*")]), &stored));
-        assert!(not_modified(&headers(&[("if-modified-since", &date_header(5))]), &stored));
+        assert!(not_modified(
+            &headers(&[("if-modified-since", &date_header(5))]),
+            &stored
+        ));
         let later = headers(&[("last-modified", &date_header(9))]);
-        assert!(!not_modified(&headers(&[("if-modified-since", &date_header(0))]), &later));
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", &date_header(0))]),
+            &later
+        ));
         assert!(
             !not_modified(
-                &headers(&[("if-none-match", "\"v2\""), ("if-modified-since", &date_header(5))]),
+                &headers(&[
+                    ("if-none-match", "\"v2\""),
+                    ("if-modified-since", &date_header(5))
+                ]),
                 &stored
             ),
             "If-None-Match decides when present"
@@ -505,7 +570,10 @@ mod tests {
 
     #[test]
     fn vary_values_are_normalised() {
-        let request = headers(&[("accept-encoding", "gzip ,  br"), ("accept-encoding", "zstd")]);
+        let request = headers(&[
+            ("accept-encoding", "gzip ,  br"),
+            ("accept-encoding", "zstd"),
+        ]);
         assert_eq!(
             selecting_value(&request, "accept-encoding").as_deref(),
             Some("gzip, br, zstd")

@@ -1,0 +1,90 @@
+//! The serde configuration, with the origin's names and defaults, and the rules every value
+//! must meet (the builder's and `from_config`'s alike).
+
+use std::time::Duration;
+
+use proxflow_core::ConfigError;
+use serde::{Deserialize, Serialize};
+
+/// Everything a [`CacheLayer`](crate::CacheLayer) can be told, as read from JSON, YAML or
+/// TOML. `{}` is valid and gives the defaults.
+///
+/// The names and the first four fields are the origin's, a Caddy directive:
+///
+/// ```text
+/// cache { ttl 10m  max_size 100  predictive_warming  webhook_path /cache/invalidate }
+/// ```
+///
+/// ```
+/// use proxflow_cache::CacheConfig;
+///
+/// let config: CacheConfig = serde_yaml::from_str("{ttl: 10m, max_size: 100}")?;
+/// assert_eq!(config.ttl, std::time::Duration::from_secs(600));
+/// # Ok::<(), serde_yaml::Error>(())
+/// ```
+///
+/// Unknown fields are refused, so that a misspelt one is not silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The freshness lifetime of a storable response without explicit freshness (no
+    /// `s-maxage`, `max-age` or `Expires`) whose status allows heuristic freshness (RFC 9111
+    /// §4.2.2: 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501) or that is `public`.
+    /// `0s` turns heuristic freshness off. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Megabytes (10^6 bytes) of stored responses: bodies, headers, keys and a fixed
+    /// per-entry overhead of 256 bytes. Default 100.
+    pub max_size: u64,
+    /// The largest body stored, in bytes; a larger one streams through and is not stored,
+    /// however it arrives. Default 8 MiB (8388608).
+    pub max_object_size: u64,
+    /// Refresh ahead of expiry the entries likely to be requested again, and prefetch what
+    /// tends to follow a request. Default off. Not wired to the layer yet (issue 19).
+    pub predictive_warming: bool,
+    /// The path of the invalidation webhook. Default none. Not wired to the layer yet
+    /// (issue 19).
+    pub webhook_path: Option<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(300),
+            max_size: 100,
+            max_object_size: 8 << 20,
+            predictive_warming: false,
+            webhook_path: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_size == 0 {
+            return Err(ConfigError::new("max_size", "at least 1 (megabytes)"));
+        }
+        if self.max_object_size == 0 {
+            return Err(ConfigError::new("max_object_size", "at least 1 (bytes)"));
+        }
+        if self.max_object_size > self.max_size.saturating_mul(1_000_000) {
+            return Err(ConfigError::new(
+                "max_object_size",
+                format!(
+                    "at most max_size ({} MB); got {} bytes",
+                    self.max_size, self.max_object_size
+                ),
+            ));
+        }
+        if let Some(path) = &self.webhook_path {
+            if !path.starts_with('/') {
+                return Err(ConfigError::new(
+                    "webhook_path",
+                    format!("a path starting with '/'; got {path:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,629 @@
+//! The cache in front of a service: look up, answer from the store, revalidate, or forward
+//! and store; `Age` and `Cache-Status` on the way out.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use proxflow_core::BoxError;
+use tower_service::Service;
+
+use crate::body::{CacheBody, Copy};
+use crate::directives::{RequestDirectives, ResponseDirectives};
+use crate::policy::{self, NotStored, Reuse, Timing};
+use crate::stats::Counters;
+use crate::store::{Store, Stored, WallClock};
+
+/// The `Cache-Status` header (RFC 9211).
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// This cache's name in `Cache-Status`.
+const NAME: &str = "proxflow";
+
+/// What every service of one layer shares: the store, the settings, the counters.
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) ttl: Duration,
+    pub(crate) max_object_size: usize,
+    pub(crate) wall: WallClock,
+    pub(crate) counters: Arc<Counters>,
+    /// Keys being refreshed in the background (`stale-while-revalidate`): one at a time each.
+    refreshing: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        store: Store,
+        ttl: Duration,
+        max_object_size: usize,
+        wall: WallClock,
+        counters: Arc<Counters>,
+    ) -> Shared {
+        Shared {
+            store,
+            ttl,
+            max_object_size,
+            wall,
+            counters,
+            refreshing: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn store_response(&self, key: Arc<str>, stored: Stored) {
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        self.store.insert(key, stored);
+    }
+}
+
+/// The cache over a service `S`; made by [`CacheLayer`](crate::CacheLayer).
+pub struct Cache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for Cache<S> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> Cache<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Cache { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the cache.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> std::fmt::Debug for Cache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Cache<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The ready service goes with this request; the clone waits for the next one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(Arc::clone(&self.shared), inner, request))
+    }
+}
+
+/// The store's key of a request: its host (lowercased) and its path and query. GET and HEAD
+/// share it.
+fn key_of(uri: &Uri, headers: &HeaderMap) -> Arc<str> {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Arc::from(format!("{host}{path}"))
+}
+
+async fn handle<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let key = key_of(request.uri(), request.headers());
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        return pass_unsafe(&shared, &mut inner, request, key).await;
+    }
+    let directives = RequestDirectives::parse(request.headers());
+    let now = shared.wall.now();
+    let variants = shared.store.get(&key);
+    let stored = variants
+        .as_ref()
+        .and_then(|variants| variants.find(request.headers()).cloned());
+    let Some(stored) = stored else {
+        shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+        if directives.only_if_cached {
+            return Ok(only_if_cached());
+        }
+        let fwd = if variants.is_some() {
+            "vary-miss"
+        } else {
+            "uri-miss"
+        };
+        return forward(&shared, &mut inner, request, key, &directives, fwd).await;
+    };
+    match policy::reuse(&stored.timing, &stored.directives, &directives, now) {
+        Reuse::Fresh | Reuse::StaleAccepted => {
+            shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+            Ok(answer(
+                &stored,
+                request.headers(),
+                &method,
+                now,
+                "hit".into(),
+            ))
+        }
+        Reuse::StaleWhileRevalidate => {
+            shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            refresh_in_background(&shared, inner, &request, Arc::clone(&key), &stored);
+            Ok(answer(
+                &stored,
+                request.headers(),
+                &method,
+                now,
+                "hit".into(),
+            ))
+        }
+        Reuse::Revalidate if directives.only_if_cached => Ok(only_if_cached()),
+        Reuse::Revalidate => {
+            revalidate(&shared, &mut inner, request, key, &stored, &directives).await
+        }
+    }
+}
+
+/// A method that is not GET or HEAD goes to the origin; an unsafe one that succeeds
+/// invalidates its target URI and the same-origin `Location` and `Content-Location` (RFC 9111
+/// §4.4).
+async fn pass_unsafe<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    key: Arc<str>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
+    let host = key[..key.find('/').unwrap_or(key.len())].to_string();
+    let response = inner.call(request).await?;
+    let status = response.status();
+    if !safe && (status.is_success() || status.is_redirection()) {
+        shared.store.remove(&key);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(target) = same_origin_key(&host, response.headers().get(name)) {
+                shared.store.remove(&target);
+            }
+        }
+    }
+    let mut response = response.map(|body| CacheBody::origin(body, None));
+    set_status(&mut response, "fwd=method".into());
+    Ok(response)
+}
+
+/// The key of a `Location` or `Content-Location` on `host`: a path, or an absolute URI on
+/// the same host.
+fn same_origin_key(host: &str, value: Option<&HeaderValue>) -> Option<String> {
+    let uri: Uri = value?.to_str().ok()?.parse().ok()?;
+    match uri.authority() {
+        Some(authority) if !authority.as_str().eq_ignore_ascii_case(host) => None,
+        _ => Some(format!("{host}{}", uri.path_and_query()?.as_str())),
+    }
+}
+
+/// Sends the request to the origin and passes the answer on, storing it on the way when it
+/// is storable.
+async fn forward<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    key: Arc<str>,
+    directives: &RequestDirectives,
+    fwd: &str,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    let method = request.method().clone();
+    let request_headers = request.headers().clone();
+    let request_time = shared.wall.now();
+    let response = inner.call(request).await?;
+    let response_time = shared.wall.now();
+    Ok(store_on_the_way(
+        shared,
+        key,
+        &method,
+        &request_headers,
+        directives,
+        response,
+        (request_time, response_time),
+        format!("fwd={fwd}"),
+    ))
+}
+
+/// Passes an origin's response on, copying its body into the store if it is storable.
+#[allow(clippy::too_many_arguments)]
+fn store_on_the_way<ResBody>(
+    shared: &Arc<Shared>,
+    key: Arc<str>,
+    method: &Method,
+    request_headers: &HeaderMap,
+    directives: &RequestDirectives,
+    response: Response<ResBody>,
+    (request_time, response_time): (SystemTime, SystemTime),
+    status: String,
+) -> Response<CacheBody<ResBody>>
+where
+    ResBody: Body<Data = Bytes>,
+{
+    let (parts, body) = response.into_parts();
+    let response_directives = ResponseDirectives::parse(&parts.headers);
+    let view = policy::Response {
+        status: parts.status,
+        headers: &parts.headers,
+        directives: &response_directives,
+    };
+    let mut verdict = policy::storable(method, request_headers, directives, &view, shared.ttl);
+    let too_big = body
+        .size_hint()
+        .exact()
+        .or_else(|| content_length(&parts.headers))
+        .is_some_and(|len| len > shared.max_object_size as u64);
+    let lifetime = policy::freshness_lifetime(&view, response_time, shared.ttl);
+    let copy = match verdict {
+        Ok(()) if !too_big => {
+            let mut headers = parts.headers.clone();
+            for field in &response_directives.private_fields {
+                headers.remove(field.as_str());
+            }
+            let vary = policy::vary_names(&parts.headers)
+                .map(|name| {
+                    let value = policy::selecting_value(request_headers, &name);
+                    (name, value)
+                })
+                .collect();
+            let timing = Timing {
+                request_time,
+                response_time,
+                date: policy::date(&parts.headers),
+                age_value: policy::age_value(&parts.headers),
+                lifetime,
+            };
+            Some(Copy {
+                shared: Arc::clone(shared),
+                key,
+                stored: Stored {
+                    status: parts.status,
+                    headers,
+                    body: Bytes::new(),
+                    timing,
+                    directives: response_directives,
+                    vary,
+                },
+                bytes: BytesMut::new(),
+            })
+        }
+        Ok(()) => {
+            verdict = Err(NotStored::Status);
+            None
+        }
+        Err(_) => None,
+    };
+    let detail = match (verdict, too_big) {
+        (Ok(()), _) => "; stored".to_string(),
+        (Err(_), true) => "; detail=too-big".to_string(),
+        (Err(reason), false) => format!("; detail={}", reason.detail()),
+    };
+    let mut response = Response::from_parts(parts, CacheBody::origin(body, copy));
+    let fwd_status = response.status().as_u16();
+    set_status(
+        &mut response,
+        format!("{status}; fwd-status={fwd_status}{detail}"),
+    );
+    response
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Asks the origin whether the stored response is still good (RFC 9111 §4.3), with its
+/// validators; a 304 refreshes it, an error may be answered stale (`stale-if-error`).
+async fn revalidate<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    key: Arc<str>,
+    stored: &Arc<Stored>,
+    directives: &RequestDirectives,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    shared
+        .counters
+        .revalidations
+        .fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let client_headers = request.headers().clone();
+    conditional(request.headers_mut(), stored);
+    let request_time = shared.wall.now();
+    let result = inner.call(request).await;
+    let now = shared.wall.now();
+    let stale_ok = policy::stale_if_error(&stored.timing, &stored.directives, directives, now);
+    let response = match result {
+        Ok(response) if response.status().is_server_error() && stale_ok => {
+            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            let status = format!(
+                "hit; fwd=stale; fwd-status={}; detail=stale-if-error",
+                response.status().as_u16()
+            );
+            return Ok(answer(stored, &client_headers, &method, now, status));
+        }
+        Err(_) if stale_ok => {
+            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            return Ok(answer(
+                stored,
+                &client_headers,
+                &method,
+                now,
+                "hit; fwd=stale; detail=stale-if-error".into(),
+            ));
+        }
+        Err(error) => return Err(error),
+        Ok(response) => response,
+    };
+    if response.status() == StatusCode::NOT_MODIFIED {
+        let updated = refreshed(shared, stored, response.headers(), request_time, now);
+        let updated = Arc::new(updated);
+        let answer = answer(
+            &updated,
+            &client_headers,
+            &method,
+            now,
+            "fwd=stale; fwd-status=304".into(),
+        );
+        shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+        shared.store.insert_arc(key, updated);
+        return Ok(answer);
+    }
+    Ok(store_on_the_way(
+        shared,
+        key,
+        &method,
+        &client_headers,
+        directives,
+        response,
+        (request_time, now),
+        "fwd=stale".into(),
+    ))
+}
+
+/// The stored response after a 304: its headers merged in, its age starting again.
+fn refreshed(
+    shared: &Shared,
+    stored: &Stored,
+    not_modified: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Stored {
+    let mut merged = stored.updated(not_modified, stored.timing.clone());
+    let view = policy::Response {
+        status: merged.status,
+        headers: &merged.headers,
+        directives: &merged.directives,
+    };
+    let lifetime = policy::freshness_lifetime(&view, response_time, shared.ttl);
+    merged.timing = Timing {
+        request_time,
+        response_time,
+        date: policy::date(not_modified).or(policy::date(&merged.headers)),
+        age_value: policy::age_value(not_modified),
+        lifetime,
+    };
+    merged
+}
+
+/// Replaces the client's conditional fields with the stored response's validators.
+fn conditional(headers: &mut HeaderMap, stored: &Stored) {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(etag) = stored.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+}
+
+/// `stale-while-revalidate`: one background revalidation per key at a time, with the
+/// stored response's validators and the request's selecting headers.
+fn refresh_in_background<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    request: &Request<ReqBody>,
+    key: Arc<str>,
+    stored: &Arc<Stored>,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    {
+        let mut refreshing = shared.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        if !refreshing.insert(Arc::clone(&key)) {
+            return;
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut refresh = Request::new(ReqBody::default());
+    *refresh.uri_mut() = request.uri().clone();
+    *refresh.version_mut() = request.version();
+    let mut headers = request.headers().clone();
+    conditional(&mut headers, stored);
+    *refresh.headers_mut() = headers;
+    let shared = Arc::clone(shared);
+    let stored = Arc::clone(stored);
+    runtime.spawn(async move {
+        let directives = RequestDirectives::default();
+        let outcome = std::future::poll_fn(|cx| inner.poll_ready(cx)).await;
+        if outcome.is_ok() {
+            let result = revalidate(
+                &shared,
+                &mut inner,
+                refresh,
+                Arc::clone(&key),
+                &stored,
+                &directives,
+            )
+            .await;
+            if let Ok(response) = result {
+                // Read to its end, so that a new body reaches the store.
+                let mut body = std::pin::pin!(response.into_body());
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        shared
+            .refreshing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    });
+}
+
+/// The answer from a stored response: 304 when the client's own conditionals match it,
+/// otherwise the stored status, headers and body (none for HEAD), with `Age`.
+fn answer<B>(
+    stored: &Stored,
+    request: &HeaderMap,
+    method: &Method,
+    now: SystemTime,
+    status: String,
+) -> Response<CacheBody<B>> {
+    let age = stored.timing.current_age(now).as_secs();
+    let ttl = stored.timing.lifetime.as_secs() as i64 - age as i64;
+    let status = format!("{status}; ttl={ttl}");
+    if policy::not_modified(request, &stored.headers) {
+        let mut response = Response::new(CacheBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::LAST_MODIFIED,
+        ] {
+            for value in stored.headers.get_all(&name) {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        response
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from(age));
+        set_status(&mut response, status);
+        return response;
+    }
+    let body = if method == Method::HEAD {
+        CacheBody::empty()
+    } else {
+        CacheBody::stored(stored.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = stored.status;
+    *response.headers_mut() = stored.headers.clone();
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(age));
+    set_status(&mut response, status);
+    response
+}
+
+/// `only-if-cached` without a usable stored response: 504 (RFC 9111 §5.2.1.7).
+fn only_if_cached<B>() -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(Bytes::from_static(
+        b"gateway timeout: not in the cache (only-if-cached)\n",
+    )));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    set_status(&mut response, "detail=only-if-cached".into());
+    response
+}
+
+/// Adds this cache's `Cache-Status` entry, after those of caches nearer the origin.
+fn set_status<B>(response: &mut Response<B>, params: String) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{NAME}; {params}")) {
+        response.headers_mut().append(CACHE_STATUS, value);
+    }
+}
