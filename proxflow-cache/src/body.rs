@@ -81,8 +81,8 @@ where
                     .filter(|data| !data.is_empty())
                     .map(|data| Ok(Frame::data(data))),
             ),
-            KindProj::Origin { inner, copy } => {
-                let frame = match std::task::ready!(inner.poll_frame(cx)) {
+            KindProj::Origin { mut inner, copy } => {
+                let frame = match std::task::ready!(inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => frame,
                     Some(Err(error)) => {
                         // Nothing half-stored.
@@ -109,6 +109,14 @@ where
                 } else if copy.is_some() {
                     // Trailers are not stored; neither is a response that has them.
                     *copy = None;
+                }
+                // A server stops polling a body that says it has ended (its length is
+                // reached), so the copy is complete now, not at a `None` that may never be
+                // asked for.
+                if inner.is_end_stream() {
+                    if let Some(copy) = copy.take() {
+                        copy.finish();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
