@@ -41,6 +41,8 @@ pub(crate) struct Copy {
     /// The stored response without its body.
     pub(crate) stored: Stored,
     pub(crate) bytes: BytesMut,
+    /// Request coalescing: the waiters for this key wake when the copy is stored or dropped.
+    pub(crate) _leader: Option<crate::coalesce::Leader>,
 }
 
 impl<B> CacheBody<B> {
@@ -147,6 +149,7 @@ impl Copy {
             key,
             mut stored,
             bytes,
+            _leader,
         } = self;
         // The stored body is whole: its length frames it, for HEAD answers too.
         stored.headers.remove(http::header::TRANSFER_ENCODING);

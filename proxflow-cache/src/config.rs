@@ -39,6 +39,11 @@ pub struct CacheConfig {
     /// The largest body stored, in bytes; a larger one streams through and is not stored,
     /// however it arrives. Default 8 MiB (8388608).
     pub max_object_size: u64,
+    /// How long a request waits for another request's answer from the origin for the same
+    /// key (request coalescing) before it goes to the origin itself; `0s` turns coalescing
+    /// off. Default 5 s, as nginx's `proxy_cache_lock_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub coalesce_wait: Duration,
     /// Refresh ahead of expiry the entries likely to be requested again, and prefetch what
     /// tends to follow a request. Default off. Not wired to the layer yet (issue 19).
     pub predictive_warming: bool,
@@ -53,6 +58,7 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(300),
             max_size: 100,
             max_object_size: 8 << 20,
+            coalesce_wait: Duration::from_secs(5),
             predictive_warming: false,
             webhook_path: None,
         }

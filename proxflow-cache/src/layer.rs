@@ -79,6 +79,14 @@ impl CacheLayer {
         self
     }
 
+    /// How long a request waits for another's origin request for its key (see
+    /// [`CacheConfig::coalesce_wait`]); zero turns coalescing off. Default 5 s.
+    pub fn coalesce_wait(mut self, wait: Duration) -> Self {
+        self.unfixed("coalesce_wait");
+        self.config.coalesce_wait = wait;
+        self
+    }
+
     /// The clock ages and freshness are counted on: the TSC by default; tests on tokio's
     /// paused time pass [`Clock::tokio`].
     pub fn clock(mut self, clock: Clock) -> Self {
@@ -116,6 +124,7 @@ impl CacheLayer {
                 max_object,
                 WallClock::new(self.clock.clone()),
                 Arc::clone(&self.counters),
+                self.config.coalesce_wait,
             ))
         })
     }

@@ -59,7 +59,12 @@
 //!   stale), or `fwd=uri-miss|vary-miss|stale|method` with `fwd-status`, `stored` or the
 //!   reason it was not stored.
 //!
-//! Not yet (issue 19): request coalescing, predictive warming in the layer
+//! - **Coalescing**: concurrent GETs that need the origin for one key make one origin
+//!   request; the others wait for its answer (at most [`CacheConfig::coalesce_wait`], 5 s),
+//!   are answered from the store (`Cache-Status: hit; collapsed`), or make their own request
+//!   when the answer was not stored for them.
+//!
+//! Not yet (issue 19): predictive warming in the layer
 //! ([`warming`] is its algorithm), the invalidation webhook and partial JSON updates,
 //! surrogate keys, the `metrics` feature, and the measurements against the conformance
 //! suite, `http-cache-tower-server`, nginx and Varnish.
@@ -68,6 +73,7 @@
 //! one.
 
 mod body;
+mod coalesce;
 mod config;
 mod directives;
 mod layer;

@@ -17,6 +17,7 @@ use proxflow_core::BoxError;
 use tower_service::Service;
 
 use crate::body::{CacheBody, Copy};
+use crate::coalesce::{self, Coalescing, Join, Leader};
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::policy::{self, NotStored, Reuse, Timing};
 use crate::stats::Counters;
@@ -36,6 +37,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// Keys being refreshed in the background (`stale-while-revalidate`): one at a time each.
     refreshing: Mutex<HashSet<Arc<str>>>,
+    pub(crate) coalescing: Arc<Coalescing>,
+    /// How long a request waits for another's origin request for its key.
+    pub(crate) coalesce_wait: Duration,
 }
 
 impl Shared {
@@ -45,6 +49,7 @@ impl Shared {
         max_object_size: usize,
         wall: WallClock,
         counters: Arc<Counters>,
+        coalesce_wait: Duration,
     ) -> Shared {
         Shared {
             store,
@@ -53,6 +58,8 @@ impl Shared {
             wall,
             counters,
             refreshing: Mutex::default(),
+            coalescing: Arc::default(),
+            coalesce_wait,
         }
     }
 
@@ -167,49 +174,72 @@ where
         return pass_unsafe(&shared, &mut inner, request, key).await;
     }
     let directives = RequestDirectives::parse(request.headers());
-    let now = shared.wall.now();
-    let variants = shared.store.get(&key);
-    let stored = variants
-        .as_ref()
-        .and_then(|variants| variants.find(request.headers()).cloned());
-    let Some(stored) = stored else {
-        shared.counters.misses.fetch_add(1, Ordering::Relaxed);
-        if directives.only_if_cached {
-            return Ok(only_if_cached());
-        }
-        let fwd = if variants.is_some() {
-            "vary-miss"
-        } else {
-            "uri-miss"
-        };
-        return forward(&shared, &mut inner, request, key, &directives, fwd).await;
-    };
-    match policy::reuse(&stored.timing, &stored.directives, &directives, now) {
-        Reuse::Fresh | Reuse::StaleAccepted => {
-            shared.counters.hits.fetch_add(1, Ordering::Relaxed);
-            Ok(answer(
-                &stored,
-                request.headers(),
-                &method,
-                now,
-                "hit".into(),
-            ))
-        }
-        Reuse::StaleWhileRevalidate => {
-            shared.counters.hits.fetch_add(1, Ordering::Relaxed);
-            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
-            refresh_in_background(&shared, inner, &request, Arc::clone(&key), &stored);
-            Ok(answer(
-                &stored,
-                request.headers(),
-                &method,
-                now,
-                "hit".into(),
-            ))
-        }
-        Reuse::Revalidate if directives.only_if_cached => Ok(only_if_cached()),
-        Reuse::Revalidate => {
-            revalidate(&shared, &mut inner, request, key, &stored, &directives).await
+    // Set once this request waited for another's origin request: it makes its own then.
+    let mut waited = false;
+    loop {
+        let now = shared.wall.now();
+        let variants = shared.store.get(&key);
+        let stored = variants
+            .as_ref()
+            .and_then(|variants| variants.find(request.headers()).cloned());
+        let reuse = stored
+            .as_ref()
+            .map(|stored| policy::reuse(&stored.timing, &stored.directives, &directives, now));
+        let collapsed = if waited { "; collapsed" } else { "" };
+        match (stored, reuse) {
+            (Some(stored), Some(Reuse::Fresh | Reuse::StaleAccepted)) => {
+                shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let status = format!("hit{collapsed}");
+                return Ok(answer(&stored, request.headers(), &method, now, status));
+            }
+            (Some(stored), Some(Reuse::StaleWhileRevalidate)) => {
+                shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+                refresh_in_background(&shared, inner, &request, Arc::clone(&key), &stored);
+                let status = format!("hit{collapsed}");
+                return Ok(answer(&stored, request.headers(), &method, now, status));
+            }
+            (stored, _) => {
+                if directives.only_if_cached {
+                    return Ok(only_if_cached());
+                }
+                // A GET that may store its answer leads or waits; the others go on their own.
+                let may_lead = method == Method::GET
+                    && !directives.no_store
+                    && !waited
+                    && !shared.coalesce_wait.is_zero();
+                let leader = match may_lead.then(|| shared.coalescing.join(&key)) {
+                    Some(Join::Wait(watched)) => {
+                        shared.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                        coalesce::wait(watched, shared.coalesce_wait).await;
+                        waited = true;
+                        continue;
+                    }
+                    Some(Join::Lead(leader)) => Some(leader),
+                    None => None,
+                };
+                let Some(stored) = stored else {
+                    shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    let fwd = if variants.is_some() {
+                        "vary-miss"
+                    } else {
+                        "uri-miss"
+                    };
+                    let fwd = format!("fwd={fwd}{collapsed}");
+                    return forward(&shared, &mut inner, request, key, &directives, fwd, leader)
+                        .await;
+                };
+                return revalidate(
+                    &shared,
+                    &mut inner,
+                    request,
+                    key,
+                    &stored,
+                    &directives,
+                    leader,
+                )
+                .await;
+            }
         }
     }
 }
@@ -261,7 +291,8 @@ async fn forward<S, ReqBody, ResBody>(
     request: Request<ReqBody>,
     key: Arc<str>,
     directives: &RequestDirectives,
-    fwd: &str,
+    status: String,
+    leader: Option<Leader>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -280,7 +311,8 @@ where
         directives,
         response,
         (request_time, response_time),
-        format!("fwd={fwd}"),
+        status,
+        leader,
     ))
 }
 
@@ -295,6 +327,7 @@ fn store_on_the_way<ResBody>(
     response: Response<ResBody>,
     (request_time, response_time): (SystemTime, SystemTime),
     status: String,
+    leader: Option<Leader>,
 ) -> Response<CacheBody<ResBody>>
 where
     ResBody: Body<Data = Bytes>,
@@ -344,6 +377,7 @@ where
                     vary,
                 },
                 bytes: BytesMut::new(),
+                _leader: leader,
             })
         }
         Ok(()) => {
@@ -384,6 +418,7 @@ async fn revalidate<S, ReqBody, ResBody>(
     key: Arc<str>,
     stored: &Arc<Stored>,
     directives: &RequestDirectives,
+    leader: Option<Leader>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -445,6 +480,7 @@ where
         response,
         (request_time, now),
         "fwd=stale".into(),
+        leader,
     ))
 }
 
@@ -536,6 +572,7 @@ fn refresh_in_background<S, ReqBody, ResBody>(
                 Arc::clone(&key),
                 &stored,
                 &directives,
+                None,
             )
             .await;
             if let Ok(response) = result {

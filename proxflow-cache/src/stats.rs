@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) stale: AtomicU64,
     pub(crate) revalidations: AtomicU64,
     pub(crate) stored: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
 }
 
 /// A cache's figures; cheap to clone, every clone reads the same cache.
@@ -39,6 +40,8 @@ pub struct CacheSnapshot {
     pub revalidations: u64,
     /// Responses stored or refreshed.
     pub stored: u64,
+    /// Requests that waited for another's origin request for their key.
+    pub coalesced: u64,
     /// Stored responses (URIs; each may hold several variants).
     pub entries: u64,
     /// Bytes held: bodies, headers, keys and the per-entry overhead.
@@ -56,6 +59,7 @@ impl CacheStats {
             stale: read(&c.stale),
             revalidations: read(&c.revalidations),
             stored: read(&c.stored),
+            coalesced: read(&c.coalesced),
             bytes: self.shared.get().map_or(0, |shared| shared.store.bytes()),
             entries: self.shared.get().map_or(0, |shared| shared.store.entries()),
         }

@@ -25,6 +25,8 @@ type AnswerFn = dyn Fn(&Request) -> Answer + Send + Sync;
 struct Origin {
     answer: Arc<Mutex<Box<AnswerFn>>>,
     count: Arc<AtomicUsize>,
+    /// How long it takes to answer.
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Origin {
@@ -32,6 +34,7 @@ impl Origin {
         Origin {
             answer: Arc::new(Mutex::new(Box::new(answer))),
             count: Arc::default(),
+            delay: Arc::default(),
         }
     }
 
@@ -52,6 +55,8 @@ impl Origin {
                     let origin = origin.clone();
                     async move {
                         origin.count.fetch_add(1, Ordering::SeqCst);
+                        let delay = *origin.delay.lock().unwrap();
+                        tokio::time::sleep(delay).await;
                         let (status, headers, body) = (origin.answer.lock().unwrap())(&request);
                         let mut response = Response::new(Body::from(body));
                         *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -365,8 +370,8 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     let second = get(&app, "/s").await;
     assert_eq!((first.body.as_str(), second.body.as_str()), ("old", "old"));
     assert_eq!(first.header("cache-status"), "proxflow; hit; ttl=-2");
-    // The background refresh runs.
-    tokio::time::advance(Duration::from_millis(1)).await;
+    // The background refresh runs (a paused clock runs every ready task before it moves).
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(get(&app, "/s").await.body, "new");
     assert_eq!(
         origin.requests(),
@@ -422,4 +427,73 @@ async fn a_body_over_the_object_limit_streams_through_unstored() {
         );
     }
     assert_eq!(origin.requests(), 2);
+}
+
+/// Ten concurrent requests for `path` (each in its own task), their answers in order.
+async fn ten_at_once(app: &Router, path: &'static str) -> Vec<Got> {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, path).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_make_one_origin_request() {
+    let origin = Origin::new(|_| ok(&[("cache-control", "max-age=60")], "shared"));
+    *origin.delay.lock().unwrap() = Duration::from_millis(100);
+    let (layer, stats) = cache();
+    let app = origin.router(layer);
+    let answers = ten_at_once(&app, "/c").await;
+    assert_eq!(origin.requests(), 1);
+    assert!(answers.iter().all(|got| got.body == "shared"));
+    let collapsed = answers
+        .iter()
+        .filter(|got| {
+            got.header("cache-status")
+                .starts_with("proxflow; hit; collapsed")
+        })
+        .count();
+    assert_eq!(collapsed, 9);
+    assert_eq!(stats.snapshot().coalesced, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_for_an_answer_that_is_not_stored_make_their_own_requests() {
+    let origin = Origin::new(|_| ok(&[("cache-control", "no-store")], "own"));
+    *origin.delay.lock().unwrap() = Duration::from_millis(100);
+    let (layer, _) = cache();
+    let app = origin.router(layer);
+    let answers = ten_at_once(&app, "/n").await;
+    assert_eq!(origin.requests(), 10);
+    assert!(answers.iter().all(|got| got.body == "own"));
+    let collapsed = answers
+        .iter()
+        .filter(|got| {
+            got.header("cache-status")
+                .contains("fwd=uri-miss; collapsed")
+        })
+        .count();
+    assert_eq!(collapsed, 9, "each waited once, then went itself");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_a_slow_origin_is_bounded() {
+    let origin = Origin::new(|_| ok(&[("cache-control", "max-age=60")], "slow"));
+    *origin.delay.lock().unwrap() = Duration::from_secs(10);
+    let layer = CacheLayer::new()
+        .clock(Clock::tokio())
+        .coalesce_wait(Duration::from_secs(2));
+    let app = origin.router(layer);
+    let started = tokio::time::Instant::now();
+    let answers = ten_at_once(&app, "/slow").await;
+    assert_eq!(origin.requests(), 10, "after 2 s each went on its own");
+    assert!(answers.iter().all(|got| got.body == "slow"));
+    assert_eq!(started.elapsed(), Duration::from_secs(12));
 }
