@@ -58,7 +58,6 @@
 //! - **`Cache-Status`** (RFC 9211) on every answer: `hit` with the `ttl` left (negative when
 //!   stale), or `fwd=uri-miss|vary-miss|stale|method` with `fwd-status`, `stored` or the
 //!   reason it was not stored.
-//!
 //! - **Coalescing**: concurrent GETs that need the origin for one key make one origin
 //!   request; the others wait for its answer (at most [`CacheConfig::coalesce_wait`], 5 s),
 //!   are answered from the store (`Cache-Status: hit; collapsed`), or make their own request
