@@ -47,9 +47,84 @@ pub struct CacheConfig {
     /// Refresh ahead of expiry the entries likely to be requested again, and prefetch what
     /// tends to follow a request. Default off. Not wired to the layer yet (issue 19).
     pub predictive_warming: bool,
-    /// The path of the invalidation webhook. Default none. Not wired to the layer yet
-    /// (issue 19).
+    /// The path of the invalidation webhook (`POST` only; see [`crate::webhook`]). Default
+    /// none: no webhook.
     pub webhook_path: Option<String>,
+    /// How webhook calls prove who they are; required with `webhook_path`, so that turning
+    /// authentication off is a choice written down (`none`).
+    pub webhook_auth: Option<WebhookAuth>,
+}
+
+/// How webhook calls authenticate: `{bearer: "<token>"}`, `{hmac_sha256: "<secret>"}` or
+/// `none`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AuthFields", into = "AuthFields")]
+pub enum WebhookAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `X-Proxflow-Signature: sha256=<hex>`: the HMAC-SHA256 of the body with this secret.
+    HmacSha256(String),
+    /// No authentication: anyone who reaches the path can invalidate.
+    None,
+}
+
+/// [`WebhookAuth`] as files write it: the word `none`, or a map of one method.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum AuthFields {
+    Name(String),
+    Method {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bearer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hmac_sha256: Option<String>,
+    },
+}
+
+impl TryFrom<AuthFields> for WebhookAuth {
+    type Error = String;
+
+    fn try_from(fields: AuthFields) -> Result<Self, String> {
+        match fields {
+            AuthFields::Name(name) if name == "none" => Ok(WebhookAuth::None),
+            AuthFields::Method {
+                bearer: Some(token),
+                hmac_sha256: None,
+            } => Ok(WebhookAuth::Bearer(token)),
+            AuthFields::Method {
+                bearer: None,
+                hmac_sha256: Some(secret),
+            } => Ok(WebhookAuth::HmacSha256(secret)),
+            _ => Err("expected {bearer: <token>}, {hmac_sha256: <secret>} or none".into()),
+        }
+    }
+}
+
+impl From<WebhookAuth> for AuthFields {
+    fn from(auth: WebhookAuth) -> Self {
+        match auth {
+            WebhookAuth::Bearer(token) => AuthFields::Method {
+                bearer: Some(token),
+                hmac_sha256: None,
+            },
+            WebhookAuth::HmacSha256(secret) => AuthFields::Method {
+                bearer: None,
+                hmac_sha256: Some(secret),
+            },
+            WebhookAuth::None => AuthFields::Name("none".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs.
+        f.write_str(match self {
+            WebhookAuth::Bearer(_) => "Bearer(..)",
+            WebhookAuth::HmacSha256(_) => "HmacSha256(..)",
+            WebhookAuth::None => "None",
+        })
+    }
 }
 
 impl Default for CacheConfig {
@@ -61,6 +136,7 @@ impl Default for CacheConfig {
             coalesce_wait: Duration::from_secs(5),
             predictive_warming: false,
             webhook_path: None,
+            webhook_auth: None,
         }
     }
 }
@@ -89,6 +165,24 @@ impl CacheConfig {
                     "webhook_path",
                     format!("a path starting with '/'; got {path:?}"),
                 ));
+            }
+            match &self.webhook_auth {
+                None => {
+                    return Err(ConfigError::new(
+                        "webhook_auth",
+                        "required with webhook_path: {bearer: <token>}, {hmac_sha256: <secret>}, \
+                         or none to turn authentication off",
+                    ))
+                }
+                Some(WebhookAuth::Bearer(secret) | WebhookAuth::HmacSha256(secret))
+                    if secret.len() < 16 =>
+                {
+                    return Err(ConfigError::new(
+                        "webhook_auth",
+                        "a token or secret of at least 16 characters",
+                    ))
+                }
+                Some(_) => {}
             }
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use proxflow_core::{Clock, ConfigError};
 use tower_layer::Layer;
 
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, WebhookAuth};
 use crate::service::{Cache, Shared};
 use crate::stats::{CacheStats, Counters};
 use crate::store::{Store, WallClock};
@@ -87,6 +87,22 @@ impl CacheLayer {
         self
     }
 
+    /// Answers `POST <path>` as the invalidation webhook (see [`crate::webhook`]),
+    /// authenticated by `auth`. Default: no webhook.
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/`, or a token or secret is shorter than 16 characters.
+    pub fn webhook(mut self, path: impl Into<String>, auth: WebhookAuth) -> Self {
+        self.unfixed("webhook");
+        self.config.webhook_path = Some(path.into());
+        self.config.webhook_auth = Some(auth);
+        if let Err(error) = self.config.validate() {
+            panic!("CacheLayer::webhook: {error}");
+        }
+        self
+    }
+
     /// The clock ages and freshness are counted on: the TSC by default; tests on tokio's
     /// paused time pass [`Clock::tokio`].
     pub fn clock(mut self, clock: Clock) -> Self {
@@ -125,6 +141,10 @@ impl CacheLayer {
                 WallClock::new(self.clock.clone()),
                 Arc::clone(&self.counters),
                 self.config.coalesce_wait,
+                self.config
+                    .webhook_path
+                    .clone()
+                    .zip(self.config.webhook_auth.clone()),
             ))
         })
     }

@@ -63,10 +63,17 @@
 //!   are answered from the store (`Cache-Status: hit; collapsed`), or make their own request
 //!   when the answer was not stored for them.
 //!
-//! Not yet (issue 19): predictive warming in the layer
-//! ([`warming`] is its algorithm), the invalidation webhook and partial JSON updates,
-//! surrogate keys, the `metrics` feature, and the measurements against the conformance
-//! suite, `http-cache-tower-server`, nginx and Varnish.
+//! - **Webhook** ([`webhook`]): `POST <webhook_path>` invalidates by key, path pattern
+//!   (an ordered index, not a scan) or `Surrogate-Key` tag, and edits stored JSON bodies in
+//!   place (`partial_update`); authenticated by a bearer token or an HMAC-SHA256 signature
+//!   unless turned off in writing; RFC 9457 problems for refused calls.
+//!
+//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), an
+//! origin timeout of the cache's own (a hanging origin is cut off by a timeout outside the
+//! layer today, and `stale-if-error` does not cover that case), the `metrics` feature,
+//! eviction counts, and the measurements: the conformance suite, the hit path against
+//! `http-cache-tower-server`, `caching_proxy` against nginx and Varnish, moka's admission
+//! policy for one-off URLs, and the index at 1M entries.
 //!
 //! The request body type must implement `Default`: a background revalidation sends an empty
 //! one.
@@ -75,15 +82,17 @@ mod body;
 mod coalesce;
 mod config;
 mod directives;
+mod index;
 mod layer;
 mod policy;
 mod service;
 mod stats;
 mod store;
 pub mod warming;
+pub mod webhook;
 
 pub use body::CacheBody;
-pub use config::CacheConfig;
+pub use config::{CacheConfig, WebhookAuth};
 pub use layer::CacheLayer;
 pub use proxflow_core::{Clock, ConfigError};
 pub use service::Cache;

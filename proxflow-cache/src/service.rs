@@ -18,10 +18,12 @@ use tower_service::Service;
 
 use crate::body::{CacheBody, Copy};
 use crate::coalesce::{self, Coalescing, Join, Leader};
+use crate::config::WebhookAuth;
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::policy::{self, NotStored, Reuse, Timing};
 use crate::stats::Counters;
 use crate::store::{Store, Stored, WallClock};
+use crate::webhook;
 
 /// The `Cache-Status` header (RFC 9211).
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -40,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) coalescing: Arc<Coalescing>,
     /// How long a request waits for another's origin request for its key.
     pub(crate) coalesce_wait: Duration,
+    /// The webhook's path and authentication.
+    pub(crate) webhook: Option<(String, WebhookAuth)>,
 }
 
 impl Shared {
@@ -50,6 +54,7 @@ impl Shared {
         wall: WallClock,
         counters: Arc<Counters>,
         coalesce_wait: Duration,
+        webhook: Option<(String, WebhookAuth)>,
     ) -> Shared {
         Shared {
             store,
@@ -60,6 +65,7 @@ impl Shared {
             refreshing: Mutex::default(),
             coalescing: Arc::default(),
             coalesce_wait,
+            webhook,
         }
     }
 
@@ -118,7 +124,8 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqBody: Default + Send + 'static,
+    ReqBody: Body<Data = Bytes> + Default + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
@@ -164,10 +171,16 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqBody: Default + Send + 'static,
+    ReqBody: Body<Data = Bytes> + Default + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    if let Some((path, auth)) = &shared.webhook {
+        if request.method() == Method::POST && request.uri().path() == path {
+            return Ok(webhook::handle(&shared, auth, request).await);
+        }
+    }
     let key = key_of(request.uri(), request.headers());
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {

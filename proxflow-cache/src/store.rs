@@ -5,9 +5,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
 use crate::directives::ResponseDirectives;
+use crate::index::Index;
 use crate::policy::{self, Timing};
 
 /// What an entry costs besides its key, headers and body: the bookkeeping of the entry, its
@@ -75,6 +77,10 @@ pub(crate) struct Variants {
 }
 
 impl Variants {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Stored>> {
+        self.list.iter()
+    }
+
     pub(crate) fn find(&self, request: &HeaderMap) -> Option<&Arc<Stored>> {
         self.list.iter().find(|stored| stored.matches(request))
     }
@@ -92,16 +98,25 @@ const MAX_VARIANTS: usize = 16;
 /// The responses of one cache.
 pub(crate) struct Store {
     entries: Cache<Arc<str>, Arc<Variants>>,
+    pub(crate) index: Arc<Index>,
 }
 
 impl Store {
     /// A store of at most `max_bytes` (keys, headers, bodies and [`ENTRY_OVERHEAD`]).
     pub(crate) fn new(max_bytes: u64) -> Store {
+        let index = Arc::new(Index::default());
+        let listener = Arc::clone(&index);
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key))
+            .eviction_listener(move |key: Arc<Arc<str>>, _, cause| {
+                // A replaced entry's key stays; its insert updated the index.
+                if cause != RemovalCause::Replaced {
+                    listener.remove(&key);
+                }
+            })
             .build();
-        Store { entries }
+        Store { entries, index }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Variants>> {
@@ -121,11 +136,17 @@ impl Store {
             list.extend(old.list.iter().filter(|other| !same(other)).cloned());
             list.truncate(MAX_VARIANTS);
         }
+        let tags = list
+            .iter()
+            .flat_map(|stored| surrogate_keys(&stored.headers))
+            .collect();
+        self.index.insert(&key, tags);
         self.entries.insert(key, Arc::new(Variants { list }));
     }
 
     pub(crate) fn remove(&self, key: &str) {
         self.entries.invalidate(key);
+        self.index.remove(key);
     }
 
     /// Bytes held now (moka's count, which trails the latest changes a little).
@@ -137,6 +158,17 @@ impl Store {
     pub(crate) fn entries(&self) -> u64 {
         self.entries.entry_count()
     }
+}
+
+/// The tags of a response: the space-separated `Surrogate-Key` values.
+fn surrogate_keys(headers: &HeaderMap) -> Vec<Arc<str>> {
+    headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(str::split_ascii_whitespace)
+        .map(Arc::from)
+        .collect()
 }
 
 /// The wall-clock time of the cache: the injected clock's reading from a wall-clock start, so
