@@ -145,11 +145,15 @@ where
     }
 }
 
-/// The store's key of a request: its host (lowercased) and its path and query. GET and HEAD
-/// share it.
+/// The store's key of a request: its host and its path and query. GET and HEAD share it.
 fn key_of(uri: &Uri, headers: &HeaderMap) -> Arc<str> {
-    let host = uri
-        .authority()
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Arc::from(format!("{}{path}", host_of(uri, headers)))
+}
+
+/// A request's host, lowercased: the URI's authority, else `Host`.
+pub(crate) fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
+    uri.authority()
         .map(|a| a.as_str().to_ascii_lowercase())
         .or_else(|| {
             headers
@@ -157,9 +161,7 @@ fn key_of(uri: &Uri, headers: &HeaderMap) -> Arc<str> {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_ascii_lowercase)
         })
-        .unwrap_or_default();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Arc::from(format!("{host}{path}"))
+        .unwrap_or_default()
 }
 
 async fn handle<S, ReqBody, ResBody>(

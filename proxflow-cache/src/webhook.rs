@@ -40,7 +40,7 @@ use sha2::Sha256;
 
 use crate::body::CacheBody;
 use crate::config::WebhookAuth;
-use crate::service::Shared;
+use crate::service::{host_of, Shared};
 use crate::store::Stored;
 
 /// The largest webhook body read.
@@ -124,7 +124,8 @@ where
     ReqBody::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let host = host(&parts.uri, &parts.headers);
+    // The host the webhook's keys and patterns are paths on.
+    let host = host_of(&parts.uri, &parts.headers);
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -231,19 +232,6 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// The host the webhook's keys and patterns are paths on.
-fn host(uri: &http::Uri, headers: &HeaderMap) -> String {
-    uri.authority()
-        .map(|a| a.as_str().to_ascii_lowercase())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_ascii_lowercase)
-        })
-        .unwrap_or_default()
 }
 
 /// The stored keys a webhook key names (see the module docs).
