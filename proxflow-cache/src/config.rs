@@ -39,6 +39,11 @@ pub struct CacheConfig {
     /// The largest body stored, in bytes; a larger one streams through and is not stored,
     /// however it arrives. Default 8 MiB (8388608).
     pub max_object_size: u64,
+    /// How long the origin has to answer (the response head; the body then streams at its
+    /// own pace). Past it the answer is stale (`stale-if-error`) or a 504. Default 60 s, as
+    /// nginx's `proxy_read_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub origin_timeout: Duration,
     /// How long a request waits for another request's answer from the origin for the same
     /// key (request coalescing) before it goes to the origin itself; `0s` turns coalescing
     /// off. Default 5 s, as nginx's `proxy_cache_lock_timeout`.
@@ -134,6 +139,7 @@ impl Default for CacheConfig {
             max_size: 100,
             max_object_size: 8 << 20,
             coalesce_wait: Duration::from_secs(5),
+            origin_timeout: Duration::from_secs(60),
             predictive_warming: false,
             webhook_path: None,
             webhook_auth: None,
@@ -146,6 +152,9 @@ impl CacheConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_size == 0 {
             return Err(ConfigError::new("max_size", "at least 1 (megabytes)"));
+        }
+        if self.origin_timeout.is_zero() {
+            return Err(ConfigError::new("origin_timeout", "more than 0, e.g. 60s"));
         }
         if self.max_object_size == 0 {
             return Err(ConfigError::new("max_object_size", "at least 1 (bytes)"));

@@ -9,7 +9,6 @@ use tower_layer::Layer;
 use crate::config::{CacheConfig, WebhookAuth};
 use crate::service::{Cache, Shared};
 use crate::stats::{CacheStats, Counters};
-use crate::store::{Store, WallClock};
 
 /// A shared HTTP cache (RFC 9111) in front of a service.
 ///
@@ -79,6 +78,21 @@ impl CacheLayer {
         self
     }
 
+    /// How long the origin has to answer (see [`CacheConfig::origin_timeout`]). Default 60 s.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    pub fn origin_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "CacheLayer::origin_timeout: more than 0"
+        );
+        self.unfixed("origin_timeout");
+        self.config.origin_timeout = timeout;
+        self
+    }
+
     /// How long a request waits for another's origin request for its key (see
     /// [`CacheConfig::coalesce_wait`]); zero turns coalescing off. Default 5 s.
     pub fn coalesce_wait(mut self, wait: Duration) -> Self {
@@ -132,20 +146,8 @@ impl CacheLayer {
 
     fn shared(&self) -> &Arc<Shared> {
         self.shared.get_or_init(|| {
-            let bytes = self.config.max_size.saturating_mul(1_000_000);
-            let max_object = usize::try_from(self.config.max_object_size).unwrap_or(usize::MAX);
-            Arc::new(Shared::new(
-                Store::new(bytes),
-                self.config.ttl,
-                max_object,
-                WallClock::new(self.clock.clone()),
-                Arc::clone(&self.counters),
-                self.config.coalesce_wait,
-                self.config
-                    .webhook_path
-                    .clone()
-                    .zip(self.config.webhook_auth.clone()),
-            ))
+            let counters = Arc::clone(&self.counters);
+            Arc::new(Shared::new(&self.config, self.clock.clone(), counters))
         })
     }
 }

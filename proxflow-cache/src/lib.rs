@@ -68,10 +68,12 @@
 //!   place (`partial_update`); authenticated by a bearer token or an HMAC-SHA256 signature
 //!   unless turned off in writing; RFC 9457 problems for refused calls.
 //!
-//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), an
-//! origin timeout of the cache's own (a hanging origin is cut off by a timeout outside the
-//! layer today, and `stale-if-error` does not cover that case), the `metrics` feature,
-//! eviction counts, and the measurements: the conformance suite, the hit path against
+//! - **Faults**: an origin whose answer does not come within
+//!   [`CacheConfig::origin_timeout`] (60 s) gets the stale copy (`stale-if-error`) or a 504;
+//!   a body that fails midway reaches the client as the failure and is not stored.
+//!
+//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), the
+//! `metrics` feature, eviction counts, and the measurements: the conformance suite, the hit path against
 //! `http-cache-tower-server`, `caching_proxy` against nginx and Varnish, moka's admission
 //! policy for one-off URLs, and the index at 1M entries.
 //!

@@ -13,12 +13,12 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use proxflow_core::BoxError;
+use proxflow_core::{BoxError, Clock};
 use tower_service::Service;
 
 use crate::body::{CacheBody, Copy};
 use crate::coalesce::{self, Coalescing, Join, Leader};
-use crate::config::WebhookAuth;
+use crate::config::{CacheConfig, WebhookAuth};
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::policy::{self, NotStored, Reuse, Timing};
 use crate::stats::Counters;
@@ -44,28 +44,24 @@ pub(crate) struct Shared {
     pub(crate) coalesce_wait: Duration,
     /// The webhook's path and authentication.
     pub(crate) webhook: Option<(String, WebhookAuth)>,
+    /// How long the origin has to answer (its response head).
+    pub(crate) origin_timeout: Duration,
 }
 
 impl Shared {
-    pub(crate) fn new(
-        store: Store,
-        ttl: Duration,
-        max_object_size: usize,
-        wall: WallClock,
-        counters: Arc<Counters>,
-        coalesce_wait: Duration,
-        webhook: Option<(String, WebhookAuth)>,
-    ) -> Shared {
+    /// The cache of a validated `config`, on `clock`, counting into `counters`.
+    pub(crate) fn new(config: &CacheConfig, clock: Clock, counters: Arc<Counters>) -> Shared {
         Shared {
-            store,
-            ttl,
-            max_object_size,
-            wall,
+            store: Store::new(config.max_size.saturating_mul(1_000_000)),
+            ttl: config.ttl,
+            max_object_size: usize::try_from(config.max_object_size).unwrap_or(usize::MAX),
+            wall: WallClock::new(clock),
             counters,
             refreshing: Mutex::default(),
             coalescing: Arc::default(),
-            coalesce_wait,
-            webhook,
+            coalesce_wait: config.coalesce_wait,
+            webhook: config.webhook_path.clone().zip(config.webhook_auth.clone()),
+            origin_timeout: config.origin_timeout,
         }
     }
 
@@ -316,7 +312,10 @@ where
     let method = request.method().clone();
     let request_headers = request.headers().clone();
     let request_time = shared.wall.now();
-    let response = inner.call(request).await?;
+    let Some(result) = ask(shared, inner, request).await else {
+        return Ok(origin_timeout(&status));
+    };
+    let response = result?;
     let response_time = shared.wall.now();
     Ok(store_on_the_way(
         shared,
@@ -447,10 +446,19 @@ where
     let client_headers = request.headers().clone();
     conditional(request.headers_mut(), stored);
     let request_time = shared.wall.now();
-    let result = inner.call(request).await;
+    let result = ask(shared, inner, request).await;
     let now = shared.wall.now();
     let stale_ok = policy::stale_if_error(&stored.timing, &stored.directives, directives, now);
     let response = match result {
+        None if stale_ok => {
+            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            let status = "hit; fwd=stale; detail=stale-if-error".to_string();
+            return Ok(answer(stored, &client_headers, &method, now, status));
+        }
+        None => return Ok(origin_timeout("fwd=stale")),
+        Some(result) => result,
+    };
+    let response = match response {
         Ok(response) if response.status().is_server_error() && stale_ok => {
             shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             let status = format!(
@@ -659,17 +667,49 @@ fn answer<B>(
     response
 }
 
+/// The origin's answer, or `None` when its head did not come within `origin_timeout`.
+async fn ask<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: &mut S,
+    request: Request<ReqBody>,
+) -> Option<Result<Response<ResBody>, S::Error>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    tokio::time::timeout(shared.origin_timeout, inner.call(request))
+        .await
+        .ok()
+}
+
+/// The origin did not answer within `origin_timeout`, and nothing stale may stand in: 504.
+fn origin_timeout<B>(status: &str) -> Response<CacheBody<B>> {
+    tracing::warn!("the origin did not answer within origin_timeout; answered 504");
+    let mut response = text(
+        StatusCode::GATEWAY_TIMEOUT,
+        "gateway timeout: the origin did not answer in time\n",
+    );
+    set_status(&mut response, format!("{status}; detail=origin-timeout"));
+    response
+}
+
 /// `only-if-cached` without a usable stored response: 504 (RFC 9111 §5.2.1.7).
 fn only_if_cached<B>() -> Response<CacheBody<B>> {
-    let mut response = Response::new(CacheBody::stored(Bytes::from_static(
-        b"gateway timeout: not in the cache (only-if-cached)\n",
-    )));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    let mut response = text(
+        StatusCode::GATEWAY_TIMEOUT,
+        "gateway timeout: not in the cache (only-if-cached)\n",
+    );
+    set_status(&mut response, "detail=only-if-cached".into());
+    response
+}
+
+/// The cache's own answer: a status and a short plain-text body.
+fn text<B>(status: StatusCode, text: &'static str) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    set_status(&mut response, "detail=only-if-cached".into());
     response
 }
 

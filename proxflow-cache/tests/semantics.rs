@@ -1,6 +1,8 @@
 //! The cache in front of an axum origin, on tokio's paused clock: what is stored and reused,
 //! revalidation, `Vary`, stale content, invalidation, the size limits, and the headers it adds.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,10 +12,9 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
-use http::{HeaderMap, Method, StatusCode};
-use http_body_util::BodyExt;
+use common::Got;
+use http::{Method, StatusCode};
 use proxflow_cache::{CacheLayer, CacheStats, Clock};
-use tower::ServiceExt;
 
 /// The origin's answer for a request: status, headers, body.
 type Answer = (u16, Vec<(&'static str, String)>, String);
@@ -85,43 +86,12 @@ fn cache() -> (CacheLayer, CacheStats) {
     (layer, stats)
 }
 
-struct Got {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map_or("", |v| v.to_str().unwrap_or(""))
-    }
+async fn get(app: &Router, path: &str) -> Got {
+    send(app, Method::GET, path, &[]).await
 }
 
 async fn send(app: &Router, method: Method, path: &str, headers: &[(&str, &str)]) -> Got {
-    let mut request = Request::builder().method(method).uri(path);
-    request = request.header("host", "example.com");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Got {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-async fn get(app: &Router, path: &str) -> Got {
-    send(app, Method::GET, path, &[]).await
+    common::send(app, method, path, headers, "").await
 }
 
 const S: Duration = Duration::from_secs(1);

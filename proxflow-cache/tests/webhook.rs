@@ -1,19 +1,18 @@
 //! The invalidation webhook through an axum app: authentication, invalidation by key, pattern
 //! and tag, partial JSON updates, and the problem documents of refused calls.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::get;
 use axum::Router;
 use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use proxflow_cache::{CacheLayer, Clock, WebhookAuth};
 use sha2::Sha256;
-use tower::ServiceExt;
 
 const TOKEN: &str = "a-token-of-24-characters";
 
@@ -62,22 +61,8 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, http::HeaderMap, String) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "example.com");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    let got = common::send(app, method, path, headers, body).await;
+    (got.status, got.headers, got.body)
 }
 
 async fn get_status(app: &Router, path: &str) -> String {
