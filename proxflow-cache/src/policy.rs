@@ -18,7 +18,6 @@ pub(crate) enum NotStored {
     NoStore,
     Private,
     Authorization,
-    SetCookie,
     VaryStar,
     /// Neither explicit freshness, a heuristically cacheable status, nor a validator.
     NoFreshness,
@@ -32,7 +31,6 @@ impl NotStored {
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
             NotStored::Authorization => "authorization",
-            NotStored::SetCookie => "set-cookie",
             NotStored::VaryStar => "vary-star",
             NotStored::NoFreshness => "no-freshness",
         }
@@ -85,7 +83,12 @@ pub(crate) fn storable(
     } else if d.no_store {
         return Err(NotStored::NoStore);
     }
-    if !understood(response.status) {
+    // Any final status may be stored; partial content and 304 are not (no range assembly).
+    let status = response.status;
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return Err(NotStored::Status);
     }
     if request.no_store {
@@ -98,20 +101,13 @@ pub(crate) fn storable(
     if request_headers.contains_key(header::AUTHORIZATION) && !explicitly_shared {
         return Err(NotStored::Authorization);
     }
-    // Stored, a cookie meant for one client would go to every client.
-    if response.headers.contains_key(header::SET_COOKIE)
-        && !(d.public || d.s_maxage.is_some())
-        && !d.private_fields.iter().any(|f| f == "set-cookie")
-    {
-        return Err(NotStored::SetCookie);
-    }
     if vary_names(response.headers).any(|name| name == "*") {
         return Err(NotStored::VaryStar);
     }
     let explicit = d.max_age.is_some()
         || d.s_maxage.is_some()
         || response.headers.contains_key(header::EXPIRES);
-    let heuristic = !ttl.is_zero() && (d.public || heuristically_cacheable(response.status));
+    let heuristic = heuristic_allowed(response, ttl);
     let validator = response.headers.contains_key(header::ETAG)
         || response.headers.contains_key(header::LAST_MODIFIED);
     if explicit || heuristic || (validator && d.no_cache) {
@@ -122,8 +118,8 @@ pub(crate) fn storable(
 }
 
 /// The freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, else `max-age`, else `Expires` minus
-/// `Date` (an `Expires` that does not parse is in the past), else `ttl` for a status that
-/// allows heuristic freshness or a `public` response.
+/// `Date` (an `Expires` that does not parse is in the past), else `ttl` for a response with
+/// `Last-Modified` whose status allows heuristic freshness or that is `public`.
 pub(crate) fn freshness_lifetime(
     response: &Response<'_>,
     response_time: SystemTime,
@@ -140,11 +136,20 @@ pub(crate) fn freshness_lifetime(
         let date = date(response.headers).unwrap_or(response_time);
         return expires.duration_since(date).unwrap_or(Duration::ZERO);
     }
-    if d.public || heuristically_cacheable(response.status) {
+    if heuristic_allowed(response, ttl) {
         ttl
     } else {
         Duration::ZERO
     }
+}
+
+/// Whether `ttl` serves as the heuristic freshness lifetime of a response without explicit
+/// freshness (RFC 9111 §4.2.2): a status that allows it, or `public`, and a `Last-Modified`
+/// to base it on (a response that says nothing of its age is not reused without asking).
+fn heuristic_allowed(response: &Response<'_>, ttl: Duration) -> bool {
+    !ttl.is_zero()
+        && (response.directives.public || heuristically_cacheable(response.status))
+        && response.headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// The `Date` of a message, if it parses.
@@ -381,8 +386,11 @@ mod tests {
 
     #[test]
     fn what_a_shared_cache_stores() {
-        assert_eq!(check(200, &[], &[]), Ok(()), "heuristic");
-        assert_eq!(check(302, &[], &[]), Err(NotStored::NoFreshness));
+        let modified = [("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")];
+        assert_eq!(check(200, &modified, &[]), Ok(()), "heuristic");
+        assert_eq!(check(200, &[], &[]), Err(NotStored::NoFreshness), "nothing to base it on");
+        assert_eq!(check(302, &modified, &[]), Err(NotStored::NoFreshness));
+        assert_eq!(check(500, &[("cache-control", "max-age=5")], &[]), Ok(()));
         assert_eq!(check(302, &[("cache-control", "max-age=5")], &[]), Ok(()));
         assert_eq!(
             check(206, &[("cache-control", "max-age=5")], &[]),
@@ -393,7 +401,7 @@ mod tests {
             Err(NotStored::NoStore)
         );
         assert_eq!(
-            check(200, &[("cache-control", "no-store, must-understand")], &[]),
+            check(200, &[("cache-control", "max-age=5, no-store, must-understand")], &[]),
             Ok(()),
             "must-understand overrides no-store for a known status"
         );
@@ -426,8 +434,9 @@ mod tests {
             Err(NotStored::VaryStar)
         );
         assert_eq!(
-            check(200, &[("set-cookie", "a=1")], &[]),
-            Err(NotStored::SetCookie)
+            check(200, &[("set-cookie", "a=1"), ("cache-control", "max-age=5")], &[]),
+            Ok(()),
+            "RFC 9111 lets a shared cache store it; per-user answers say private"
         );
     }
 
@@ -463,7 +472,8 @@ mod tests {
             Duration::ZERO,
             "an invalid Expires"
         );
-        assert_eq!(lifetime(&[]), 300 * S);
+        assert_eq!(lifetime(&[("last-modified", &date)]), 300 * S);
+        assert_eq!(lifetime(&[]), Duration::ZERO);
     }
 
     #[test]

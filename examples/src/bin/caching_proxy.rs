@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use proxflow_cache::{CacheConfig, CacheLayer};
-use proxflow_lb::{AdaptiveLb, Upstream};
+use proxflow_lb::{AdaptiveLb, PassiveHealth, Upstream};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
@@ -62,7 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // background: axum's `Body`, which hyper's `Incoming` becomes here.
         .map_request(|request: Request<Incoming>| request.map(Body::new))
         .layer(cache)
-        .layer(AdaptiveLb::new([args.upstream]))
+        // One origin: ejecting it after failures in a row would only turn its answers (5xx
+        // included, which the cache may serve stale over) into the balancer's 503s.
+        .layer(AdaptiveLb::new([args.upstream]).passive_health(PassiveHealth {
+            consecutive_failures: 0,
+            ..PassiveHealth::default()
+        }))
         .service(client);
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
