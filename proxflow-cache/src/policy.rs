@@ -161,13 +161,26 @@ fn http_date(value: Option<&http::HeaderValue>) -> Option<SystemTime> {
     httpdate::parse_http_date(value?.to_str().ok()?).ok()
 }
 
-/// The `Age` a response arrived with: a non-negative integer, else 0 (the first line counts).
+/// The `Age` a response arrived with: 0 without one; its value when it is one non-negative
+/// integer; otherwise (a list, a second line, a sign, a fraction, a parameter) an age past
+/// any freshness, so that a response whose age cannot be known is not reused unchecked (what
+/// the HTTP cache test suite requires).
 pub(crate) fn age_value(headers: &HeaderMap) -> Duration {
-    headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+    const UNKNOWN: Duration = Duration::from_secs(1 << 31);
+    let mut lines = headers.get_all(header::AGE).iter();
+    let Some(first) = lines.next() else {
+        return Duration::ZERO;
+    };
+    if lines.next().is_some() {
+        return UNKNOWN;
+    }
+    let value = first.to_str().unwrap_or("").trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return UNKNOWN;
+    }
+    value
+        .parse::<u64>()
+        .map_or(UNKNOWN, |secs| Duration::from_secs(secs.min(1 << 31)))
 }
 
 /// What a stored response's age and freshness are computed from.
@@ -326,13 +339,16 @@ fn weak_eq(a: &str, b: &str) -> bool {
     !a.is_empty() && opaque(a) == opaque(b.trim())
 }
 
-/// The headers of a 304 that must not replace the stored ones (RFC 9111 §3.2: the framing of
-/// the stored body stays its own).
+/// The headers of a 304 that must not replace the stored ones (RFC 9111 §3.2): those that
+/// describe the stored body itself (its framing, coding and range, its digest and its entity
+/// tag, which the 304 matched).
 pub(crate) fn keeps_stored(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING
         || name == header::CONTENT_ENCODING
         || name == header::CONTENT_RANGE
+        || name == header::ETAG
+        || name.as_str() == "content-md5"
 }
 
 #[cfg(test)]
@@ -388,7 +404,11 @@ mod tests {
     fn what_a_shared_cache_stores() {
         let modified = [("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")];
         assert_eq!(check(200, &modified, &[]), Ok(()), "heuristic");
-        assert_eq!(check(200, &[], &[]), Err(NotStored::NoFreshness), "nothing to base it on");
+        assert_eq!(
+            check(200, &[], &[]),
+            Err(NotStored::NoFreshness),
+            "nothing to base it on"
+        );
         assert_eq!(check(302, &modified, &[]), Err(NotStored::NoFreshness));
         assert_eq!(check(500, &[("cache-control", "max-age=5")], &[]), Ok(()));
         assert_eq!(check(302, &[("cache-control", "max-age=5")], &[]), Ok(()));
@@ -401,7 +421,11 @@ mod tests {
             Err(NotStored::NoStore)
         );
         assert_eq!(
-            check(200, &[("cache-control", "max-age=5, no-store, must-understand")], &[]),
+            check(
+                200,
+                &[("cache-control", "max-age=5, no-store, must-understand")],
+                &[]
+            ),
             Ok(()),
             "must-understand overrides no-store for a known status"
         );
@@ -434,7 +458,11 @@ mod tests {
             Err(NotStored::VaryStar)
         );
         assert_eq!(
-            check(200, &[("set-cookie", "a=1"), ("cache-control", "max-age=5")], &[]),
+            check(
+                200,
+                &[("set-cookie", "a=1"), ("cache-control", "max-age=5")],
+                &[]
+            ),
             Ok(()),
             "RFC 9111 lets a shared cache store it; per-user answers say private"
         );
@@ -474,6 +502,17 @@ mod tests {
         );
         assert_eq!(lifetime(&[("last-modified", &date)]), 300 * S);
         assert_eq!(lifetime(&[]), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_age_that_is_not_one_integer_is_past_any_freshness() {
+        let unknown = Duration::from_secs(1 << 31);
+        assert_eq!(age_value(&headers(&[])), Duration::ZERO);
+        assert_eq!(age_value(&headers(&[("age", " 30 ")])), 30 * S);
+        for bad in ["abc", "-1", "1.0", "7200,0", "0, 0", "5;a=b", ""] {
+            assert_eq!(age_value(&headers(&[("age", bad)])), unknown, "{bad:?}");
+        }
+        assert_eq!(age_value(&headers(&[("age", "0"), ("age", "0")])), unknown);
     }
 
     #[test]

@@ -64,10 +64,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(cache)
         // One origin: ejecting it after failures in a row would only turn its answers (5xx
         // included, which the cache may serve stale over) into the balancer's 503s.
-        .layer(AdaptiveLb::new([args.upstream]).passive_health(PassiveHealth {
-            consecutive_failures: 0,
-            ..PassiveHealth::default()
-        }))
+        .layer(
+            AdaptiveLb::new([args.upstream]).passive_health(PassiveHealth {
+                consecutive_failures: 0,
+                ..PassiveHealth::default()
+            }),
+        )
         .service(client);
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
