@@ -72,8 +72,12 @@
 //!   [`CacheConfig::origin_timeout`] (60 s) gets the stale copy (`stale-if-error`) or a 504;
 //!   a body that fails midway reaches the client as the failure and is not stored.
 //!
-//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), the
-//! `metrics` feature, eviction counts, and the measurements: the conformance suite, the hit path against
+//! - **Figures**: [`CacheStats::snapshot`] (hits, misses, stale answers, revalidations,
+//!   stores, coalesced waits, evictions, invalidations, entries and bytes); with the
+//!   `metrics` feature, `proxflow_cache_events_total{event}`.
+//!
+//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), and the
+//! measurements: the conformance suite, the hit path against
 //! `http-cache-tower-server`, `caching_proxy` against nginx and Varnish, moka's admission
 //! policy for one-off URLs, and the index at 1M entries.
 //!

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -21,7 +20,7 @@ use crate::coalesce::{self, Coalescing, Join, Leader};
 use crate::config::{CacheConfig, WebhookAuth};
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::policy::{self, NotStored, Reuse, Timing};
-use crate::stats::Counters;
+use crate::stats::{Counters, Event};
 use crate::store::{Store, Stored, WallClock};
 use crate::webhook;
 
@@ -52,7 +51,10 @@ impl Shared {
     /// The cache of a validated `config`, on `clock`, counting into `counters`.
     pub(crate) fn new(config: &CacheConfig, clock: Clock, counters: Arc<Counters>) -> Shared {
         Shared {
-            store: Store::new(config.max_size.saturating_mul(1_000_000)),
+            store: Store::new(
+                config.max_size.saturating_mul(1_000_000),
+                Arc::clone(&counters),
+            ),
             ttl: config.ttl,
             max_object_size: usize::try_from(config.max_object_size).unwrap_or(usize::MAX),
             wall: WallClock::new(clock),
@@ -66,7 +68,7 @@ impl Shared {
     }
 
     pub(crate) fn store_response(&self, key: Arc<str>, stored: Stored) {
-        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(Event::Stored);
         self.store.insert(key, stored);
     }
 }
@@ -199,13 +201,13 @@ where
         let collapsed = if waited { "; collapsed" } else { "" };
         match (stored, reuse) {
             (Some(stored), Some(Reuse::Fresh | Reuse::StaleAccepted)) => {
-                shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                shared.counters.add(Event::Hit);
                 let status = format!("hit{collapsed}");
                 return Ok(answer(&stored, request.headers(), &method, now, status));
             }
             (Some(stored), Some(Reuse::StaleWhileRevalidate)) => {
-                shared.counters.hits.fetch_add(1, Ordering::Relaxed);
-                shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+                shared.counters.add(Event::Hit);
+                shared.counters.add(Event::Stale);
                 refresh_in_background(&shared, inner, &request, Arc::clone(&key), &stored);
                 let status = format!("hit{collapsed}");
                 return Ok(answer(&stored, request.headers(), &method, now, status));
@@ -221,7 +223,7 @@ where
                     && !shared.coalesce_wait.is_zero();
                 let leader = match may_lead.then(|| shared.coalescing.join(&key)) {
                     Some(Join::Wait(watched)) => {
-                        shared.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                        shared.counters.add(Event::Coalesced);
                         coalesce::wait(watched, shared.coalesce_wait).await;
                         waited = true;
                         continue;
@@ -230,7 +232,7 @@ where
                     None => None,
                 };
                 let Some(stored) = stored else {
-                    shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.add(Event::Miss);
                     let fwd = if variants.is_some() {
                         "vary-miss"
                     } else {
@@ -438,10 +440,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body<Data = Bytes>,
 {
-    shared
-        .counters
-        .revalidations
-        .fetch_add(1, Ordering::Relaxed);
+    shared.counters.add(Event::Revalidation);
     let method = request.method().clone();
     let client_headers = request.headers().clone();
     conditional(request.headers_mut(), stored);
@@ -451,7 +450,7 @@ where
     let stale_ok = policy::stale_if_error(&stored.timing, &stored.directives, directives, now);
     let response = match result {
         None if stale_ok => {
-            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            shared.counters.add(Event::Stale);
             let status = "hit; fwd=stale; detail=stale-if-error".to_string();
             return Ok(answer(stored, &client_headers, &method, now, status));
         }
@@ -460,7 +459,7 @@ where
     };
     let response = match response {
         Ok(response) if response.status().is_server_error() && stale_ok => {
-            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            shared.counters.add(Event::Stale);
             let status = format!(
                 "hit; fwd=stale; fwd-status={}; detail=stale-if-error",
                 response.status().as_u16()
@@ -468,7 +467,7 @@ where
             return Ok(answer(stored, &client_headers, &method, now, status));
         }
         Err(_) if stale_ok => {
-            shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            shared.counters.add(Event::Stale);
             return Ok(answer(
                 stored,
                 &client_headers,
@@ -490,7 +489,7 @@ where
             now,
             "fwd=stale; fwd-status=304".into(),
         );
-        shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+        shared.counters.add(Event::Stored);
         shared.store.insert_arc(key, updated);
         return Ok(answer);
     }

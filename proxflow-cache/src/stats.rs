@@ -7,15 +7,68 @@ use serde::Serialize;
 
 use crate::service::Shared;
 
+/// What the cache counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Stale,
+    Revalidation,
+    Stored,
+    Coalesced,
+    /// An entry dropped to keep the store within `max_size`.
+    Evicted,
+    /// An entry removed by an unsafe method or the webhook.
+    Invalidated,
+}
+
+impl Event {
+    #[cfg(feature = "metrics")]
+    fn name(self) -> &'static str {
+        match self {
+            Event::Hit => "hit",
+            Event::Miss => "miss",
+            Event::Stale => "stale",
+            Event::Revalidation => "revalidation",
+            Event::Stored => "stored",
+            Event::Coalesced => "coalesced",
+            Event::Evicted => "evicted",
+            Event::Invalidated => "invalidated",
+        }
+    }
+}
+
 /// The counters every service of a layer adds to.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) stale: AtomicU64,
-    pub(crate) revalidations: AtomicU64,
-    pub(crate) stored: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    revalidations: AtomicU64,
+    stored: AtomicU64,
+    coalesced: AtomicU64,
+    evicted: AtomicU64,
+    invalidated: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one event, and with the `metrics` feature adds it to
+    /// `proxflow_cache_events_total{event}`.
+    pub(crate) fn add(&self, event: Event) {
+        let counter = match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
+            Event::Stale => &self.stale,
+            Event::Revalidation => &self.revalidations,
+            Event::Stored => &self.stored,
+            Event::Coalesced => &self.coalesced,
+            Event::Evicted => &self.evicted,
+            Event::Invalidated => &self.invalidated,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("proxflow_cache_events_total", "event" => event.name()).increment(1);
+    }
 }
 
 /// A cache's figures; cheap to clone, every clone reads the same cache.
@@ -42,6 +95,10 @@ pub struct CacheSnapshot {
     pub stored: u64,
     /// Requests that waited for another's origin request for their key.
     pub coalesced: u64,
+    /// Entries dropped to keep the store within `max_size`.
+    pub evicted: u64,
+    /// Entries removed by unsafe methods and the webhook.
+    pub invalidated: u64,
     /// Stored responses (URIs; each may hold several variants).
     pub entries: u64,
     /// Bytes held: bodies, headers, keys and the per-entry overhead.
@@ -51,7 +108,10 @@ pub struct CacheSnapshot {
 impl CacheStats {
     /// The figures now.
     pub fn snapshot(&self) -> CacheSnapshot {
-        let c = &self.counters;
+        // The store's pending removals first, so that the counts include them.
+        let bytes = self.shared.get().map_or(0, |shared| shared.store.bytes());
+        let entries = self.shared.get().map_or(0, |shared| shared.store.entries());
+        let c = &*self.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheSnapshot {
             hits: read(&c.hits),
@@ -60,8 +120,10 @@ impl CacheStats {
             revalidations: read(&c.revalidations),
             stored: read(&c.stored),
             coalesced: read(&c.coalesced),
-            bytes: self.shared.get().map_or(0, |shared| shared.store.bytes()),
-            entries: self.shared.get().map_or(0, |shared| shared.store.entries()),
+            evicted: read(&c.evicted),
+            invalidated: read(&c.invalidated),
+            bytes,
+            entries,
         }
     }
 }

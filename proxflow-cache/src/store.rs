@@ -11,6 +11,7 @@ use moka::sync::Cache;
 use crate::directives::ResponseDirectives;
 use crate::index::Index;
 use crate::policy::{self, Timing};
+use crate::stats::{Counters, Event};
 
 /// What an entry costs besides its key, headers and body: the bookkeeping of the entry, its
 /// variant and moka's node, rounded up.
@@ -102,8 +103,9 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// A store of at most `max_bytes` (keys, headers, bodies and [`ENTRY_OVERHEAD`]).
-    pub(crate) fn new(max_bytes: u64) -> Store {
+    /// A store of at most `max_bytes` (keys, headers, bodies and [`ENTRY_OVERHEAD`]),
+    /// counting its evictions and invalidations into `counters`.
+    pub(crate) fn new(max_bytes: u64, counters: Arc<Counters>) -> Store {
         let index = Arc::new(Index::default());
         let listener = Arc::clone(&index);
         let entries = Cache::builder()
@@ -113,6 +115,11 @@ impl Store {
                 // A replaced entry's key stays; its insert updated the index.
                 if cause != RemovalCause::Replaced {
                     listener.remove(&key);
+                }
+                match cause {
+                    RemovalCause::Size => counters.add(Event::Evicted),
+                    RemovalCause::Explicit => counters.add(Event::Invalidated),
+                    RemovalCause::Replaced | RemovalCause::Expired => {}
                 }
             })
             .build();

@@ -172,4 +172,5 @@ async fn many_distinct_urls_stay_within_max_size() {
     assert!(figures.bytes <= 1_000_000, "{figures:?}");
     // 400 bytes of body, a few headers and the 256-byte overhead: about 800 bytes each.
     assert!(figures.entries < 1_500, "{figures:?}");
+    assert_eq!(figures.evicted + figures.entries, 20_000, "{figures:?}");
 }

@@ -297,12 +297,13 @@ async fn an_unsafe_method_invalidates_its_target_and_locations() {
         Method::POST => (201, vec![("location", "/items/2".into())], String::new()),
         _ => ok(&[("cache-control", "max-age=60")], "list"),
     });
-    let (layer, _) = cache();
+    let (layer, stats) = cache();
     let app = origin.router(layer);
     get(&app, "/items").await;
     get(&app, "/items/2").await;
     let posted = send(&app, Method::POST, "/items", &[]).await;
     assert_eq!(posted.header("cache-status"), "proxflow; fwd=method");
+    assert_eq!(stats.snapshot().invalidated, 2);
     assert!(get(&app, "/items")
         .await
         .header("cache-status")
