@@ -339,6 +339,34 @@ fn weak_eq(a: &str, b: &str) -> bool {
     !a.is_empty() && opaque(a) == opaque(b.trim())
 }
 
+/// Removes from a response being stored what RFC 9111 §3.1 keeps out of the store: the
+/// connection's own fields (`Connection` and the fields it names, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`) and the fields of
+/// `private="..."`.
+pub(crate) fn remove_unstored_fields(headers: &mut HeaderMap, directives: &ResponseDirectives) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named.iter().chain(&directives.private_fields) {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
 /// The headers of a 304 that must not replace the stored ones (RFC 9111 §3.2): those that
 /// describe the stored body itself (its framing, coding and range, its digest and its entity
 /// tag, which the 304 matched).
@@ -615,6 +643,23 @@ mod tests {
             ),
             "If-None-Match decides when present"
         );
+    }
+
+    #[test]
+    fn the_connection_s_fields_and_private_ones_are_not_stored() {
+        let mut stored = headers(&[
+            ("connection", "close, X-Hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "s"),
+            ("cache-control", "max-age=5, private=\"X-Secret\""),
+            ("content-type", "text/plain"),
+        ]);
+        let directives = ResponseDirectives::parse(&stored);
+        remove_unstored_fields(&mut stored, &directives);
+        let mut names: Vec<&str> = stored.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["cache-control", "content-type"]);
     }
 
     #[test]

@@ -365,9 +365,7 @@ where
     let copy = match verdict {
         Ok(()) if !too_big => {
             let mut headers = parts.headers.clone();
-            for field in &response_directives.private_fields {
-                headers.remove(field.as_str());
-            }
+            policy::remove_unstored_fields(&mut headers, &response_directives);
             let vary = policy::vary_names(&parts.headers)
                 .map(|name| {
                     let value = policy::selecting_value(request_headers, &name);
