@@ -34,7 +34,8 @@ pub struct CacheConfig {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// Megabytes (10^6 bytes) of stored responses: bodies, headers, keys and a fixed
-    /// per-entry overhead of 256 bytes. Default 100.
+    /// per-entry overhead of 1200 bytes for the store's own structures, so that the figure
+    /// bounds the memory the cache takes. Default 100.
     pub max_size: u64,
     /// The largest body stored, in bytes; a larger one streams through and is not stored,
     /// however it arrives. Default 8 MiB (8388608).

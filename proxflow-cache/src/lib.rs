@@ -81,8 +81,9 @@
 //! `http-cache-tower-server`, `caching_proxy` against nginx and Varnish, moka's admission
 //! policy for one-off URLs, and the index at 1M entries.
 //!
-//! The request body type must implement `Default`: a background revalidation sends an empty
-//! one.
+//! The layer runs on tokio: the origin's timeout uses its timer and a background revalidation
+//! is a task of its runtime. The request body type must implement `Default`: a background
+//! revalidation sends an empty one.
 
 mod body;
 mod coalesce;

@@ -1,5 +1,6 @@
 //! Where responses are kept: byte-bounded, one entry per URI holding its variants (`Vary`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,9 +14,10 @@ use crate::index::Index;
 use crate::policy::{self, Timing};
 use crate::stats::{Counters, Event};
 
-/// What an entry costs besides its key, headers and body: the bookkeeping of the entry, its
-/// variant and moka's node, rounded up.
-pub(crate) const ENTRY_OVERHEAD: usize = 256;
+/// What an entry costs besides its key, headers and body, so that `max_size` bounds the
+/// process's memory and not only the bytes of the responses: moka's node, the header map's
+/// allocations, the stored response and its variant list, and the index's copy of the key.
+pub(crate) const ENTRY_OVERHEAD: usize = 1200;
 
 /// A stored response.
 #[derive(Debug)]
@@ -75,6 +77,8 @@ impl Stored {
 #[derive(Debug, Default)]
 pub(crate) struct Variants {
     list: Vec<Arc<Stored>>,
+    /// Tells this entry apart from earlier and later ones of the same key in the index.
+    generation: u64,
 }
 
 impl Variants {
@@ -100,6 +104,7 @@ const MAX_VARIANTS: usize = 16;
 pub(crate) struct Store {
     entries: Cache<Arc<str>, Arc<Variants>>,
     pub(crate) index: Arc<Index>,
+    generations: AtomicU64,
 }
 
 impl Store {
@@ -111,10 +116,10 @@ impl Store {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &Arc<str>, variants: &Arc<Variants>| variants.weight(key))
-            .eviction_listener(move |key: Arc<Arc<str>>, _, cause| {
+            .eviction_listener(move |key: Arc<Arc<str>>, variants: Arc<Variants>, cause| {
                 // A replaced entry's key stays; its insert updated the index.
                 if cause != RemovalCause::Replaced {
-                    listener.remove(&key);
+                    listener.remove(&key, Some(variants.generation));
                 }
                 match cause {
                     RemovalCause::Size => counters.add(Event::Evicted),
@@ -123,7 +128,11 @@ impl Store {
                 }
             })
             .build();
-        Store { entries, index }
+        Store {
+            entries,
+            index,
+            generations: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Variants>> {
@@ -147,13 +156,15 @@ impl Store {
             .iter()
             .flat_map(|stored| surrogate_keys(&stored.headers))
             .collect();
-        self.index.insert(&key, tags);
-        self.entries.insert(key, Arc::new(Variants { list }));
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        self.index.insert(&key, generation, tags);
+        self.entries
+            .insert(key, Arc::new(Variants { list, generation }));
     }
 
     pub(crate) fn remove(&self, key: &str) {
         self.entries.invalidate(key);
-        self.index.remove(key);
+        self.index.remove(key, None);
     }
 
     /// Bytes held now (moka's count, which trails the latest changes a little).

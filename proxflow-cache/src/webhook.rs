@@ -248,21 +248,11 @@ fn resolve(shared: &Shared, host: &str, key: &str) -> Vec<Arc<str>> {
     store.index.tagged(key)
 }
 
-/// The stored keys under a path prefix, at a segment boundary.
+/// The stored keys under a path, at a segment boundary.
 fn matching(shared: &Shared, host: &str, pattern: &str) -> Vec<Arc<str>> {
     let path = pattern.trim_end_matches('/');
     let slash = if path.starts_with('/') { "" } else { "/" };
-    let prefix = format!("{host}{slash}{path}");
-    shared
-        .store
-        .index
-        .with_prefix(&prefix)
-        .into_iter()
-        .filter(|key| {
-            let rest = &key[prefix.len()..];
-            rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')
-        })
-        .collect()
+    shared.store.index.under(&format!("{host}{slash}{path}"))
 }
 
 /// The stored response with its JSON body edited at `partial.path`.
