@@ -1,9 +1,10 @@
 //! Running the programs of a vendor comparison: servers pinned to one core, wrk on the other,
-//! and nginx configured in a temporary directory.
+//! and nginx and Varnish configured in temporary directories.
 
 pub mod http;
 pub mod nginx;
 pub mod process;
+pub mod varnish;
 pub mod wrk;
 
 use std::fs::OpenOptions;
@@ -15,6 +16,8 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Debian's nginx.
 pub const NGINX: &str = "/usr/sbin/nginx";
+/// Debian's Varnish.
+pub const VARNISHD: &str = "/usr/sbin/varnishd";
 /// Debian's wrk.
 pub const WRK: &str = "/usr/bin/wrk";
 /// The core of the server under test.
