@@ -157,7 +157,7 @@ impl Copy {
             .headers
             .insert(http::header::CONTENT_LENGTH, bytes.len().into());
         stored.body = bytes.freeze();
-        shared.store_response(key, stored);
+        shared.store_response(key, Arc::new(stored));
     }
 }
 

@@ -51,7 +51,8 @@ pub struct CacheConfig {
     #[serde(with = "humantime_serde")]
     pub coalesce_wait: Duration,
     /// Refresh ahead of expiry the entries likely to be requested again, and prefetch what
-    /// tends to follow a request. Default off. Not wired to the layer yet (issue 19).
+    /// tends to follow a request, in the background (see [`crate::warming`] for the rule and
+    /// its defaults). Default off.
     pub predictive_warming: bool,
     /// The path of the invalidation webhook (`POST` only; see [`crate::webhook`]). Default
     /// none: no webhook.

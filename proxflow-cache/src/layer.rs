@@ -78,6 +78,14 @@ impl CacheLayer {
         self
     }
 
+    /// Turns predictive warming on or off (see [`CacheConfig::predictive_warming`]). Default
+    /// off.
+    pub fn predictive_warming(mut self, on: bool) -> Self {
+        self.unfixed("predictive_warming");
+        self.config.predictive_warming = on;
+        self
+    }
+
     /// How long the origin has to answer (see [`CacheConfig::origin_timeout`]). Default 60 s.
     ///
     /// # Panics

@@ -76,10 +76,15 @@
 //!   stores, coalesced waits, evictions, invalidations, entries and bytes); with the
 //!   `metrics` feature, `proxflow_cache_events_total{event}`.
 //!
-//! Not yet (issue 19): predictive warming in the layer ([`warming`] is its algorithm), and the
-//! measurements: the conformance suite, the hit path against
-//! `http-cache-tower-server`, `caching_proxy` against nginx and Varnish, moka's admission
-//! policy for one-off URLs, and the index at 1M entries.
+//! - **Predictive warming** ([`CacheConfig::predictive_warming`], off by default): each GET
+//!   teaches [`warming`] how often its key is requested and what the same client asks for
+//!   next; the layer refreshes, ahead of expiry, the entries worth it, and fetches (or
+//!   revalidates) what tends to follow a request, in the background, at most 8 at a time and
+//!   within warming's origin budget. The snapshot counts refreshes and prefetches, and how
+//!   many were used.
+//!
+//! Not yet (issue 19): `caching_proxy` against nginx and Varnish measured on a quiet machine,
+//! and warming measured through the layer (its simulation measures the algorithm).
 //!
 //! The layer runs on tokio: the origin's timeout uses its timer and a background revalidation
 //! is a task of its runtime. The request body type must implement `Default`: a background
@@ -95,6 +100,7 @@ mod policy;
 mod service;
 mod stats;
 mod store;
+mod warm;
 pub mod warming;
 pub mod webhook;
 

@@ -22,6 +22,8 @@ use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::policy::{self, NotStored, Reuse, Timing};
 use crate::stats::{Counters, Event};
 use crate::store::{Store, Stored, WallClock};
+use crate::warm::{self, Replay, Warmer};
+use crate::warming::WarmingConfig;
 use crate::webhook;
 
 /// The `Cache-Status` header (RFC 9211).
@@ -45,19 +47,27 @@ pub(crate) struct Shared {
     pub(crate) webhook: Option<(String, WebhookAuth)>,
     /// How long the origin has to answer (its response head).
     pub(crate) origin_timeout: Duration,
+    /// Predictive warming, when on.
+    pub(crate) warmer: Option<Arc<Warmer>>,
 }
 
 impl Shared {
     /// The cache of a validated `config`, on `clock`, counting into `counters`.
     pub(crate) fn new(config: &CacheConfig, clock: Clock, counters: Arc<Counters>) -> Shared {
+        let wall = WallClock::new(clock);
+        let warmer = config
+            .predictive_warming
+            .then(|| Arc::new(Warmer::new(WarmingConfig::default(), &wall)));
         Shared {
             store: Store::new(
                 config.max_size.saturating_mul(1_000_000),
                 Arc::clone(&counters),
+                warmer.clone(),
             ),
             ttl: config.ttl,
             max_object_size: usize::try_from(config.max_object_size).unwrap_or(usize::MAX),
-            wall: WallClock::new(clock),
+            wall,
+            warmer,
             counters,
             refreshing: Mutex::default(),
             coalescing: Arc::default(),
@@ -67,8 +77,17 @@ impl Shared {
         }
     }
 
-    pub(crate) fn store_response(&self, key: Arc<str>, stored: Stored) {
+    /// Stores a response the origin gave (or refreshed with a 304).
+    pub(crate) fn store_response(&self, key: Arc<str>, stored: Arc<Stored>) {
         self.counters.add(Event::Stored);
+        if let Some(warmer) = &self.warmer {
+            let now = self.wall.now();
+            let fresh_for = stored
+                .timing
+                .lifetime
+                .saturating_sub(stored.timing.current_age(now));
+            warmer.stored(&key, now, now + fresh_for);
+        }
         self.store.insert(key, stored);
     }
 }
@@ -185,6 +204,25 @@ where
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
         return pass_unsafe(&shared, &mut inner, request, key).await;
+    }
+    if method == Method::GET {
+        if let Some(warmer) = &shared.warmer {
+            start_refresher(&shared, warmer, &inner);
+            let now = shared.wall.now();
+            for replay in warmer.requested(&key, &request, now) {
+                // Fetched if absent, revalidated if stale; nothing to do if fresh.
+                let stored = shared
+                    .store
+                    .get(&replay.key)
+                    .and_then(|variants| variants.iter().next().cloned());
+                match stored {
+                    Some(stored) if stored.timing.staleness(now).is_none() => {
+                        warmer.failed(&replay.key);
+                    }
+                    stored => warm_in_background(&shared, warmer, inner.clone(), &replay, stored),
+                }
+            }
+        }
     }
     let directives = RequestDirectives::parse(request.headers());
     // Set once this request waited for another's origin request: it makes its own then.
@@ -487,8 +525,7 @@ where
             now,
             "fwd=stale; fwd-status=304".into(),
         );
-        shared.counters.add(Event::Stored);
-        shared.store.insert_arc(key, updated);
+        shared.store_response(key, updated);
         return Ok(answer);
     }
     Ok(store_on_the_way(
@@ -552,7 +589,7 @@ fn conditional(headers: &mut HeaderMap, stored: &Stored) {
 /// stored response's validators and the request's selecting headers.
 fn refresh_in_background<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
-    mut inner: S,
+    inner: S,
     request: &Request<ReqBody>,
     key: Arc<str>,
     stored: &Arc<Stored>,
@@ -570,49 +607,164 @@ fn refresh_in_background<S, ReqBody, ResBody>(
             return;
         }
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let mut refresh = Request::new(ReqBody::default());
     *refresh.uri_mut() = request.uri().clone();
     *refresh.version_mut() = request.version();
-    let mut headers = request.headers().clone();
-    conditional(&mut headers, stored);
-    *refresh.headers_mut() = headers;
+    *refresh.headers_mut() = request.headers().clone();
     let shared = Arc::clone(shared);
     let stored = Arc::clone(stored);
-    runtime.spawn(async move {
-        let directives = RequestDirectives::default();
-        let outcome = std::future::poll_fn(|cx| inner.poll_ready(cx)).await;
-        if outcome.is_ok() {
-            let result = revalidate(
-                &shared,
-                &mut inner,
-                refresh,
-                Arc::clone(&key),
-                &stored,
-                &directives,
-                None,
-            )
-            .await;
-            if let Ok(response) = result {
-                // Read to its end, so that a new body reaches the store.
-                let mut body = std::pin::pin!(response.into_body());
-                while let Some(frame) =
-                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-                {
-                    if frame.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
+    spawn(async move {
+        fetch_for_store(&shared, inner, refresh, Arc::clone(&key), Some(&stored)).await;
         shared
             .refreshing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
     });
+}
+
+/// A refresh or a prefetch that warming asked for, in the background, if one of the
+/// [`warm::MAX_FETCHES`] slots is free; warming hears of it if nothing is stored.
+fn warm_in_background<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    warmer: &Arc<Warmer>,
+    inner: S,
+    replay: &Arc<Replay>,
+    stored: Option<Arc<Stored>>,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let Ok(permit) = Arc::clone(&warmer.fetches).try_acquire_owned() else {
+        warmer.failed(&replay.key);
+        return;
+    };
+    let shared = Arc::clone(shared);
+    let warmer = Arc::clone(warmer);
+    let replay = Arc::clone(replay);
+    spawn(async move {
+        let key = Arc::clone(&replay.key);
+        let request = replay.request();
+        if !fetch_for_store(&shared, inner, request, key, stored.as_ref()).await {
+            warmer.failed(&replay.key);
+        }
+        drop(permit);
+    });
+}
+
+/// Starts, once per layer, the task that makes warming's refreshes when they come due. It
+/// holds the layer's state weakly and ends with it.
+fn start_refresher<S, ReqBody, ResBody>(shared: &Arc<Shared>, warmer: &Arc<Warmer>, inner: &S)
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    if warmer
+        .refresher_started
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    let inner = inner.clone();
+    spawn(async move {
+        loop {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let Some(warmer) = shared.warmer.clone() else {
+                return;
+            };
+            let now = shared.wall.now();
+            let wait = warmer
+                .next_due()
+                .map_or(warm::MAX_IDLE, |due| {
+                    due.saturating_sub(warmer.since_start(now))
+                })
+                .min(warm::MAX_IDLE);
+            if wait.is_zero() {
+                let free = warmer.fetches.available_permits();
+                for replay in warmer.due(now, free) {
+                    let stored = shared
+                        .store
+                        .get(&replay.key)
+                        .and_then(|variants| variants.iter().next().cloned());
+                    warm_in_background(&shared, &warmer, inner.clone(), &replay, stored);
+                }
+            }
+            drop(shared);
+            // At least a millisecond, so that a refresh that cannot start yet is not polled
+            // in a loop.
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    });
+}
+
+/// Spawns `task` on the current tokio runtime, if there is one.
+fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
+    }
+}
+
+/// A request the cache makes on its own: a revalidation of `stored`, or a fetch when there is
+/// none, read to its end so that a storable answer reaches the store. Whether it was stored
+/// (or refreshed by a 304).
+async fn fetch_for_store<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    request: Request<ReqBody>,
+    key: Arc<str>,
+    stored: Option<&Arc<Stored>>,
+) -> bool
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    if std::future::poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let directives = RequestDirectives::default();
+    let result = match stored {
+        Some(stored) => {
+            revalidate(shared, &mut inner, request, key, stored, &directives, None).await
+        }
+        None => {
+            let status = "fwd=uri-miss".to_string();
+            forward(shared, &mut inner, request, key, &directives, status, None).await
+        }
+    };
+    let Ok(response) = result else {
+        return false;
+    };
+    let stored = response
+        .headers()
+        .get_all(CACHE_STATUS)
+        .iter()
+        .any(|status| {
+            let status = status.to_str().unwrap_or("");
+            status.contains("; stored") || status.contains("fwd-status=304")
+        });
+    // Read to its end, so that a new body reaches the store.
+    let mut body = std::pin::pin!(response.into_body());
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        if frame.is_err() {
+            return false;
+        }
+    }
+    stored
 }
 
 /// The answer from a stored response: 304 when the client's own conditionals match it,

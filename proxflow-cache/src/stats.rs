@@ -99,6 +99,16 @@ pub struct CacheSnapshot {
     pub evicted: u64,
     /// Entries removed by unsafe methods and the webhook.
     pub invalidated: u64,
+    /// Predictive warming: refreshes ahead of expiry made, and of those the entries
+    /// requested while fresh (the others were wasted origin requests).
+    pub refreshes: u64,
+    /// See `refreshes`.
+    pub refreshes_used: u64,
+    /// Predictive warming: prefetches of what tends to follow a request, and of those the
+    /// entries requested while fresh.
+    pub prefetches: u64,
+    /// See `prefetches`.
+    pub prefetches_used: u64,
     /// Stored responses (URIs; each may hold several variants).
     pub entries: u64,
     /// Bytes held: bodies, headers, keys and the per-entry overhead.
@@ -111,6 +121,12 @@ impl CacheStats {
         // The store's pending removals first, so that the counts include them.
         let bytes = self.shared.get().map_or(0, |shared| shared.store.bytes());
         let entries = self.shared.get().map_or(0, |shared| shared.store.entries());
+        let warming = self
+            .shared
+            .get()
+            .and_then(|shared| shared.warmer.as_ref())
+            .map(|warmer| warmer.stats())
+            .unwrap_or_default();
         let c = &*self.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheSnapshot {
@@ -122,6 +138,10 @@ impl CacheStats {
             coalesced: read(&c.coalesced),
             evicted: read(&c.evicted),
             invalidated: read(&c.invalidated),
+            refreshes: warming.refreshes,
+            refreshes_used: warming.refreshes_used,
+            prefetches: warming.prefetches,
+            prefetches_used: warming.prefetches_used,
             bytes,
             entries,
         }

@@ -13,6 +13,7 @@ use crate::directives::ResponseDirectives;
 use crate::index::Index;
 use crate::policy::{self, Timing};
 use crate::stats::{Counters, Event};
+use crate::warm::Warmer;
 
 /// What an entry costs besides its key, headers and body, so that `max_size` bounds the
 /// process's memory and not only the bytes of the responses: moka's node, the header map's
@@ -110,7 +111,11 @@ pub(crate) struct Store {
 impl Store {
     /// A store of at most `max_bytes` (keys, headers, bodies and [`ENTRY_OVERHEAD`]),
     /// counting its evictions and invalidations into `counters`.
-    pub(crate) fn new(max_bytes: u64, counters: Arc<Counters>) -> Store {
+    pub(crate) fn new(
+        max_bytes: u64,
+        counters: Arc<Counters>,
+        warmer: Option<Arc<Warmer>>,
+    ) -> Store {
         let index = Arc::new(Index::default());
         let listener = Arc::clone(&index);
         let entries = Cache::builder()
@@ -120,6 +125,9 @@ impl Store {
                 // A replaced entry's key stays; its insert updated the index.
                 if cause != RemovalCause::Replaced {
                     listener.remove(&key, Some(variants.generation));
+                    if let Some(warmer) = &warmer {
+                        warmer.removed(&key);
+                    }
                 }
                 match cause {
                     RemovalCause::Size => counters.add(Event::Evicted),
@@ -140,12 +148,7 @@ impl Store {
     }
 
     /// Stores `stored` for `key`, replacing the variant it matches.
-    pub(crate) fn insert(&self, key: Arc<str>, stored: Stored) {
-        self.insert_arc(key, Arc::new(stored));
-    }
-
-    /// [`insert`](Self::insert) of a response already shared.
-    pub(crate) fn insert_arc(&self, key: Arc<str>, stored: Arc<Stored>) {
+    pub(crate) fn insert(&self, key: Arc<str>, stored: Arc<Stored>) {
         let mut list = vec![Arc::clone(&stored)];
         if let Some(old) = self.entries.get(&key) {
             let same = |other: &Arc<Stored>| other.vary == stored.vary;

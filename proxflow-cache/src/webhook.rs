@@ -180,7 +180,7 @@ where
                 }
             }
             for (key, stored) in &edited {
-                store.insert_arc(Arc::clone(key), Arc::clone(stored));
+                store.insert(Arc::clone(key), Arc::clone(stored));
             }
             Ok(serde_json::json!({ "updated": edited.len() }))
         }
