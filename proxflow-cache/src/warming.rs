@@ -129,6 +129,11 @@
 //! - [`Warming::due_refreshes`] at [`Warming::next_due`] (or on a timer), with the number of
 //!   refreshes the layer can start; refresh each key returned with the stored request
 //!   (conditionally, when it has validators).
+//! - Every call takes `&mut self`: one `Warming` behind a mutex, or one per shard of keys
+//!   (followers are then learned within a shard only). A request touches a handful of table
+//!   entries (the key's index entry and state, its client's slot, its links, its followers'
+//!   states), so its cost is a few cache misses; the layer can make the call after the answer
+//!   is on its way.
 
 mod clients;
 mod keys;
@@ -311,7 +316,8 @@ impl Warming {
     pub fn on_request(&mut self, key: u64, client: u64, now: Duration) -> Vec<u64> {
         let now = nanos(now);
         let tau = self.tau;
-        let (state, new) = self.keys.get_or_insert(key, now, tau);
+        let (i, new) = self.keys.get_or_insert(key, now, tau);
+        let state = self.keys.at_mut(i);
         state.request(now, tau, !new);
         if state.is_stored(now) {
             mark_used(state, &mut self.stats);
@@ -325,10 +331,11 @@ impl Warming {
                 keys.credit(leader, key)
             });
 
-        let candidates = self.prefetch_candidates(key, now);
+        // Crediting links does not insert keys: `i` still holds.
+        let candidates = self.prefetch_candidates(self.keys.at(i), now);
         // The trusted links' observed strengths feed the prior of every link.
         let (mean, samples) = (&mut self.link_mean, &mut self.link_samples);
-        self.keys.occurrence(key, self.decay, |strength| {
+        self.keys.occurrence(i, self.decay, |strength| {
             // The plain mean of the first strengths seen, then a moving average.
             *samples = (*samples + 1).min(LINK_MEAN_SAMPLES);
             *mean += (strength - *mean) / f64::from(*samples);
@@ -348,11 +355,8 @@ impl Warming {
         prefetches
     }
 
-    /// The followers of `key` worth prefetching at `now`, with their expected extra cost.
-    fn prefetch_candidates(&self, key: u64, now: u64) -> Vec<(u64, f64)> {
-        let Some(leader) = self.keys.get(key) else {
-            return Vec::new();
-        };
+    /// The followers of `leader` worth prefetching at `now`, with their expected extra cost.
+    fn prefetch_candidates(&self, leader: &KeyState, now: u64) -> Vec<(u64, f64)> {
         let mut candidates = Vec::new();
         let leader_ttl = lifetime(leader);
         let (followers, counts) = self.keys.followers(leader);
@@ -398,7 +402,8 @@ impl Warming {
         let now = nanos(now);
         let expires_at = nanos(expires_at);
         self.tokens = (self.tokens + self.config.budget).min(self.config.budget_burst);
-        let (state, _) = self.keys.get_or_insert(key, now, self.tau);
+        let (i, _) = self.keys.get_or_insert(key, now, self.tau);
+        let state = self.keys.at_mut(i);
         if pending(state, now) {
             state.stored_by = state.pending;
             state.used = false;

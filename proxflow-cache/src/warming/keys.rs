@@ -227,12 +227,13 @@ impl Keys {
         self.index.get(&key).map(|&i| &mut self.states[i as usize])
     }
 
-    /// The key's state, and whether it was created at `now` because it was not tracked;
-    /// when the table is full, the least requested of a few sampled keys makes room (its
-    /// followers go with it).
-    pub(super) fn get_or_insert(&mut self, key: u64, now: u64, tau: f64) -> (&mut KeyState, bool) {
+    /// The position of the key's state, and whether it was created at `now` because it was
+    /// not tracked; when the table is full, the least valuable of a few sampled keys makes
+    /// room (its followers go with it). The position holds until the next insertion or
+    /// removal.
+    pub(super) fn get_or_insert(&mut self, key: u64, now: u64, tau: f64) -> (usize, bool) {
         if let Some(&i) = self.index.get(&key) {
-            return (&mut self.states[i as usize], false);
+            return (i as usize, false);
         }
         if self.states.len() >= self.max {
             self.evict(now, tau);
@@ -240,7 +241,17 @@ impl Keys {
         let i = self.states.len();
         self.states.push(KeyState::new(key, now));
         self.index.insert(key, i as u32);
-        (&mut self.states[i], true)
+        (i, true)
+    }
+
+    /// The state at position `i`.
+    pub(super) fn at(&self, i: usize) -> &KeyState {
+        &self.states[i]
+    }
+
+    /// The state at position `i`, to change it.
+    pub(super) fn at_mut(&mut self, i: usize) -> &mut KeyState {
+        &mut self.states[i]
     }
 
     /// Forgets `key`.
@@ -328,13 +339,10 @@ impl Keys {
         }
     }
 
-    /// An occurrence of `key` as a leader: calls `trusted` with the strength (count over
+    /// An occurrence of the key at position `i` as a leader: calls `trusted` with the strength (count over
     /// occurrences) of each trusted link, then decays the occurrences and the links.
-    pub(super) fn occurrence(&mut self, key: u64, decay: f32, mut trusted: impl FnMut(f64)) {
-        let Some(&i) = self.index.get(&key) else {
-            return;
-        };
-        let state = &mut self.states[i as usize];
+    pub(super) fn occurrence(&mut self, i: usize, decay: f32, mut trusted: impl FnMut(f64)) {
+        let state = &mut self.states[i];
         let len = usize::from(state.link_len);
         if state.links != NO_LINKS {
             let (_, counts) = self.links.block_mut(state.links);
@@ -428,9 +436,8 @@ mod tests {
         // Keys 0, 1 and 3 are requested; 2 is not.
         for key in [0, 1, 3] {
             for t in 1..=5 {
-                keys.get_or_insert(key, 0, 600.0)
-                    .0
-                    .request(t * S, 600.0, true);
+                let (i, _) = keys.get_or_insert(key, 0, 600.0);
+                keys.at_mut(i).request(t * S, 600.0, true);
             }
         }
         keys.get_or_insert(9, 6 * S, 600.0);

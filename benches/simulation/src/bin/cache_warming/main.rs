@@ -33,6 +33,9 @@
 //!   (`on_request` for each request, `on_stored` for each stored response, `due_refreshes`
 //!   when `next_due` comes, at most 64 refreshes in flight, a prefetch or refresh skipped
 //!   when the key is stored or being fetched).
+//! - **Prefetch oracle.** On W2 only: after each list, its three details (each follows it
+//!   with probability 0.7) are prefetched when not stored, known rather than learned, with no
+//!   refreshes: what a perfect follower model would reach, a ceiling for the learned one.
 //! - **Figures.** Medians over seeds of each figure. Expiry misses: misses of a key that was
 //!   stored before. Prefetch precision: prefetched entries requested while fresh (or while
 //!   being fetched) over prefetches. The hour includes the start from an empty cache.
@@ -40,6 +43,10 @@
 //!   expiry misses per extra origin request than refreshing the keys of highest rate at
 //!   every expiry; the W1 targets' line shows what that removes at +10% origin requests,
 //!   from the true rates.
+//! - **Cost.** The report gives predictive warming's tables at the end of a run (keys
+//!   tracked, bytes) and the wall time per simulated request with warming and without: their
+//!   difference is about what warming's calls cost a request (mostly cache misses in its
+//!   tables), plus the simulator's own checks of the prefetched keys.
 
 mod report;
 mod sim;
@@ -211,6 +218,19 @@ fn real_main(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             oracle: Some(runs(w, 3))
                 .filter(|r| !r.is_empty())
                 .map(|r| summary(&r)),
+            // Jobs are in seed order within a workload and policy.
+            seeds: runs(w, 0)
+                .iter()
+                .zip(runs(w, 1))
+                .zip(runs(w, 2))
+                .map(|((a, b), p)| {
+                    (
+                        summary(std::slice::from_ref(a)),
+                        summary(&[b]),
+                        summary(&[p]),
+                    )
+                })
+                .collect(),
         })
         .collect();
     let md = report(&rows, args.seeds, args.seconds, wall.elapsed());

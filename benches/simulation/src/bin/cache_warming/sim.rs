@@ -62,6 +62,8 @@ pub struct Counts {
     pub tracked: u64,
     /// Bytes of warming's tables at the end.
     pub memory: u64,
+    /// Wall time of the run, in nanoseconds.
+    pub elapsed: u64,
 }
 
 impl Counts {
@@ -184,6 +186,7 @@ fn duration(nanos: u64) -> Duration {
 
 /// Runs `policy` on `workload` for `seconds` with `seed`.
 pub fn run(workload: Workload, policy: &Policy, seed: u64, seconds: u64) -> Counts {
+    let started = std::time::Instant::now();
     let end = seconds * SECOND;
     let mut requests = Requests::new(workload, seed, end);
     let mut cache = Cache {
@@ -257,6 +260,7 @@ pub fn run(workload: Workload, policy: &Policy, seed: u64, seconds: u64) -> Coun
         cache.counts.tracked = w.tracked_keys() as u64;
         cache.counts.memory = w.memory() as u64;
     }
+    cache.counts.elapsed = started.elapsed().as_nanos() as u64;
     cache.counts
 }
 
