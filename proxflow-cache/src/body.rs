@@ -143,7 +143,8 @@ where
 }
 
 impl Copy {
-    fn finish(self) {
+    /// The whole body has been read: the response goes into the store.
+    pub(crate) fn finish(self) {
         let Copy {
             shared,
             key,

@@ -19,6 +19,8 @@ pub(crate) enum NotStored {
     Private,
     Authorization,
     VaryStar,
+    /// A body larger than `max_object_size`.
+    TooBig,
     /// Neither explicit freshness, a heuristically cacheable status, nor a validator.
     NoFreshness,
 }
@@ -32,6 +34,7 @@ impl NotStored {
             NotStored::Private => "private",
             NotStored::Authorization => "authorization",
             NotStored::VaryStar => "vary-star",
+            NotStored::TooBig => "too-big",
             NotStored::NoFreshness => "no-freshness",
         }
     }

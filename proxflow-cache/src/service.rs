@@ -399,9 +399,12 @@ where
         .exact()
         .or_else(|| content_length(&parts.headers))
         .is_some_and(|len| len > shared.max_object_size as u64);
+    if too_big && verdict.is_ok() {
+        verdict = Err(NotStored::TooBig);
+    }
     let lifetime = policy::freshness_lifetime(&view, response_time, shared.ttl);
-    let copy = match verdict {
-        Ok(()) if !too_big => {
+    let mut copy = match verdict {
+        Ok(()) => {
             let mut headers = parts.headers.clone();
             policy::remove_unstored_fields(&mut headers, &response_directives);
             let vary = policy::vary_names(&parts.headers)
@@ -432,16 +435,17 @@ where
                 _leader: leader,
             })
         }
-        Ok(()) => {
-            verdict = Err(NotStored::Status);
-            None
-        }
         Err(_) => None,
     };
-    let detail = match (verdict, too_big) {
-        (Ok(()), _) => "; stored".to_string(),
-        (Err(_), true) => "; detail=too-big".to_string(),
-        (Err(reason), false) => format!("; detail={}", reason.detail()),
+    // A body that has ended already (a 204, an empty 200) may never be polled: stored now.
+    if body.is_end_stream() {
+        if let Some(copy) = copy.take() {
+            copy.finish();
+        }
+    }
+    let detail = match verdict {
+        Ok(()) => "; stored".to_string(),
+        Err(reason) => format!("; detail={}", reason.detail()),
     };
     let mut response = Response::from_parts(parts, CacheBody::origin(body, copy));
     let fwd_status = response.status().as_u16();
