@@ -22,11 +22,16 @@
 //! # Ok::<(), proxflow_transform::patch::PatchError>(())
 //! ```
 //!
-//! Not yet (issue 20): the header verbs and templates, the other body verbs (`set`,
-//! `append`, `prepend`, `rename`, allow/deny filters), rule conditions, the layer with its
-//! body buffering and limits, enrichment, aggregation, and the benchmarks.
+//! - [`rules`]: the body verbs around it, `set` (creating parents), `delete`, `append` and
+//!   `prepend` (a scalar promoted to an array by option), `allow` and `deny` filters, in the
+//!   order written, all or nothing.
+//!
+//! Not yet (issue 20): the header verbs and templates, rule conditions and the config, the
+//! layer with its body buffering and limits, encodings, enrichment, aggregation, and the
+//! benchmarks.
 
 pub mod patch;
 mod pointer;
+pub mod rules;
 
 pub use pointer::{Path, PathError};
