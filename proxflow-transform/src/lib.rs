@@ -26,10 +26,13 @@
 //!   `prepend` (a scalar promoted to an array by option), `allow` and `deny` filters, in the
 //!   order written, all or nothing.
 //!
-//! Not yet (issue 20): the header verbs and templates, rule conditions and the config, the
-//! layer with its body buffering and limits, encodings, enrichment, aggregation, and the
-//! benchmarks.
+//! - [`headers`]: the header verbs (`add`, `set`, `append`, `delete`, `rename`), values as
+//!   templates over the request, and the protected headers.
+//!
+//! Not yet (issue 20): the query verbs, rule conditions and the config, the layer with its
+//! body buffering and limits, encodings, enrichment, aggregation, and the benchmarks.
 
+pub mod headers;
 pub mod patch;
 mod pointer;
 pub mod rules;
