@@ -1,6 +1,8 @@
 //! Header and JSON body transforms as a Tower layer (issue 20, being built).
 //!
-//! What exists so far: the JSON operations' exact core, with no layer around it yet.
+//! [`TransformLayer`] runs header rules and JSON body rules on requests and responses, each
+//! under a [`When`] (method, path prefix, a request header, content type, response status);
+//! its docs say how bodies are read, limited and refused. What it is made of:
 //!
 //! - [`Path`]: RFC 6901 JSON Pointers and dotted paths (`user.name`, `items.0.id`, `\.` for a
 //!   dot in a key), read into the same reference tokens.
@@ -29,12 +31,20 @@
 //! - [`headers`]: the header verbs (`add`, `set`, `append`, `delete`, `rename`), values as
 //!   templates over the request, and the protected headers.
 //!
-//! Not yet (issue 20): the query verbs, rule conditions and the config, the layer with its
-//! body buffering and limits, encodings, enrichment, aggregation, and the benchmarks.
+//! Not yet (issue 20): the query verbs, the serde config and `from_config`, path globs,
+//! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), the deep
+//! nesting and huge-number cases' tests, enrichment, aggregation, and the benchmarks.
 
+mod body;
 pub mod headers;
+mod layer;
 pub mod patch;
 mod pointer;
 pub mod rules;
+mod service;
+
+pub use body::TransformBody;
+pub use layer::{TransformLayer, When};
+pub use service::Transform;
 
 pub use pointer::{Path, PathError};

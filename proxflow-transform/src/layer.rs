@@ -1,0 +1,180 @@
+//! [`TransformLayer`]: the rules, each with its condition, and the limits of body buffering.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, StatusCode, Uri};
+use tower_layer::Layer;
+
+use crate::headers::HeaderRule;
+use crate::rules::BodyRule;
+use crate::service::Transform;
+
+/// When a rule applies; every condition set must hold (none set: always).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct When {
+    /// One of these methods.
+    pub methods: Vec<Method>,
+    /// A path starting with this (at a segment boundary: `/api` covers `/api` and `/api/x`,
+    /// not `/apix`).
+    pub path_prefix: Option<String>,
+    /// A request header present, and equal to the value if one is given.
+    pub header: Option<(http::HeaderName, Option<String>)>,
+    /// The message's content type (its essence, without parameters), case-insensitive.
+    pub content_type: Option<String>,
+    /// Response rules: one of these statuses.
+    pub statuses: Vec<StatusCode>,
+}
+
+impl When {
+    /// Always.
+    pub fn always() -> When {
+        When::default()
+    }
+
+    /// Whether it holds for a request (and, for response rules, its response's status and
+    /// headers).
+    pub(crate) fn holds(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        request_headers: &HeaderMap,
+        message_headers: &HeaderMap,
+        status: Option<StatusCode>,
+    ) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        if let Some(prefix) = &self.path_prefix {
+            let prefix = prefix.trim_end_matches('/');
+            let path = uri.path();
+            let under = path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            if !under {
+                return false;
+            }
+        }
+        if let Some((name, expected)) = &self.header {
+            let Some(value) = request_headers.get(name) else {
+                return false;
+            };
+            if expected
+                .as_ref()
+                .is_some_and(|e| value.as_bytes() != e.as_bytes())
+            {
+                return false;
+            }
+        }
+        if let Some(content_type) = &self.content_type {
+            if !essence(message_headers).eq_ignore_ascii_case(content_type) {
+                return false;
+            }
+        }
+        if !self.statuses.is_empty() && !status.is_some_and(|s| self.statuses.contains(&s)) {
+            return false;
+        }
+        true
+    }
+}
+
+/// The content type of a message without its parameters (`application/json`), or `""`.
+pub(crate) fn essence(headers: &HeaderMap) -> &str {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map_or("", str::trim)
+}
+
+/// The rules of one layer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Rules {
+    pub(crate) request_headers: Vec<(When, HeaderRule)>,
+    pub(crate) response_headers: Vec<(When, HeaderRule)>,
+    pub(crate) request_body: Vec<(When, BodyRule)>,
+    pub(crate) response_body: Vec<(When, BodyRule)>,
+    pub(crate) max_body_size: usize,
+}
+
+/// Header and JSON body transforms of requests and responses.
+///
+/// Rules run in the order they were added, each when its [`When`] holds. Header rules run
+/// first, then body rules, which apply to JSON bodies (`application/json` or `+json`, without
+/// a `Content-Encoding`) as one set: all of them or, if one fails, none (the body passes
+/// unchanged and a warning is logged). A body is read only when a body rule applies, and at
+/// most [`max_body_size`](Self::max_body_size) of it is held: a larger request body gets 413,
+/// a larger response body passes untouched. A request body that is not valid JSON gets 400
+/// with an RFC 9457 problem; a response body that is not passes unchanged, with a warning.
+/// A rewritten body gets its `Content-Length`, and a strong `ETag` is weakened (it no longer
+/// names these bytes).
+#[derive(Clone, Debug)]
+pub struct TransformLayer {
+    rules: Arc<Rules>,
+}
+
+impl TransformLayer {
+    /// No rules; bodies up to 1 MiB are read when a body rule applies.
+    pub fn new() -> Self {
+        TransformLayer {
+            rules: Arc::new(Rules {
+                max_body_size: 1 << 20,
+                ..Rules::default()
+            }),
+        }
+    }
+
+    /// This layer's rules, copied first if a clone or a service shares them: a builder call
+    /// changes this layer only.
+    fn rules(&mut self) -> &mut Rules {
+        Arc::make_mut(&mut self.rules)
+    }
+
+    /// A header rule on requests, when `when` holds.
+    pub fn request_header(mut self, rule: HeaderRule, when: When) -> Self {
+        self.rules().request_headers.push((when, rule));
+        self
+    }
+
+    /// A header rule on responses, when `when` holds (over the request and the response).
+    pub fn response_header(mut self, rule: HeaderRule, when: When) -> Self {
+        self.rules().response_headers.push((when, rule));
+        self
+    }
+
+    /// A body rule on JSON request bodies.
+    pub fn request_body(mut self, rule: BodyRule, when: When) -> Self {
+        self.rules().request_body.push((when, rule));
+        self
+    }
+
+    /// A body rule on JSON response bodies.
+    pub fn response_body(mut self, rule: BodyRule, when: When) -> Self {
+        self.rules().response_body.push((when, rule));
+        self
+    }
+
+    /// The most bytes of a body held to transform it. Default 1 MiB.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is 0.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "TransformLayer::max_body_size: at least 1 byte");
+        self.rules().max_body_size = bytes;
+        self
+    }
+}
+
+impl Default for TransformLayer {
+    fn default() -> Self {
+        TransformLayer::new()
+    }
+}
+
+impl<S> Layer<S> for TransformLayer {
+    type Service = Transform<S>;
+
+    fn layer(&self, inner: S) -> Transform<S> {
+        Transform::new(inner, Arc::clone(&self.rules))
+    }
+}

@@ -1,0 +1,255 @@
+//! [`Transform`]: the rules applied to a request on its way in and to its response on its way
+//! out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use proxflow_core::BoxError;
+use serde_json::Value;
+use tower_service::Service;
+
+use crate::body::{read, Read, TransformBody};
+use crate::headers::RequestView;
+use crate::layer::{essence, Rules, When};
+use crate::rules::{self, BodyRule};
+
+/// The transforms over a service `S`; made by [`TransformLayer`](crate::TransformLayer).
+#[derive(Clone, Debug)]
+pub struct Transform<S> {
+    inner: S,
+    rules: Arc<Rules>,
+}
+
+impl<S> Transform<S> {
+    pub(crate) fn new(inner: S, rules: Arc<Rules>) -> Self {
+        Transform { inner, rules }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the transforms.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Transform<S>
+where
+    S: Service<Request<TransformBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<TransformBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(transform(Arc::clone(&self.rules), inner, request))
+    }
+}
+
+/// What the conditions and templates read of the request, kept for the response.
+struct Seen {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+}
+
+impl Seen {
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            client_ip: self.client_ip,
+        }
+    }
+}
+
+async fn transform<S, ReqBody, ResBody>(
+    rules: Arc<Rules>,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<TransformBody<ResBody>>, S::Error>
+where
+    S: Service<Request<TransformBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes> + Unpin,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let (mut parts, body) = request.into_parts();
+    let seen = Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        client_ip: proxflow_core::client::peer_addr(&parts.extensions).map(|peer| peer.ip()),
+    };
+    let holds = |when: &When, message: &HeaderMap, status| {
+        when.holds(&seen.method, &seen.uri, &seen.headers, message, status)
+    };
+    for (when, rule) in &rules.request_headers {
+        if holds(when, &seen.headers, None) {
+            rule.apply(&mut parts.headers, &seen.view());
+        }
+    }
+    let body_rules = applicable(&rules.request_body, |when| {
+        holds(when, &parts.headers, None)
+    });
+    let body = if body_rules.is_empty() || !is_plain_json(&parts.headers) {
+        TransformBody::original(body)
+    } else {
+        match read(body, rules.max_body_size).await {
+            Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(json) => rewrite(&mut parts.headers, bytes, json, &body_rules),
+                Err(error) => {
+                    let detail = format!("the request body is not valid JSON: {error}");
+                    return Ok(problem(StatusCode::BAD_REQUEST, &detail));
+                }
+            },
+            Read::TooLarge(..) => {
+                let detail = format!("the request body is over {} bytes", rules.max_body_size);
+                return Ok(problem(StatusCode::PAYLOAD_TOO_LARGE, &detail));
+            }
+            Read::Failed(error) => {
+                let detail = format!("the request body could not be read: {error}");
+                return Ok(problem(StatusCode::BAD_REQUEST, &detail));
+            }
+        }
+    };
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+
+    let (mut parts, body) = response.into_parts();
+    let status = Some(parts.status);
+    for (when, rule) in &rules.response_headers {
+        if holds(when, &parts.headers, status) {
+            rule.apply(&mut parts.headers, &seen.view());
+        }
+    }
+    let body_rules = applicable(&rules.response_body, |when| {
+        holds(when, &parts.headers, status)
+    });
+    if body_rules.is_empty() || !is_plain_json(&parts.headers) || seen.method == Method::HEAD {
+        return Ok(Response::from_parts(parts, TransformBody::original(body)));
+    }
+    let body = match read(body, rules.max_body_size).await {
+        Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(json) => rewrite(&mut parts.headers, bytes, json, &body_rules),
+            Err(error) => {
+                tracing::warn!(%error, "response body is not valid JSON; passed unchanged");
+                TransformBody::bytes(bytes)
+            }
+        },
+        Read::TooLarge(head, rest) => {
+            tracing::debug!("response body over max_body_size; passed untouched");
+            TransformBody::resumed(head, rest)
+        }
+        Read::Failed(error) => {
+            // The client sees the failure as the origin gave it: a body cut short.
+            tracing::warn!(%error, "response body failed while read for a transform");
+            return Ok(Response::from_parts(parts, TransformBody::failed(error)));
+        }
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The body rules whose condition holds, in order.
+fn applicable(rules: &[(When, BodyRule)], holds: impl Fn(&When) -> bool) -> Vec<BodyRule> {
+    rules
+        .iter()
+        .filter(|(when, _)| holds(when))
+        .map(|(_, rule)| rule.clone())
+        .collect()
+}
+
+/// A JSON body without a content coding (a coded body passes untouched).
+fn is_plain_json(headers: &HeaderMap) -> bool {
+    let essence = essence(headers).to_ascii_lowercase();
+    let json = essence == "application/json" || essence.ends_with("+json");
+    let coded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    json && !coded
+}
+
+/// Applies the rule set to `json`; the new bytes with their `Content-Length` and a weakened
+/// `ETag`, or the original bytes if a rule failed.
+fn rewrite<B>(
+    headers: &mut HeaderMap,
+    original: Bytes,
+    mut json: Value,
+    body_rules: &[BodyRule],
+) -> TransformBody<B> {
+    if let Err(error) = rules::apply(&mut json, body_rules) {
+        tracing::warn!(%error, "a body rule failed; the body passes unchanged");
+        return TransformBody::bytes(original);
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+    if bytes != original {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.remove(header::TRANSFER_ENCODING);
+        weaken_etag(headers);
+    }
+    TransformBody::bytes(bytes)
+}
+
+/// A strong `ETag` names exact bytes: the changed body keeps it only as a weak one.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if etag.starts_with("W/") {
+        return;
+    }
+    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+/// An RFC 9457 problem answered by the layer.
+fn problem<B>(status: StatusCode, detail: &str) -> Response<TransformBody<B>> {
+    let document = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    let mut response = Response::new(TransformBody::bytes(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
