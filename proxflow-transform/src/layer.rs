@@ -5,6 +5,9 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use tower_layer::Layer;
 
+use proxflow_core::ConfigError;
+
+use crate::config::TransformConfig;
 use crate::headers::HeaderRule;
 use crate::rules::BodyRule;
 use crate::service::Transform;
@@ -125,6 +128,34 @@ impl TransformLayer {
 
     /// This layer's rules, copied first if a clone or a service shares them: a builder call
     /// changes this layer only.
+    /// A layer from a configuration; the error names the field (and the rule's position).
+    pub fn from_config(config: &TransformConfig) -> Result<Self, ConfigError> {
+        let mut layer = TransformLayer::new();
+        if let Some(bytes) = config.max_body_size {
+            if bytes == 0 {
+                return Err(ConfigError::new("max_body_size", "at least 1 byte"));
+            }
+            layer = layer.max_body_size(bytes);
+        }
+        for (index, rule) in config.request.headers.iter().enumerate() {
+            let (when, rule) = rule.build("request.headers", index)?;
+            layer = layer.request_header(rule, when);
+        }
+        for (index, rule) in config.response.headers.iter().enumerate() {
+            let (when, rule) = rule.build("response.headers", index)?;
+            layer = layer.response_header(rule, when);
+        }
+        for (index, rule) in config.request.body.iter().enumerate() {
+            let (when, rule) = rule.build("request.body", index)?;
+            layer = layer.request_body(rule, when);
+        }
+        for (index, rule) in config.response.body.iter().enumerate() {
+            let (when, rule) = rule.build("response.body", index)?;
+            layer = layer.response_body(rule, when);
+        }
+        Ok(layer)
+    }
+
     fn rules(&mut self) -> &mut Rules {
         Arc::make_mut(&mut self.rules)
     }

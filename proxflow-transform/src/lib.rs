@@ -31,11 +31,15 @@
 //! - [`headers`]: the header verbs (`add`, `set`, `append`, `delete`, `rename`), values as
 //!   templates over the request, and the protected headers.
 //!
-//! Not yet (issue 20): the query verbs, the serde config and `from_config`, path globs,
+//! - [`config`]: the same rules as a JSON, YAML or TOML file writes them
+//!   ([`TransformLayer::from_config`]).
+//!
+//! Not yet (issue 20): the query verbs, path globs,
 //! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), the deep
 //! nesting and huge-number cases' tests, enrichment, aggregation, and the benchmarks.
 
 mod body;
+pub mod config;
 pub mod headers;
 mod layer;
 pub mod patch;
@@ -44,7 +48,9 @@ pub mod rules;
 mod service;
 
 pub use body::TransformBody;
+pub use config::TransformConfig;
 pub use layer::{TransformLayer, When};
+pub use proxflow_core::ConfigError;
 pub use service::Transform;
 
 pub use pointer::{Path, PathError};

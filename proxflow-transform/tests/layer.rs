@@ -207,3 +207,63 @@ async fn a_response_over_the_limit_passes_untouched() {
     let items: Vec<u32> = (0..1000).collect();
     assert_eq!(body, json!({ "items": items }).to_string());
 }
+
+#[tokio::test]
+async fn the_same_rules_from_a_configuration_file() {
+    let config: proxflow_transform::TransformConfig = serde_yaml::from_str(
+        r#"
+request:
+  headers:
+    - add: {name: X-API-Version, value: v1}
+response:
+  headers:
+    - set: {name: X-Path, value: "{method} {path}"}
+      when: {statuses: [200]}
+  body:
+    - replace: {path: user.name, value: enriched}
+      when: {path_prefix: /user}
+    - deny: {paths: [user.email]}
+"#,
+    )
+    .unwrap();
+    let app = app(TransformLayer::from_config(&config).unwrap());
+    let (_, headers, body) = send(&app, Method::GET, "/user", "", "text/plain").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"user": {"name": "enriched"}})
+    );
+    assert_eq!(headers["x-path"], "GET /user");
+    let (_, headers, _) = send(&app, Method::POST, "/echo", "{}", "application/json").await;
+    assert_eq!(headers["x-seen-version"], "v1");
+}
+
+#[test]
+fn a_bad_rule_names_its_field_and_position() {
+    for (text, field) in [
+        (
+            "request: {headers: [{set: {name: Host, value: x}}]}",
+            "request.headers",
+        ),
+        (
+            "response: {body: [{set: {path: 'a\\b', value: 1}}]}",
+            "response.body",
+        ),
+        (
+            "response: {headers: [{add: {name: X, value: '{nope}'}}]}",
+            "response.headers",
+        ),
+        (
+            "request: {body: [{delete: {path: a}, when: {methods: ['BAD METHOD']}}]}",
+            "request.body",
+        ),
+        ("max_body_size: 0", "max_body_size"),
+    ] {
+        let config: proxflow_transform::TransformConfig = serde_yaml::from_str(text).unwrap();
+        let error = TransformLayer::from_config(&config).unwrap_err();
+        assert_eq!(error.field, field, "{text}: {error}");
+    }
+    let unknown = serde_yaml::from_str::<proxflow_transform::TransformConfig>(
+        "request: {body: [{explode: {path: a}}]}",
+    );
+    assert!(unknown.is_err());
+}

@@ -1,0 +1,367 @@
+//! The serde configuration: the rules of a [`TransformLayer`](crate::TransformLayer) as a file
+//! writes them, in JSON, YAML or TOML.
+//!
+//! ```
+//! use proxflow_transform::{TransformConfig, TransformLayer};
+//!
+//! let config: TransformConfig = serde_yaml::from_str(r#"
+//! request:
+//!   headers:
+//!     - add: {name: X-API-Version, value: v1}
+//! response:
+//!   body:
+//!     - replace: {path: user.name, value: enriched}
+//!       when: {path_prefix: /api/users, statuses: [200]}
+//! "#)?;
+//! let layer = TransformLayer::from_config(&config)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each rule is a map of one verb and, optionally, `when` (and for headers
+//! `allow_protected: true`). Header verbs: `add`, `set`, `append` (`{name, value}`, the value a
+//! template), `delete` (`{name}`), `rename` (`{name, to}`). Body verbs: the RFC 6902 ones,
+//! `add`, `remove`, `replace`, `test` (`{path, value}`, `remove` without `value`), `move` (also
+//! `rename`) and `copy` (`{from, path}`); and `set` (`{path, value}`), `delete` (`{path}`),
+//! `append`, `prepend` (`{path, value, promote}`), `allow`, `deny` (`{paths}`). Paths are dotted
+//! or JSON Pointers.
+
+use http::{Method, StatusCode};
+use proxflow_core::ConfigError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::headers::{parse_name, HeaderRule, HeaderVerb, Template};
+use crate::patch::Operation;
+use crate::pointer::Path;
+use crate::rules::BodyRule;
+use crate::When;
+
+/// Everything a transform layer can be told. `{}` is valid: no rules.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformConfig {
+    /// The rules on requests.
+    pub request: Side,
+    /// The rules on responses.
+    pub response: Side,
+    /// The most bytes of a body held to transform it. Default 1 MiB (1048576).
+    pub max_body_size: Option<usize>,
+}
+
+/// The rules of one direction.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Side {
+    /// Header rules, in order.
+    pub headers: Vec<HeaderRuleConfig>,
+    /// JSON body rules, in order, applied as one set.
+    pub body: Vec<BodyRuleConfig>,
+}
+
+/// A header rule as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderRuleConfig {
+    /// The verb and its fields.
+    #[serde(flatten)]
+    pub verb: HeaderVerbConfig,
+    /// When it applies. Default: always.
+    #[serde(default)]
+    pub when: WhenConfig,
+    /// Allows a protected header (`Host`, `Content-Length`, the connection's own).
+    #[serde(default)]
+    pub allow_protected: bool,
+}
+
+/// A header verb as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderVerbConfig {
+    /// Only if absent.
+    Add {
+        /// The header.
+        name: String,
+        /// A template.
+        value: String,
+    },
+    /// Replace or add.
+    Set {
+        /// The header.
+        name: String,
+        /// A template.
+        value: String,
+    },
+    /// Another line.
+    Append {
+        /// The header.
+        name: String,
+        /// A template.
+        value: String,
+    },
+    /// Remove every line.
+    Delete {
+        /// The header.
+        name: String,
+    },
+    /// Move every line to `to`.
+    Rename {
+        /// The header.
+        name: String,
+        /// Its new name.
+        to: String,
+    },
+}
+
+/// A body rule as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BodyRuleConfig {
+    /// The verb and its fields.
+    #[serde(flatten)]
+    pub verb: BodyVerbConfig,
+    /// When it applies. Default: always.
+    #[serde(default)]
+    pub when: WhenConfig,
+}
+
+/// A body verb as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyVerbConfig {
+    /// RFC 6902 `add`.
+    Add {
+        /// Where.
+        path: String,
+        /// What.
+        value: Value,
+    },
+    /// RFC 6902 `remove`.
+    Remove {
+        /// Where.
+        path: String,
+    },
+    /// RFC 6902 `replace`: only if the target exists.
+    Replace {
+        /// Where.
+        path: String,
+        /// What.
+        value: Value,
+    },
+    /// RFC 6902 `move`.
+    #[serde(alias = "rename")]
+    Move {
+        /// From where.
+        from: String,
+        /// To where.
+        path: String,
+    },
+    /// RFC 6902 `copy`.
+    Copy {
+        /// From where.
+        from: String,
+        /// To where.
+        path: String,
+    },
+    /// RFC 6902 `test`.
+    Test {
+        /// Where.
+        path: String,
+        /// The value expected.
+        value: Value,
+    },
+    /// Create or overwrite, making missing parents.
+    Set {
+        /// Where.
+        path: String,
+        /// What.
+        value: Value,
+    },
+    /// Remove if present.
+    Delete {
+        /// Where.
+        path: String,
+    },
+    /// Add at the end of an array.
+    Append {
+        /// Where.
+        path: String,
+        /// What.
+        value: Value,
+        /// Wrap a value that is not an array. Default false.
+        #[serde(default)]
+        promote: bool,
+    },
+    /// Add at the start of an array.
+    Prepend {
+        /// Where.
+        path: String,
+        /// What.
+        value: Value,
+        /// Wrap a value that is not an array. Default false.
+        #[serde(default)]
+        promote: bool,
+    },
+    /// Keep only these paths.
+    Allow {
+        /// The paths kept.
+        paths: Vec<String>,
+    },
+    /// Remove these paths.
+    Deny {
+        /// The paths removed.
+        paths: Vec<String>,
+    },
+}
+
+/// A condition as written; every field set must hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhenConfig {
+    /// One of these methods.
+    pub methods: Vec<String>,
+    /// A path under this prefix.
+    pub path_prefix: Option<String>,
+    /// A request header present (and equal to `value` if given).
+    pub header: Option<HeaderCondition>,
+    /// The message's content type.
+    pub content_type: Option<String>,
+    /// Response rules: one of these statuses.
+    pub statuses: Vec<u16>,
+}
+
+/// A header condition as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderCondition {
+    /// The header.
+    pub name: String,
+    /// Its value, if it must have one.
+    pub value: Option<String>,
+}
+
+fn invalid(field: &'static str, index: usize, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::new(field, format!("rule {index}: {reason}"))
+}
+
+impl WhenConfig {
+    fn build(&self, field: &'static str, index: usize) -> Result<When, ConfigError> {
+        let methods = self
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.as_bytes())
+                    .map_err(|_| invalid(field, index, format!("not a method: {m:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|&s| {
+                StatusCode::from_u16(s)
+                    .map_err(|_| invalid(field, index, format!("not a status: {s}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let header = match &self.header {
+            Some(condition) => Some((
+                parse_name(&condition.name).map_err(|e| invalid(field, index, e))?,
+                condition.value.clone(),
+            )),
+            None => None,
+        };
+        Ok(When {
+            methods,
+            path_prefix: self.path_prefix.clone(),
+            header,
+            content_type: self.content_type.clone(),
+            statuses,
+        })
+    }
+}
+
+impl HeaderRuleConfig {
+    pub(crate) fn build(
+        &self,
+        field: &'static str,
+        index: usize,
+    ) -> Result<(When, HeaderRule), ConfigError> {
+        let template = |value: &str| Template::parse(value).map_err(|e| invalid(field, index, e));
+        let (name, verb) = match &self.verb {
+            HeaderVerbConfig::Add { name, value } => (name, HeaderVerb::Add(template(value)?)),
+            HeaderVerbConfig::Set { name, value } => (name, HeaderVerb::Set(template(value)?)),
+            HeaderVerbConfig::Append { name, value } => {
+                (name, HeaderVerb::Append(template(value)?))
+            }
+            HeaderVerbConfig::Delete { name } => (name, HeaderVerb::Delete),
+            HeaderVerbConfig::Rename { name, to } => (
+                name,
+                HeaderVerb::Rename(parse_name(to).map_err(|e| invalid(field, index, e))?),
+            ),
+        };
+        let rule = HeaderRule::new(name, verb, self.allow_protected)
+            .map_err(|e| invalid(field, index, e))?;
+        Ok((self.when.build(field, index)?, rule))
+    }
+}
+
+impl BodyRuleConfig {
+    pub(crate) fn build(
+        &self,
+        field: &'static str,
+        index: usize,
+    ) -> Result<(When, BodyRule), ConfigError> {
+        let path = |text: &str| Path::parse(text).map_err(|e| invalid(field, index, e));
+        let rule = match &self.verb {
+            BodyVerbConfig::Add { path: p, value } => BodyRule::Patch(Operation::Add {
+                path: path(p)?,
+                value: value.clone(),
+            }),
+            BodyVerbConfig::Remove { path: p } => {
+                BodyRule::Patch(Operation::Remove { path: path(p)? })
+            }
+            BodyVerbConfig::Replace { path: p, value } => BodyRule::Patch(Operation::Replace {
+                path: path(p)?,
+                value: value.clone(),
+            }),
+            BodyVerbConfig::Move { from, path: p } => BodyRule::Patch(Operation::Move {
+                from: path(from)?,
+                path: path(p)?,
+            }),
+            BodyVerbConfig::Copy { from, path: p } => BodyRule::Patch(Operation::Copy {
+                from: path(from)?,
+                path: path(p)?,
+            }),
+            BodyVerbConfig::Test { path: p, value } => BodyRule::Patch(Operation::Test {
+                path: path(p)?,
+                value: value.clone(),
+            }),
+            BodyVerbConfig::Set { path: p, value } => BodyRule::Set {
+                path: path(p)?,
+                value: value.clone(),
+            },
+            BodyVerbConfig::Delete { path: p } => BodyRule::Delete { path: path(p)? },
+            BodyVerbConfig::Append {
+                path: p,
+                value,
+                promote,
+            } => BodyRule::Append {
+                path: path(p)?,
+                value: value.clone(),
+                promote: *promote,
+            },
+            BodyVerbConfig::Prepend {
+                path: p,
+                value,
+                promote,
+            } => BodyRule::Prepend {
+                path: path(p)?,
+                value: value.clone(),
+                promote: *promote,
+            },
+            BodyVerbConfig::Allow { paths } => BodyRule::Allow {
+                paths: paths.iter().map(|p| path(p)).collect::<Result<_, _>>()?,
+            },
+            BodyVerbConfig::Deny { paths } => BodyRule::Deny {
+                paths: paths.iter().map(|p| path(p)).collect::<Result<_, _>>()?,
+            },
+        };
+        Ok((self.when.build(field, index)?, rule))
+    }
+}
