@@ -33,6 +33,7 @@ use serde_json::Value;
 use crate::headers::{parse_name, HeaderRule, HeaderVerb, Template};
 use crate::patch::Operation;
 use crate::pointer::Path;
+use crate::query::{QueryRule, QueryVerb};
 use crate::rules::BodyRule;
 use crate::When;
 
@@ -54,6 +55,9 @@ pub struct TransformConfig {
 pub struct Side {
     /// Header rules, in order.
     pub headers: Vec<HeaderRuleConfig>,
+    /// Query rules, in order (requests only), written as header rules are: `name` is the
+    /// parameter.
+    pub query: Vec<HeaderRuleConfig>,
     /// JSON body rules, in order, applied as one set.
     pub body: Vec<BodyRuleConfig>,
 }
@@ -297,6 +301,28 @@ impl HeaderRuleConfig {
         };
         let rule = HeaderRule::new(name, verb, self.allow_protected)
             .map_err(|e| invalid(field, index, e))?;
+        Ok((self.when.build(field, index)?, rule))
+    }
+}
+
+impl HeaderRuleConfig {
+    pub(crate) fn build_query(
+        &self,
+        field: &'static str,
+        index: usize,
+    ) -> Result<(When, QueryRule), ConfigError> {
+        let template = |value: &str| Template::parse(value).map_err(|e| invalid(field, index, e));
+        let (name, verb) = match &self.verb {
+            HeaderVerbConfig::Add { name, value } => (name, QueryVerb::Add(template(value)?)),
+            HeaderVerbConfig::Set { name, value } => (name, QueryVerb::Set(template(value)?)),
+            HeaderVerbConfig::Append { name, value } => (name, QueryVerb::Append(template(value)?)),
+            HeaderVerbConfig::Delete { name } => (name, QueryVerb::Delete),
+            HeaderVerbConfig::Rename { name, to } => (name, QueryVerb::Rename(to.clone())),
+        };
+        let rule = QueryRule {
+            name: name.clone(),
+            verb,
+        };
         Ok((self.when.build(field, index)?, rule))
     }
 }

@@ -9,6 +9,7 @@ use proxflow_core::ConfigError;
 
 use crate::config::TransformConfig;
 use crate::headers::HeaderRule;
+use crate::query::QueryRule;
 use crate::rules::BodyRule;
 use crate::service::Transform;
 
@@ -93,6 +94,7 @@ pub(crate) fn essence(headers: &HeaderMap) -> &str {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Rules {
     pub(crate) request_headers: Vec<(When, HeaderRule)>,
+    pub(crate) request_query: Vec<(When, QueryRule)>,
     pub(crate) response_headers: Vec<(When, HeaderRule)>,
     pub(crate) request_body: Vec<(When, BodyRule)>,
     pub(crate) response_body: Vec<(When, BodyRule)>,
@@ -141,6 +143,16 @@ impl TransformLayer {
             let (when, rule) = rule.build("request.headers", index)?;
             layer = layer.request_header(rule, when);
         }
+        for (index, rule) in config.request.query.iter().enumerate() {
+            let (when, rule) = rule.build_query("request.query", index)?;
+            layer = layer.request_query(rule, when);
+        }
+        if !config.response.query.is_empty() {
+            return Err(ConfigError::new(
+                "response.query",
+                "query rules apply to requests only",
+            ));
+        }
         for (index, rule) in config.response.headers.iter().enumerate() {
             let (when, rule) = rule.build("response.headers", index)?;
             layer = layer.response_header(rule, when);
@@ -163,6 +175,12 @@ impl TransformLayer {
     /// A header rule on requests, when `when` holds.
     pub fn request_header(mut self, rule: HeaderRule, when: When) -> Self {
         self.rules().request_headers.push((when, rule));
+        self
+    }
+
+    /// A query rule on requests, when `when` holds.
+    pub fn request_query(mut self, rule: QueryRule, when: When) -> Self {
+        self.rules().request_query.push((when, rule));
         self
     }
 

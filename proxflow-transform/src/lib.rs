@@ -31,10 +31,11 @@
 //! - [`headers`]: the header verbs (`add`, `set`, `append`, `delete`, `rename`), values as
 //!   templates over the request, and the protected headers.
 //!
+//! - [`query`]: the same verbs on a request's query parameters.
 //! - [`config`]: the same rules as a JSON, YAML or TOML file writes them
 //!   ([`TransformLayer::from_config`]).
 //!
-//! Not yet (issue 20): the query verbs, path globs,
+//! Not yet (issue 20): path globs,
 //! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), enrichment,
 //! aggregation, and the benchmarks. Hostile bodies (deep nesting, numbers past `f64`,
 //! duplicate keys, invalid UTF-8) are tested: serde_json refuses nesting past 128 levels and
@@ -46,6 +47,7 @@ pub mod headers;
 mod layer;
 pub mod patch;
 mod pointer;
+pub mod query;
 pub mod rules;
 mod service;
 

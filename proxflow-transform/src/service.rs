@@ -17,6 +17,7 @@ use tower_service::Service;
 use crate::body::{read, Read, TransformBody};
 use crate::headers::RequestView;
 use crate::layer::{essence, Rules, When};
+use crate::query;
 use crate::rules::{self, BodyRule};
 
 /// The transforms over a service `S`; made by [`TransformLayer`](crate::TransformLayer).
@@ -123,6 +124,10 @@ where
             rule.apply(&mut parts.headers, &seen.view());
         }
     }
+    let query_rules = applicable(&rules.request_query, |when| {
+        holds(when, &seen.headers, None)
+    });
+    parts.uri = query::apply(&parts.uri, &query_rules, &seen.view());
     let body_rules = applicable(&rules.request_body, |when| {
         holds(when, &parts.headers, None)
     });
@@ -183,8 +188,8 @@ where
     Ok(Response::from_parts(parts, body))
 }
 
-/// The body rules whose condition holds, in order.
-fn applicable(rules: &[(When, BodyRule)], holds: impl Fn(&When) -> bool) -> Vec<BodyRule> {
+/// The rules whose condition holds, in order.
+fn applicable<T: Clone>(rules: &[(When, T)], holds: impl Fn(&When) -> bool) -> Vec<T> {
     rules
         .iter()
         .filter(|(when, _)| holds(when))

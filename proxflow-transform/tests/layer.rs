@@ -41,6 +41,10 @@ fn app(layer: TransformLayer) -> Router {
         )
         .route("/text", get(|| async { "user.name stays" }))
         .route(
+            "/uri",
+            get(|request: Request| async move { request.uri().to_string() }),
+        )
+        .route(
             "/echo",
             post(|request: Request| async move {
                 let version = request.headers().get("x-api-version").cloned();
@@ -266,4 +270,30 @@ fn a_bad_rule_names_its_field_and_position() {
         "request: {body: [{explode: {path: a}}]}",
     );
     assert!(unknown.is_err());
+}
+
+#[tokio::test]
+async fn query_rules_rewrite_the_request_uri() {
+    let config: proxflow_transform::TransformConfig = serde_yaml::from_str(
+        r#"
+request:
+  query:
+    - add: {name: page, value: "1"}
+    - set: {name: client, value: "{header.x-client}"}
+    - delete: {name: debug}
+"#,
+    )
+    .unwrap();
+    let app = app(TransformLayer::from_config(&config).unwrap());
+    let request = Request::get("/uri?debug=1&q=a%20b")
+        .header("x-client", "web")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "/uri?q=a+b&page=1&client=web");
+    let response_query: proxflow_transform::TransformConfig =
+        serde_yaml::from_str("response: {query: [{delete: {name: a}}]}").unwrap();
+    let error = TransformLayer::from_config(&response_query).unwrap_err();
+    assert_eq!(error.field, "response.query");
 }
