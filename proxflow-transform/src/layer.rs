@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use proxflow_core::ConfigError;
 
 use crate::config::TransformConfig;
+use crate::enrich::Enrichment;
 use crate::headers::HeaderRule;
 use crate::query::QueryRule;
 use crate::rules::BodyRule;
@@ -98,6 +99,8 @@ pub(crate) struct Rules {
     pub(crate) response_headers: Vec<(When, HeaderRule)>,
     pub(crate) request_body: Vec<(When, BodyRule)>,
     pub(crate) response_body: Vec<(When, BodyRule)>,
+    pub(crate) request_enrich: Vec<(When, Enrichment)>,
+    pub(crate) response_enrich: Vec<(When, Enrichment)>,
     pub(crate) max_body_size: usize,
 }
 
@@ -199,6 +202,18 @@ impl TransformLayer {
     /// A body rule on JSON response bodies.
     pub fn response_body(mut self, rule: BodyRule, when: When) -> Self {
         self.rules().response_body.push((when, rule));
+        self
+    }
+
+    /// An enrichment of JSON request bodies, after the body rules.
+    pub fn request_enrich(mut self, enrichment: Enrichment, when: When) -> Self {
+        self.rules().request_enrich.push((when, enrichment));
+        self
+    }
+
+    /// An enrichment of JSON response bodies, after the body rules.
+    pub fn response_enrich(mut self, enrichment: Enrichment, when: When) -> Self {
+        self.rules().response_enrich.push((when, enrichment));
         self
     }
 

@@ -32,17 +32,20 @@
 //!   templates over the request, and the protected headers.
 //!
 //! - [`query`]: the same verbs on a request's query parameters.
+//! - [`enrich`]: static data and a URL's JSON answer merged into a body (through a client
+//!   service of yours), with a timeout and a failure policy (skip, or 502).
 //! - [`config`]: the same rules as a JSON, YAML or TOML file writes them
 //!   ([`TransformLayer::from_config`]).
 //!
 //! Not yet (issue 20): path globs,
-//! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), enrichment,
-//! aggregation, and the benchmarks. Hostile bodies (deep nesting, numbers past `f64`,
+//! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), enrichment
+//! in the configuration file and its answer cache, aggregation, and the benchmarks. Hostile bodies (deep nesting, numbers past `f64`,
 //! duplicate keys, invalid UTF-8) are tested: serde_json refuses nesting past 128 levels and
 //! invalid input (400 for a request), and keeps the last of duplicate keys.
 
 mod body;
 pub mod config;
+pub mod enrich;
 pub mod headers;
 mod layer;
 pub mod patch;

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tower_service::Service;
 
 use crate::body::{read, Read, TransformBody};
+use crate::enrich::{EnrichError, Enrichment};
 use crate::headers::RequestView;
 use crate::layer::{essence, Rules, When};
 use crate::query;
@@ -128,15 +129,23 @@ where
         holds(when, &seen.headers, None)
     });
     parts.uri = query::apply(&parts.uri, &query_rules, &seen.view());
-    let body_rules = applicable(&rules.request_body, |when| {
-        holds(when, &parts.headers, None)
-    });
-    let body = if body_rules.is_empty() || !is_plain_json(&parts.headers) {
+    let steps = Steps {
+        rules: applicable(&rules.request_body, |when| {
+            holds(when, &parts.headers, None)
+        }),
+        enrichments: applicable(&rules.request_enrich, |when| {
+            holds(when, &parts.headers, None)
+        }),
+    };
+    let body = if steps.is_empty() || !is_plain_json(&parts.headers) {
         TransformBody::original(body)
     } else {
         match read(body, rules.max_body_size).await {
             Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(json) => rewrite(&mut parts.headers, bytes, json, &body_rules),
+                Ok(json) => match steps.rewrite(&mut parts.headers, bytes, json).await {
+                    Ok(body) => body,
+                    Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+                },
                 Err(error) => {
                     let detail = format!("the request body is not valid JSON: {error}");
                     return Ok(problem(StatusCode::BAD_REQUEST, &detail));
@@ -161,15 +170,23 @@ where
             rule.apply(&mut parts.headers, &seen.view());
         }
     }
-    let body_rules = applicable(&rules.response_body, |when| {
-        holds(when, &parts.headers, status)
-    });
-    if body_rules.is_empty() || !is_plain_json(&parts.headers) || seen.method == Method::HEAD {
+    let steps = Steps {
+        rules: applicable(&rules.response_body, |when| {
+            holds(when, &parts.headers, status)
+        }),
+        enrichments: applicable(&rules.response_enrich, |when| {
+            holds(when, &parts.headers, status)
+        }),
+    };
+    if steps.is_empty() || !is_plain_json(&parts.headers) || seen.method == Method::HEAD {
         return Ok(Response::from_parts(parts, TransformBody::original(body)));
     }
     let body = match read(body, rules.max_body_size).await {
         Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(json) => rewrite(&mut parts.headers, bytes, json, &body_rules),
+            Ok(json) => match steps.rewrite(&mut parts.headers, bytes, json).await {
+                Ok(body) => body,
+                Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+            },
             Err(error) => {
                 tracing::warn!(%error, "response body is not valid JSON; passed unchanged");
                 TransformBody::bytes(bytes)
@@ -207,25 +224,48 @@ fn is_plain_json(headers: &HeaderMap) -> bool {
     json && !coded
 }
 
-/// Applies the rule set to `json`; the new bytes with their `Content-Length` and a weakened
-/// `ETag`, or the original bytes if a rule failed.
-fn rewrite<B>(
-    headers: &mut HeaderMap,
-    original: Bytes,
-    mut json: Value,
-    body_rules: &[BodyRule],
-) -> TransformBody<B> {
-    if let Err(error) = rules::apply(&mut json, body_rules) {
-        tracing::warn!(%error, "a body rule failed; the body passes unchanged");
-        return TransformBody::bytes(original);
+/// What a JSON body goes through: the rules, then the enrichments.
+struct Steps {
+    rules: Vec<BodyRule>,
+    enrichments: Vec<Enrichment>,
+}
+
+impl Steps {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.enrichments.is_empty()
     }
-    let bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
-    if bytes != original {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        headers.remove(header::TRANSFER_ENCODING);
-        weaken_etag(headers);
+
+    /// The body after the steps, with its `Content-Length` and a weakened `ETag`; the
+    /// original bytes if a rule failed; `Err` with a problem's detail when an enrichment
+    /// that answers 502 on failure failed.
+    async fn rewrite<B>(
+        &self,
+        headers: &mut HeaderMap,
+        original: Bytes,
+        mut json: Value,
+    ) -> Result<TransformBody<B>, String> {
+        if let Err(error) = rules::apply(&mut json, &self.rules) {
+            tracing::warn!(%error, "a body rule failed; the body passes unchanged");
+            return Ok(TransformBody::bytes(original));
+        }
+        for enrichment in &self.enrichments {
+            match enrichment.apply(&mut json).await {
+                Ok(()) => {}
+                Err(error @ EnrichError::Url { .. }) => {
+                    tracing::warn!(%error, "enrichment failed; answered 502");
+                    return Err(format!("enrichment failed: {error}"));
+                }
+                Err(error) => tracing::warn!(%error, "enrichment skipped"),
+            }
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        if bytes != original {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            headers.remove(header::TRANSFER_ENCODING);
+            weaken_etag(headers);
+        }
+        Ok(TransformBody::bytes(bytes))
     }
-    TransformBody::bytes(bytes)
 }
 
 /// A strong `ETag` names exact bytes: the changed body keeps it only as a weak one.

@@ -1,0 +1,104 @@
+//! Enrichment through the layer, with a client service standing in for the enrichment URL:
+//! static data and the URL's object merged at a target path, and the two failure policies.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use proxflow_transform::enrich::{Enrichment, OnFailure};
+use proxflow_transform::{Path, TransformLayer, When};
+use serde_json::{json, Map, Value};
+use tower::ServiceExt;
+
+/// The enrichment URL's answers by path: `/ok` an object, `/list` an array, `/down` a 503,
+/// `/slow` an object after 10 s.
+fn client() -> impl tower::Service<
+    http::Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+        let (status, body) = match request.uri().path() {
+            "/ok" => (200, r#"{"tier": "gold", "region": "eu"}"#),
+            "/list" => (200, "[1, 2]"),
+            "/slow" => {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                (200, r#"{"late": true}"#)
+            }
+            _ => (503, "down"),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        Ok::<_, Infallible>(response)
+    })
+}
+
+fn enrichment(url: &'static str) -> Enrichment {
+    let data: Map<String, Value> = serde_json::from_value(json!({"source": "gateway"})).unwrap();
+    Enrichment::new(data)
+        .from_url(Uri::from_static(url), client())
+        .target(Path::parse("user.profile").unwrap())
+        .timeout(Duration::from_secs(1))
+}
+
+async fn user(enrichment: Enrichment) -> (StatusCode, Value) {
+    let app = Router::new()
+        .route(
+            "/user",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    r#"{"user": {"name": "ada", "profile": {"tier": "none"}}}"#,
+                )
+            }),
+        )
+        .layer(TransformLayer::new().response_enrich(enrichment, When::always()));
+    let request = Request::get("/user").body(Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_and_the_url_s_object_merge_at_the_target() {
+    let (status, body) = user(enrichment("http://enrich.test/ok")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"user": {"name": "ada", "profile": {"tier": "gold", "region": "eu", "source": "gateway"}}})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_url_is_skipped_or_answered_502() {
+    for url in [
+        "http://enrich.test/down",
+        "http://enrich.test/list",
+        "http://enrich.test/slow",
+    ] {
+        let (status, body) = user(enrichment(url)).await;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        assert_eq!(
+            body["user"]["profile"],
+            json!({"tier": "none", "source": "gateway"}),
+            "{url}: data alone"
+        );
+        let (status, problem) = user(enrichment(url).on_failure(OnFailure::BadGateway)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{url}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(url),
+            "{problem}"
+        );
+    }
+}
