@@ -8,24 +8,14 @@
 //! answer. When the URL cannot give an object (an error, a timeout, a status other than 2xx,
 //! an answer that is not a JSON object), [`OnFailure`] says what happens.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
-use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
-use proxflow_core::BoxError;
+use http::Uri;
 use serde_json::{Map, Value};
-use tower_service::Service;
 
+use crate::client::Client;
 use crate::patch::get_mut;
 use crate::pointer::Path;
-
-/// The most bytes of a URL's answer read.
-const MAX_ANSWER: usize = 1 << 20;
 
 /// What an enrichment does when its URL gives nothing to merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,48 +27,11 @@ pub enum OnFailure {
     BadGateway,
 }
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
-
-/// A client, its type erased: fetches a URL's body.
-trait Fetch: Send + Sync {
-    fn fetch(&self, uri: Uri) -> FetchFuture;
-}
-
-struct ClientFetch<C> {
-    client: C,
-}
-
-impl<C, B> Fetch for ClientFetch<C>
-where
-    C: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn fetch(&self, uri: Uri) -> FetchFuture {
-        let mut client = self.client.clone();
-        Box::pin(async move {
-            std::future::poll_fn(|cx| client.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            let mut request = Request::new(Full::default());
-            *request.uri_mut() = uri;
-            let response = client.call(request).await.map_err(Into::into)?;
-            if !response.status().is_success() {
-                return Err(format!("status {}", response.status()).into());
-            }
-            let body = Limited::new(response.into_body(), MAX_ANSWER);
-            Ok(body.collect().await?.to_bytes())
-        })
-    }
-}
-
 /// One enrichment.
 #[derive(Clone)]
 pub struct Enrichment {
     data: Map<String, Value>,
-    from_url: Option<(Uri, Arc<dyn Fetch>)>,
+    from_url: Option<(Uri, Client)>,
     target: Path,
     timeout: Duration,
     on_failure: OnFailure,
@@ -114,15 +67,8 @@ impl Enrichment {
     }
 
     /// Also merges the JSON object `url` answers, fetched through `client`.
-    pub fn from_url<C, B>(mut self, url: Uri, client: C) -> Self
-    where
-        C: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        C::Future: Send + 'static,
-        C::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.from_url = Some((url, Arc::new(ClientFetch { client })));
+    pub fn from_url(mut self, url: Uri, client: Client) -> Self {
+        self.from_url = Some((url, client));
         self
     }
 
@@ -148,7 +94,7 @@ impl Enrichment {
     pub(crate) async fn apply(&self, body: &mut Value) -> Result<(), EnrichError> {
         let fetched = match &self.from_url {
             None => None,
-            Some((url, fetch)) => match self.fetch(url, fetch.as_ref()).await {
+            Some((url, client)) => match self.fetch(url, client).await {
                 Ok(object) => Some(object),
                 Err(reason) if self.on_failure == OnFailure::BadGateway => {
                     return Err(EnrichError::Url {
@@ -170,11 +116,8 @@ impl Enrichment {
         Ok(())
     }
 
-    async fn fetch(&self, url: &Uri, fetch: &dyn Fetch) -> Result<Map<String, Value>, String> {
-        let bytes = tokio::time::timeout(self.timeout, fetch.fetch(url.clone()))
-            .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
-            .map_err(|error| error.to_string())?;
+    async fn fetch(&self, url: &Uri, client: &Client) -> Result<Map<String, Value>, String> {
+        let bytes = client.get(url, self.timeout).await?;
         match serde_json::from_slice(&bytes) {
             Ok(Value::Object(object)) => Ok(object),
             Ok(_) => Err("the answer is not a JSON object".into()),

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use proxflow_core::ConfigError;
 
+use crate::aggregate::Aggregation;
 use crate::config::TransformConfig;
 use crate::enrich::Enrichment;
 use crate::headers::HeaderRule;
@@ -100,6 +101,7 @@ pub(crate) struct Rules {
     pub(crate) request_body: Vec<(When, BodyRule)>,
     pub(crate) response_body: Vec<(When, BodyRule)>,
     pub(crate) request_enrich: Vec<(When, Enrichment)>,
+    pub(crate) aggregations: Vec<(When, Aggregation)>,
     pub(crate) response_enrich: Vec<(When, Enrichment)>,
     pub(crate) max_body_size: usize,
 }
@@ -214,6 +216,13 @@ impl TransformLayer {
     /// An enrichment of JSON response bodies, after the body rules.
     pub fn response_enrich(mut self, enrichment: Enrichment, when: When) -> Self {
         self.rules().response_enrich.push((when, enrichment));
+        self
+    }
+
+    /// Answers the requests for which `when` holds by `aggregation`, without calling the
+    /// inner service (the first that holds, in the order added).
+    pub fn aggregate(mut self, aggregation: Aggregation, when: When) -> Self {
+        self.rules().aggregations.push((when, aggregation));
         self
     }
 

@@ -34,16 +34,21 @@
 //! - [`query`]: the same verbs on a request's query parameters.
 //! - [`enrich`]: static data and a URL's JSON answer merged into a body (through a client
 //!   service of yours), with a timeout and a failure policy (skip, or 502).
+//! - [`aggregate`]: an endpoint the layer answers itself from several backends called at
+//!   once (merge, array or group; partial answers say so; 502 when all failed).
 //! - [`config`]: the same rules as a JSON, YAML or TOML file writes them
 //!   ([`TransformLayer::from_config`]).
 //!
 //! Not yet (issue 20): path globs,
 //! decoding and re-encoding gzip/br/zstd bodies (a coded body passes untouched), enrichment
-//! in the configuration file and its answer cache, aggregation, and the benchmarks. Hostile bodies (deep nesting, numbers past `f64`,
+//! and aggregation in the configuration file (they need a client) and the enrichment's answer
+//! cache, and the benchmarks. Hostile bodies (deep nesting, numbers past `f64`,
 //! duplicate keys, invalid UTF-8) are tested: serde_json refuses nesting past 128 levels and
 //! invalid input (400 for a request), and keeps the last of duplicate keys.
 
+pub mod aggregate;
 mod body;
+mod client;
 pub mod config;
 pub mod enrich;
 pub mod headers;
@@ -55,6 +60,7 @@ pub mod rules;
 mod service;
 
 pub use body::TransformBody;
+pub use client::Client;
 pub use config::TransformConfig;
 pub use layer::{TransformLayer, When};
 pub use proxflow_core::ConfigError;

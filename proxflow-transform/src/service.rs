@@ -120,6 +120,13 @@ where
     let holds = |when: &When, message: &HeaderMap, status| {
         when.holds(&seen.method, &seen.uri, &seen.headers, message, status)
     };
+    if let Some((_, aggregation)) = rules
+        .aggregations
+        .iter()
+        .find(|(when, _)| holds(when, &seen.headers, None))
+    {
+        return Ok(aggregation.respond().await);
+    }
     for (when, rule) in &rules.request_headers {
         if holds(when, &seen.headers, None) {
             rule.apply(&mut parts.headers, &seen.view());

@@ -1,52 +1,25 @@
 //! Enrichment through the layer, with a client service standing in for the enrichment URL:
 //! static data and the URL's object merged at a target path, and the two failure policies.
 
-use std::convert::Infallible;
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
-use http::{Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{StatusCode, Uri};
+use http_body_util::BodyExt;
 use proxflow_transform::enrich::{Enrichment, OnFailure};
 use proxflow_transform::{Path, TransformLayer, When};
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
-/// The enrichment URL's answers by path: `/ok` an object, `/list` an array, `/down` a 503,
-/// `/slow` an object after 10 s.
-fn client() -> impl tower::Service<
-    http::Request<Full<Bytes>>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
-    tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
-        let (status, body) = match request.uri().path() {
-            "/ok" => (200, r#"{"tier": "gold", "region": "eu"}"#),
-            "/list" => (200, "[1, 2]"),
-            "/slow" => {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                (200, r#"{"late": true}"#)
-            }
-            _ => (503, "down"),
-        };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        Ok::<_, Infallible>(response)
-    })
-}
-
 fn enrichment(url: &'static str) -> Enrichment {
     let data: Map<String, Value> = serde_json::from_value(json!({"source": "gateway"})).unwrap();
     Enrichment::new(data)
-        .from_url(Uri::from_static(url), client())
+        .from_url(Uri::from_static(url), common::client())
         .target(Path::parse("user.profile").unwrap())
         .timeout(Duration::from_secs(1))
 }
