@@ -177,7 +177,13 @@ pub fn apply(document: &mut Value, operations: &[Operation]) -> Result<(), Patch
     Ok(())
 }
 
-fn apply_one(doc: &mut Value, index: usize, operation: &Operation) -> Result<(), PatchError> {
+/// One operation, numbered `index` in its errors, on `doc` itself (a `move` that fails half
+/// way leaves it changed: [`apply`] works on a copy).
+pub(crate) fn apply_one(
+    doc: &mut Value,
+    index: usize,
+    operation: &Operation,
+) -> Result<(), PatchError> {
     let not_found = |path: &Path| PatchError::NotFound {
         index,
         path: path.to_string(),

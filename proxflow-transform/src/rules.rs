@@ -90,21 +90,26 @@ pub enum RuleError {
 /// Applies `rules` in order; on the first failure `document` is left as it was.
 pub fn apply(document: &mut Value, rules: &[BodyRule]) -> Result<(), RuleError> {
     let mut work = document.clone();
-    for (index, rule) in rules.iter().enumerate() {
-        apply_one(&mut work, index, rule)?;
-    }
+    apply_in_place(&mut work, rules)?;
     *document = work;
+    Ok(())
+}
+
+/// Applies `rules` in order to `document` itself, without a copy: on a failure it is left
+/// with the rules before the failing one applied. For a caller that keeps the original (the
+/// layer keeps the body's bytes and sends them on unchanged), this saves a copy of the whole
+/// document.
+pub fn apply_in_place(document: &mut Value, rules: &[BodyRule]) -> Result<(), RuleError> {
+    for (index, rule) in rules.iter().enumerate() {
+        apply_one(document, index, rule)?;
+    }
     Ok(())
 }
 
 fn apply_one(doc: &mut Value, index: usize, rule: &BodyRule) -> Result<(), RuleError> {
     match rule {
-        BodyRule::Patch(operation) => {
-            patch::apply(doc, std::slice::from_ref(operation)).map_err(|source| RuleError::Patch {
-                index,
-                source: renumber(source, index),
-            })
-        }
+        BodyRule::Patch(operation) => patch::apply_one(doc, index, operation)
+            .map_err(|source| RuleError::Patch { index, source }),
         BodyRule::Set { path, value } => {
             set(doc, path, value.clone()).ok_or_else(|| RuleError::NoParent {
                 index,
@@ -136,20 +141,6 @@ fn apply_one(doc: &mut Value, index: usize, rule: &BodyRule) -> Result<(), RuleE
             }
             Ok(())
         }
-    }
-}
-
-/// A patch error's operation index is the rule's.
-fn renumber(error: PatchError, index: usize) -> PatchError {
-    match error {
-        PatchError::Malformed { reason, .. } => PatchError::Malformed { index, reason },
-        PatchError::Path { source, .. } => PatchError::Path { index, source },
-        PatchError::NotFound { path, .. } => PatchError::NotFound { index, path },
-        PatchError::MoveIntoChild { from, path, .. } => {
-            PatchError::MoveIntoChild { index, from, path }
-        }
-        PatchError::TestFailed { path, .. } => PatchError::TestFailed { index, path },
-        other => other,
     }
 }
 

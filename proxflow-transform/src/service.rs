@@ -251,7 +251,8 @@ impl Steps {
         original: Bytes,
         mut json: Value,
     ) -> Result<TransformBody<B>, String> {
-        if let Err(error) = rules::apply(&mut json, &self.rules) {
+        // The original bytes go on if a rule fails: no copy of the document is needed.
+        if let Err(error) = rules::apply_in_place(&mut json, &self.rules) {
             tracing::warn!(%error, "a body rule failed; the body passes unchanged");
             return Ok(TransformBody::bytes(original));
         }
