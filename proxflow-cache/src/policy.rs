@@ -343,30 +343,11 @@ fn weak_eq(a: &str, b: &str) -> bool {
 }
 
 /// Removes from a response being stored what RFC 9111 §3.1 keeps out of the store: the
-/// connection's own fields (`Connection` and the fields it names, `Keep-Alive`,
-/// `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`) and the fields of
-/// `private="..."`.
+/// connection's own fields (and those `Connection` names) and the fields of `private="..."`.
 pub(crate) fn remove_unstored_fields(headers: &mut HeaderMap, directives: &ResponseDirectives) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in named.iter().chain(&directives.private_fields) {
+    proxflow_core::headers::remove_hop_by_hop(headers);
+    for name in &directives.private_fields {
         headers.remove(name.as_str());
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
     }
 }
 

@@ -17,6 +17,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{Empty, Full};
+use proxflow_core::headers::remove_hop_by_hop;
 use proxflow_core::{text_response, BoxError, LayerBody};
 use tower_service::Service;
 
@@ -170,41 +171,6 @@ fn set_host(
     }
 }
 
-/// Fields that describe one connection, not the message (RFC 9110 §7.6.1): a proxy does not
-/// pass them on, nor the fields `Connection` names. (`Upgrade` goes too: this balancer does not
-/// tunnel upgraded connections.)
-fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
-    if headers.is_empty() {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Made at compile time: `from_static` checks its name at run time otherwise.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 /// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
 fn forwarded_headers(
     parts: &mut http::request::Parts,
@@ -352,24 +318,6 @@ fn bad_gateway<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_fields_are_not_passed_on() {
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-session-hint"),
-            ("keep-alive", "timeout=5"),
-            ("x-session-hint", "1"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("accept", "text/html"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        remove_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["accept"]);
-    }
 
     #[test]
     fn connect_errors_are_found_in_the_chain() {

@@ -13,21 +13,14 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
-/// Headers a rule may not touch unless it says so: the connection's own (RFC 9110 §7.6.1),
-/// `Host` and `Content-Length`, which the message's routing and framing depend on.
-pub const PROTECTED: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "host",
-    "content-length",
-];
+/// Whether a rule may touch `name` only when it says so: the connection's own fields
+/// ([`proxflow_core::headers::HOP_BY_HOP`]), `Host` and `Content-Length`, which the message's
+/// routing and framing depend on.
+pub fn is_protected(name: &HeaderName) -> bool {
+    proxflow_core::headers::is_hop_by_hop(name)
+        || name == http::header::HOST
+        || name == http::header::CONTENT_LENGTH
+}
 
 /// What a header rule does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +76,7 @@ impl HeaderRule {
             _ => None,
         };
         for touched in std::iter::once(&name).chain(renamed_to) {
-            if !allow_protected && PROTECTED.contains(&touched.as_str()) {
+            if !allow_protected && is_protected(touched) {
                 return Err(HeaderRuleError::Protected(touched.to_string()));
             }
         }

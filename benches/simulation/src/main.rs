@@ -73,12 +73,12 @@ mod svg;
 mod targets;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use clap::Parser;
 use proxflow_benches::exit_on_error;
+use proxflow_benches::vendor::publish;
 
 use backends::Result;
 use balancers::contenders;
@@ -177,14 +177,7 @@ fn real_main(args: Args) -> Result<()> {
         &svg_name,
         wall.elapsed(),
     );
-    print!("{md}");
-    if let Some(path) = &args.markdown {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        file.write_all(md.as_bytes())?;
-    }
+    publish(&md, args.markdown.as_deref())?;
     eprintln!("plot written to {}", svg_path.display());
     eprintln!("wall time {:.0} s", wall.elapsed().as_secs_f64());
     Ok(())

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Errors of the comparison programs: reported and fatal.
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Debian's nginx.
 pub const NGINX: &str = "/usr/sbin/nginx";

@@ -52,13 +52,13 @@ mod report;
 mod sim;
 mod workload;
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxflow_benches::exit_on_error;
+use proxflow_benches::vendor::publish;
 use proxflow_cache::warming::WarmingConfig;
 
 use report::{report, summary, Row};
@@ -122,7 +122,7 @@ fn main() {
     exit_on_error(real_main(Args::parse()));
 }
 
-fn real_main(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn real_main(mut args: Args) -> proxflow_benches::vendor::Result<()> {
     let wall = Instant::now();
     if args.quick {
         args.seeds = 1;
@@ -234,14 +234,7 @@ fn real_main(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let md = report(&rows, args.seeds, args.seconds, wall.elapsed());
-    print!("{md}");
-    if let Some(path) = &args.markdown {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        file.write_all(md.as_bytes())?;
-    }
+    publish(&md, args.markdown.as_deref())?;
     eprintln!("wall time {:.0} s", wall.elapsed().as_secs_f64());
     Ok(())
 }
