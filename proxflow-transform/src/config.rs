@@ -23,7 +23,10 @@
 //! `add`, `remove`, `replace`, `test` (`{path, value}`, `remove` without `value`), `move` (also
 //! `rename`) and `copy` (`{from, path}`); and `set` (`{path, value}`), `delete` (`{path}`),
 //! `append`, `prepend` (`{path, value, promote}`), `allow`, `deny` (`{paths}`). Paths are dotted
-//! or JSON Pointers.
+//! or JSON Pointers. Where a body verb takes a `value` (a JSON literal), it can take a
+//! `template` instead (as in header rules, `{method} {path} {client_ip} {header.X} {query.x}`),
+//! written as a JSON string. `when` holds `methods`, `path_prefix`, `path_glob` (`*` within a
+//! segment, `**` across), `header` (`{name, value}`), `content_type` and `statuses`.
 
 use http::{Method, StatusCode};
 use proxflow_core::ConfigError;
@@ -34,8 +37,8 @@ use crate::headers::{parse_name, HeaderRule, HeaderVerb, Template};
 use crate::patch::Operation;
 use crate::pointer::Path;
 use crate::query::{QueryRule, QueryVerb};
-use crate::rules::BodyRule;
-use crate::When;
+use crate::rules::{BodyRule, BodyStep};
+use crate::{PathGlob, When};
 
 /// Everything a transform layer can be told. `{}` is valid: no rules.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -135,7 +138,8 @@ pub enum BodyVerbConfig {
         /// Where.
         path: String,
         /// What.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
     },
     /// RFC 6902 `remove`.
     Remove {
@@ -147,7 +151,8 @@ pub enum BodyVerbConfig {
         /// Where.
         path: String,
         /// What.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
     },
     /// RFC 6902 `move`.
     #[serde(alias = "rename")]
@@ -169,14 +174,16 @@ pub enum BodyVerbConfig {
         /// Where.
         path: String,
         /// The value expected.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
     },
     /// Create or overwrite, making missing parents.
     Set {
         /// Where.
         path: String,
         /// What.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
     },
     /// Remove if present.
     Delete {
@@ -188,7 +195,8 @@ pub enum BodyVerbConfig {
         /// Where.
         path: String,
         /// What.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
         /// Wrap a value that is not an array. Default false.
         #[serde(default)]
         promote: bool,
@@ -198,7 +206,8 @@ pub enum BodyVerbConfig {
         /// Where.
         path: String,
         /// What.
-        value: Value,
+        #[serde(flatten)]
+        value: ValueConfig,
         /// Wrap a value that is not an array. Default false.
         #[serde(default)]
         promote: bool,
@@ -215,6 +224,17 @@ pub enum BodyVerbConfig {
     },
 }
 
+/// The value of a body rule: a JSON literal (`value`), or a template over the request
+/// (`template`, as in header rules) whose rendering is written as a JSON string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueConfig {
+    /// A JSON literal.
+    Value(Value),
+    /// A template rendered for each request.
+    Template(String),
+}
+
 /// A condition as written; every field set must hold.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,6 +243,8 @@ pub struct WhenConfig {
     pub methods: Vec<String>,
     /// A path under this prefix.
     pub path_prefix: Option<String>,
+    /// A glob the path matches: `*` within a segment, `**` across segments.
+    pub path_glob: Option<String>,
     /// A request header present (and equal to `value` if given).
     pub header: Option<HeaderCondition>,
     /// The message's content type.
@@ -270,9 +292,14 @@ impl WhenConfig {
             )),
             None => None,
         };
+        let path_glob = match &self.path_glob {
+            Some(glob) => Some(PathGlob::new(glob).map_err(|e| invalid(field, index, e))?),
+            None => None,
+        };
         Ok(When {
             methods,
             path_prefix: self.path_prefix.clone(),
+            path_glob,
             header,
             content_type: self.content_type.clone(),
             statuses,
@@ -332,19 +359,19 @@ impl BodyRuleConfig {
         &self,
         field: &'static str,
         index: usize,
-    ) -> Result<(When, BodyRule), ConfigError> {
+    ) -> Result<(When, BodyStep), ConfigError> {
         let path = |text: &str| Path::parse(text).map_err(|e| invalid(field, index, e));
         let rule = match &self.verb {
             BodyVerbConfig::Add { path: p, value } => BodyRule::Patch(Operation::Add {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
             }),
             BodyVerbConfig::Remove { path: p } => {
                 BodyRule::Patch(Operation::Remove { path: path(p)? })
             }
             BodyVerbConfig::Replace { path: p, value } => BodyRule::Patch(Operation::Replace {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
             }),
             BodyVerbConfig::Move { from, path: p } => BodyRule::Patch(Operation::Move {
                 from: path(from)?,
@@ -356,11 +383,11 @@ impl BodyRuleConfig {
             }),
             BodyVerbConfig::Test { path: p, value } => BodyRule::Patch(Operation::Test {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
             }),
             BodyVerbConfig::Set { path: p, value } => BodyRule::Set {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
             },
             BodyVerbConfig::Delete { path: p } => BodyRule::Delete { path: path(p)? },
             BodyVerbConfig::Append {
@@ -369,7 +396,7 @@ impl BodyRuleConfig {
                 promote,
             } => BodyRule::Append {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
                 promote: *promote,
             },
             BodyVerbConfig::Prepend {
@@ -378,7 +405,7 @@ impl BodyRuleConfig {
                 promote,
             } => BodyRule::Prepend {
                 path: path(p)?,
-                value: value.clone(),
+                value: value.literal(),
                 promote: *promote,
             },
             BodyVerbConfig::Allow { paths } => BodyRule::Allow {
@@ -388,6 +415,37 @@ impl BodyRuleConfig {
                 paths: paths.iter().map(|p| path(p)).collect::<Result<_, _>>()?,
             },
         };
-        Ok((self.when.build(field, index)?, rule))
+        let step = match self.verb.value() {
+            Some(ValueConfig::Template(text)) => BodyStep::templated(
+                rule,
+                Template::parse(text).map_err(|e| invalid(field, index, e))?,
+            ),
+            _ => BodyStep::from(rule),
+        };
+        Ok((self.when.build(field, index)?, step))
+    }
+}
+
+impl BodyVerbConfig {
+    fn value(&self) -> Option<&ValueConfig> {
+        match self {
+            BodyVerbConfig::Add { value, .. }
+            | BodyVerbConfig::Replace { value, .. }
+            | BodyVerbConfig::Test { value, .. }
+            | BodyVerbConfig::Set { value, .. }
+            | BodyVerbConfig::Append { value, .. }
+            | BodyVerbConfig::Prepend { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+impl ValueConfig {
+    /// The literal; a template's place holder until it is rendered.
+    fn literal(&self) -> Value {
+        match self {
+            ValueConfig::Value(value) => value.clone(),
+            ValueConfig::Template(_) => Value::Null,
+        }
     }
 }

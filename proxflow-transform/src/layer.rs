@@ -12,7 +12,7 @@ use crate::config::TransformConfig;
 use crate::enrich::Enrichment;
 use crate::headers::HeaderRule;
 use crate::query::QueryRule;
-use crate::rules::BodyRule;
+use crate::rules::BodyStep;
 use crate::service::Transform;
 
 /// When a rule applies; every condition set must hold (none set: always).
@@ -23,6 +23,8 @@ pub struct When {
     /// A path starting with this (at a segment boundary: `/api` covers `/api` and `/api/x`,
     /// not `/apix`).
     pub path_prefix: Option<String>,
+    /// A path matching this glob.
+    pub path_glob: Option<PathGlob>,
     /// A request header present, and equal to the value if one is given.
     pub header: Option<(http::HeaderName, Option<String>)>,
     /// The message's content type (its essence, without parameters), case-insensitive.
@@ -60,6 +62,11 @@ impl When {
                 return false;
             }
         }
+        if let Some(glob) = &self.path_glob {
+            if !glob.matches(uri.path()) {
+                return false;
+            }
+        }
         if let Some((name, expected)) = &self.header {
             let Some(value) = request_headers.get(name) else {
                 return false;
@@ -83,6 +90,43 @@ impl When {
     }
 }
 
+/// A glob over request paths: `*` matches within one segment (`/api/*/orders` covers
+/// `/api/7/orders`, not `/api/7/8/orders`), `**` across segments (`/api/**` covers everything
+/// under `/api`), `?` one character, `[a-z]` and `{a,b}` as in a shell. The path is matched as
+/// it came, percent-encoded.
+#[derive(Debug, Clone)]
+pub struct PathGlob {
+    glob: globset::Glob,
+    matcher: globset::GlobMatcher,
+}
+
+impl PathGlob {
+    /// Parses a glob; the error says what is wrong with it.
+    pub fn new(glob: &str) -> Result<PathGlob, globset::Error> {
+        let glob = globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()?;
+        Ok(PathGlob {
+            matcher: glob.compile_matcher(),
+            glob,
+        })
+    }
+
+    /// Whether `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        self.matcher.is_match(path)
+    }
+}
+
+impl PartialEq for PathGlob {
+    fn eq(&self, other: &Self) -> bool {
+        self.glob == other.glob
+    }
+}
+
+impl Eq for PathGlob {}
+
 /// The content type of a message without its parameters (`application/json`), or `""`.
 pub(crate) fn essence(headers: &HeaderMap) -> &str {
     headers
@@ -98,8 +142,8 @@ pub(crate) struct Rules {
     pub(crate) request_headers: Vec<(When, HeaderRule)>,
     pub(crate) request_query: Vec<(When, QueryRule)>,
     pub(crate) response_headers: Vec<(When, HeaderRule)>,
-    pub(crate) request_body: Vec<(When, BodyRule)>,
-    pub(crate) response_body: Vec<(When, BodyRule)>,
+    pub(crate) request_body: Vec<(When, BodyStep)>,
+    pub(crate) response_body: Vec<(When, BodyStep)>,
     pub(crate) request_enrich: Vec<(When, Enrichment)>,
     pub(crate) aggregations: Vec<(When, Aggregation)>,
     pub(crate) response_enrich: Vec<(When, Enrichment)>,
@@ -195,15 +239,16 @@ impl TransformLayer {
         self
     }
 
-    /// A body rule on JSON request bodies.
-    pub fn request_body(mut self, rule: BodyRule, when: When) -> Self {
-        self.rules().request_body.push((when, rule));
+    /// A body rule on JSON request bodies: a [`BodyRule`], or a [`BodyStep`] whose value is
+    /// a template over the request.
+    pub fn request_body(mut self, rule: impl Into<BodyStep>, when: When) -> Self {
+        self.rules().request_body.push((when, rule.into()));
         self
     }
 
-    /// A body rule on JSON response bodies.
-    pub fn response_body(mut self, rule: BodyRule, when: When) -> Self {
-        self.rules().response_body.push((when, rule));
+    /// A body rule on JSON response bodies, as [`request_body`](Self::request_body).
+    pub fn response_body(mut self, rule: impl Into<BodyStep>, when: When) -> Self {
+        self.rules().response_body.push((when, rule.into()));
         self
     }
 
@@ -249,5 +294,47 @@ impl<S> Layer<S> for TransformLayer {
 
     fn layer(&self, inner: S) -> Transform<S> {
         Transform::new(inner, Arc::clone(&self.rules))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holds(when: &When, path: &str) -> bool {
+        let uri: Uri = path.parse().unwrap();
+        let headers = HeaderMap::new();
+        when.holds(&Method::GET, &uri, &headers, &headers, None)
+    }
+
+    #[test]
+    fn a_path_glob_keeps_star_within_a_segment() {
+        let when = |glob: &str| When {
+            path_glob: Some(PathGlob::new(glob).unwrap()),
+            ..When::always()
+        };
+        let one = when("/api/*/orders");
+        assert!(holds(&one, "/api/7/orders"));
+        assert!(holds(&one, "/api/7/orders?page=2"), "the query is not the path");
+        assert!(!holds(&one, "/api/7/8/orders"));
+        assert!(!holds(&one, "/api/orders"));
+        let deep = when("/api/**");
+        assert!(holds(&deep, "/api/7/8/orders"));
+        assert!(!holds(&deep, "/apix/7"));
+        let alternatives = when("/{users,teams}/*.json");
+        assert!(holds(&alternatives, "/teams/7.json"));
+        assert!(!holds(&alternatives, "/groups/7.json"));
+        assert!(PathGlob::new("/api/[").is_err());
+    }
+
+    #[test]
+    fn a_path_prefix_ends_at_a_segment_boundary() {
+        let when = When {
+            path_prefix: Some("/api/".into()),
+            ..When::always()
+        };
+        assert!(holds(&when, "/api"));
+        assert!(holds(&when, "/api/x"));
+        assert!(!holds(&when, "/apix"));
     }
 }

@@ -62,7 +62,7 @@ mod service;
 pub use body::TransformBody;
 pub use client::Client;
 pub use config::TransformConfig;
-pub use layer::{TransformLayer, When};
+pub use layer::{PathGlob, TransformLayer, When};
 pub use proxflow_core::ConfigError;
 pub use service::Transform;
 

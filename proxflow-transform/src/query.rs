@@ -31,8 +31,13 @@ pub struct QueryRule {
 }
 
 /// Applies `rules` in order to the query of `uri`, rendering templates over `request`.
-pub fn apply(uri: &Uri, rules: &[QueryRule], request: &RequestView<'_>) -> Uri {
-    if rules.is_empty() {
+pub fn apply<'a>(
+    uri: &Uri,
+    rules: impl IntoIterator<Item = &'a QueryRule>,
+    request: &RequestView<'_>,
+) -> Uri {
+    let mut rules = rules.into_iter().peekable();
+    if rules.peek().is_none() {
         return uri.clone();
     }
     let mut pairs: Vec<(String, String)> =

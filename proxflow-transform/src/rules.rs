@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::patch::{self, add, get_mut, remove, Operation, PatchError};
+use crate::headers::{RequestView, Template};
 use crate::pointer::{array_index, Path};
 
 /// One body rule.
@@ -56,6 +57,67 @@ pub enum BodyRule {
         /// The paths removed.
         paths: Vec<Path>,
     },
+}
+
+impl BodyRule {
+    /// The value this rule writes or tests, for the verbs that carry one.
+    pub fn value_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            BodyRule::Patch(
+                Operation::Add { value, .. }
+                | Operation::Replace { value, .. }
+                | Operation::Test { value, .. },
+            )
+            | BodyRule::Set { value, .. }
+            | BodyRule::Append { value, .. }
+            | BodyRule::Prepend { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// A body rule as a layer holds it: its value, when it is a template, rendered from each
+/// request as a JSON string.
+#[derive(Debug, Clone)]
+pub struct BodyStep {
+    rule: BodyRule,
+    template: Option<Template>,
+}
+
+impl BodyStep {
+    /// `rule` with its value rendered from `template` for each request.
+    ///
+    /// # Panics
+    ///
+    /// If `rule` carries no value (`remove`, `move`, `copy`, `delete`, `allow`, `deny`).
+    pub fn templated(mut rule: BodyRule, template: Template) -> BodyStep {
+        assert!(
+            rule.value_mut().is_some(),
+            "BodyStep::templated: the rule takes no value"
+        );
+        BodyStep {
+            rule,
+            template: Some(template),
+        }
+    }
+
+    /// The rule for one request.
+    pub(crate) fn render(&self, request: &RequestView<'_>) -> BodyRule {
+        let mut rule = self.rule.clone();
+        if let (Some(template), Some(value)) = (&self.template, rule.value_mut()) {
+            *value = Value::String(template.render(request));
+        }
+        rule
+    }
+}
+
+impl From<BodyRule> for BodyStep {
+    fn from(rule: BodyRule) -> Self {
+        BodyStep {
+            rule,
+            template: None,
+        }
+    }
 }
 
 /// Why a rule set failed; the body is then unchanged.

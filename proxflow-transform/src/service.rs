@@ -132,17 +132,22 @@ where
             rule.apply(&mut parts.headers, &seen.view());
         }
     }
-    let query_rules = applicable(&rules.request_query, |when| {
-        holds(when, &seen.headers, None)
-    });
-    parts.uri = query::apply(&parts.uri, &query_rules, &seen.view());
+    if !rules.request_query.is_empty() {
+        let query_rules = applicable(&rules.request_query, |when| {
+            holds(when, &seen.headers, None)
+        });
+        parts.uri = query::apply(&parts.uri, query_rules, &seen.view());
+    }
     let steps = Steps {
         rules: applicable(&rules.request_body, |when| {
             holds(when, &parts.headers, None)
-        }),
+        })
+        .map(|step| step.render(&seen.view()))
+        .collect(),
         enrichments: applicable(&rules.request_enrich, |when| {
             holds(when, &parts.headers, None)
-        }),
+        })
+        .collect(),
     };
     let body = if steps.is_empty() || !is_plain_json(&parts.headers) {
         TransformBody::original(body)
@@ -180,10 +185,13 @@ where
     let steps = Steps {
         rules: applicable(&rules.response_body, |when| {
             holds(when, &parts.headers, status)
-        }),
+        })
+        .map(|step| step.render(&seen.view()))
+        .collect(),
         enrichments: applicable(&rules.response_enrich, |when| {
             holds(when, &parts.headers, status)
-        }),
+        })
+        .collect(),
     };
     if steps.is_empty() || !is_plain_json(&parts.headers) || seen.method == Method::HEAD {
         return Ok(Response::from_parts(parts, TransformBody::original(body)));
@@ -213,12 +221,14 @@ where
 }
 
 /// The rules whose condition holds, in order.
-fn applicable<T: Clone>(rules: &[(When, T)], holds: impl Fn(&When) -> bool) -> Vec<T> {
+fn applicable<'a: 'h, 'h, T>(
+    rules: &'a [(When, T)],
+    holds: impl Fn(&When) -> bool + 'h,
+) -> impl Iterator<Item = &'a T> + 'h {
     rules
         .iter()
-        .filter(|(when, _)| holds(when))
-        .map(|(_, rule)| rule.clone())
-        .collect()
+        .filter(move |(when, _)| holds(when))
+        .map(|(_, rule)| rule)
 }
 
 /// A JSON body without a content coding (a coded body passes untouched).
@@ -232,12 +242,12 @@ fn is_plain_json(headers: &HeaderMap) -> bool {
 }
 
 /// What a JSON body goes through: the rules, then the enrichments.
-struct Steps {
+struct Steps<'a> {
     rules: Vec<BodyRule>,
-    enrichments: Vec<Enrichment>,
+    enrichments: Vec<&'a Enrichment>,
 }
 
-impl Steps {
+impl Steps<'_> {
     fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.enrichments.is_empty()
     }

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use proxflow_transform::headers::{HeaderRule, HeaderVerb, Template};
 use proxflow_transform::patch::Operation;
-use proxflow_transform::rules::BodyRule;
+use proxflow_transform::rules::{BodyRule, BodyStep};
 use proxflow_transform::{Path, TransformLayer, When};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -241,6 +241,54 @@ response:
     assert_eq!(headers["x-seen-version"], "v1");
 }
 
+#[tokio::test]
+async fn body_values_can_be_templates_over_the_request() {
+    let config: proxflow_transform::TransformConfig = serde_yaml::from_str(
+        r#"
+request:
+  body:
+    - set: {path: meta.route, template: "{method} {path}"}
+    - set: {path: meta.literal, value: "{method} stays"}
+    - add: {path: /meta/nothing, value: null}
+response:
+  body:
+    - set: {path: user.seen_by, template: "{header.x-user}"}
+      when: {path_glob: "/u*"}
+"#,
+    )
+    .unwrap();
+    let app = app(TransformLayer::from_config(&config).unwrap());
+    let (_, _, body) = send(&app, Method::POST, "/echo", "{}", "application/json").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"meta": {"route": "POST /echo", "literal": "{method} stays", "nothing": null}})
+    );
+    let request = axum::http::Request::get("/user")
+        .header("x-user", "grace")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["user"]["seen_by"],
+        "grace"
+    );
+
+    let with_template = TransformLayer::new().request_body(
+        BodyStep::templated(
+            BodyRule::Set {
+                path: path("client"),
+                value: Value::Null,
+            },
+            template("{query.who}"),
+        ),
+        When::always(),
+    );
+    let app = self::app(with_template);
+    let (_, _, body) = send(&app, Method::POST, "/echo?who=ada", "{}", "application/json").await;
+    assert_eq!(body, r#"{"client":"ada"}"#);
+}
+
 #[test]
 fn a_bad_rule_names_its_field_and_position() {
     for (text, field) in [
@@ -258,6 +306,14 @@ fn a_bad_rule_names_its_field_and_position() {
         ),
         (
             "request: {body: [{delete: {path: a}, when: {methods: ['BAD METHOD']}}]}",
+            "request.body",
+        ),
+        (
+            "request: {body: [{set: {path: a, template: '{nope}'}}]}",
+            "request.body",
+        ),
+        (
+            "request: {body: [{delete: {path: a}, when: {path_glob: '/a/['}}]}",
             "request.body",
         ),
         ("max_body_size: 0", "max_body_size"),
