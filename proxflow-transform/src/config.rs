@@ -50,6 +50,9 @@ pub struct TransformConfig {
     pub response: Side,
     /// The most bytes of a body held to transform it. Default 1 MiB (1048576).
     pub max_body_size: Option<usize>,
+    /// Whether `gzip`, `deflate`, `br` and `zstd` JSON bodies are decoded, transformed and
+    /// encoded again. Default `false` (they pass untouched).
+    pub decode_content: bool,
 }
 
 /// The rules of one direction.

@@ -148,6 +148,7 @@ pub(crate) struct Rules {
     pub(crate) aggregations: Vec<(When, Aggregation)>,
     pub(crate) response_enrich: Vec<(When, Enrichment)>,
     pub(crate) max_body_size: usize,
+    pub(crate) decode_content: bool,
 }
 
 /// Header and JSON body transforms of requests and responses.
@@ -188,6 +189,7 @@ impl TransformLayer {
             }
             layer = layer.max_body_size(bytes);
         }
+        layer = layer.decode_content(config.decode_content);
         for (index, rule) in config.request.headers.iter().enumerate() {
             let (when, rule) = rule.build("request.headers", index)?;
             layer = layer.request_header(rule, when);
@@ -271,6 +273,16 @@ impl TransformLayer {
         self
     }
 
+    /// Whether JSON bodies in `gzip`, `deflate`, `br` or `zstd` are decoded for the body
+    /// rules and encoded again in the same coding (feature `compression`). Default `false`:
+    /// they pass untouched. Decoding stops at [`max_body_size`](Self::max_body_size) decoded
+    /// bytes (a larger request gets 413, a larger response passes untouched); a request body
+    /// that is not valid in its coding gets 400.
+    pub fn decode_content(mut self, decode: bool) -> Self {
+        self.rules().decode_content = decode;
+        self
+    }
+
     /// The most bytes of a body held to transform it. Default 1 MiB.
     ///
     /// # Panics
@@ -315,7 +327,10 @@ mod tests {
         };
         let one = when("/api/*/orders");
         assert!(holds(&one, "/api/7/orders"));
-        assert!(holds(&one, "/api/7/orders?page=2"), "the query is not the path");
+        assert!(
+            holds(&one, "/api/7/orders?page=2"),
+            "the query is not the path"
+        );
         assert!(!holds(&one, "/api/7/8/orders"));
         assert!(!holds(&one, "/api/orders"));
         let deep = when("/api/**");

@@ -49,6 +49,7 @@
 pub mod aggregate;
 mod body;
 mod client;
+mod coding;
 pub mod config;
 pub mod enrich;
 pub mod headers;

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::patch::{self, add, get_mut, remove, Operation, PatchError};
 use crate::headers::{RequestView, Template};
+use crate::patch::{self, add, get_mut, remove, Operation, PatchError};
 use crate::pointer::{array_index, Path};
 
 /// One body rule.

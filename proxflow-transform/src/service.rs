@@ -15,6 +15,7 @@ use serde_json::Value;
 use tower_service::Service;
 
 use crate::body::{read, Read, TransformBody};
+use crate::coding::{Coding, DecodeError};
 use crate::enrich::{EnrichError, Enrichment};
 use crate::headers::RequestView;
 use crate::layer::{essence, Rules, When};
@@ -149,29 +150,36 @@ where
         })
         .collect(),
     };
-    let body = if steps.is_empty() || !is_plain_json(&parts.headers) {
-        TransformBody::original(body)
-    } else {
-        match read(body, rules.max_body_size).await {
-            Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(json) => match steps.rewrite(&mut parts.headers, bytes, json).await {
-                    Ok(body) => body,
-                    Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+    let coding = json_coding(&parts.headers, rules.decode_content);
+    let body = match coding.filter(|_| !steps.is_empty()) {
+        None => TransformBody::original(body),
+        Some(coding) => match read(body, rules.max_body_size).await {
+            Read::Whole(bytes) => match coding.decode(bytes.clone(), rules.max_body_size) {
+                Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
+                    Ok(json) => match steps
+                        .rewrite(&mut parts.headers, bytes, json, plain, coding)
+                        .await
+                    {
+                        Ok(body) => body,
+                        Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+                    },
+                    Err(error) => {
+                        let detail = format!("the request body is not valid JSON: {error}");
+                        return Ok(problem(StatusCode::BAD_REQUEST, &detail));
+                    }
                 },
-                Err(error) => {
-                    let detail = format!("the request body is not valid JSON: {error}");
+                Err(DecodeError::TooLarge) => return Ok(too_large(rules.max_body_size)),
+                Err(DecodeError::Invalid(error)) => {
+                    let detail = format!("the request body is not valid in its coding: {error}");
                     return Ok(problem(StatusCode::BAD_REQUEST, &detail));
                 }
             },
-            Read::TooLarge(..) => {
-                let detail = format!("the request body is over {} bytes", rules.max_body_size);
-                return Ok(problem(StatusCode::PAYLOAD_TOO_LARGE, &detail));
-            }
+            Read::TooLarge(..) => return Ok(too_large(rules.max_body_size)),
             Read::Failed(error) => {
                 let detail = format!("the request body could not be read: {error}");
                 return Ok(problem(StatusCode::BAD_REQUEST, &detail));
             }
-        }
+        },
     };
     let response = inner.call(Request::from_parts(parts, body)).await?;
 
@@ -193,17 +201,31 @@ where
         })
         .collect(),
     };
-    if steps.is_empty() || !is_plain_json(&parts.headers) || seen.method == Method::HEAD {
+    let coding = json_coding(&parts.headers, rules.decode_content);
+    let Some(coding) = coding.filter(|_| !steps.is_empty() && seen.method != Method::HEAD) else {
         return Ok(Response::from_parts(parts, TransformBody::original(body)));
-    }
+    };
     let body = match read(body, rules.max_body_size).await {
-        Read::Whole(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(json) => match steps.rewrite(&mut parts.headers, bytes, json).await {
-                Ok(body) => body,
-                Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+        Read::Whole(bytes) => match coding.decode(bytes.clone(), rules.max_body_size) {
+            Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
+                Ok(json) => match steps
+                    .rewrite(&mut parts.headers, bytes, json, plain, coding)
+                    .await
+                {
+                    Ok(body) => body,
+                    Err(detail) => return Ok(problem(StatusCode::BAD_GATEWAY, &detail)),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "response body is not valid JSON; passed unchanged");
+                    TransformBody::bytes(bytes)
+                }
             },
-            Err(error) => {
-                tracing::warn!(%error, "response body is not valid JSON; passed unchanged");
+            Err(DecodeError::TooLarge) => {
+                tracing::debug!("response body decodes over max_body_size; passed untouched");
+                TransformBody::bytes(bytes)
+            }
+            Err(DecodeError::Invalid(error)) => {
+                tracing::warn!(%error, "response body is not valid in its coding; passed unchanged");
                 TransformBody::bytes(bytes)
             }
         },
@@ -231,14 +253,18 @@ fn applicable<'a: 'h, 'h, T>(
         .map(|(_, rule)| rule)
 }
 
-/// A JSON body without a content coding (a coded body passes untouched).
-fn is_plain_json(headers: &HeaderMap) -> bool {
+/// The coding of a JSON body the layer can read; `None` for any other body, which passes
+/// untouched.
+fn json_coding(headers: &HeaderMap, decode_content: bool) -> Option<Coding> {
     let essence = essence(headers).to_ascii_lowercase();
     let json = essence == "application/json" || essence.ends_with("+json");
-    let coded = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    json && !coded
+    json.then(|| Coding::readable(headers, decode_content))
+        .flatten()
+}
+
+fn too_large<B>(limit: usize) -> Response<TransformBody<B>> {
+    let detail = format!("the request body is over {limit} bytes");
+    problem(StatusCode::PAYLOAD_TOO_LARGE, &detail)
 }
 
 /// What a JSON body goes through: the rules, then the enrichments.
@@ -252,14 +278,16 @@ impl Steps<'_> {
         self.rules.is_empty() && self.enrichments.is_empty()
     }
 
-    /// The body after the steps, with its `Content-Length` and a weakened `ETag`; the
-    /// original bytes if a rule failed; `Err` with a problem's detail when an enrichment
-    /// that answers 502 on failure failed.
+    /// The body after the steps, encoded in `coding`, with its `Content-Length` and a
+    /// weakened `ETag`; the original bytes if a rule failed or nothing changed; `Err` with a
+    /// problem's detail when an enrichment that answers 502 on failure failed.
     async fn rewrite<B>(
         &self,
         headers: &mut HeaderMap,
         original: Bytes,
         mut json: Value,
+        plain: Bytes,
+        coding: Coding,
     ) -> Result<TransformBody<B>, String> {
         // The original bytes go on if a rule fails: no copy of the document is needed.
         if let Err(error) = rules::apply_in_place(&mut json, &self.rules) {
@@ -276,12 +304,14 @@ impl Steps<'_> {
                 Err(error) => tracing::warn!(%error, "enrichment skipped"),
             }
         }
-        let bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
-        if bytes != original {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            headers.remove(header::TRANSFER_ENCODING);
-            weaken_etag(headers);
+        let rewritten = serde_json::to_vec(&json).unwrap_or_default();
+        if rewritten == plain {
+            return Ok(TransformBody::bytes(original));
         }
+        let bytes = coding.encode(rewritten);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.remove(header::TRANSFER_ENCODING);
+        weaken_etag(headers);
         Ok(TransformBody::bytes(bytes))
     }
 }

@@ -285,7 +285,14 @@ response:
         When::always(),
     );
     let app = self::app(with_template);
-    let (_, _, body) = send(&app, Method::POST, "/echo?who=ada", "{}", "application/json").await;
+    let (_, _, body) = send(
+        &app,
+        Method::POST,
+        "/echo?who=ada",
+        "{}",
+        "application/json",
+    )
+    .await;
     assert_eq!(body, r#"{"client":"ada"}"#);
 }
 
