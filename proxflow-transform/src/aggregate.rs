@@ -30,7 +30,8 @@ use crate::client::Client;
 pub const PARTIAL: HeaderName = HeaderName::from_static("x-aggregate-partial");
 
 /// How answers combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Combine {
     /// A deep merge of objects, the later wins. The default.
     #[default]

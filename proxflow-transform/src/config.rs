@@ -28,11 +28,15 @@
 //! written as a JSON string. `when` holds `methods`, `path_prefix`, `path_glob` (`*` within a
 //! segment, `**` across), `header` (`{name, value}`), `content_type` and `statuses`.
 
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Uri};
 use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::time::Duration;
 
+use crate::aggregate::{Aggregation, Combine};
+use crate::client::Client;
+use crate::enrich::{Enrichment, OnFailure};
 use crate::headers::{parse_name, HeaderRule, HeaderVerb, Template};
 use crate::patch::Operation;
 use crate::pointer::Path;
@@ -53,6 +57,9 @@ pub struct TransformConfig {
     /// Whether `gzip`, `deflate`, `br` and `zstd` JSON bodies are decoded, transformed and
     /// encoded again. Default `false` (they pass untouched).
     pub decode_content: bool,
+    /// Endpoints the layer answers itself from several backends (through the client given to
+    /// [`TransformLayer::from_config_with_client`](crate::TransformLayer::from_config_with_client)).
+    pub aggregate: Vec<AggregateConfig>,
 }
 
 /// The rules of one direction.
@@ -66,6 +73,59 @@ pub struct Side {
     pub query: Vec<HeaderRuleConfig>,
     /// JSON body rules, in order, applied as one set.
     pub body: Vec<BodyRuleConfig>,
+    /// Enrichments of JSON bodies, after the body rules.
+    pub enrich: Vec<EnrichConfig>,
+}
+
+/// An enrichment as written: `data`, and the object `from_url` answers, merged at `target`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// Static members merged.
+    pub data: Map<String, Value>,
+    /// A URL whose JSON object is merged too (needs a client).
+    pub from_url: Option<String>,
+    /// Where the merge goes (dotted or a pointer). Default: the top of the body.
+    pub target: Option<String>,
+    /// How long the URL has. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// What to do when the URL gives nothing: `skip` (the default) or `bad_gateway`.
+    pub on_failure: OnFailure,
+    /// How long the URL's answer is kept. Default: fetched for each body.
+    #[serde(with = "humantime_serde")]
+    pub keep_answer_for: Option<Duration>,
+    /// When it applies.
+    pub when: WhenConfig,
+}
+
+/// An aggregated endpoint as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The backends, each `{name, url}`, in order (a later one wins a merge).
+    pub backends: Vec<BackendConfig>,
+    /// `merge` (the default), `array` or `group`.
+    #[serde(default)]
+    pub combine: Combine,
+    /// How long each backend has. Default 2s.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// The most backends called at once. Default 8.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+    /// Which requests it answers.
+    pub when: WhenConfig,
+}
+
+/// One backend of an aggregation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Its name (the key of its answer in `combine: group`).
+    pub name: String,
+    /// Its URL.
+    pub url: String,
 }
 
 /// A header rule as written.
@@ -450,5 +510,84 @@ impl ValueConfig {
             ValueConfig::Value(value) => value.clone(),
             ValueConfig::Template(_) => Value::Null,
         }
+    }
+}
+
+/// `text` as a URL for `field`'s rule `index`.
+fn url(field: &'static str, index: usize, text: &str) -> Result<Uri, ConfigError> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| invalid(field, index, format!("{text:?} is not a URL: {e}")))?;
+    if uri.scheme().is_none() || uri.authority().is_none() {
+        return Err(invalid(
+            field,
+            index,
+            format!("{text:?} is not an absolute URL"),
+        ));
+    }
+    Ok(uri)
+}
+
+fn needs_client(field: &'static str, index: usize) -> ConfigError {
+    invalid(
+        field,
+        index,
+        "a URL needs a client: build the layer with TransformLayer::from_config_with_client",
+    )
+}
+
+impl EnrichConfig {
+    pub(crate) fn build(
+        &self,
+        field: &'static str,
+        index: usize,
+        client: Option<&Client>,
+    ) -> Result<(When, Enrichment), ConfigError> {
+        let mut enrichment = Enrichment::new(self.data.clone()).on_failure(self.on_failure);
+        if let Some(text) = &self.from_url {
+            let client = client.ok_or_else(|| needs_client(field, index))?;
+            enrichment = enrichment.from_url(url(field, index, text)?, client.clone());
+        }
+        if let Some(target) = &self.target {
+            enrichment =
+                enrichment.target(Path::parse(target).map_err(|e| invalid(field, index, e))?);
+        }
+        if let Some(timeout) = self.timeout {
+            enrichment = enrichment.timeout(timeout);
+        }
+        if let Some(ttl) = self.keep_answer_for {
+            enrichment = enrichment.keep_answer_for(ttl);
+        }
+        Ok((self.when.build(field, index)?, enrichment))
+    }
+}
+
+impl AggregateConfig {
+    pub(crate) fn build(
+        &self,
+        field: &'static str,
+        index: usize,
+        client: Option<&Client>,
+    ) -> Result<(When, Aggregation), ConfigError> {
+        let client = client.ok_or_else(|| needs_client(field, index))?;
+        if self.backends.is_empty() {
+            return Err(invalid(field, index, "no backends"));
+        }
+        let backends = self
+            .backends
+            .iter()
+            .map(|backend| Ok((backend.name.clone(), url(field, index, &backend.url)?)))
+            .collect::<Result<_, ConfigError>>()?;
+        let mut aggregation = Aggregation::new(backends, client.clone()).combine(self.combine);
+        if let Some(timeout) = self.timeout {
+            aggregation = aggregation.timeout(timeout);
+        }
+        if let Some(max) = self.max_concurrent {
+            if max == 0 {
+                return Err(invalid(field, index, "max_concurrent: at least 1"));
+            }
+            aggregation = aggregation.max_concurrent(max);
+        }
+        Ok((self.when.build(field, index)?, aggregation))
     }
 }

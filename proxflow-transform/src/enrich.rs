@@ -8,17 +8,20 @@
 //! answer. When the URL cannot give an object (an error, a timeout, a status other than 2xx,
 //! an answer that is not a JSON object), [`OnFailure`] says what happens.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::Uri;
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::patch::get_mut;
 use crate::pointer::Path;
 
 /// What an enrichment does when its URL gives nothing to merge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Merges `data` alone and goes on. The default.
     #[default]
@@ -35,6 +38,31 @@ pub struct Enrichment {
     target: Path,
     timeout: Duration,
     on_failure: OnFailure,
+    kept: Option<Arc<KeptAnswer>>,
+}
+
+/// An object a URL answered.
+type Answer = Arc<Map<String, Value>>;
+
+/// The URL's last answer, kept for a while so that each body does not cost a call.
+struct KeptAnswer {
+    ttl: Duration,
+    answer: Mutex<Option<(Instant, Answer)>>,
+}
+
+impl KeptAnswer {
+    fn get(&self) -> Option<Answer> {
+        let answer = self.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        answer
+            .as_ref()
+            .filter(|(fetched, _)| fetched.elapsed() < self.ttl)
+            .map(|(_, object)| Arc::clone(object))
+    }
+
+    fn keep(&self, object: Answer) {
+        let mut answer = self.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        *answer = Some((Instant::now(), object));
+    }
 }
 
 /// Why an enrichment could not merge its URL's answer.
@@ -63,6 +91,7 @@ impl Enrichment {
             target: Path::root(),
             timeout: Duration::from_secs(2),
             on_failure: OnFailure::Skip,
+            kept: None,
         }
     }
 
@@ -90,6 +119,19 @@ impl Enrichment {
         self
     }
 
+    /// Keeps the URL's answer for `ttl` (a failure is not kept: the next body tries again).
+    /// Default: each body fetches it.
+    ///
+    /// The URL is the same for every body, so one answer is all there is to keep. The time
+    /// is tokio's, so a paused clock in tests moves it.
+    pub fn keep_answer_for(mut self, ttl: Duration) -> Self {
+        self.kept = Some(Arc::new(KeptAnswer {
+            ttl,
+            answer: Mutex::new(None),
+        }));
+        self
+    }
+
     /// Merges into `body`; the URL's failure is an error only with [`OnFailure::BadGateway`].
     pub(crate) async fn apply(&self, body: &mut Value) -> Result<(), EnrichError> {
         let fetched = match &self.from_url {
@@ -110,19 +152,27 @@ impl Enrichment {
         };
         let target = target_object(body, &self.target)
             .ok_or_else(|| EnrichError::TargetNotAnObject(self.target.to_string()))?;
-        for (key, value) in self.data.iter().chain(fetched.iter().flatten()) {
+        let fetched = fetched.iter().flat_map(|object| object.iter());
+        for (key, value) in self.data.iter().chain(fetched) {
             target.insert(key.clone(), value.clone());
         }
         Ok(())
     }
 
-    async fn fetch(&self, url: &Uri, client: &Client) -> Result<Map<String, Value>, String> {
-        let bytes = client.get(url, self.timeout).await?;
-        match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(object)) => Ok(object),
-            Ok(_) => Err("the answer is not a JSON object".into()),
-            Err(error) => Err(format!("the answer is not JSON: {error}")),
+    async fn fetch(&self, url: &Uri, client: &Client) -> Result<Answer, String> {
+        if let Some(object) = self.kept.as_ref().and_then(|kept| kept.get()) {
+            return Ok(object);
         }
+        let bytes = client.get(url, self.timeout).await?;
+        let object = match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(object)) => Arc::new(object),
+            Ok(_) => return Err("the answer is not a JSON object".into()),
+            Err(error) => return Err(format!("the answer is not JSON: {error}")),
+        };
+        if let Some(kept) = &self.kept {
+            kept.keep(Arc::clone(&object));
+        }
+        Ok(object)
     }
 }
 
@@ -134,6 +184,7 @@ impl std::fmt::Debug for Enrichment {
             .field("target", &self.target)
             .field("timeout", &self.timeout)
             .field("on_failure", &self.on_failure)
+            .field("keep_answer_for", &self.kept.as_ref().map(|kept| kept.ttl))
             .finish()
     }
 }

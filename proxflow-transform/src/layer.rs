@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use proxflow_core::ConfigError;
 
 use crate::aggregate::Aggregation;
+use crate::client::Client;
 use crate::config::TransformConfig;
 use crate::enrich::Enrichment;
 use crate::headers::HeaderRule;
@@ -181,7 +182,22 @@ impl TransformLayer {
     /// This layer's rules, copied first if a clone or a service shares them: a builder call
     /// changes this layer only.
     /// A layer from a configuration; the error names the field (and the rule's position).
+    /// Enrichment URLs and aggregations need a client: a configuration with them is refused
+    /// here and built by [`from_config_with_client`](Self::from_config_with_client).
     pub fn from_config(config: &TransformConfig) -> Result<Self, ConfigError> {
+        Self::build(config, None)
+    }
+
+    /// A layer from a configuration whose enrichment URLs and aggregation backends are
+    /// fetched through `client`.
+    pub fn from_config_with_client(
+        config: &TransformConfig,
+        client: Client,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, Some(&client))
+    }
+
+    fn build(config: &TransformConfig, client: Option<&Client>) -> Result<Self, ConfigError> {
         let mut layer = TransformLayer::new();
         if let Some(bytes) = config.max_body_size {
             if bytes == 0 {
@@ -215,6 +231,18 @@ impl TransformLayer {
         for (index, rule) in config.response.body.iter().enumerate() {
             let (when, rule) = rule.build("response.body", index)?;
             layer = layer.response_body(rule, when);
+        }
+        for (index, enrichment) in config.request.enrich.iter().enumerate() {
+            let (when, enrichment) = enrichment.build("request.enrich", index, client)?;
+            layer = layer.request_enrich(enrichment, when);
+        }
+        for (index, enrichment) in config.response.enrich.iter().enumerate() {
+            let (when, enrichment) = enrichment.build("response.enrich", index, client)?;
+            layer = layer.response_enrich(enrichment, when);
+        }
+        for (index, aggregation) in config.aggregate.iter().enumerate() {
+            let (when, aggregation) = aggregation.build("aggregate", index, client)?;
+            layer = layer.aggregate(aggregation, when);
         }
         Ok(layer)
     }

@@ -75,3 +75,46 @@ async fn a_failing_url_is_skipped_or_answered_502() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_answer_saves_calls_until_it_expires() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let client = proxflow_transform::Client::new(tower::service_fn(
+        move |_: http::Request<http_body_util::Full<bytes::Bytes>>| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = if n == 0 { "[]" } else { r#"{"call": 1}"# };
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body),
+                )))
+            }
+        },
+    ));
+    let enrichment = Enrichment::new(Map::new())
+        .from_url(Uri::from_static("http://enrich.test/"), client)
+        .target(Path::parse("user.profile").unwrap())
+        .keep_answer_for(Duration::from_secs(30));
+
+    let (_, body) = user(enrichment.clone()).await;
+    assert_eq!(
+        body["user"]["profile"],
+        json!({"tier": "none"}),
+        "not an object: skipped"
+    );
+    for _ in 0..3 {
+        let (_, body) = user(enrichment.clone()).await;
+        assert_eq!(body["user"]["profile"]["call"], 1);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a failure is not kept; an answer is"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    user(enrichment.clone()).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "expired after its ttl");
+}
