@@ -83,6 +83,16 @@ impl HeaderRule {
         Ok(HeaderRule { name, verb })
     }
 
+    /// Its template, for the verbs that have one.
+    pub(crate) fn template(&self) -> Option<&Template> {
+        match &self.verb {
+            HeaderVerb::Add(template)
+            | HeaderVerb::Set(template)
+            | HeaderVerb::Append(template) => Some(template),
+            HeaderVerb::Delete | HeaderVerb::Rename(_) => None,
+        }
+    }
+
     /// Applies the rule to `headers`, rendering templates over `request`.
     pub fn apply(&self, headers: &mut HeaderMap, request: &RequestView<'_>) {
         let render = |template: &Template| HeaderValue::from_str(&template.render(request)).ok();
@@ -204,6 +214,13 @@ impl Template {
             parts.push(Part::Text(literal));
         }
         Ok(Template { parts })
+    }
+
+    /// Whether it reads a request header (the layer then keeps a copy of them).
+    pub(crate) fn reads_headers(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Header(_)))
     }
 
     /// The text for `request`.

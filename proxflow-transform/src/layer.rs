@@ -11,7 +11,7 @@ use crate::aggregate::Aggregation;
 use crate::client::Client;
 use crate::config::TransformConfig;
 use crate::enrich::Enrichment;
-use crate::headers::HeaderRule;
+use crate::headers::{HeaderRule, Template};
 use crate::query::QueryRule;
 use crate::rules::BodyStep;
 use crate::service::Transform;
@@ -150,6 +150,9 @@ pub(crate) struct Rules {
     pub(crate) response_enrich: Vec<(When, Enrichment)>,
     pub(crate) max_body_size: usize,
     pub(crate) decode_content: bool,
+    /// Whether a condition or a template reads the request's headers, which the layer then
+    /// copies as they came (the rules change them on the way).
+    pub(crate) reads_request_headers: bool,
 }
 
 /// Header and JSON body transforms of requests and responses.
@@ -251,53 +254,79 @@ impl TransformLayer {
         Arc::make_mut(&mut self.rules)
     }
 
+    /// The rules, noting whether `when` or `template` reads the request's headers.
+    fn rules_reading(&mut self, when: &When, template: Option<&Template>) -> &mut Rules {
+        let rules = self.rules();
+        rules.reads_request_headers |=
+            when.header.is_some() || template.is_some_and(Template::reads_headers);
+        rules
+    }
+
     /// A header rule on requests, when `when` holds.
     pub fn request_header(mut self, rule: HeaderRule, when: When) -> Self {
-        self.rules().request_headers.push((when, rule));
+        self.rules_reading(&when, rule.template())
+            .request_headers
+            .push((when, rule));
         self
     }
 
     /// A query rule on requests, when `when` holds.
     pub fn request_query(mut self, rule: QueryRule, when: When) -> Self {
-        self.rules().request_query.push((when, rule));
+        self.rules_reading(&when, rule.template())
+            .request_query
+            .push((when, rule));
         self
     }
 
     /// A header rule on responses, when `when` holds (over the request and the response).
     pub fn response_header(mut self, rule: HeaderRule, when: When) -> Self {
-        self.rules().response_headers.push((when, rule));
+        self.rules_reading(&when, rule.template())
+            .response_headers
+            .push((when, rule));
         self
     }
 
     /// A body rule on JSON request bodies: a [`BodyRule`], or a [`BodyStep`] whose value is
     /// a template over the request.
     pub fn request_body(mut self, rule: impl Into<BodyStep>, when: When) -> Self {
-        self.rules().request_body.push((when, rule.into()));
+        let step = rule.into();
+        self.rules_reading(&when, step.template())
+            .request_body
+            .push((when, step));
         self
     }
 
     /// A body rule on JSON response bodies, as [`request_body`](Self::request_body).
     pub fn response_body(mut self, rule: impl Into<BodyStep>, when: When) -> Self {
-        self.rules().response_body.push((when, rule.into()));
+        let step = rule.into();
+        self.rules_reading(&when, step.template())
+            .response_body
+            .push((when, step));
         self
     }
 
     /// An enrichment of JSON request bodies, after the body rules.
     pub fn request_enrich(mut self, enrichment: Enrichment, when: When) -> Self {
-        self.rules().request_enrich.push((when, enrichment));
+        self.rules_reading(&when, None)
+            .request_enrich
+            .push((when, enrichment));
         self
     }
 
     /// An enrichment of JSON response bodies, after the body rules.
     pub fn response_enrich(mut self, enrichment: Enrichment, when: When) -> Self {
-        self.rules().response_enrich.push((when, enrichment));
+        self.rules_reading(&when, None)
+            .response_enrich
+            .push((when, enrichment));
         self
     }
 
     /// Answers the requests for which `when` holds by `aggregation`, without calling the
     /// inner service (the first that holds, in the order added).
     pub fn aggregate(mut self, aggregation: Aggregation, when: When) -> Self {
-        self.rules().aggregations.push((when, aggregation));
+        self.rules_reading(&when, None)
+            .aggregations
+            .push((when, aggregation));
         self
     }
 

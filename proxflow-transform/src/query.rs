@@ -30,6 +30,18 @@ pub struct QueryRule {
     pub verb: QueryVerb,
 }
 
+impl QueryRule {
+    /// Its template, for the verbs that have one.
+    pub(crate) fn template(&self) -> Option<&Template> {
+        match &self.verb {
+            QueryVerb::Add(template) | QueryVerb::Set(template) | QueryVerb::Append(template) => {
+                Some(template)
+            }
+            QueryVerb::Delete | QueryVerb::Rename(_) => None,
+        }
+    }
+}
+
 /// Applies `rules` in order to the query of `uri`, rendering templates over `request`.
 pub fn apply<'a>(
     uri: &Uri,

@@ -101,6 +101,11 @@ impl BodyStep {
         }
     }
 
+    /// Its template, if its value is one.
+    pub(crate) fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
+    }
+
     /// The rule for one request.
     pub(crate) fn render(&self, request: &RequestView<'_>) -> BodyRule {
         let mut rule = self.rule.clone();

@@ -115,7 +115,11 @@ where
     let seen = Seen {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
+        headers: if rules.reads_request_headers {
+            parts.headers.clone()
+        } else {
+            HeaderMap::new()
+        },
         client_ip: proxflow_core::client::peer_addr(&parts.extensions).map(|peer| peer.ip()),
     };
     let holds = |when: &When, message: &HeaderMap, status| {
@@ -124,18 +128,18 @@ where
     if let Some((_, aggregation)) = rules
         .aggregations
         .iter()
-        .find(|(when, _)| holds(when, &seen.headers, None))
+        .find(|(when, _)| holds(when, &parts.headers, None))
     {
         return Ok(aggregation.respond().await);
     }
     for (when, rule) in &rules.request_headers {
-        if holds(when, &seen.headers, None) {
+        if holds(when, &parts.headers, None) {
             rule.apply(&mut parts.headers, &seen.view());
         }
     }
     if !rules.request_query.is_empty() {
         let query_rules = applicable(&rules.request_query, |when| {
-            holds(when, &seen.headers, None)
+            holds(when, &parts.headers, None)
         });
         parts.uri = query::apply(&parts.uri, query_rules, &seen.view());
     }
