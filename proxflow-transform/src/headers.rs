@@ -42,6 +42,8 @@ pub enum HeaderVerb {
 pub struct HeaderRule {
     name: HeaderName,
     verb: HeaderVerb,
+    /// The value of a template without placeholders, made once.
+    constant: Option<HeaderValue>,
 }
 
 /// Why a header rule cannot be made.
@@ -80,7 +82,19 @@ impl HeaderRule {
                 return Err(HeaderRuleError::Protected(touched.to_string()));
             }
         }
-        Ok(HeaderRule { name, verb })
+        let constant = match &verb {
+            HeaderVerb::Add(template)
+            | HeaderVerb::Set(template)
+            | HeaderVerb::Append(template) => template
+                .literal()
+                .and_then(|text| HeaderValue::from_str(text).ok()),
+            HeaderVerb::Delete | HeaderVerb::Rename(_) => None,
+        };
+        Ok(HeaderRule {
+            name,
+            verb,
+            constant,
+        })
     }
 
     /// Its template, for the verbs that have one.
@@ -95,7 +109,10 @@ impl HeaderRule {
 
     /// Applies the rule to `headers`, rendering templates over `request`.
     pub fn apply(&self, headers: &mut HeaderMap, request: &RequestView<'_>) {
-        let render = |template: &Template| HeaderValue::from_str(&template.render(request)).ok();
+        let render = |template: &Template| match &self.constant {
+            Some(value) => Some(value.clone()),
+            None => HeaderValue::from_str(&template.render(request)).ok(),
+        };
         match &self.verb {
             HeaderVerb::Add(template) => {
                 if !headers.contains_key(&self.name) {
@@ -214,6 +231,15 @@ impl Template {
             parts.push(Part::Text(literal));
         }
         Ok(Template { parts })
+    }
+
+    /// Its text when it has no placeholders.
+    fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(text)] => Some(text),
+            _ => None,
+        }
     }
 
     /// Whether it reads a request header (the layer then keeps a copy of them).

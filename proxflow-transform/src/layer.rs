@@ -155,6 +155,17 @@ pub(crate) struct Rules {
     pub(crate) reads_request_headers: bool,
 }
 
+impl Rules {
+    /// Whether no rule reads a body or answers for the inner service.
+    pub(crate) fn headers_only(&self) -> bool {
+        self.request_body.is_empty()
+            && self.response_body.is_empty()
+            && self.request_enrich.is_empty()
+            && self.response_enrich.is_empty()
+            && self.aggregations.is_empty()
+    }
+}
+
 /// Header and JSON body transforms of requests and responses.
 ///
 /// Rules run in the order they were added, each when its [`When`] holds. Header rules run

@@ -65,6 +65,6 @@ pub use client::Client;
 pub use config::TransformConfig;
 pub use layer::{PathGlob, TransformLayer, When};
 pub use proxflow_core::ConfigError;
-pub use service::Transform;
+pub use service::{ResponseFuture, Transform};
 
 pub use pointer::{Path, PathError};

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::ready;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
+use pin_project_lite::pin_project;
 use proxflow_core::BoxError;
 use serde_json::Value;
 use tower_service::Service;
@@ -67,16 +69,33 @@ where
 {
     type Response = Response<TransformBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let rules = Arc::clone(&self.rules);
+        if rules.headers_only() {
+            // Nothing to read or answer here: the request goes on at once, without a task of
+            // the layer's own around it.
+            let (mut parts, body) = request.into_parts();
+            let seen = Seen::new(&parts, &rules);
+            request_heads(&rules, &seen, &mut parts);
+            let request = Request::from_parts(parts, TransformBody::original(body));
+            let kind = Kind::Heads {
+                inner: self.inner.call(request),
+                seen: Some((seen, rules)),
+            };
+            return ResponseFuture { kind };
+        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(transform(Arc::clone(&self.rules), inner, request))
+        let kind = Kind::Bodies {
+            inner: Box::pin(transform(rules, inner, request)),
+        };
+        ResponseFuture { kind }
     }
 }
 
@@ -88,7 +107,81 @@ struct Seen {
     client_ip: Option<std::net::IpAddr>,
 }
 
+pin_project! {
+    /// The response future of [`Transform`].
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = Projection]
+    enum Kind<F, B, E> {
+        /// Header and query rules only: the inner future, the response's headers rewritten
+        /// when it is ready.
+        Heads {
+            #[pin]
+            inner: F,
+            seen: Option<(Seen, Arc<Rules>)>,
+        },
+        /// Bodies to read, enrich or aggregate.
+        Bodies {
+            inner: BoxFuture<Result<Response<TransformBody<B>>, E>>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TransformBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Projection::Heads { inner, seen } => {
+                let response = ready!(inner.poll(cx))?;
+                let (mut parts, body) = response.into_parts();
+                if let Some((seen, rules)) = seen.take() {
+                    response_heads(&rules, &seen, &mut parts);
+                }
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    TransformBody::original(body),
+                )))
+            }
+            Projection::Bodies { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
 impl Seen {
+    fn new(parts: &http::request::Parts, rules: &Rules) -> Seen {
+        Seen {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: if rules.reads_request_headers {
+                parts.headers.clone()
+            } else {
+                HeaderMap::new()
+            },
+            client_ip: proxflow_core::client::peer_addr(&parts.extensions).map(|peer| peer.ip()),
+        }
+    }
+
+    /// Whether `when` holds for this request and `message` (its own headers, or its
+    /// response's, with the status).
+    fn holds(&self, when: &When, message: &HeaderMap, status: Option<StatusCode>) -> bool {
+        when.holds(&self.method, &self.uri, &self.headers, message, status)
+    }
+
     fn view(&self) -> RequestView<'_> {
         RequestView {
             method: &self.method,
@@ -112,19 +205,8 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let (mut parts, body) = request.into_parts();
-    let seen = Seen {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: if rules.reads_request_headers {
-            parts.headers.clone()
-        } else {
-            HeaderMap::new()
-        },
-        client_ip: proxflow_core::client::peer_addr(&parts.extensions).map(|peer| peer.ip()),
-    };
-    let holds = |when: &When, message: &HeaderMap, status| {
-        when.holds(&seen.method, &seen.uri, &seen.headers, message, status)
-    };
+    let seen = Seen::new(&parts, &rules);
+    let holds = |when: &When, message: &HeaderMap, status| seen.holds(when, message, status);
     if let Some((_, aggregation)) = rules
         .aggregations
         .iter()
@@ -132,17 +214,7 @@ where
     {
         return Ok(aggregation.respond().await);
     }
-    for (when, rule) in &rules.request_headers {
-        if holds(when, &parts.headers, None) {
-            rule.apply(&mut parts.headers, &seen.view());
-        }
-    }
-    if !rules.request_query.is_empty() {
-        let query_rules = applicable(&rules.request_query, |when| {
-            holds(when, &parts.headers, None)
-        });
-        parts.uri = query::apply(&parts.uri, query_rules, &seen.view());
-    }
+    request_heads(&rules, &seen, &mut parts);
     let steps = Steps {
         rules: applicable(&rules.request_body, |when| {
             holds(when, &parts.headers, None)
@@ -189,11 +261,7 @@ where
 
     let (mut parts, body) = response.into_parts();
     let status = Some(parts.status);
-    for (when, rule) in &rules.response_headers {
-        if holds(when, &parts.headers, status) {
-            rule.apply(&mut parts.headers, &seen.view());
-        }
-    }
+    response_heads(&rules, &seen, &mut parts);
     let steps = Steps {
         rules: applicable(&rules.response_body, |when| {
             holds(when, &parts.headers, status)
@@ -244,6 +312,30 @@ where
         }
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The header and query rules of a request.
+fn request_heads(rules: &Rules, seen: &Seen, parts: &mut http::request::Parts) {
+    for (when, rule) in &rules.request_headers {
+        if seen.holds(when, &parts.headers, None) {
+            rule.apply(&mut parts.headers, &seen.view());
+        }
+    }
+    if !rules.request_query.is_empty() {
+        let query_rules = applicable(&rules.request_query, |when| {
+            seen.holds(when, &parts.headers, None)
+        });
+        parts.uri = query::apply(&parts.uri, query_rules, &seen.view());
+    }
+}
+
+/// The header rules of a response.
+fn response_heads(rules: &Rules, seen: &Seen, parts: &mut http::response::Parts) {
+    for (when, rule) in &rules.response_headers {
+        if seen.holds(when, &parts.headers, Some(parts.status)) {
+            rule.apply(&mut parts.headers, &seen.view());
+        }
+    }
 }
 
 /// The rules whose condition holds, in order.
