@@ -297,7 +297,7 @@ impl TransformLayer {
         self
     }
 
-    /// A body rule on JSON request bodies: a [`BodyRule`], or a [`BodyStep`] whose value is
+    /// A body rule on JSON request bodies: a [`BodyRule`](crate::rules::BodyRule), or a [`BodyStep`](crate::rules::BodyStep) whose value is
     /// a template over the request.
     pub fn request_body(mut self, rule: impl Into<BodyStep>, when: When) -> Self {
         let step = rule.into();
