@@ -12,6 +12,14 @@
 //!   (serde_json, the baseline); `five_rules` parses it, applies five body rules as the layer
 //!   does (`replace`, `set`, `delete`, `append`, `test`; in place, the layer keeping the
 //!   original bytes for a failure) and serializes it. Target: at most 1.3x.
+//! - `transform_json_library/<library>`: the same 10 KiB body parsed into a document and
+//!   serialized back by each candidate library, each checked once (outside the timed loop) to
+//!   give back a document serde_json reads as the original: `serde_json` (the baseline, measured
+//!   again here so the ratios come from one run), `sonic_rs` (its own `Value`), `simd_json` (its
+//!   owned value, parsed from a mutable copy of the body that the iteration pays for, as the layer
+//!   would: it keeps the original bytes), and `sonic_rs_to_serde` (sonic-rs parsing into
+//!   `serde_json::Value`, serialized by serde_json: the rules engine kept as it is). The summary
+//!   prints each median's ratio to serde_json's.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -29,6 +37,9 @@ use tower::{Layer, Service};
 
 const HEADERS: &str = "transform_headers";
 const JSON: &str = "transform_json";
+const LIBRARY: &str = "transform_json_library";
+/// The `transform_json_library` cases, the baseline first.
+const LIBRARIES: [&str; 4] = ["serde_json", "sonic_rs", "simd_json", "sonic_rs_to_serde"];
 
 fn noop() -> impl Service<
     Request<TransformBody<String>>,
@@ -154,6 +165,58 @@ fn json_work(c: &mut Criterion) {
     group.finish();
 }
 
+/// Panics unless `output`, read by serde_json, is the document `original` holds.
+fn assert_round_trip(library: &str, original: &[u8], output: &[u8]) {
+    let expected: Value = serde_json::from_slice(original).unwrap();
+    let actual: Value = serde_json::from_slice(output)
+        .unwrap_or_else(|e| panic!("{library}'s output is not JSON serde_json reads: {e}"));
+    assert_eq!(actual, expected, "{library} changed the document");
+}
+
+fn json_libraries(c: &mut Criterion) {
+    let mut group = c.benchmark_group(LIBRARY);
+    let body = document();
+
+    let with_serde_json = |body: &[u8]| {
+        let value: Value = serde_json::from_slice(body).unwrap();
+        serde_json::to_vec(&value).unwrap()
+    };
+    assert_round_trip("serde_json", &body, &with_serde_json(&body));
+    group.bench_function("serde_json", |b| {
+        b.iter(|| black_box(with_serde_json(black_box(&body))))
+    });
+
+    let with_sonic_rs = |body: &[u8]| {
+        let value: sonic_rs::Value = sonic_rs::from_slice(body).unwrap();
+        sonic_rs::to_vec(&value).unwrap()
+    };
+    assert_round_trip("sonic_rs", &body, &with_sonic_rs(&body));
+    group.bench_function("sonic_rs", |b| {
+        b.iter(|| black_box(with_sonic_rs(black_box(&body))))
+    });
+
+    // simd-json parses in place, so the layer, which keeps the request's bytes, parses a copy.
+    let with_simd_json = |body: &[u8]| {
+        let mut copy = body.to_vec();
+        let value = simd_json::to_owned_value(&mut copy).unwrap();
+        simd_json::to_vec(&value).unwrap()
+    };
+    assert_round_trip("simd_json", &body, &with_simd_json(&body));
+    group.bench_function("simd_json", |b| {
+        b.iter(|| black_box(with_simd_json(black_box(&body))))
+    });
+
+    let with_sonic_rs_to_serde = |body: &[u8]| {
+        let value: Value = sonic_rs::from_slice(body).unwrap();
+        serde_json::to_vec(&value).unwrap()
+    };
+    assert_round_trip("sonic_rs_to_serde", &body, &with_sonic_rs_to_serde(&body));
+    group.bench_function("sonic_rs_to_serde", |b| {
+        b.iter(|| black_box(with_sonic_rs_to_serde(black_box(&body))))
+    });
+    group.finish();
+}
+
 fn summary(since: SystemTime) {
     let Some(dir) = criterion_dir() else {
         return;
@@ -181,6 +244,17 @@ fn summary(since: SystemTime) {
             "10 KiB JSON: parse + serialize {serde:.0} ns, with five rules {five:.0} ns: {ratio:.2}x (target <= 1.3x: {verdict}).\n"
         );
     }
+    let medians = LIBRARIES.map(|library| get(&format!("{LIBRARY}/{library}")));
+    if let Some(baseline) = medians[0] {
+        out += "10 KiB JSON, parse + serialize by library (ratio to serde_json):";
+        for (library, median) in LIBRARIES.iter().zip(medians) {
+            if let Some(median) = median {
+                out += &format!(" {library} {median:.0} ns ({:.2}x);", median / baseline);
+            }
+        }
+        out.pop();
+        out += ".\n";
+    }
     println!("{out}");
 }
 
@@ -189,6 +263,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     headers(&mut c);
     json_work(&mut c);
+    json_libraries(&mut c);
     c.final_summary();
     summary(since);
 }
