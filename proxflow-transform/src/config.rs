@@ -57,6 +57,9 @@ pub struct TransformConfig {
     /// Whether `gzip`, `deflate`, `br` and `zstd` JSON bodies are decoded, transformed and
     /// encoded again. Default `false` (they pass untouched).
     pub decode_content: bool,
+    /// Whether a request body over `max_body_size` passes untouched instead of getting 413.
+    /// Default `false`.
+    pub pass_large_requests: bool,
     /// Endpoints the layer answers itself from several backends (through the client given to
     /// [`TransformLayer::from_config_with_client`](crate::TransformLayer::from_config_with_client)).
     pub aggregate: Vec<AggregateConfig>,

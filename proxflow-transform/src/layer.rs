@@ -150,6 +150,7 @@ pub(crate) struct Rules {
     pub(crate) response_enrich: Vec<(When, Enrichment)>,
     pub(crate) max_body_size: usize,
     pub(crate) decode_content: bool,
+    pub(crate) pass_large_requests: bool,
     /// Whether a condition or a template reads the request's headers, which the layer then
     /// copies as they came (the rules change them on the way).
     pub(crate) reads_request_headers: bool,
@@ -172,8 +173,9 @@ impl Rules {
 /// first, then body rules, which apply to JSON bodies (`application/json` or `+json`, without
 /// a `Content-Encoding`) as one set: all of them or, if one fails, none (the body passes
 /// unchanged and a warning is logged). A body is read only when a body rule applies, and at
-/// most [`max_body_size`](Self::max_body_size) of it is held: a larger request body gets 413,
-/// a larger response body passes untouched. A request body that is not valid JSON gets 400
+/// most [`max_body_size`](Self::max_body_size) of it is held: a larger request body gets 413
+/// (or passes untouched, [`pass_large_requests`](Self::pass_large_requests)), a larger
+/// response body passes untouched. A request body that is not valid JSON gets 400
 /// with an RFC 9457 problem; a response body that is not passes unchanged, with a warning.
 /// A rewritten body gets its `Content-Length`, and a strong `ETag` is weakened (it no longer
 /// names these bytes).
@@ -219,7 +221,9 @@ impl TransformLayer {
             }
             layer = layer.max_body_size(bytes);
         }
-        layer = layer.decode_content(config.decode_content);
+        layer = layer
+            .decode_content(config.decode_content)
+            .pass_large_requests(config.pass_large_requests);
         for (index, rule) in config.request.headers.iter().enumerate() {
             let (when, rule) = rule.build("request.headers", index)?;
             layer = layer.request_header(rule, when);
@@ -348,6 +352,15 @@ impl TransformLayer {
     /// that is not valid in its coding gets 400.
     pub fn decode_content(mut self, decode: bool) -> Self {
         self.rules().decode_content = decode;
+        self
+    }
+
+    /// Whether a request body over [`max_body_size`](Self::max_body_size) goes on untouched
+    /// (the bytes read so far, then the rest as it streams) instead of getting 413. Default
+    /// `false`: 413, as nginx answers past `client_max_body_size`. A response body over the
+    /// limit always passes untouched.
+    pub fn pass_large_requests(mut self, pass: bool) -> Self {
+        self.rules().pass_large_requests = pass;
         self
     }
 

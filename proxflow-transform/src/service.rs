@@ -244,12 +244,18 @@ where
                         return Ok(problem(StatusCode::BAD_REQUEST, &detail));
                     }
                 },
+                Err(DecodeError::TooLarge) if rules.pass_large_requests => {
+                    TransformBody::bytes(bytes)
+                }
                 Err(DecodeError::TooLarge) => return Ok(too_large(rules.max_body_size)),
                 Err(DecodeError::Invalid(error)) => {
                     let detail = format!("the request body is not valid in its coding: {error}");
                     return Ok(problem(StatusCode::BAD_REQUEST, &detail));
                 }
             },
+            Read::TooLarge(head, rest) if rules.pass_large_requests => {
+                TransformBody::resumed(head, rest)
+            }
             Read::TooLarge(..) => return Ok(too_large(rules.max_body_size)),
             Read::Failed(error) => {
                 let detail = format!("the request body could not be read: {error}");

@@ -198,6 +198,30 @@ async fn request_bodies_are_rewritten_or_refused_with_a_problem() {
 }
 
 #[tokio::test]
+async fn a_request_over_the_limit_can_pass_untouched() {
+    let layer = TransformLayer::new()
+        .request_body(
+            BodyRule::Set {
+                path: path("source"),
+                value: json!("gateway"),
+            },
+            When::always(),
+        )
+        .max_body_size(100)
+        .pass_large_requests(true);
+    let large = format!(r#"{{"a":"{}"}}"#, "x".repeat(200));
+    let (status, _, body) = send(
+        &app(layer),
+        Method::POST,
+        "/echo",
+        &large,
+        "application/json",
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, large));
+}
+
+#[tokio::test]
 async fn a_response_over_the_limit_passes_untouched() {
     let layer = TransformLayer::new()
         .response_body(
