@@ -155,17 +155,20 @@ async fn a_failing_rule_set_leaves_the_body_unchanged() {
     assert_eq!(headers["etag"], "\"u1\"");
 }
 
+/// Sets `source` in request bodies of at most 100 bytes.
+fn set_source_within_100_bytes() -> TransformLayer {
+    let rule = BodyRule::Set {
+        path: path("source"),
+        value: json!("gateway"),
+    };
+    TransformLayer::new()
+        .request_body(rule, When::always())
+        .max_body_size(100)
+}
+
 #[tokio::test]
 async fn request_bodies_are_rewritten_or_refused_with_a_problem() {
-    let layer = TransformLayer::new()
-        .request_body(
-            BodyRule::Set {
-                path: path("source"),
-                value: json!("gateway"),
-            },
-            When::always(),
-        )
-        .max_body_size(100);
+    let layer = set_source_within_100_bytes();
     let app = app(layer);
     let (status, _, body) = send(
         &app,
@@ -199,16 +202,7 @@ async fn request_bodies_are_rewritten_or_refused_with_a_problem() {
 
 #[tokio::test]
 async fn a_request_over_the_limit_can_pass_untouched() {
-    let layer = TransformLayer::new()
-        .request_body(
-            BodyRule::Set {
-                path: path("source"),
-                value: json!("gateway"),
-            },
-            When::always(),
-        )
-        .max_body_size(100)
-        .pass_large_requests(true);
+    let layer = set_source_within_100_bytes().pass_large_requests(true);
     let large = format!(r#"{{"a":"{}"}}"#, "x".repeat(200));
     let (status, _, body) = send(
         &app(layer),
