@@ -1,7 +1,7 @@
 //! What the proxflow layers share, and nothing else: the [`Clock`] each layer takes by
 //! injection, the client's address behind trusted proxies ([`client`]), the body of the
-//! layers' own answers ([`LayerBody`]), the connection's own header fields ([`headers`]) and
-//! the field-naming [`ConfigError`].
+//! layers' own answers ([`LayerBody`]), the connection's own header fields ([`headers`]), the
+//! Redis server instances share ([`redis`]) and the field-naming [`ConfigError`].
 //!
 //! Layers read time only through a [`Clock`] given to their builder, so that tests can drive
 //! them on tokio's paused clock without a cargo feature that would change the clock of every
@@ -25,6 +25,7 @@ pub mod client;
 pub mod clock;
 mod error;
 pub mod headers;
+pub mod redis;
 
 pub use body::{text_response, BoxError, ConnectionDropped, LayerBody};
 pub use client::{ClientAddr, ForwardedHeader, TrustedProxies};
