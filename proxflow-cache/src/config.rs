@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use proxflow_core::redis::RedisConfig;
 use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,71 @@ pub struct CacheConfig {
     /// How webhook calls prove who they are; required with `webhook_path`, so that turning
     /// authentication off is a choice written down (`none`).
     pub webhook_auth: Option<WebhookAuth>,
+    /// Invalidations shared with the other instances through Redis (feature `redis`).
+    /// Default: none, each instance on its own.
+    pub distributed_sync: Option<DistributedSyncConfig>,
+}
+
+/// `distributed_sync`: the Redis server the instances share invalidations through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedSyncConfig {
+    /// The server: `{address, password, db}`.
+    pub redis: RedisConfig,
+    /// How often the subscription is checked (a `PING`), and how long Redis has to answer:
+    /// a lost subscription is noticed within twice this. Default 1s.
+    #[serde(
+        default = "DistributedSyncConfig::default_interval",
+        with = "humantime_serde"
+    )]
+    pub sync_interval: Duration,
+    /// The channel. Default `proxflow:cache:invalidations`; instances that share one Redis
+    /// for separate caches each take their own.
+    #[serde(default = "DistributedSyncConfig::default_channel")]
+    pub channel: String,
+}
+
+impl DistributedSyncConfig {
+    /// Through the server `redis`, checked every second, on the default channel.
+    pub fn new(redis: RedisConfig) -> Self {
+        DistributedSyncConfig {
+            redis,
+            sync_interval: Self::default_interval(),
+            channel: Self::default_channel(),
+        }
+    }
+
+    fn default_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn default_channel() -> String {
+        "proxflow:cache:invalidations".into()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !cfg!(feature = "redis") {
+            return Err(ConfigError::new(
+                "distributed_sync",
+                "needs proxflow-cache's `redis` feature",
+            ));
+        }
+        let url = self.redis.url("distributed_sync.redis")?;
+        #[cfg(feature = "redis")]
+        redis::Client::open(url.as_str())
+            .map_err(|e| ConfigError::new("distributed_sync.redis", e.to_string()))?;
+        let _ = url;
+        if self.sync_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "distributed_sync.sync_interval",
+                "at least 10ms, e.g. 1s",
+            ));
+        }
+        if self.channel.is_empty() {
+            return Err(ConfigError::new("distributed_sync.channel", "not empty"));
+        }
+        Ok(())
+    }
 }
 
 /// How webhook calls authenticate: `{bearer: "<token>"}`, `{hmac_sha256: "<secret>"}` or
@@ -145,6 +211,7 @@ impl Default for CacheConfig {
             predictive_warming: false,
             webhook_path: None,
             webhook_auth: None,
+            distributed_sync: None,
         }
     }
 }
@@ -195,6 +262,9 @@ impl CacheConfig {
                 }
                 Some(_) => {}
             }
+        }
+        if let Some(sync) = &self.distributed_sync {
+            sync.validate()?;
         }
         Ok(())
     }

@@ -125,6 +125,22 @@ impl CacheLayer {
         self
     }
 
+    /// Shares invalidations with the other instances through Redis (see [`crate::sync`];
+    /// feature `redis`). Default: none. The subscription starts with the first request.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration is invalid (an address that is a cluster, a Sentinel, or not an
+    /// address), or the crate is built without the `redis` feature.
+    pub fn distributed_sync(mut self, sync: crate::DistributedSyncConfig) -> Self {
+        self.unfixed("distributed_sync");
+        self.config.distributed_sync = Some(sync);
+        if let Err(error) = self.config.validate() {
+            panic!("CacheLayer::distributed_sync: {error}");
+        }
+        self
+    }
+
     /// The clock ages and freshness are counted on: the TSC by default; tests on tokio's
     /// paused time pass [`Clock::tokio`].
     pub fn clock(mut self, clock: Clock) -> Self {

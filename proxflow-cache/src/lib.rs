@@ -102,12 +102,14 @@ mod policy;
 mod service;
 mod stats;
 mod store;
+#[cfg(feature = "redis")]
+pub mod sync;
 mod warm;
 pub mod warming;
 pub mod webhook;
 
 pub use body::CacheBody;
-pub use config::{CacheConfig, WebhookAuth};
+pub use config::{CacheConfig, DistributedSyncConfig, WebhookAuth};
 pub use layer::CacheLayer;
 pub use proxflow_core::{Clock, ConfigError};
 pub use service::Cache;

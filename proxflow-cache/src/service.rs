@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) origin_timeout: Duration,
     /// Predictive warming, when on.
     pub(crate) warmer: Option<Arc<Warmer>>,
+    /// The channel to the other instances, when invalidations are shared.
+    #[cfg(feature = "redis")]
+    pub(crate) sync: Option<crate::sync::SyncLink>,
 }
 
 impl Shared {
@@ -74,7 +77,21 @@ impl Shared {
             coalesce_wait: config.coalesce_wait,
             webhook: config.webhook_path.clone().zip(config.webhook_auth.clone()),
             origin_timeout: config.origin_timeout,
+            #[cfg(feature = "redis")]
+            sync: config
+                .distributed_sync
+                .as_ref()
+                .map(crate::sync::SyncLink::new),
         }
+    }
+
+    /// Tells the other instances of an invalidation made here (when they share them).
+    pub(crate) fn publish(&self, host: &str, action: &webhook::Action) {
+        #[cfg(feature = "redis")]
+        if let Some(sync) = &self.sync {
+            sync.publish(host, action);
+        }
+        let _ = (host, action);
     }
 
     /// Stores a response the origin gave (or refreshed with a 304).
@@ -195,6 +212,10 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    #[cfg(feature = "redis")]
+    if let Some(sync) = &shared.sync {
+        sync.start(&shared);
+    }
     if let Some((path, auth)) = &shared.webhook {
         if request.method() == Method::POST && request.uri().path() == path {
             return Ok(webhook::handle(&shared, auth, request).await);
@@ -312,11 +333,12 @@ where
     let response = inner.call(request).await?;
     let status = response.status();
     if !safe && (status.is_success() || status.is_redirection()) {
-        shared.store.remove(&key);
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(target) = same_origin_key(&host, response.headers().get(name)) {
-                shared.store.remove(&target);
-            }
+        let targets = [header::LOCATION, header::CONTENT_LOCATION]
+            .into_iter()
+            .filter_map(|name| same_origin_key(&host, response.headers().get(name)));
+        for target in std::iter::once(key.to_string()).chain(targets) {
+            shared.store.remove(&target);
+            shared.publish(&host, &webhook::Action::invalidate_key(target));
         }
     }
     let mut response = response.map(|body| CacheBody::origin(body, None));

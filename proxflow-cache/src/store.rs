@@ -170,6 +170,14 @@ impl Store {
         self.index.remove(key, None);
     }
 
+    /// Drops every entry stored until now; how many there were.
+    #[cfg(feature = "redis")]
+    pub(crate) fn clear(&self) -> u64 {
+        let count = self.entries.entry_count();
+        self.entries.invalidate_all();
+        count
+    }
+
     /// Bytes held now (moka's count, which trails the latest changes a little).
     pub(crate) fn bytes(&self) -> u64 {
         self.entries.run_pending_tasks();

@@ -49,9 +49,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// The header carrying `sha256=<hex>` of the body, with [`WebhookAuth::HmacSha256`].
 pub const SIGNATURE_HEADER: &str = "x-proxflow-signature";
 
-#[derive(Debug, Deserialize)]
+/// A webhook action, as the webhook reads it and as instances pass it to each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-enum Action {
+pub(crate) enum Action {
     Invalidate {
         key: Option<String>,
         pattern: Option<String>,
@@ -62,17 +63,28 @@ enum Action {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Partial {
+pub(crate) struct Partial {
     key: String,
     path: String,
     value: Value,
 }
 
+impl Action {
+    /// Invalidates one entry by its full key (`host/path?query`).
+    pub(crate) fn invalidate_key(key: String) -> Action {
+        Action::Invalidate {
+            key: Some(key),
+            pattern: None,
+            tag: None,
+        }
+    }
+}
+
 /// An RFC 9457 problem.
 #[derive(Debug, Serialize)]
-struct Problem {
+pub(crate) struct Problem {
     #[serde(rename = "type")]
     kind: &'static str,
     title: &'static str,
@@ -146,13 +158,22 @@ where
             format!("not an action: {e}"),
         )
     })?;
+    let done = apply(shared, &host, &action);
+    // Another instance may hold what this one does not: the action goes out whatever it
+    // found here.
+    shared.publish(&host, &action);
+    done
+}
+
+/// Applies `action` to this instance's store, its paths on `host`.
+pub(crate) fn apply(shared: &Shared, host: &str, action: &Action) -> Result<Value, Problem> {
     let store = &shared.store;
     match action {
         Action::Invalidate { key, pattern, tag } => {
             let keys = match (key, pattern, tag) {
-                (Some(key), None, None) => resolve(shared, &host, &key),
-                (None, Some(pattern), None) => matching(shared, &host, &pattern),
-                (None, None, Some(tag)) => store.index.tagged(&tag),
+                (Some(key), None, None) => resolve(shared, host, key),
+                (None, Some(pattern), None) => matching(shared, host, pattern),
+                (None, None, Some(tag)) => store.index.tagged(tag),
                 _ => {
                     let detail = "invalidate takes exactly one of key, pattern and tag";
                     return Err(problem(StatusCode::UNPROCESSABLE_ENTITY, detail));
@@ -164,19 +185,18 @@ where
             Ok(serde_json::json!({ "invalidated": keys.len() }))
         }
         Action::PartialUpdate { partial } => {
-            let keys = resolve(shared, &host, &partial.key);
+            let keys = resolve(shared, host, &partial.key);
             if keys.is_empty() {
                 let detail = format!("nothing stored for key {:?}", partial.key);
                 return Err(problem(StatusCode::NOT_FOUND, detail));
             }
-            // Every edit is made before any is stored: all or nothing.
             let mut edited = Vec::new();
             for key in &keys {
                 let Some(variants) = store.get(key) else {
                     continue;
                 };
                 for stored in variants.iter() {
-                    edited.push((Arc::clone(key), edit(stored, &partial)?));
+                    edited.push((Arc::clone(key), edit(stored, partial)?));
                 }
             }
             for (key, stored) in &edited {

@@ -70,9 +70,11 @@ impl RedisConfig {
         match scheme.as_str() {
             "redis" | "rediss" | "valkey" | "valkeys" => {}
             "unix" | "redis+unix" => return Ok(format!("{scheme}://{rest}")),
-            "redis+sentinel" | "rediss+sentinel" => return Err(invalid(format!(
+            "redis+sentinel" | "rediss+sentinel" => {
+                return Err(invalid(format!(
                 "address {address:?}: Redis Sentinel is not supported; give the master's address"
-            ))),
+            )))
+            }
             other => {
                 return Err(invalid(format!(
                     "address {address:?}: unknown scheme {other:?}"
