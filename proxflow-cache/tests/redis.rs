@@ -44,8 +44,8 @@ fn sync(address: &str, channel: &str, interval: Duration) -> DistributedSyncConf
     }
 }
 
-/// One instance: a cache with its webhook over an origin whose paths answer JSON for 60 s,
-/// tagged with their last segment, counting the requests that reach it.
+/// One instance: a cache with its webhook over an origin of [`common::tagged_json`] answers
+/// (and 204 to a POST).
 fn instance(sync: DistributedSyncConfig, origin_hits: &Arc<AtomicUsize>) -> Router {
     let seen = Arc::clone(origin_hits);
     let cache = CacheLayer::new()
@@ -56,19 +56,7 @@ fn instance(sync: DistributedSyncConfig, origin_hits: &Arc<AtomicUsize>) -> Rout
             "/{*path}",
             get(move |request: Request| {
                 let seen = Arc::clone(&seen);
-                async move {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    let path = request.uri().path().to_string();
-                    let tag = path.rsplit('/').next().unwrap_or("").to_string();
-                    (
-                        [
-                            ("cache-control", "max-age=60".to_string()),
-                            ("content-type", "application/json".to_string()),
-                            ("surrogate-key", tag),
-                        ],
-                        format!(r#"{{"user":{{"email":"old@example.com","path":"{path}"}}}}"#),
-                    )
-                }
+                async move { common::tagged_json(&seen, request.uri().path()) }
             })
             .post(|| async { StatusCode::NO_CONTENT }),
         )

@@ -29,25 +29,7 @@ fn app(auth: WebhookAuth) -> (Router, Arc<AtomicUsize>) {
             "/{*path}",
             get(move |request: Request| {
                 let seen = Arc::clone(&seen);
-                async move {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    let path = request.uri().path().to_string();
-                    let tag = path.rsplit('/').next().unwrap_or("").to_string();
-                    let content_type = if path.ends_with(".txt") {
-                        "text/plain"
-                    } else {
-                        "application/json"
-                    };
-                    (
-                        [
-                            ("cache-control", "max-age=60".to_string()),
-                            ("content-type", content_type.to_string()),
-                            ("etag", "\"v1\"".to_string()),
-                            ("surrogate-key", format!("{tag} all")),
-                        ],
-                        format!(r#"{{"user":{{"email":"old@example.com","path":"{path}"}}}}"#),
-                    )
-                }
+                async move { common::tagged_json(&seen, request.uri().path()) }
             }),
         )
         .layer(cache);

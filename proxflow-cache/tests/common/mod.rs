@@ -64,3 +64,27 @@ pub async fn send(
         error,
     }
 }
+
+/// An origin answer for `path`, counted in `hits`: JSON (text for `.txt` paths) fresh for 60 s,
+/// with a strong `ETag`, tagged in `Surrogate-Key` with its last segment and `all`.
+pub fn tagged_json(
+    hits: &std::sync::atomic::AtomicUsize,
+    path: &str,
+) -> ([(&'static str, String); 4], String) {
+    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tag = path.rsplit('/').next().unwrap_or("");
+    let content_type = if path.ends_with(".txt") {
+        "text/plain"
+    } else {
+        "application/json"
+    };
+    (
+        [
+            ("cache-control", "max-age=60".to_string()),
+            ("content-type", content_type.to_string()),
+            ("etag", "\"v1\"".to_string()),
+            ("surrogate-key", format!("{tag} all")),
+        ],
+        format!(r#"{{"user":{{"email":"old@example.com","path":"{path}"}}}}"#),
+    )
+}
