@@ -125,7 +125,7 @@ impl CacheLayer {
         self
     }
 
-    /// Shares invalidations with the other instances through Redis (see [`crate::sync`];
+    /// Shares invalidations with the other instances through Redis (see the module `sync`;
     /// feature `redis`). Default: none. The subscription starts with the first request.
     ///
     /// # Panics

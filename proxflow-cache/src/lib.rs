@@ -1,4 +1,4 @@
-//! An RFC 9111 shared HTTP cache as a Tower layer (issue 19, being built).
+//! An RFC 9111 shared HTTP cache as a Tower layer.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -55,6 +55,10 @@
 //!   the origin fails (a 5xx or an error).
 //! - **Invalidation** (§4.4): a successful unsafe method invalidates its target and the
 //!   same-origin `Location` and `Content-Location`.
+//! - **Several instances** (feature `redis`, [`CacheLayer::distributed_sync`]): these
+//!   invalidations and the webhook's reach every instance through Redis pub/sub, and an
+//!   instance drops what it stored before a lost connection when it returns (module `sync`). Not
+//!   yet: a shared second level of stored responses in Redis.
 //! - **`Cache-Status`** (RFC 9211) on every answer: `hit` with the `ttl` left (negative when
 //!   stale), or `fwd=uri-miss|vary-miss|stale|method` with `fwd-status`, `stored` or the
 //!   reason it was not stored.
