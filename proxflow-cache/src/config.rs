@@ -83,6 +83,34 @@ pub struct DistributedSyncConfig {
     /// for separate caches each take their own.
     #[serde(default = "DistributedSyncConfig::default_channel")]
     pub channel: String,
+    /// A second level of stored responses in the same Redis, shared by the instances: a miss
+    /// on one can be a hit from another. Default: none.
+    #[serde(default)]
+    pub shared_store: Option<SharedStoreConfig>,
+}
+
+/// `distributed_sync.shared_store`: the second level in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedStoreConfig {
+    /// The largest value written (all the variants of a URI, encoded). Default 1 MiB.
+    pub max_object_size: u64,
+    /// The longest a value lives, whatever its freshness. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How long a read may wait for Redis before it counts as a miss. Default 50ms.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SharedStoreConfig {
+    fn default() -> Self {
+        SharedStoreConfig {
+            max_object_size: 1 << 20,
+            max_ttl: Duration::from_secs(3600),
+            timeout: Duration::from_millis(50),
+        }
+    }
 }
 
 impl DistributedSyncConfig {
@@ -92,6 +120,7 @@ impl DistributedSyncConfig {
             redis,
             sync_interval: Self::default_interval(),
             channel: Self::default_channel(),
+            shared_store: None,
         }
     }
 
@@ -123,6 +152,15 @@ impl DistributedSyncConfig {
         }
         if self.channel.is_empty() {
             return Err(ConfigError::new("distributed_sync.channel", "not empty"));
+        }
+        if let Some(store) = &self.shared_store {
+            let field = "distributed_sync.shared_store";
+            if store.max_object_size == 0 || store.max_ttl.is_zero() || store.timeout.is_zero() {
+                return Err(ConfigError::new(
+                    field,
+                    "max_object_size, max_ttl and timeout above 0",
+                ));
+            }
         }
         Ok(())
     }

@@ -57,8 +57,10 @@
 //!   same-origin `Location` and `Content-Location`.
 //! - **Several instances** (feature `redis`, [`CacheLayer::distributed_sync`]): these
 //!   invalidations and the webhook's reach every instance through Redis pub/sub, and an
-//!   instance drops what it stored before a lost connection when it returns (module `sync`). Not
-//!   yet: a shared second level of stored responses in Redis.
+//!   instance drops what it stored before a lost connection when it returns (module `sync`);
+//!   optionally, a second level of stored responses shared in Redis (`shared_store`), where
+//!   a miss on one instance can be a hit from another's store (`Cache-Status: hit;
+//!   detail=shared`).
 //! - **`Cache-Status`** (RFC 9211) on every answer: `hit` with the `ttl` left (negative when
 //!   stale), or `fwd=uri-miss|vary-miss|stale|method` with `fwd-status`, `stored` or the
 //!   reason it was not stored.
@@ -104,6 +106,8 @@ mod index;
 mod layer;
 mod policy;
 mod service;
+#[cfg(feature = "redis")]
+mod shared_store;
 mod stats;
 mod store;
 #[cfg(feature = "redis")]
@@ -113,7 +117,7 @@ pub mod warming;
 pub mod webhook;
 
 pub use body::CacheBody;
-pub use config::{CacheConfig, DistributedSyncConfig, WebhookAuth};
+pub use config::{CacheConfig, DistributedSyncConfig, SharedStoreConfig, WebhookAuth};
 pub use layer::CacheLayer;
 pub use proxflow_core::{Clock, ConfigError};
 pub use service::Cache;

@@ -105,7 +105,41 @@ impl Shared {
                 .saturating_sub(stored.timing.current_age(now));
             warmer.stored(&key, now, now + fresh_for);
         }
+        #[cfg(feature = "redis")]
+        let kept_key = Arc::clone(&key);
         self.store.insert(key, stored);
+        #[cfg(feature = "redis")]
+        if let (Some(sync), Some(variants)) = (&self.sync, self.store.get(&kept_key)) {
+            sync.keep(&kept_key, &variants, self.wall.now());
+        }
+    }
+
+    /// Whether instances share a second level of stored responses.
+    fn shares_store(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(sync) = &self.sync {
+            return sync.shares_store();
+        }
+        false
+    }
+
+    /// The variants another instance stored for `key`, put in this store (from the shared
+    /// second level); whether there were any.
+    async fn load_shared(&self, key: &Arc<str>) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(variants) = match &self.sync {
+            Some(sync) => sync.fetch(key).await,
+            None => None,
+        } {
+            let found = !variants.is_empty();
+            // Oldest first: the store keeps the newest first.
+            for stored in variants.into_iter().rev() {
+                self.store.insert(Arc::clone(key), Arc::new(stored));
+            }
+            return found;
+        }
+        let _ = key;
+        false
     }
 }
 
@@ -248,6 +282,9 @@ where
     let directives = RequestDirectives::parse(request.headers());
     // Set once this request waited for another's origin request: it makes its own then.
     let mut waited = false;
+    // Set once the shared second level was asked (it is asked once, on a miss).
+    let mut asked_shared = false;
+    let mut from_shared = "";
     loop {
         let now = shared.wall.now();
         let variants = shared.store.get(&key);
@@ -257,7 +294,7 @@ where
         let reuse = stored
             .as_ref()
             .map(|stored| policy::reuse(&stored.timing, &stored.directives, &directives, now));
-        let collapsed = if waited { "; collapsed" } else { "" };
+        let collapsed = if waited { "; collapsed" } else { from_shared };
         match (stored, reuse) {
             (Some(stored), Some(Reuse::Fresh | Reuse::StaleAccepted)) => {
                 shared.counters.add(Event::Hit);
@@ -270,6 +307,13 @@ where
                 refresh_in_background(&shared, inner, &request, Arc::clone(&key), &stored);
                 let status = format!("hit{collapsed}");
                 return Ok(answer(&stored, request.headers(), &method, now, status));
+            }
+            (None, _) if variants.is_none() && !asked_shared && shared.shares_store() => {
+                asked_shared = true;
+                if shared.load_shared(&key).await {
+                    from_shared = "; detail=shared";
+                }
+                continue;
             }
             (stored, _) => {
                 if directives.only_if_cached {

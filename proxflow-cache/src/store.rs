@@ -190,7 +190,7 @@ impl Store {
 }
 
 /// The tags of a response: the space-separated `Surrogate-Key` values.
-fn surrogate_keys(headers: &HeaderMap) -> Vec<Arc<str>> {
+pub(crate) fn surrogate_keys(headers: &HeaderMap) -> Vec<Arc<str>> {
     headers
         .get_all("surrogate-key")
         .iter()

@@ -17,6 +17,13 @@
 //! Invalidations made while Redis is unreachable wait (up to [`MAX_WAITING`] of them) and are
 //! published when it is back. The task logs each change of state (lost, back), not each
 //! message, and ends with the layer.
+//!
+//! With a shared second level (`shared_store`), an instance that misses asks Redis before the
+//! origin, and one that stores a response writes it there too. The instance where an
+//! invalidation is made deletes what it concerns from the second level *before* publishing
+//! it, so that no instance that hears of it can read the old value back: by key (a `DEL`), by
+//! tag (a set of keys per tag, kept beside the values), by pattern (a `SCAN` of the values'
+//! keys under the path).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -28,6 +35,8 @@ use tokio::sync::mpsc;
 
 use crate::config::DistributedSyncConfig;
 use crate::service::Shared;
+use crate::shared_store;
+use crate::store::{Stored, Variants};
 use crate::webhook::{self, Action};
 
 /// The most invalidations waiting to be published while Redis is unreachable; past it the
@@ -38,7 +47,7 @@ pub const MAX_WAITING: usize = 10_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One invalidation as it travels between instances.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Message {
     /// The instance that made it (which ignores it when it comes back).
     from: u64,
@@ -47,14 +56,20 @@ struct Message {
     action: Action,
 }
 
+/// The connection the task keeps, lent to the second level's reads and writes; `None` while
+/// Redis is lost.
+type Lent = Arc<std::sync::Mutex<Option<MultiplexedConnection>>>;
+
 /// An instance's end of the channel: what the service publishes through.
 pub(crate) struct SyncLink {
     config: DistributedSyncConfig,
     client: redis::Client,
     instance: u64,
-    outgoing: mpsc::Sender<String>,
+    outgoing: mpsc::Sender<Message>,
     /// Taken by the task when it starts.
-    waiting: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+    waiting: std::sync::Mutex<Option<mpsc::Receiver<Message>>>,
+    started: std::sync::Once,
+    connection: Lent,
 }
 
 impl SyncLink {
@@ -72,27 +87,104 @@ impl SyncLink {
             instance: instance_id(),
             outgoing,
             waiting: std::sync::Mutex::new(Some(waiting)),
+            started: std::sync::Once::new(),
+            connection: Lent::default(),
         }
     }
 
     /// Starts the task, once, on the current runtime.
     pub(crate) fn start(&self, shared: &Arc<Shared>) {
-        let waiting = self
-            .waiting
+        self.started.call_once(|| {
+            let waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(waiting) = waiting {
+                let task = Task {
+                    shared: Arc::downgrade(shared),
+                    client: self.client.clone(),
+                    config: self.config.clone(),
+                    instance: self.instance,
+                    waiting,
+                    connection: Arc::clone(&self.connection),
+                };
+                tokio::spawn(task.run());
+            }
+        });
+    }
+
+    /// Whether a second level is shared through this link.
+    pub(crate) fn shares_store(&self) -> bool {
+        self.config.shared_store.is_some()
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.connection
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(waiting) = waiting {
-            let task = Task {
-                shared: Arc::downgrade(shared),
-                client: self.client.clone(),
-                channel: self.config.channel.clone(),
-                interval: self.config.sync_interval,
-                instance: self.instance,
-                waiting,
-            };
-            tokio::spawn(task.run());
+            .clone()
+    }
+
+    /// The variants another instance stored for `key`, from the second level; `None` when
+    /// there is none, when Redis is lost, or after the read's timeout.
+    pub(crate) async fn fetch(&self, key: &str) -> Option<Vec<Stored>> {
+        let store = self.config.shared_store.as_ref()?;
+        let mut connection = self.connection()?;
+        let mut get = redis::cmd("GET");
+        get.arg(value_key(&self.config.channel, key));
+        let read = get.query_async::<Option<Vec<u8>>>(&mut connection);
+        match tokio::time::timeout(store.timeout, read).await {
+            Ok(Ok(Some(value))) => shared_store::decode(&value),
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cache sync: the second level could not be read");
+                None
+            }
+            Err(_) => None,
         }
+    }
+
+    /// Writes `variants`, stored here for `key`, to the second level, in the background.
+    pub(crate) fn keep(&self, key: &str, variants: &Variants, now: std::time::SystemTime) {
+        let Some(store) = &self.config.shared_store else {
+            return;
+        };
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
+        let ttl = shared_store::usable_for(variants.iter().map(|s| &**s), now).min(store.max_ttl);
+        let value = shared_store::encode(variants.iter().map(|s| &**s));
+        if ttl < Duration::from_millis(1) || value.len() as u64 > store.max_object_size {
+            return;
+        }
+        let channel = &self.config.channel;
+        let value_key = value_key(channel, key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&value_key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore();
+        for tag in variants
+            .iter()
+            .flat_map(|stored| crate::store::surrogate_keys(&stored.headers))
+        {
+            let tag_key = tag_key(channel, &tag);
+            pipe.cmd("SADD").arg(&tag_key).arg(&value_key).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&tag_key)
+                .arg(store.max_ttl.as_millis() as u64)
+                .ignore();
+        }
+        let timeout = store.timeout;
+        tokio::spawn(async move {
+            let write = pipe.query_async::<()>(&mut connection);
+            if let Ok(Err(error)) = tokio::time::timeout(timeout, write).await {
+                tracing::debug!(%error, "cache sync: the second level could not be written");
+            }
+        });
     }
 
     /// Publishes `action` on `host` to the other instances.
@@ -102,8 +194,7 @@ impl SyncLink {
             host: host.to_string(),
             action: action.clone(),
         };
-        let text = serde_json::to_string(&message).expect("an action serializes");
-        if self.outgoing.try_send(text).is_err() {
+        if self.outgoing.try_send(message).is_err() {
             tracing::error!(
                 waiting = MAX_WAITING,
                 "cache invalidation not shared: too many wait for Redis"
@@ -126,13 +217,23 @@ fn instance_id() -> u64 {
     hasher.finish()
 }
 
+/// The key of a URI's value in the second level.
+fn value_key(channel: &str, key: &str) -> String {
+    format!("{channel}:value:{key}")
+}
+
+/// The key of the set of value keys that carry `tag`.
+fn tag_key(channel: &str, tag: &str) -> String {
+    format!("{channel}:tag:{tag}")
+}
+
 struct Task {
     shared: Weak<Shared>,
     client: redis::Client,
-    channel: String,
-    interval: Duration,
+    config: DistributedSyncConfig,
     instance: u64,
-    waiting: mpsc::Receiver<String>,
+    waiting: mpsc::Receiver<Message>,
+    connection: Lent,
 }
 
 /// Why a subscription ended.
@@ -148,7 +249,7 @@ impl Task {
         let mut backoff = Duration::from_millis(50);
         let mut down = false;
         // A message taken from the queue whose publication failed: the first to go again.
-        let mut unsent: Option<String> = None;
+        let mut unsent: Option<Message> = None;
         loop {
             if self.shared.strong_count() == 0 {
                 return;
@@ -168,7 +269,10 @@ impl Task {
                     } else {
                         tracing::debug!(dropped, "cache sync: subscribed");
                     }
-                    match self.serve(publisher, pubsub, &mut unsent).await {
+                    self.lend(Some(publisher.clone()));
+                    let end = self.serve(publisher, pubsub, &mut unsent).await;
+                    self.lend(None);
+                    match end {
                         End::Done => return,
                         End::Lost(reason) => {
                             tracing::warn!(%reason, "cache sync: Redis lost; invalidations wait");
@@ -188,17 +292,25 @@ impl Task {
         }
     }
 
+    fn lend(&self, connection: Option<MultiplexedConnection>) {
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = connection;
+    }
+
     async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSub), String> {
         let attempt = async {
             let publisher = self.client.get_multiplexed_async_connection().await?;
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.channel).await?;
+            pubsub.subscribe(&self.config.channel).await?;
             Ok::<_, redis::RedisError>((publisher, pubsub))
         };
-        match tokio::time::timeout(self.interval.max(Duration::from_millis(100)), attempt).await {
+        let interval = self.config.sync_interval;
+        match tokio::time::timeout(interval.max(Duration::from_millis(100)), attempt).await {
             Ok(Ok(connected)) => Ok(connected),
             Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.interval)),
+            Err(_) => Err(format!("no answer within {interval:?}")),
         }
     }
 
@@ -208,24 +320,23 @@ impl Task {
         &mut self,
         mut publisher: MultiplexedConnection,
         pubsub: redis::aio::PubSub,
-        unsent: &mut Option<String>,
+        unsent: &mut Option<Message>,
     ) -> End {
         let (mut sink, mut stream) = pubsub.split();
-        let mut check = tokio::time::interval(self.interval);
+        let interval = self.config.sync_interval;
+        let mut check = tokio::time::interval(interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Some(text) = unsent.take() {
-                let mut command = redis::cmd("PUBLISH");
-                command.arg(&self.channel).arg(&text);
-                let publish = command.query_async::<i64>(&mut publisher);
-                match tokio::time::timeout(self.interval, publish).await {
-                    Ok(Ok(_)) => {}
+            if let Some(message) = unsent.take() {
+                let sent = tokio::time::timeout(interval, self.send(&mut publisher, &message));
+                match sent.await {
+                    Ok(Ok(())) => {}
                     Ok(Err(error)) => {
-                        *unsent = Some(text);
+                        *unsent = Some(message);
                         return End::Lost(error.to_string());
                     }
                     Err(_) => {
-                        *unsent = Some(text);
+                        *unsent = Some(message);
                         return End::Lost("PUBLISH got no answer".into());
                     }
                 }
@@ -240,8 +351,8 @@ impl Task {
                     };
                     self.apply(&shared, message.get_payload_bytes());
                 }
-                text = self.waiting.recv() => match text {
-                    Some(text) => *unsent = Some(text),
+                message = self.waiting.recv() => match message {
+                    Some(message) => *unsent = Some(message),
                     None => return End::Done,
                 },
                 _ = check.tick() => {
@@ -249,7 +360,7 @@ impl Task {
                         return End::Done;
                     }
                     let ping = sink.ping::<redis::Value>();
-                    match tokio::time::timeout(self.interval, ping).await {
+                    match tokio::time::timeout(interval, ping).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => return End::Lost(error.to_string()),
                         Err(_) => return End::Lost("PING got no answer".into()),
@@ -257,6 +368,24 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Deletes what `message` concerns from the second level, then publishes it.
+    async fn send(
+        &self,
+        publisher: &mut MultiplexedConnection,
+        message: &Message,
+    ) -> redis::RedisResult<()> {
+        if self.config.shared_store.is_some() {
+            forget(publisher, &self.config.channel, message).await?;
+        }
+        let text = serde_json::to_string(message).expect("a message serializes");
+        redis::cmd("PUBLISH")
+            .arg(&self.config.channel)
+            .arg(text)
+            .query_async::<i64>(publisher)
+            .await?;
+        Ok(())
     }
 
     fn apply(&self, shared: &Shared, payload: &[u8]) {
@@ -279,4 +408,91 @@ impl Task {
             );
         }
     }
+}
+
+/// Deletes from the second level the values an invalidation concerns (a partial update
+/// deletes the key's value: the next miss reads the origin).
+async fn forget(
+    connection: &mut MultiplexedConnection,
+    channel: &str,
+    message: &Message,
+) -> redis::RedisResult<()> {
+    let host = &message.host;
+    let full = |key: &str| {
+        if key.starts_with('/') {
+            format!("{host}{key}")
+        } else {
+            key.to_string()
+        }
+    };
+    let mut doomed = Vec::new();
+    let mut tags = Vec::new();
+    match &message.action {
+        Action::Invalidate { key: Some(key), .. } => {
+            // As the webhook reads a key: a stored URI, or else a tag.
+            doomed.push(value_key(channel, &full(key)));
+            tags.push(tag_key(channel, key));
+        }
+        Action::Invalidate { tag: Some(tag), .. } => tags.push(tag_key(channel, tag)),
+        Action::Invalidate {
+            pattern: Some(pattern),
+            ..
+        } => {
+            let path = pattern.trim_end_matches('/');
+            let slash = if path.starts_with('/') { "" } else { "/" };
+            let prefix = value_key(channel, &format!("{host}{slash}{path}"));
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", glob_escape(&prefix)))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(connection)
+                    .await?;
+                // At a segment boundary, as the webhook matches: not `/api/usersettings`.
+                doomed.extend(keys.into_iter().filter(|key| {
+                    let rest = &key[prefix.len()..];
+                    rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')
+                }));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Action::Invalidate { .. } => {}
+        Action::PartialUpdate { partial } => {
+            doomed.push(value_key(channel, &full(&partial.key)));
+            tags.push(tag_key(channel, &partial.key));
+        }
+    }
+    for tag in &tags {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(tag)
+            .query_async(connection)
+            .await?;
+        doomed.extend(members);
+        doomed.push(tag.clone());
+    }
+    if !doomed.is_empty() {
+        redis::cmd("DEL")
+            .arg(&doomed)
+            .query_async::<i64>(connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `text` with the characters `SCAN MATCH` reads as a pattern escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -66,7 +66,7 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Partial {
-    key: String,
+    pub(crate) key: String,
     path: String,
     value: Value,
 }

@@ -25,7 +25,7 @@ use axum::extract::Request;
 use axum::routing::get;
 use axum::Router;
 use http::{Method, StatusCode};
-use proxflow_cache::{CacheLayer, DistributedSyncConfig, WebhookAuth};
+use proxflow_cache::{CacheLayer, DistributedSyncConfig, SharedStoreConfig, WebhookAuth};
 use proxflow_core::redis::RedisConfig;
 
 const TOKEN: &str = "a-token-of-24-characters";
@@ -224,8 +224,12 @@ async fn after_losing_redis_an_instance_drops_what_it_stored_before_the_gap() {
     let address = format!("127.0.0.1:{port}");
     let interval = Duration::from_millis(200);
     let hits = Arc::new(AtomicUsize::new(0));
-    let a = instance(sync(&address, "gap", interval), &hits);
-    let b = instance(sync(&address, "gap", interval), &hits);
+    let config = DistributedSyncConfig {
+        shared_store: Some(SharedStoreConfig::default()),
+        ..sync(&address, "gap", interval)
+    };
+    let a = instance(config.clone(), &hits);
+    let b = instance(config, &hits);
     common::send(&a, Method::GET, "/warmup", &[], "").await;
     common::send(&b, Method::GET, "/warmup", &[], "").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -265,4 +269,82 @@ async fn after_losing_redis_an_instance_drops_what_it_stored_before_the_gap() {
     gone(&b, "/users/3", Duration::from_secs(2)).await;
     redis.kill().unwrap();
     redis.wait().unwrap();
+}
+
+/// Three instances sharing a second level in Redis, each subscribed.
+async fn trio(channel: &str) -> ([Router; 3], Arc<AtomicUsize>) {
+    let url = redis_url();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let config = DistributedSyncConfig {
+        shared_store: Some(SharedStoreConfig::default()),
+        ..sync(&url, channel, Duration::from_millis(200))
+    };
+    let trio = [(); 3].map(|()| instance(config.clone(), &hits));
+    for app in &trio {
+        common::send(app, Method::GET, "/warmup", &[], "").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hits.store(0, Ordering::SeqCst);
+    (trio, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a redis-server (see the file's docs)"]
+async fn a_miss_on_one_instance_is_a_hit_from_another_s_store() {
+    let ([a, b, _], hits) = trio("second-level").await;
+    common::send(&a, Method::GET, "/users/1", &[], "").await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // a writes in the background: b may miss the value for a moment.
+    let start = Instant::now();
+    let got = loop {
+        let got = common::send(
+            &b,
+            Method::GET,
+            "/users/1",
+            &[("cache-control", "only-if-cached")],
+            "",
+        )
+        .await;
+        if got.status == StatusCode::OK {
+            break got;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "{}", got.status);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        got.header("cache-status").starts_with("proxflow; hit; detail=shared"),
+        "{}",
+        got.header("cache-status")
+    );
+    assert!(got.body.contains("/users/1"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the origin was asked once");
+    // Now in b's own store.
+    let got = common::send(&b, Method::GET, "/users/1", &[], "").await;
+    let status = got.header("cache-status");
+    assert!(status.starts_with("proxflow; hit") && !status.contains("shared"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a redis-server (see the file's docs)"]
+async fn an_invalidation_leaves_nothing_in_the_second_level_to_read_back() {
+    let ([a, b, c], hits) = trio("second-level-invalidation").await;
+    for path in ["/users/1", "/users/2", "/teams/3"] {
+        common::send(&a, Method::GET, path, &[], "").await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/users/1", "/teams/3"] {
+        assert!(stored(&b, path).await, "{path} from the second level");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    webhook(&b, r#"{"action":"invalidate","pattern":"users"}"#).await;
+    webhook(&b, r#"{"action":"invalidate","tag":"3"}"#).await;
+    for app in [&a, &b] {
+        gone(app, "/teams/3", Duration::from_secs(2)).await;
+        gone(app, "/users/1", Duration::from_secs(2)).await;
+    }
+    // c never stored them: nothing in Redis answers it either.
+    for path in ["/users/1", "/users/2", "/teams/3"] {
+        assert!(!stored(&c, path).await, "{path} left in the second level");
+    }
 }
