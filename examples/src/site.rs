@@ -20,12 +20,18 @@ pub fn router(root: &Path, prod: bool) -> Result<Router, tera::Error> {
     let statics = StaticLayer::new("/static", root.join("public"))
         .prod(prod)
         .version(AssetVersion::Query(VERSION.into()));
-    let mut tera = tera::Tera::new(&root.join("templates/**/*.html").to_string_lossy())?;
+    Ok(pages(&root.join("templates"), &statics)?.layer(statics))
+}
+
+/// The site's pages from the templates in `templates`, their asset URLs from `statics`
+/// (which serves the files when it wraps the application: after every `merge`, since a merge
+/// keeps the routes of a router, not the layers around its fallback).
+pub fn pages(templates: &Path, statics: &StaticLayer) -> Result<Router, tera::Error> {
+    let mut tera = tera::Tera::new(&templates.join("**/*.html").to_string_lossy())?;
     statics.assets().register_tera(&mut tera);
     Ok(Router::new()
         .route("/", get(home))
-        .with_state(Arc::new(tera))
-        .layer(statics))
+        .with_state(Arc::new(tera)))
 }
 
 async fn home(State(tera): State<Arc<tera::Tera>>) -> Response {

@@ -312,7 +312,8 @@ async fn a_miss_on_one_instance_is_a_hit_from_another_s_store() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(
-        got.header("cache-status").starts_with("proxflow; hit; detail=shared"),
+        got.header("cache-status")
+            .starts_with("proxflow; hit; detail=shared"),
         "{}",
         got.header("cache-status")
     );
@@ -321,7 +322,10 @@ async fn a_miss_on_one_instance_is_a_hit_from_another_s_store() {
     // Now in b's own store.
     let got = common::send(&b, Method::GET, "/users/1", &[], "").await;
     let status = got.header("cache-status");
-    assert!(status.starts_with("proxflow; hit") && !status.contains("shared"), "{status}");
+    assert!(
+        status.starts_with("proxflow; hit") && !status.contains("shared"),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
