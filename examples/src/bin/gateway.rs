@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Parser;
-use proxflow_examples::gateway::config::{Loaded, LogFormat, DEFAULT_YAML};
+use proxflow_examples::gateway::config::{default_yaml_for_a_file, Loaded, LogFormat};
 use proxflow_examples::gateway::{self};
 use proxflow_examples::{runtime, serve};
 
@@ -37,7 +37,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.print_default_config {
-        print!("{DEFAULT_YAML}");
+        print!("{}", default_yaml_for_a_file());
         return std::process::ExitCode::SUCCESS;
     }
     let loaded = match &args.config {

@@ -14,8 +14,17 @@ use proxflow_static::StaticConfig;
 use proxflow_transform::TransformConfig;
 use serde::{Deserialize, Serialize};
 
-/// The embedded default, as `--print-default-config` writes it.
+/// The embedded default.
 pub const DEFAULT_YAML: &str = include_str!("default.yaml");
+
+/// The embedded default as `--print-default-config` writes it: the site's folders as
+/// absolute paths, so that the file works wherever it is saved.
+pub fn default_yaml_for_a_file() -> String {
+    let package = env!("CARGO_MANIFEST_DIR");
+    DEFAULT_YAML
+        .replace("templates: site/", &format!("templates: {package}/site/"))
+        .replace("folders: [site/", &format!("folders: [{package}/site/"))
+}
 
 /// The whole configuration. Every section is optional in a file and defaults to that layer's
 /// own defaults (not to the embedded file's values).
@@ -360,6 +369,10 @@ mod tests {
         let embedded = Loaded::embedded();
         assert_eq!(embedded.config.listen, "127.0.0.1:3000");
         assert_eq!(embedded.config.demo_upstreams.len(), 3);
+        let printed = default_yaml_for_a_file();
+        let elsewhere = Loaded::parse(&printed, false, "copy.yaml", Path::new("/tmp")).unwrap();
+        assert!(elsewhere.config.statics.folders[0].is_absolute());
+        assert!(elsewhere.config.site.templates.is_absolute());
 
         let text = "listen: 127.0.0.1:1\nrate_limit:\n  rate: 10\n  brust: 3\n";
         let error = Loaded::parse(text, false, "g.yaml", Path::new(".")).unwrap_err();
