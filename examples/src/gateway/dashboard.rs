@@ -347,6 +347,8 @@ async fn events(
 /// Completes when the process is asked to stop (SIGINT, SIGTERM: what
 /// [`serve`](crate::serve) stops on), so that its drain does not wait on open pages, whose
 /// streams never end by themselves. Never completes where the signals cannot be listened to.
+/// Listening replaces the signals' default action for the process (tokio's signal handling),
+/// as `serve` does anyway; it starts with the first page that connects.
 async fn stop_signal() {
     #[cfg(unix)]
     {

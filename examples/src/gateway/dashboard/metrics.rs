@@ -151,7 +151,8 @@ pub fn render(now: &Reading, sample: &Sample, context: &Context<'_>) -> String {
     f.family(
         name,
         "histogram",
-        "Time from the request to its response head, by route.",
+        "Time from the request to its response head, by route (a request dropped before its \
+         answer counts at its elapsed time).",
     );
     for (route, r) in &traffic.routes {
         for power in BOUNDS_US {

@@ -169,7 +169,7 @@ pub struct BreakerSample {
 /// The rate limiter over an interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RateLimitSample {
-    /// Requests admitted per second (at once or after a delay).
+    /// Requests passed on at once, per second.
     pub allowed_per_s: f64,
     /// Requests refused (429) per second.
     pub limited_per_s: f64,
