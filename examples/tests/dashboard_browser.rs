@@ -294,12 +294,18 @@ async fn the_dashboard_shows_live_traffic_and_a_forced_breaker_in_chromium() {
     let server = Server::start(listener).await;
     let driver = Chromedriver::start().await;
     let browser = driver.browser().await;
-    let result = drive(&browser, addr, server).await;
+    // In a task of its own, so that the session is closed (and Chromium ends with it) when
+    // an assertion fails, before chromedriver is ended.
+    let outcome = tokio::spawn(drive(browser.clone(), addr, server)).await;
     let _ = browser.close().await;
-    result.unwrap();
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
 }
 
-async fn drive(browser: &Client, addr: SocketAddr, server: Server) -> Result<(), String> {
+async fn drive(browser: Client, addr: SocketAddr, server: Server) -> Result<(), String> {
+    let browser = &browser;
     let base = format!("http://{addr}");
     browser
         .goto(&format!("{base}/dashboard"))
