@@ -306,8 +306,16 @@ async fn the_dashboard_stats_carry_rates_percentiles_upstreams_breakers_and_tran
         };
         assert!(get(gateway, &path).await.0.is_success());
     }
+    let route_total = |s: &serde_json::Value, route: &str| {
+        s["sample"]["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|r| r["route"] == route))
+            .and_then(|r| r["requests_total"].as_u64())
+    };
+    // A sample may be taken while an answer is being counted: the one to read has them all.
     let stats = stats_when(gateway, "a sample with the traffic", |s| {
-        s["sample"]["requests_total"].as_u64() >= Some(60)
+        route_total(s, "/api/orders") == Some(40)
+            && route_total(s, "/api/cached") == Some(20)
             && s["sample"]["upstreams"]
                 .as_array()
                 .is_some_and(|u| u.iter().all(|u| !u["breaker"].is_null()))
@@ -560,24 +568,84 @@ async fn read_events(gateway: SocketAddr, events: usize) -> (HeaderMap, Vec<(Str
             continue;
         };
         text.push_str(std::str::from_utf8(&data).unwrap());
-        // Events end with a blank line.
-        while let Some(end) = text.find("\n\n") {
-            let event: String = text.drain(..end + 2).collect();
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in event.lines() {
-                if let Some(value) = line.strip_prefix("event: ") {
-                    name = value.to_string();
-                } else if let Some(value) = line.strip_prefix("data: ") {
-                    data.push_str(value);
-                }
-            }
-            if !name.is_empty() {
-                parsed.push((name, data));
-            }
-        }
+        parsed.extend(complete_events(&mut text));
     }
     (headers, parsed)
+}
+
+/// Takes the complete events (they end with a blank line) out of `text`: (name, data) pairs;
+/// comments (keep-alives) are skipped.
+fn complete_events(text: &mut String) -> Vec<(String, String)> {
+    let mut parsed = Vec::new();
+    while let Some(end) = text.find("\n\n") {
+        let event: String = text.drain(..end + 2).collect();
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(value) = line.strip_prefix("event: ") {
+                name = value.to_string();
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                data.push_str(value);
+            }
+        }
+        if !name.is_empty() {
+            parsed.push((name, data));
+        }
+    }
+    parsed
+}
+
+#[tokio::test]
+async fn a_slow_reader_of_the_event_stream_misses_no_sample() {
+    use tower::ServiceExt;
+    let gateway = gateway::start(&dashboard_every(Duration::from_millis(50), healthy()))
+        .await
+        .unwrap();
+    // In process, the stream is read only when this test reads it.
+    let response = gateway
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/dashboard/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.is_empty() {
+        let frame = body.frame().await.unwrap().unwrap();
+        text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        events.extend(complete_events(&mut text));
+    }
+    let history: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();
+    let mut last = history["samples"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    // Five updates go by unread; the channel keeps only the newest.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut seen = 0;
+    while seen < 8 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("samples keep coming")
+            .unwrap()
+            .unwrap();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        text.push_str(std::str::from_utf8(&data).unwrap());
+        for (name, data) in complete_events(&mut text) {
+            assert_eq!(name, "sample");
+            let sample: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let seq = sample["seq"].as_u64().unwrap();
+            assert_eq!(seq, last + 1, "every sample once, in order");
+            last = seq;
+            seen += 1;
+        }
+    }
 }
 
 #[tokio::test]

@@ -152,9 +152,11 @@ impl Shared {
         history.push_back(Arc::clone(published));
     }
 
-    /// The `history` event's data: every kept sample and transition.
-    fn history_json(&self) -> String {
+    /// The `history` event's data (every kept sample and transition), and the number of the
+    /// last sample in it.
+    fn history_json(&self) -> (String, u64) {
         let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = history.back().map_or(0, |p| p.sample.seq);
         let mut json = String::with_capacity(history.iter().map(|p| p.json.len() + 1).sum());
         json.push_str("{\"interval_ms\":");
         json.push_str(&self.interval.as_millis().to_string());
@@ -169,7 +171,17 @@ impl Shared {
         json.push_str("],\"transitions\":");
         json.push_str(&serde_json::to_string(&self.transitions()).expect("serializes"));
         json.push('}');
-        json
+        (json, last)
+    }
+
+    /// The kept samples numbered after `after` and before `before`.
+    fn between(&self, after: u64, before: u64) -> Vec<Arc<Published>> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history
+            .iter()
+            .filter(|p| p.sample.seq > after && p.sample.seq < before)
+            .cloned()
+            .collect()
     }
 
     fn transitions(&self) -> Vec<Transition> {
@@ -321,27 +333,54 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut latest = shared.latest.clone();
     latest.borrow_and_update();
-    let history = Event::default()
-        .event("history")
-        .retry(RETRY)
-        .data(shared.history_json());
-    // The stream holds no reference to the router: when the sampler ends (the router is
-    // dropped), `changed` fails and the stream ends with it.
-    let updates = stream::unfold(
-        (latest, Box::pin(stop_signal())),
-        |(mut latest, mut stop)| async move {
+    let (history, sent) = shared.history_json();
+    let history = Event::default().event("history").retry(RETRY).data(history);
+    let follow = Follow {
+        latest,
+        shared: Arc::downgrade(&shared),
+        sent,
+        stop: Box::pin(stop_signal()),
+    };
+    // Every sample once, in order: the watch channel keeps only the newest, so the ones a
+    // slow reader missed are taken from the history.
+    let updates = stream::unfold(follow, |mut follow| async move {
+        let newest = loop {
             tokio::select! {
-                changed = latest.changed() => changed.ok()?,
-                () = &mut stop => return None,
+                changed = follow.latest.changed() => changed.ok()?,
+                () = &mut follow.stop => return None,
             }
-            let event = Event::default()
-                .event("sample")
-                .data(&latest.borrow_and_update().json);
-            Some((Ok(event), (latest, stop)))
-        },
-    );
+            let newest = Arc::clone(&follow.latest.borrow_and_update());
+            // Already in the history event when it came in meanwhile.
+            if newest.sample.seq > follow.sent {
+                break newest;
+            }
+        };
+        let mut batch = match follow.shared.upgrade() {
+            Some(shared) if newest.sample.seq > follow.sent + 1 => {
+                shared.between(follow.sent, newest.sample.seq)
+            }
+            _ => Vec::new(),
+        };
+        follow.sent = newest.sample.seq;
+        batch.push(newest);
+        let events = batch
+            .into_iter()
+            .map(|p| Ok(Event::default().event("sample").data(&p.json)));
+        Some((stream::iter(events), follow))
+    })
+    .flatten();
     Sse::new(stream::once(async move { Ok(history) }).chain(updates))
         .keep_alive(KeepAlive::default())
+}
+
+/// What an event stream follows. It holds the router's state weakly: when the sampler ends
+/// (the router is dropped), `latest` fails and the stream ends with it.
+struct Follow<S> {
+    latest: watch::Receiver<Arc<Published>>,
+    shared: Weak<Shared>,
+    /// The number of the last sample sent.
+    sent: u64,
+    stop: std::pin::Pin<Box<S>>,
 }
 
 /// Completes when the process is asked to stop (SIGINT, SIGTERM: what
