@@ -97,8 +97,10 @@ pub async fn start(loaded: &Loaded) -> Result<Gateway, GatewayError> {
             weight: 1,
         }));
     let lb = AdaptiveLb::from_config(&lb_config).map_err(|e| refused("lb", e))?;
+    let transitions = dashboard::Transitions::default();
     let breakers = CircuitBreakerLayer::from_config(&config.circuit_breaker)
         .map_err(|e| refused("circuit_breaker", e))?
+        .on_state_change(transitions.recorder())
         .keyed();
     let ratelimit =
         RateLimitLayer::from_config(&config.rate_limit).map_err(|e| refused("rate_limit", e))?;
@@ -115,7 +117,12 @@ pub async fn start(loaded: &Loaded) -> Result<Gateway, GatewayError> {
     let sources = dashboard::Sources {
         ratelimit: ratelimit.stats(),
         breakers: breakers.handle(),
+        transitions,
         lb: lb.handle(),
+        lb_load: match &lb_config.lb_policy {
+            proxflow_lb::Policy::Adaptive(adaptive) => Some(adaptive.load),
+            _ => None,
+        },
         cache: cache.stats(),
         names: demos.iter().map(|d| (d.name.clone(), d.addr)).collect(),
         traffic: traffic.clone(),
@@ -142,7 +149,10 @@ pub async fn start(loaded: &Loaded) -> Result<Gateway, GatewayError> {
         .route_service("/api/{*path}", api)
         .route("/health", get(|| async { "ok\n" }))
         .merge(upstreams::admin_router(admin))
-        .merge(dashboard::router(sources, &config.traffic_dashboard))
+        .merge(
+            dashboard::router(sources, &config.traffic_dashboard)
+                .map_err(|e| refused("traffic_dashboard", e))?,
+        )
         .layer(statics)
         .layer(middleware::from_fn_with_state(traffic, traffic::record))
         .layer(middleware::from_fn(access_log));
