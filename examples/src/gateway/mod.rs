@@ -10,7 +10,9 @@
 //!   webhook is at `/api/cache/invalidate`.
 //! - `/admin/upstreams`: the demo upstreams' latency and failure rate, changed at run time,
 //!   and their breakers forced open or closed ([`upstreams`]).
-//! - `/dashboard`: the layers' figures ([`dashboard`]); `/health`.
+//! - `/dashboard`: the live dashboard, its figures as JSON at `/dashboard/stats`, as
+//!   Server-Sent Events at `/dashboard/events` and in Prometheus text at `/metrics`
+//!   ([`dashboard`]); `/health`.
 //!
 //! Paths are made canonical before routing ([`normalize`]), and each request gets an access
 //! log line.
