@@ -198,6 +198,105 @@ pub struct RateLimitConfig {
     pub mark_refusals: bool,
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields. Default `default`.
     pub policy_name: String,
+    /// Limits shared by every instance through Redis (needs the `redis` feature). Default:
+    /// none, each instance limits on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// Limits shared by several instances through one Redis: the origin's
+/// `distributed { redis { address localhost:6379  password secret  db 0 } }`.
+///
+/// Each decision is one atomic round trip (a Lua script per algorithm, on Redis's clock), so
+/// every instance sees every other's requests at once and the instances together admit the
+/// configured limit. Needs the crate's `redis` feature.
+///
+/// ```
+/// use proxflow_ratelimit::{OnUnavailable, RateLimitConfig};
+///
+/// let config: RateLimitConfig = serde_yaml::from_str(
+///     "rate: 100\nper: 1s\nburst: 20\nkey: api_key\ndistributed:\n  redis:\n    address: localhost:6379\n    password: secret\n    db: 0\n",
+/// )
+/// .unwrap();
+/// let distributed = config.distributed.as_ref().unwrap();
+/// assert_eq!(distributed.redis.address, "localhost:6379");
+/// assert_eq!(distributed.on_unavailable, OnUnavailable::FailOpen);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Where the shared state lives.
+    pub redis: RedisConfig,
+    /// The origin's synced mode: decide locally and merge counts every `sync_interval`. Not
+    /// built yet: a config that sets it is refused; leave it out for exact mode.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sync_interval: Option<Duration>,
+    /// What a request gets while Redis cannot answer within `timeout`: `fail_open` (the
+    /// instance's own limiter decides) or `fail_closed` (503). Default `fail_open`.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    /// The longest a request waits for Redis, connecting included. Default 50 ms.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Put before every key this layer keeps in Redis. Layers that must not share counts and
+    /// have the same quota, key kind and `policy_name` need distinct prefixes. Default `rl:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_key_prefix() -> String {
+    "rl:".into()
+}
+
+/// Which Redis, and how to log in. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `host:port` (the origin's `localhost:6379`), or a URL: `redis://[user:password@]host[:port][/db]`,
+    /// `redis+unix:///path/to/redis.sock`. One standalone server (or a proxy in front of
+    /// several): Sentinel addresses and lists of cluster nodes are refused.
+    pub address: String,
+    /// `AUTH` password; overrides one in the URL. Default: none (or the URL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// `AUTH` user name (Redis 6 ACLs); overrides one in the URL. Default: none (or the URL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The database index; overrides one in the URL. Default: the URL's, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<i64>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("username", &self.username)
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+/// What a request gets while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum OnUnavailable {
+    /// The instance's own limiter decides, with the same quota; with `n` instances up to `n`
+    /// times the limit passes until Redis is back.
+    #[default]
+    #[serde(rename = "fail_open")]
+    FailOpen,
+    /// `503 Service Unavailable` with `Retry-After: 1`: nothing passes unlimited.
+    #[serde(rename = "fail_closed")]
+    FailClosed,
 }
 
 impl Default for RateLimitConfig {
@@ -223,6 +322,7 @@ impl Default for RateLimitConfig {
             legacy_headers: false,
             mark_refusals: false,
             policy_name: "default".into(),
+            distributed: None,
         }
     }
 }
@@ -250,6 +350,9 @@ impl RateLimitConfig {
         }
         check_policy_name(&self.policy_name)?;
         self.trusted_proxies()?;
+        if let Some(distributed) = &self.distributed {
+            distributed.validate()?;
+        }
         Ok(())
     }
 
@@ -258,6 +361,131 @@ impl RateLimitConfig {
         TrustedProxies::parse(&self.trusted_proxies).map_err(|(entry, reason)| {
             ConfigError::new("trusted_proxies", format!("{entry:?}: {reason}"))
         })
+    }
+}
+
+impl DistributedConfig {
+    /// A config for the Redis at `address`, with the defaults for the rest.
+    pub fn new(address: impl Into<String>) -> Self {
+        DistributedConfig {
+            redis: RedisConfig {
+                address: address.into(),
+                password: None,
+                username: None,
+                db: None,
+            },
+            sync_interval: None,
+            on_unavailable: OnUnavailable::FailOpen,
+            timeout: default_redis_timeout(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sync_interval.is_some() {
+            return Err(ConfigError::new(
+                "distributed.sync_interval",
+                "synced mode (local decisions merged through Redis every interval) is not built \
+                 yet; leave `sync_interval` out for exact mode, where each decision is one Redis \
+                 round trip",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "distributed.timeout",
+                "must be a positive duration such as \"50ms\"",
+            ));
+        }
+        self.redis.check_address()?;
+        #[cfg(not(feature = "redis"))]
+        return Err(ConfigError::new(
+            "distributed",
+            "needs the `redis` feature of proxflow-ratelimit",
+        ));
+        #[cfg(feature = "redis")]
+        {
+            self.redis.connection_info()?;
+            Ok(())
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Refuses what is not one standalone server, whatever the features: Sentinel and
+    /// Cluster addresses.
+    fn check_address(&self) -> Result<(), ConfigError> {
+        let address = self.address.trim();
+        let field = "distributed.redis.address";
+        if address.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                "must name a Redis server, such as localhost:6379",
+            ));
+        }
+        let scheme = address
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if scheme.as_deref().is_some_and(|s| s.contains("sentinel")) {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{address:?}: Redis Sentinel is not supported; give the address of the \
+                     master (or of a proxy that follows failovers)"
+                ),
+            ));
+        }
+        if scheme.as_deref().is_some_and(|s| s.contains("cluster"))
+            || address.contains(',')
+            || address.split_whitespace().nth(1).is_some()
+        {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{address:?}: Redis Cluster is not supported; give one standalone server \
+                     (or a proxy in front of the cluster)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address with the password, user and db applied.
+    #[cfg(feature = "redis")]
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, ConfigError> {
+        use redis::IntoConnectionInfo;
+        let field = "distributed.redis.address";
+        let address = self.address.trim();
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("redis://{address}")
+        };
+        let info = url.as_str().into_connection_info().map_err(|error| {
+            ConfigError::new(
+                field,
+                format!(
+                    "{address:?}: expected host:port or a redis://, redis+unix:// URL ({error})"
+                ),
+            )
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(db) = self.db {
+            if db < 0 {
+                return Err(ConfigError::new(
+                    "distributed.redis.db",
+                    "must be a database index, 0 or more",
+                ));
+            }
+            settings = settings.set_db(db);
+        }
+        Ok(info.set_redis_settings(settings))
     }
 }
 

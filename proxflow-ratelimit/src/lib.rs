@@ -100,18 +100,26 @@ mod headers;
 mod key;
 mod layer;
 mod limiter;
+#[cfg(feature = "redis")]
+mod remote;
 mod service;
 mod shared;
 mod stats;
 mod store;
 
-pub use config::{Algorithm, LimitHeaders, MissingKey, Quota, RateLimitConfig, Reject};
+pub use config::{
+    Algorithm, DistributedConfig, LimitHeaders, MissingKey, OnUnavailable, Quota, RateLimitConfig,
+    RedisConfig, Reject,
+};
 pub use key::{Key, KeyExtractor, RequestView, UserId};
 pub use layer::RateLimitLayer;
 pub use proxflow_core::{
     BoxError, ClientAddr, Clock, ConfigError, ConnectionDropped, ForwardedHeader, LayerBody,
     TrustedProxies,
 };
+/// The Redis client of [`RateLimitLayer::redis`], re-exported so that its version matches.
+#[cfg(feature = "redis")]
+pub use redis;
 pub use service::{RateLimit, ResponseFuture};
 pub use shared::RateLimited;
 pub use stats::{Stats, StatsSnapshot};
