@@ -4,8 +4,8 @@
 //! with `--ignored`. By hand:
 //!
 //! ```sh
-//! redis-server --port 6390 --save '' --appendonly no &
-//! PROXFLOW_REDIS_URL=redis://127.0.0.1:6390 \
+//! redis-server --port 16379 --save '' --appendonly no &
+//! PROXFLOW_REDIS_URL=redis://127.0.0.1:16379 \
 //!     cargo test -p proxflow-ratelimit --features redis --test redis -- --ignored --nocapture
 //! ```
 //!
@@ -31,8 +31,8 @@ fn shared_url() -> String {
     std::env::var("PROXFLOW_REDIS_URL").unwrap_or_else(|_| {
         panic!(
             "PROXFLOW_REDIS_URL is not set. These tests need a redis-server: start one \
-             (`redis-server --port 6390 --save '' --appendonly no`) and run \
-             `PROXFLOW_REDIS_URL=redis://127.0.0.1:6390 cargo test -p proxflow-ratelimit \
+             (`redis-server --port 16379 --save '' --appendonly no`) and run \
+             `PROXFLOW_REDIS_URL=redis://127.0.0.1:16379 cargo test -p proxflow-ratelimit \
              --features redis --test redis -- --ignored`; .ci/run does this"
         )
     })
