@@ -287,25 +287,40 @@ impl Remote {
                 link
             }
         };
+        let deadline = Instant::now() + self.probe_timeout();
         let mut info = redis::cmd("INFO");
         info.arg("cluster");
-        let info = info.query_async::<String>(&mut link);
-        match tokio::time::timeout(self.probe_timeout(), info).await {
-            Ok(Ok(info)) if info.contains("cluster_enabled:1") => Err(Failure::Refused(
-                "it is a Redis Cluster node, and Redis Cluster is not supported: give one \
-                 standalone server (or a proxy in front of the cluster)",
-            )),
-            Ok(Ok(_)) => Ok(()),
-            // A user whose ACL allows the scripts but not INFO.
-            Ok(Err(error)) if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => Ok(()),
-            Ok(Err(error)) => Err(Failure::Down(error.to_string())),
-            Err(_) => {
-                *self.link.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                Err(Failure::Down(format!(
-                    "no answer within {:?}",
-                    self.probe_timeout()
-                )))
-            }
+        let mut retried = false;
+        loop {
+            let answer = info.query_async::<String>(&mut link);
+            return match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(info)) if info.contains("cluster_enabled:1") => Err(Failure::Refused(
+                    "it is a Redis Cluster node, and Redis Cluster is not supported: give one \
+                     standalone server (or a proxy in front of the cluster)",
+                )),
+                Ok(Ok(_)) => Ok(()),
+                // A user whose ACL allows the scripts but not INFO.
+                Ok(Err(error)) if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                    Ok(())
+                }
+                // The manager answers with the failure of its last connection, and starts a
+                // new one: the second question waits for that one, so that a Redis back since
+                // is seen now rather than at the next probe.
+                Ok(Err(error))
+                    if !retried && (error.is_io_error() || error.is_unrecoverable_error()) =>
+                {
+                    retried = true;
+                    continue;
+                }
+                Ok(Err(error)) => Err(Failure::Down(error.to_string())),
+                Err(_) => {
+                    *self.link.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    Err(Failure::Down(format!(
+                        "no answer within {:?}",
+                        self.probe_timeout()
+                    )))
+                }
+            };
         }
     }
 
