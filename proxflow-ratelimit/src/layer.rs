@@ -394,7 +394,9 @@ impl RateLimitLayer {
     /// # }
     /// ```
     ///
-    /// Requires a tokio runtime (the services are called inside one).
+    /// Requires a tokio runtime (the services are called inside one). A request whose client
+    /// goes away while Redis decides may still be counted there, as a held request keeps its
+    /// slot. The response futures of a Redis layer are `Send` but not `Sync`.
     #[cfg(feature = "redis")]
     pub fn redis(self, client: redis::Client) -> Self {
         self.configure_remote(|remote| remote.client = Some(client))
