@@ -24,7 +24,9 @@ use common::*;
 use futures_util::future::join_all;
 use http::StatusCode;
 use proxflow_ratelimit::redis::{self, AsyncCommands};
-use proxflow_ratelimit::{DistributedConfig, OnUnavailable, RateLimitConfig, RateLimitLayer};
+use proxflow_ratelimit::{
+    DistributedConfig, OnUnavailable, Quota, RateLimitConfig, RateLimitLayer,
+};
 
 /// The shared server's URL.
 fn shared_url() -> String {
@@ -802,5 +804,92 @@ async fn memory_per_key_stays_small() {
             (after - before) / 1_000_000
         );
         assert!(per_key < bound, "{name}: {per_key:.1} bytes per key");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a redis-server: PROXFLOW_REDIS_URL=redis://127.0.0.1:PORT cargo test -p proxflow-ratelimit --features redis --test redis -- --ignored"]
+async fn quota_tiers_and_the_global_key_count_apart_across_instances() {
+    let url = shared_url();
+    let yaml = "rate: 1\nper: 60s\nburst: 2\nkey: api_key\n";
+    let tiers = config(yaml, &url, &unique("tiers"));
+    let tiered = || {
+        layer(&tiers).quota_resolver(|request| {
+            let gold = request.headers.get("x-api-key")? == "gold";
+            gold.then_some(Quota {
+                rate: 1,
+                per: Duration::from_secs(60),
+                burst: 5,
+            })
+        })
+    };
+    let apps = [app(tiered()), app(tiered())];
+    let key = |name: &str| from_with("192.0.2.1", &[("x-api-key", name)]);
+    let mut gold = Vec::new();
+    let mut silver = Vec::new();
+    for i in 0..8 {
+        gold.push(status(&apps[i % 2], key("gold")).await.as_u16());
+        silver.push(status(&apps[i % 2], key("silver")).await.as_u16());
+    }
+    assert_eq!(
+        ok_count(&gold),
+        5,
+        "the gold tier's burst, over both instances"
+    );
+    assert_eq!(ok_count(&silver), 2, "the layer's own burst");
+
+    let global = "rate: 1\nper: 60s\nburst: 3\nkey: global\n";
+    let config = config(global, &url, &unique("global"));
+    let apps = [
+        app(layer(&config)),
+        app(layer(&config)),
+        app(layer(&config)),
+    ];
+    let mut codes = Vec::new();
+    for i in 0..9 {
+        codes.push(
+            status(&apps[i % 3], from(&format!("192.0.2.{i}")))
+                .await
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 429, 429, 429, 429, 429, 429],
+        "one key for all"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a redis-server: PROXFLOW_REDIS_URL=redis://127.0.0.1:PORT cargo test -p proxflow-ratelimit --features redis --test redis -- --ignored"]
+async fn delayed_requests_are_spaced_by_redis_across_instances() {
+    let url = shared_url();
+    let yaml = "rate: 10\nper: 1s\nburst: 1\nreject: delay\nmax_delay: 1s\nkey: header:x-tenant\n";
+    let delay = config(yaml, &url, &unique("delay"));
+    let apps = [app(layer(&delay)), app(layer(&delay))];
+    let start = Instant::now();
+    let requests = (0..4).map(|i| {
+        let request = send(&apps[i % 2], tenant());
+        tokio::spawn(async move {
+            let response = request.await;
+            (response.status(), start.elapsed())
+        })
+    });
+    let mut answers: Vec<(StatusCode, Duration)> = join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    answers.sort_by_key(|answer| answer.1);
+    eprintln!("delayed: {answers:?}");
+    assert!(answers.iter().all(|answer| answer.0 == StatusCode::OK));
+    // One slot every 100 ms, whichever instance the request came through: never early (late
+    // by a loaded machine at most).
+    for (i, (_, at)) in answers.iter().enumerate() {
+        let slot = Duration::from_millis(100 * i as u64);
+        assert!(
+            *at >= slot && *at < slot + Duration::from_millis(90),
+            "{i}: {at:?}"
+        );
     }
 }
