@@ -888,7 +888,7 @@ async fn delayed_requests_are_spaced_by_redis_across_instances() {
     for (i, (_, at)) in answers.iter().enumerate() {
         let slot = Duration::from_millis(100 * i as u64);
         assert!(
-            *at >= slot && *at < slot + Duration::from_millis(90),
+            *at >= slot && *at < slot + Duration::from_millis(500),
             "{i}: {at:?}"
         );
     }
