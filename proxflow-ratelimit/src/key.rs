@@ -280,6 +280,7 @@ impl AddressHasher {
         }
     }
 
+    #[inline]
     fn hash(&self, word: u128) -> u64 {
         siphash::<1, 3>(self.k0, self.k1, word)
     }
