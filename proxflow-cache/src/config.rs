@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use proxflow_core::redis::RedisConfig;
+use proxflow_core::redis::{Fields, RedisConfig};
 use proxflow_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,12 @@ pub struct CacheConfig {
     /// Default: none, each instance on its own.
     pub distributed_sync: Option<DistributedSyncConfig>,
 }
+
+/// The names of the `redis` section's fields in this configuration.
+pub(crate) const REDIS_FIELDS: Fields = Fields {
+    address: "distributed_sync.redis.address",
+    db: "distributed_sync.redis.db",
+};
 
 /// `distributed_sync`: the Redis server the instances share invalidations through.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,11 +145,10 @@ impl DistributedSyncConfig {
                 "needs proxflow-cache's `redis` feature",
             ));
         }
-        let url = self.redis.url("distributed_sync.redis")?;
+        self.redis.check(REDIS_FIELDS)?;
         #[cfg(feature = "redis")]
-        redis::Client::open(url.as_str())
-            .map_err(|e| ConfigError::new("distributed_sync.redis", e.to_string()))?;
-        let _ = url;
+        redis::Client::open(self.redis.connection_info(REDIS_FIELDS)?)
+            .map_err(|e| ConfigError::new(REDIS_FIELDS.address, e.to_string()))?;
         if self.sync_interval < Duration::from_millis(10) {
             return Err(ConfigError::new(
                 "distributed_sync.sync_interval",

@@ -75,11 +75,11 @@ pub(crate) struct SyncLink {
 impl SyncLink {
     /// A link for `config`, whose URL is valid (the configuration was validated).
     pub(crate) fn new(config: &DistributedSyncConfig) -> SyncLink {
-        let url = config
+        let info = config
             .redis
-            .url("distributed_sync.redis")
+            .connection_info(crate::config::REDIS_FIELDS)
             .expect("a validated configuration");
-        let client = redis::Client::open(url).expect("a validated configuration");
+        let client = redis::Client::open(info).expect("a validated configuration");
         let (outgoing, waiting) = mpsc::channel(MAX_WAITING);
         SyncLink {
             config: config.clone(),

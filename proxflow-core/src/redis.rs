@@ -1,47 +1,70 @@
 //! Where a layer finds the Redis server it shares with other instances: the `redis` section of
-//! a configuration, in the origin's names (`address`, `password`, `db`), read into the URL
-//! the `redis` crate opens.
+//! a configuration, in the origin's names (`address`, `password`, `db`), checked, and read
+//! into the `redis` crate's connection settings (feature `redis`).
 //!
 //! ```
-//! use proxflow_core::redis::RedisConfig;
+//! use proxflow_core::redis::{Fields, RedisConfig};
 //!
 //! let config = RedisConfig {
-//!     password: Some("s3cr/t".into()),
-//!     db: 2,
+//!     password: Some("secret".into()),
+//!     db: Some(2),
 //!     ..RedisConfig::new("localhost:6379")
 //! };
-//! assert_eq!(config.url("redis")?, "redis://:s3cr%2Ft@localhost:6379/2");
+//! config.check(FIELDS)?;
+//! assert!(!format!("{config:?}").contains("secret"), "Debug hides the password");
+//! # const FIELDS: Fields = Fields { address: "redis.address", db: "redis.db" };
 //! # Ok::<(), proxflow_core::ConfigError>(())
 //! ```
 //!
 //! One server (or a proxy in front of several) is what the layers speak to. A Redis Cluster
-//! (several addresses) and Sentinel (`redis+sentinel://`) are refused with an error that says
-//! so: the layers' scripts and channels are not written for keys spread over shards.
+//! (several addresses, a cluster scheme) and Sentinel are refused with an error that says so:
+//! the layers' scripts and channels are not written for keys spread over shards.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
-/// A Redis server: `address` is `host:port`, or a `redis://`, `rediss://` (TLS, when the
-/// `redis` crate is built with it) or `unix://` URL.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which Redis, and how to log in. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `host:port` or a URL. Default port 6379.
+    /// `host:port` (the origin's `localhost:6379`), or a URL:
+    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path/to/redis.sock`.
     pub address: String,
-    /// The ACL user, when the server has users (`AUTH user password`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The password (`requirepass`, or the user's).
-    #[serde(default)]
+    /// `AUTH` password; overrides one in the URL. Default: none (or the URL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// The database index. Default 0.
-    #[serde(default)]
-    pub db: u32,
+    /// `AUTH` user name (Redis 6 ACLs); overrides one in the URL. Default: none (or the URL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The database index; overrides one in the URL. Default: the URL's, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<i64>,
+}
+
+/// The names a configuration gives the section's fields, for its errors
+/// (`distributed.redis.address`, say).
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    /// The `address` field.
+    pub address: &'static str,
+    /// The `db` field.
+    pub db: &'static str,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("username", &self.username)
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 impl RedisConfig {
-    /// A server at `address`, no password, database 0.
+    /// A server at `address`, no password, the default database.
     pub fn new(address: impl Into<String>) -> Self {
         RedisConfig {
             address: address.into(),
@@ -49,123 +72,105 @@ impl RedisConfig {
         }
     }
 
-    /// The URL to open; the error names `field` (the section's place in the caller's
-    /// configuration) and says what is wrong.
-    pub fn url(&self, field: &'static str) -> Result<String, ConfigError> {
+    /// Refuses what is not one standalone server (Sentinel and Cluster addresses) and a
+    /// negative database, whatever the features.
+    pub fn check(&self, fields: Fields) -> Result<(), ConfigError> {
         let address = self.address.trim();
-        let invalid = |reason: String| ConfigError::new(field, reason);
         if address.is_empty() {
-            return Err(invalid("address: empty".into()));
+            return Err(ConfigError::new(
+                fields.address,
+                "must name a Redis server, such as localhost:6379",
+            ));
         }
-        if address.contains(',') || address.contains(' ') {
-            return Err(invalid(format!(
-                "address {address:?}: several addresses (a Redis Cluster) are not supported; \
-                 give one server, or a proxy in front of the cluster"
-            )));
+        let scheme = address
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if scheme.as_deref().is_some_and(|s| s.contains("sentinel")) {
+            return Err(ConfigError::new(
+                fields.address,
+                format!(
+                    "{address:?}: Redis Sentinel is not supported; give the address of the \
+                     master (or of a proxy that follows failovers)"
+                ),
+            ));
         }
-        let (scheme, rest) = match address.split_once("://") {
-            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-            None => ("redis".to_string(), address),
-        };
-        match scheme.as_str() {
-            "redis" | "rediss" | "valkey" | "valkeys" => {}
-            "unix" | "redis+unix" => return Ok(format!("{scheme}://{rest}")),
-            "redis+sentinel" | "rediss+sentinel" => {
-                return Err(invalid(format!(
-                "address {address:?}: Redis Sentinel is not supported; give the master's address"
-            )))
-            }
-            other => {
-                return Err(invalid(format!(
-                    "address {address:?}: unknown scheme {other:?}"
-                )))
-            }
+        if scheme.as_deref().is_some_and(|s| s.contains("cluster"))
+            || address.contains(',')
+            || address.split_whitespace().nth(1).is_some()
+        {
+            return Err(ConfigError::new(
+                fields.address,
+                format!(
+                    "{address:?}: Redis Cluster is not supported; give one standalone server \
+                     (or a proxy in front of the cluster)"
+                ),
+            ));
         }
-        // A URL's own credentials and database stay unless the section sets its own.
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (credentials, host) = match authority.rsplit_once('@') {
-            Some((credentials, host)) => (Some(credentials), host),
-            None => (None, authority),
-        };
-        if host.is_empty() {
-            return Err(invalid(format!("address {address:?}: no host")));
+        if self.db.is_some_and(|db| db < 0) {
+            return Err(ConfigError::new(
+                fields.db,
+                "must be a database index, 0 or more",
+            ));
         }
-        let host = if host.contains(':') && !host.ends_with(']') {
-            host.to_string()
-        } else {
-            format!("{host}:6379")
-        };
-        let credentials = match (&self.username, &self.password) {
-            (None, None) => credentials.map(str::to_string),
-            (user, password) => Some(format!(
-                "{}:{}",
-                encode(user.as_deref().unwrap_or("")),
-                encode(password.as_deref().unwrap_or(""))
-            )),
-        };
-        let db = if self.db != 0 || path.is_empty() {
-            self.db.to_string()
-        } else {
-            path.to_string()
-        };
-        let at = credentials.map(|c| format!("{c}@")).unwrap_or_default();
-        Ok(format!("{scheme}://{at}{host}/{db}"))
+        Ok(())
     }
-}
 
-/// Percent-encodes what a URL's user information cannot hold as is.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
+    /// The connection settings: the address with the password, user and db applied.
+    #[cfg(feature = "redis")]
+    pub fn connection_info(&self, fields: Fields) -> Result<redis::ConnectionInfo, ConfigError> {
+        use redis::IntoConnectionInfo;
+        self.check(fields)?;
+        let address = self.address.trim();
+        let url = if address.contains("://") {
+            address.to_string()
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            format!("redis://{address}")
+        };
+        let info = url.as_str().into_connection_info().map_err(|error| {
+            ConfigError::new(
+                fields.address,
+                format!(
+                    "{address:?}: expected host:port or a redis://, redis+unix:// URL ({error})"
+                ),
+            )
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
         }
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(db) = self.db {
+            settings = settings.set_db(db);
+        }
+        Ok(info.set_redis_settings(settings))
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn url(address: &str) -> Result<String, ConfigError> {
-        RedisConfig::new(address).url("redis")
-    }
+    const FIELDS: Fields = Fields {
+        address: "redis.address",
+        db: "redis.db",
+    };
 
     #[test]
-    fn addresses_become_urls() {
-        assert_eq!(url("localhost").unwrap(), "redis://localhost:6379/0");
-        assert_eq!(url("127.0.0.1:7000").unwrap(), "redis://127.0.0.1:7000/0");
-        assert_eq!(
-            url("redis://:pw@h:1/3").unwrap(),
-            "redis://:pw@h:1/3",
-            "a URL's own credentials and db stay"
-        );
-        assert_eq!(
-            url("unix:///run/redis.sock").unwrap(),
-            "unix:///run/redis.sock"
-        );
-        let config = RedisConfig {
-            address: "h:1".into(),
-            username: Some("app".into()),
-            password: Some("p@ss word".into()),
-            db: 5,
-        };
-        assert_eq!(
-            config.url("redis").unwrap(),
-            "redis://app:p%40ss%20word@h:1/5"
-        );
-    }
-
-    #[test]
-    fn clusters_and_sentinels_are_refused_by_name() {
-        let error = url("h1:7000,h2:7000").unwrap_err();
+    fn clusters_sentinels_and_negative_databases_are_refused_by_name() {
+        let check = |address: &str| RedisConfig::new(address).check(FIELDS);
+        assert!(check("localhost:6379").is_ok());
+        assert!(check("redis://:pw@h:1/3").is_ok());
+        let error = check("h1:7000,h2:7000").unwrap_err();
         assert!(error.to_string().contains("Cluster"), "{error}");
-        let error = url("redis+sentinel://h:26379/mymaster").unwrap_err();
+        let error = check("redis+sentinel://h:26379/mymaster").unwrap_err();
         assert!(error.to_string().contains("Sentinel"), "{error}");
-        assert!(url("http://h").is_err());
-        assert!(url("").is_err());
+        assert!(check("").is_err());
+        let negative = RedisConfig {
+            db: Some(-1),
+            ..RedisConfig::new("h:1")
+        };
+        assert_eq!(negative.check(FIELDS).unwrap_err().field, "redis.db");
     }
 }

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use proxflow_core::clock::nanos;
+use proxflow_core::redis::Fields;
+pub use proxflow_core::redis::RedisConfig;
 use proxflow_core::{ConfigError, ForwardedHeader, TrustedProxies};
 use serde::{Deserialize, Serialize};
 
@@ -198,6 +200,81 @@ pub struct RateLimitConfig {
     pub mark_refusals: bool,
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields. Default `default`.
     pub policy_name: String,
+    /// Limits shared by every instance through Redis (needs the `redis` feature). Default:
+    /// none, each instance limits on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// Limits shared by several instances through one Redis: the origin's
+/// `distributed { redis { address localhost:6379  password secret  db 0 } }`.
+///
+/// Each decision is one atomic round trip (a Lua script per algorithm, on Redis's clock), so
+/// every instance sees every other's requests at once and the instances together admit the
+/// configured limit. Needs the crate's `redis` feature.
+///
+/// ```
+/// use proxflow_ratelimit::{OnUnavailable, RateLimitConfig};
+///
+/// let config: RateLimitConfig = serde_yaml::from_str(
+///     "rate: 100\nper: 1s\nburst: 20\nkey: api_key\ndistributed:\n  redis:\n    address: localhost:6379\n    password: secret\n    db: 0\n",
+/// )
+/// .unwrap();
+/// let distributed = config.distributed.as_ref().unwrap();
+/// assert_eq!(distributed.redis.address, "localhost:6379");
+/// assert_eq!(distributed.on_unavailable, OnUnavailable::FailOpen);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Where the shared state lives.
+    pub redis: RedisConfig,
+    /// The origin's synced mode: decide locally and merge counts every `sync_interval`. Not
+    /// built yet: a config that sets it is refused; leave it out for exact mode.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sync_interval: Option<Duration>,
+    /// What a request gets while Redis cannot answer within `timeout`: `fail_open` (the
+    /// instance's own limiter decides) or `fail_closed` (503). Default `fail_open`.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    /// The longest a request waits for Redis, connecting included. Default 50 ms.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Put before every key this layer keeps in Redis. Layers that must not share counts and
+    /// have the same quota, key kind and `policy_name` need distinct prefixes. Default `rl:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+/// The names of the `redis` section's fields in this configuration.
+pub(crate) const REDIS_FIELDS: Fields = Fields {
+    address: "distributed.redis.address",
+    db: "distributed.redis.db",
+};
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_key_prefix() -> String {
+    "rl:".into()
+}
+
+/// What a request gets while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum OnUnavailable {
+    /// The instance's own limiter decides, with the same quota; with `n` instances up to `n`
+    /// times the limit passes until Redis is back.
+    #[default]
+    #[serde(rename = "fail_open")]
+    FailOpen,
+    /// `503 Service Unavailable` with `Retry-After: 1`: nothing passes unlimited.
+    #[serde(rename = "fail_closed")]
+    FailClosed,
 }
 
 impl Default for RateLimitConfig {
@@ -223,6 +300,7 @@ impl Default for RateLimitConfig {
             legacy_headers: false,
             mark_refusals: false,
             policy_name: "default".into(),
+            distributed: None,
         }
     }
 }
@@ -250,6 +328,9 @@ impl RateLimitConfig {
         }
         check_policy_name(&self.policy_name)?;
         self.trusted_proxies()?;
+        if let Some(distributed) = &self.distributed {
+            distributed.validate()?;
+        }
         Ok(())
     }
 
@@ -258,6 +339,53 @@ impl RateLimitConfig {
         TrustedProxies::parse(&self.trusted_proxies).map_err(|(entry, reason)| {
             ConfigError::new("trusted_proxies", format!("{entry:?}: {reason}"))
         })
+    }
+}
+
+impl DistributedConfig {
+    /// A config for the Redis at `address`, with the defaults for the rest.
+    pub fn new(address: impl Into<String>) -> Self {
+        DistributedConfig {
+            redis: RedisConfig {
+                address: address.into(),
+                password: None,
+                username: None,
+                db: None,
+            },
+            sync_interval: None,
+            on_unavailable: OnUnavailable::FailOpen,
+            timeout: default_redis_timeout(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sync_interval.is_some() {
+            return Err(ConfigError::new(
+                "distributed.sync_interval",
+                "synced mode (local decisions merged through Redis every interval) is not built \
+                 yet; leave `sync_interval` out for exact mode, where each decision is one Redis \
+                 round trip",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "distributed.timeout",
+                "must be a positive duration such as \"50ms\"",
+            ));
+        }
+        self.redis.check(REDIS_FIELDS)?;
+        #[cfg(not(feature = "redis"))]
+        return Err(ConfigError::new(
+            "distributed",
+            "needs the `redis` feature of proxflow-ratelimit",
+        ));
+        #[cfg(feature = "redis")]
+        {
+            self.redis.connection_info(REDIS_FIELDS)?;
+            Ok(())
+        }
     }
 }
 

@@ -67,6 +67,12 @@ impl HeaderCache {
         }
     }
 
+    /// The policy name the fields carry.
+    #[cfg(feature = "redis")]
+    pub(crate) fn policy_name(&self) -> &str {
+        &self.name
+    }
+
     /// The fields of one answer.
     pub(crate) fn fields(&self, state: &LimitState, legacy: bool) -> LimitFields {
         let reset = seconds_up(state.reset_after);

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -156,41 +156,78 @@ pub(crate) struct KeyRules {
 /// A request's key: a seeded 64-bit hash of what identifies the client.
 pub(crate) type KeyHash = u64;
 
+/// How a key's parts become its hash. Key extraction is written once, over this.
+pub(crate) trait KeyHasher {
+    type Hash;
+    /// A key of `kind` (a tag per [`Key`] variant) whose value is `value`.
+    fn bytes(&self, kind: u8, value: &[u8]) -> Self::Hash;
+    /// An `ip` key: the address as one 128-bit word.
+    fn address(&self, bits: u128) -> Self::Hash;
+}
+
+/// The process's own hash: seeded at random, so clients cannot aim keys at each other's.
+struct Seeded<'a>(&'a KeyRules);
+
+impl KeyHasher for Seeded<'_> {
+    type Hash = KeyHash;
+
+    #[inline]
+    fn bytes(&self, kind: u8, value: &[u8]) -> KeyHash {
+        self.0.seed.hash_one((kind, value))
+    }
+
+    #[inline]
+    fn address(&self, bits: u128) -> KeyHash {
+        self.0.address.hash(bits)
+    }
+}
+
 impl KeyRules {
     /// The key's hash, or `None` when the request has no key of this kind.
+    #[inline]
     pub(crate) fn key(&self, request: &RequestView<'_>) -> Option<KeyHash> {
+        self.key_with(request, &Seeded(self))
+    }
+
+    /// The key, hashed by `hasher`, or `None` when the request has no key of this kind.
+    #[inline]
+    pub(crate) fn key_with<H: KeyHasher>(
+        &self,
+        request: &RequestView<'_>,
+        hasher: &H,
+    ) -> Option<H::Hash> {
         match &self.kind {
-            Key::Global => Some(self.hash(0u8, ())),
+            Key::Global => Some(hasher.bytes(0, &[])),
             Key::Ip => {
                 let peer = peer(request)?.ip();
                 let client = client_ip(peer, request.headers, &self.trusted, self.forwarded_header);
-                Some(self.ip_key(client))
+                Some(self.ip_key(client, hasher))
             }
             Key::User => {
                 if let Some(UserId(user)) = request.extensions.get::<UserId>() {
-                    return Some(self.hash(2u8, user.as_bytes()));
+                    return Some(hasher.bytes(2, user.as_bytes()));
                 }
                 let value = request.headers.get(self.user_header.as_ref()?)?;
-                non_empty(value.as_bytes()).map(|bytes| self.hash(2u8, bytes))
+                non_empty(value.as_bytes()).map(|bytes| hasher.bytes(2, bytes))
             }
             Key::ApiKey => {
                 // An empty header is no key, and must not hide the query's (the backend may
                 // well read the query).
                 let header = request.headers.get(&self.api_key_header);
                 if let Some(bytes) = header.and_then(|value| non_empty(value.as_bytes())) {
-                    return Some(self.hash(3u8, bytes));
+                    return Some(hasher.bytes(3, bytes));
                 }
                 let name = self.api_key_query.as_deref()?;
                 let value = query_value(request.uri.query()?, name)?;
-                non_empty(value.as_bytes()).map(|bytes| self.hash(3u8, bytes))
+                non_empty(value.as_bytes()).map(|bytes| hasher.bytes(3, bytes))
             }
             Key::Header(name) => {
                 let value = request.headers.get(name)?;
-                non_empty(value.as_bytes()).map(|bytes| self.hash(4u8, bytes))
+                non_empty(value.as_bytes()).map(|bytes| hasher.bytes(4, bytes))
             }
             Key::Custom(extractor) => {
                 let bytes = extractor.extract(request)?;
-                Some(self.hash(5u8, bytes.as_slice()))
+                Some(hasher.bytes(5, &bytes))
             }
         }
     }
@@ -200,10 +237,12 @@ impl KeyRules {
     /// proxy (behind one, the key depends on each request's forwarding headers).
     pub(crate) fn connection_key(&self, peer: SocketAddr) -> Option<KeyHash> {
         let peer = peer.ip().to_canonical();
-        (matches!(self.kind, Key::Ip) && !self.trusted.contains(peer)).then(|| self.ip_key(peer))
+        (matches!(self.kind, Key::Ip) && !self.trusted.contains(peer))
+            .then(|| self.ip_key(peer, &Seeded(self)))
     }
 
-    fn ip_key(&self, client: IpAddr) -> KeyHash {
+    #[inline]
+    fn ip_key<H: KeyHasher>(&self, client: IpAddr, hasher: &H) -> H::Hash {
         // The address as one 128-bit word (IPv4 mapped into IPv6). No kind tag is needed: the
         // only other key of an `ip` layer, the shared key of requests without one, is hashed
         // under other keys.
@@ -211,18 +250,17 @@ impl KeyRules {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
-        self.address.hash(u128::from(bits))
+        hasher.address(u128::from(bits))
     }
 
     /// The shared key of requests that have none (`missing_key: shared`).
     pub(crate) fn missing(&self) -> KeyHash {
-        self.hash(6u8, ())
-    }
-
-    fn hash(&self, kind: u8, value: impl Hash) -> KeyHash {
-        self.seed.hash_one((kind, value))
+        Seeded(self).bytes(MISSING, &[])
     }
 }
+
+/// The kind tag of the shared key of requests without one.
+pub(crate) const MISSING: u8 = 6;
 
 /// SipHash-1-3, the standard library's `HashMap` hash, of one 128-bit word under random keys.
 /// std's `DefaultHasher` takes these 16 bytes through its byte-slice path and length
@@ -242,6 +280,7 @@ impl AddressHasher {
         }
     }
 
+    #[inline]
     fn hash(&self, word: u128) -> u64 {
         siphash::<1, 3>(self.k0, self.k1, word)
     }

@@ -17,6 +17,8 @@ use crate::config::{
     check_ipv6_prefix, check_policy_name, check_quota, Algorithm, LimitHeaders, MissingKey, Quota,
     RateLimitConfig, Reject,
 };
+#[cfg(feature = "redis")]
+use crate::config::{DistributedConfig, OnUnavailable};
 use crate::headers::HeaderCache;
 use crate::key::{AddressHasher, Key, KeyExtractor, KeyRules, RequestView};
 use crate::limiter::{capacity, Limiter, LimiterClock, Tables};
@@ -47,6 +49,32 @@ pub struct RateLimitLayer {
     /// The limiter its services share, made by the first `layer` call of a configuration; a
     /// builder call starts a new configuration.
     built: Arc<OnceLock<Arc<Shared>>>,
+    /// The Redis mode's settings (the config's `distributed`, typed).
+    #[cfg(feature = "redis")]
+    remote: RemoteSettings,
+}
+
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+struct RemoteSettings {
+    client: Option<redis::Client>,
+    on_unavailable: OnUnavailable,
+    timeout: Duration,
+    key_prefix: String,
+}
+
+#[cfg(feature = "redis")]
+impl RemoteSettings {
+    fn new(config: Option<&DistributedConfig>) -> Self {
+        let defaults = DistributedConfig::new("");
+        let config = config.unwrap_or(&defaults);
+        RemoteSettings {
+            client: None,
+            on_unavailable: config.on_unavailable,
+            timeout: config.timeout,
+            key_prefix: config.key_prefix.clone(),
+        }
+    }
 }
 
 impl RateLimitLayer {
@@ -80,11 +108,25 @@ impl RateLimitLayer {
         config.validate()?;
         let key = config.key.parse()?;
         let trusted = config.trusted_proxies()?;
-        Ok(RateLimitLayer::with_config(config.clone(), key, trusted))
+        #[allow(unused_mut)] // without the `redis` feature
+        let mut layer = RateLimitLayer::with_config(config.clone(), key, trusted);
+        #[cfg(feature = "redis")]
+        if let Some(distributed) = &config.distributed {
+            let info = distributed
+                .redis
+                .connection_info(crate::config::REDIS_FIELDS)?;
+            let client = redis::Client::open(info).map_err(|error| {
+                ConfigError::new("distributed.redis.address", error.to_string())
+            })?;
+            layer.remote.client = Some(client);
+        }
+        Ok(layer)
     }
 
     fn with_config(config: RateLimitConfig, key: Key, trusted: TrustedProxies) -> Self {
         RateLimitLayer {
+            #[cfg(feature = "redis")]
+            remote: RemoteSettings::new(config.distributed.as_ref()),
             config,
             key,
             trusted,
@@ -324,6 +366,96 @@ impl RateLimitLayer {
         self.with(|c| c.policy_name = name.to_string())
     }
 
+    /// Shares the limit with every instance that uses the same Redis: each decision is one
+    /// atomic round trip, a Lua script per algorithm run on Redis's clock (`TIME`), so the
+    /// instances together admit the configured limit whatever their own clocks say. Default:
+    /// none (each instance limits on its own). The config's `distributed` section.
+    ///
+    /// The `RateLimit` fields and `Retry-After` are Redis's figures. Keys expire with their
+    /// state (when it equals a new key's), so Redis keeps the clients seen recently; the keys
+    /// are the layer's [prefix](Self::redis_key_prefix) and 16 bytes of a SHA-256 of the key
+    /// and the quota, never the address or API key itself.
+    ///
+    /// While Redis cannot answer within the [timeout](Self::redis_timeout) (down, hung,
+    /// refusing the password), requests get the [`on_unavailable`](Self::on_unavailable)
+    /// policy at once, without waiting for it again; a background task reconnects, after 100 ms
+    /// and then at most every second. The loss and the return are logged (warn, info), once
+    /// each. A Redis Cluster node is refused (logged as an error): give one standalone server
+    /// or a proxy in front of the cluster.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use proxflow_ratelimit::{redis, OnUnavailable, RateLimitLayer};
+    ///
+    /// # fn main() -> Result<(), redis::RedisError> {
+    /// let layer = RateLimitLayer::new(100, Duration::from_secs(1))
+    ///     .redis(redis::Client::open("redis://:secret@localhost:6379/0")?)
+    ///     .on_unavailable(OnUnavailable::FailClosed);
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Requires a tokio runtime (the services are called inside one). A request whose client
+    /// goes away while Redis decides may still be counted there, as a held request keeps its
+    /// slot. The response futures of a Redis layer are `Send` but not `Sync`.
+    #[cfg(feature = "redis")]
+    pub fn redis(self, client: redis::Client) -> Self {
+        self.configure_remote(|remote| remote.client = Some(client))
+    }
+
+    /// What a request gets while Redis cannot answer within the
+    /// [timeout](Self::redis_timeout). Default [`OnUnavailable::FailOpen`]: the instance's own
+    /// limiter decides, with the same quota. Applies with [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub fn on_unavailable(self, policy: OnUnavailable) -> Self {
+        self.configure_remote(|remote| remote.on_unavailable = policy)
+    }
+
+    /// The longest a request waits for Redis, connecting included. Default 50 ms. Applies with
+    /// [`redis`](Self::redis).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[cfg(feature = "redis")]
+    pub fn redis_timeout(self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "RateLimitLayer::redis_timeout: `distributed.timeout`: must be a positive duration"
+        );
+        self.configure_remote(|remote| remote.timeout = timeout)
+    }
+
+    /// Put before every key the layer keeps in Redis. Layers that share a Redis, a quota, a
+    /// key kind and a [policy name](Self::policy_name) share their counts unless their
+    /// prefixes differ. Default `rl:`. Applies with [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub fn redis_key_prefix(self, prefix: &str) -> Self {
+        self.configure_remote(|remote| remote.key_prefix = prefix.to_string())
+    }
+
+    /// A change of the Redis settings, mirrored into the config's `distributed`.
+    #[cfg(feature = "redis")]
+    fn configure_remote(self, change: impl FnOnce(&mut RemoteSettings)) -> Self {
+        self.configure(|layer| {
+            change(&mut layer.remote);
+            let remote = &layer.remote;
+            layer.config.distributed = remote.client.as_ref().map(|client| {
+                let info = client.get_connection_info();
+                let settings = info.redis_settings();
+                let mut distributed = DistributedConfig::new(info.addr().to_string());
+                distributed.redis.password = settings.password().map(str::to_string);
+                distributed.redis.username = settings.username().map(str::to_string);
+                distributed.redis.db = Some(settings.db());
+                distributed.on_unavailable = remote.on_unavailable;
+                distributed.timeout = remote.timeout;
+                distributed.key_prefix = remote.key_prefix.clone();
+                distributed
+            });
+        })
+    }
+
     /// The configuration as built so far.
     pub fn config(&self) -> &RateLimitConfig {
         &self.config
@@ -366,15 +498,40 @@ impl RateLimitLayer {
         let rate = Rate::new(c.rate, nanos(c.per), capacity(c.algorithm, c.burst));
         let tables = Tables::new(c.algorithm, c.max_keys);
         let clock = LimiterClock::new(self.clock.clone());
+        #[cfg(feature = "redis")]
+        let max_wait = if c.reject == Reject::Delay {
+            nanos(c.max_delay)
+        } else {
+            0
+        };
+        let limiter = Limiter::new(&tables, rate, &clock, 0);
+        #[cfg(feature = "redis")]
+        let remote = self.remote.client.as_ref().map(|client| {
+            Arc::new(crate::remote::Remote::new(
+                client.clone(),
+                c.algorithm,
+                &self.remote.key_prefix,
+                self.remote.timeout,
+                self.remote.on_unavailable,
+            ))
+        });
+        #[cfg(feature = "redis")]
+        let limiter = limiter.with_remote(
+            remote
+                .as_ref()
+                .map(|remote| remote.quota(&rate, max_wait, &c.policy_name)),
+        );
         Shared {
             rules,
-            limiter: Limiter::new(&tables, rate, &clock, 0),
+            limiter,
             tables,
             clock,
             resolver: self.resolver.clone(),
             tiers: RwLock::new(HashMap::new()),
             reject: c.reject,
             max_delay: nanos(c.max_delay),
+            #[cfg(feature = "redis")]
+            remote,
             missing_key: c.missing_key,
             shadow: c.shadow,
             headers: c.headers,

@@ -92,7 +92,44 @@
 //! drive the limiter with tokio's paused time give it [`Clock::tokio`]; no cargo feature
 //! changes the clock.
 //!
-//! Not here yet: the Redis-backed mode for limits shared by several instances (a later issue).
+//! ## Limits shared by several instances (feature `redis`)
+//!
+//! With a `distributed` section (the origin's `distributed { redis { address localhost:6379
+//! password secret  db 0 } }`) or [`RateLimitLayer::redis`], every decision is Redis's: one
+//! atomic round trip, a Lua script per algorithm run on Redis's own clock (`TIME`), so the
+//! instances together admit the configured limit whatever their clocks say, and the
+//! `RateLimit` fields and `Retry-After` are Redis's figures. Keys expire when their state
+//! equals a new key's; a key costs Redis about 129 bytes for the buckets, 145 for the
+//! sliding-window approximation and 257 for the exact log with one entry (measured over a
+//! million keys, Redis 7.0).
+//!
+//! While Redis cannot answer within the timeout (50 ms by default), requests get
+//! [`OnUnavailable::FailOpen`] (the instance's own limiter decides; the default) or
+//! [`OnUnavailable::FailClosed`] (503) at once, and a background task reconnects; the loss and
+//! the return are logged once each. The origin's synced mode (`sync_interval`) is not built
+//! yet: a config that sets it is refused.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use proxflow_ratelimit::{RateLimitConfig, RateLimitLayer};
+//!
+//! let config: RateLimitConfig = serde_yaml::from_str(
+//!     r#"
+//! rate: 100
+//! per: 1s
+//! burst: 20
+//! key: api_key
+//! distributed:
+//!   redis: { address: "localhost:6379", password: secret, db: 0 }
+//!   on_unavailable: fail_open
+//!   timeout: 50ms
+//! "#,
+//! )?;
+//! let limit = RateLimitLayer::from_config(&config)?;
+//! # let _ = limit;
+//! # Ok(())
+//! # }
+//! ```
 
 mod algorithm;
 mod config;
@@ -100,18 +137,26 @@ mod headers;
 mod key;
 mod layer;
 mod limiter;
+#[cfg(feature = "redis")]
+mod remote;
 mod service;
 mod shared;
 mod stats;
 mod store;
 
-pub use config::{Algorithm, LimitHeaders, MissingKey, Quota, RateLimitConfig, Reject};
+pub use config::{
+    Algorithm, DistributedConfig, LimitHeaders, MissingKey, OnUnavailable, Quota, RateLimitConfig,
+    RedisConfig, Reject,
+};
 pub use key::{Key, KeyExtractor, RequestView, UserId};
 pub use layer::RateLimitLayer;
 pub use proxflow_core::{
     BoxError, ClientAddr, Clock, ConfigError, ConnectionDropped, ForwardedHeader, LayerBody,
     TrustedProxies,
 };
+/// The Redis client of [`RateLimitLayer::redis`], re-exported so that its version matches.
+#[cfg(feature = "redis")]
+pub use redis;
 pub use service::{RateLimit, ResponseFuture};
 pub use shared::RateLimited;
 pub use stats::{Stats, StatsSnapshot};

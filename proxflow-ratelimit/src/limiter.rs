@@ -196,6 +196,9 @@ pub(crate) struct Limiter {
     rate: Rate,
     clock: LimiterClock,
     salt: u64,
+    /// The quota as the Redis scripts take it, in the Redis mode.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<crate::remote::RemoteQuota>,
 }
 
 impl Limiter {
@@ -230,7 +233,17 @@ impl Limiter {
             rate,
             clock: clock.clone(),
             salt,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
+    }
+
+    /// The same limiter, deciding through Redis with `quota` (its own state is then used only
+    /// while Redis is unavailable).
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_remote(mut self, quota: Option<crate::remote::RemoteQuota>) -> Self {
+        self.remote = quota;
+        self
     }
 
     pub(crate) fn rate(&self) -> &Rate {

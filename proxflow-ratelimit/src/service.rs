@@ -116,6 +116,15 @@ where
             Decision::Answer(answer) => State::Answered {
                 answer: Some(answer),
             },
+            #[cfg(feature = "redis")]
+            Decision::Remote(check) => State::Deciding {
+                pending: Box::new(Pending {
+                    decision: Box::pin(Shared::decide_remote(Arc::clone(&self.shared), check)),
+                    service: Some(self.inner.clone()),
+                    request: Some(request),
+                    passed: None,
+                }),
+            },
         };
         ResponseFuture { state }
     }
@@ -139,6 +148,8 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Answered { answer: Option<Answer> },
+        // Redis's decision, awaited (the Redis mode only). Boxed, as `Waiting` is.
+        Deciding { pending: Box<Pending<S, B>> },
         // Boxed so that the future of an admitted request stays small (a `Sleep` and a
         // `Request` are hundreds of bytes, moved on the way to the server). The refusal is
         // small and not boxed: a flood of them is the path a limiter exists for.
@@ -161,6 +172,23 @@ pin_project! {
     }
 }
 
+/// A request waiting for Redis's decision.
+#[cfg(feature = "redis")]
+struct Pending<S, B> {
+    decision: Pin<Box<dyn Future<Output = Decision> + Send>>,
+    service: Option<S>,
+    request: Option<Request<B>>,
+    /// Admitted, waiting for the service to be ready: the fields to add.
+    passed: Option<Option<LimitFields>>,
+}
+
+/// Without the Redis mode no request waits for a decision.
+#[cfg(not(feature = "redis"))]
+struct Pending<S, B> {
+    never: std::convert::Infallible,
+    _types: std::marker::PhantomData<fn() -> (S, B)>,
+}
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -174,6 +202,48 @@ where
                 StateProj::Answered { answer } => {
                     let answer = answer.take().expect("polled after completion");
                     return Poll::Ready(Ok(answer.into_response()));
+                }
+                #[cfg(not(feature = "redis"))]
+                StateProj::Deciding { pending } => match pending.never {},
+                #[cfg(feature = "redis")]
+                StateProj::Deciding { pending } => {
+                    let fields = match pending.passed.take() {
+                        Some(fields) => fields,
+                        None => match std::task::ready!(pending.decision.as_mut().poll(cx)) {
+                            Decision::Pass(fields) => fields,
+                            Decision::Hold { wait, fields } => {
+                                let held = Held {
+                                    sleep: tokio::time::sleep(Duration::from_nanos(wait)),
+                                    service: pending.service.take().expect("taken once"),
+                                    request: pending.request.take(),
+                                    fields,
+                                };
+                                state.set(State::Waiting {
+                                    held: Box::pin(held),
+                                });
+                                continue;
+                            }
+                            Decision::Answer(answer) => {
+                                state.set(State::Answered {
+                                    answer: Some(answer),
+                                });
+                                continue;
+                            }
+                            Decision::Remote(_) => unreachable!("Redis's decision is final"),
+                        },
+                    };
+                    let service = pending.service.as_mut().expect("taken once");
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => {
+                            pending.passed = Some(fields);
+                            return Poll::Pending;
+                        }
+                    }
+                    let request = pending.request.take().expect("called once");
+                    let future = service.call(request);
+                    state.set(State::Inner { future, fields });
                 }
                 StateProj::Waiting { held } => {
                     let held = held.as_mut().project();

@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) warned_bad_quota: AtomicBool,
     /// Whether a request of an `ip` layer without a client address was reported already.
     pub(crate) warned_no_client_address: AtomicBool,
+    /// The Redis mode: every decision is Redis's.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<Arc<crate::remote::Remote>>,
 }
 
 /// Put into the extensions of every 429 this layer answers when
@@ -70,6 +73,18 @@ pub(crate) enum Decision {
         fields: Option<LimitFields>,
     },
     Answer(Answer),
+    /// Redis decides: the service awaits [`Shared::decide_remote`].
+    #[cfg(feature = "redis")]
+    Remote(RemoteCheck),
+}
+
+/// What a request needs to be decided by Redis, taken from it before it is held.
+#[cfg(feature = "redis")]
+pub(crate) struct RemoteCheck {
+    key: Vec<u8>,
+    /// The key of the instance's own limiter, for `fail_open`.
+    local: crate::key::KeyHash,
+    tier: Option<Arc<Limiter>>,
 }
 
 /// A response the layer gives itself, built when its future is polled: the decision and the
@@ -83,6 +98,9 @@ pub(crate) enum Answer {
         mark: Option<Rate>,
     },
     Drop,
+    /// The Redis mode's `fail_closed` while Redis cannot answer.
+    #[cfg(feature = "redis")]
+    Unavailable,
 }
 
 impl Answer {
@@ -94,6 +112,17 @@ impl Answer {
             Answer::Drop => {
                 let mut response = Response::new(LayerBody::abort());
                 *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                response
+            }
+            #[cfg(feature = "redis")]
+            Answer::Unavailable => {
+                let mut response = text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &"rate limit store unavailable\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, headers::retry_after(1_000_000_000));
                 response
             }
             Answer::Limited {
@@ -124,6 +153,10 @@ impl Answer {
 impl Shared {
     /// `known`: the request's key if the caller knows it already (a connection's `ip` key).
     pub(crate) fn decide(&self, view: &RequestView<'_>, known: Option<KeyHash>) -> Decision {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            return self.remote_check(remote, view);
+        }
         // The global key uses governor's lock-free direct limiter: no key to hash.
         let global = matches!(self.rules.kind, Key::Global);
         let found = if global {
@@ -134,33 +167,58 @@ impl Shared {
         let key = match found {
             _ if global => None,
             Some(key) => Some(key),
-            None => {
-                self.counters().add(Counter::MissingKey);
-                if matches!(self.rules.kind, Key::Ip) {
-                    self.no_client_address();
-                }
-                match self.missing_key {
-                    MissingKey::Shared => Some(self.rules.missing()),
-                    MissingKey::Allow => return Decision::Pass(None),
-                    MissingKey::Reject => return Decision::Answer(Answer::MissingKey),
-                }
-            }
+            None => match self.no_key() {
+                Some(decision) => return decision,
+                None => Some(self.rules.missing()),
+            },
         };
-        let tier = self
-            .resolver
+        let tier = self.tier_of(view);
+        let limiter = tier.as_deref().unwrap_or(&self.limiter);
+        let verdict = limiter.check(key, self.max_wait(), self.report());
+        self.judge(verdict, *limiter.rate())
+    }
+
+    /// A request without the key: counted, then `None` if it shares the missing key's bucket,
+    /// or what it gets instead.
+    fn no_key(&self) -> Option<Decision> {
+        self.counters().add(Counter::MissingKey);
+        if matches!(self.rules.kind, Key::Ip) {
+            self.no_client_address();
+        }
+        match self.missing_key {
+            MissingKey::Shared => None,
+            MissingKey::Allow => Some(Decision::Pass(None)),
+            MissingKey::Reject => Some(Decision::Answer(Answer::MissingKey)),
+        }
+    }
+
+    /// The limiter of the request's quota tier, if a resolver gives it one.
+    #[inline]
+    fn tier_of(&self, view: &RequestView<'_>) -> Option<Arc<Limiter>> {
+        self.resolver
             .as_ref()
             .and_then(|resolve| resolve(view))
-            .and_then(|quota| self.tier(quota));
-        let limiter = tier.as_deref().unwrap_or(&self.limiter);
-        let max_wait = if self.reject == Reject::Delay {
+            .and_then(|quota| self.tier(quota))
+    }
+
+    #[inline]
+    fn max_wait(&self) -> Nanos {
+        if self.reject == Reject::Delay {
             self.max_delay
         } else {
             0
-        };
-        let rate = *limiter.rate();
-        // What an admission reports is shown only on allowed answers with their fields.
-        let report = self.headers == LimitHeaders::Always;
-        match limiter.check(key, max_wait, report) {
+        }
+    }
+
+    /// Whether an admission's figures are shown: only on allowed answers with their fields.
+    #[inline]
+    fn report(&self) -> bool {
+        self.headers == LimitHeaders::Always
+    }
+
+    /// What a verdict of a limiter of `rate` makes of the request.
+    fn judge(&self, verdict: Verdict, rate: Rate) -> Decision {
+        match verdict {
             Verdict::Admit {
                 wait: 0,
                 remaining,
@@ -233,6 +291,57 @@ impl Shared {
         }
     }
 
+    /// The Redis mode's part of a decision that needs the request: its key under its quota.
+    #[cfg(feature = "redis")]
+    fn remote_check(&self, remote: &crate::remote::Remote, view: &RequestView<'_>) -> Decision {
+        use crate::remote::{Remote, StableKeys};
+        let key = match self.rules.key_with(view, &StableKeys) {
+            Some(key) => key,
+            None => match self.no_key() {
+                Some(decision) => return decision,
+                None => Remote::missing_key(),
+            },
+        };
+        let tier = self.tier_of(view);
+        let limiter = tier.as_deref().unwrap_or(&self.limiter);
+        let quota = limiter
+            .remote
+            .as_ref()
+            .expect("the limiters of a Redis layer have a Redis quota");
+        let (key, local) = remote.key(key, quota);
+        Decision::Remote(RemoteCheck { key, local, tier })
+    }
+
+    /// The Redis mode's decision: Redis's verdict, or the `on_unavailable` policy's when Redis
+    /// cannot answer within the timeout.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn decide_remote(self: Arc<Self>, check: RemoteCheck) -> Decision {
+        use crate::config::OnUnavailable;
+        let remote = self
+            .remote
+            .as_ref()
+            .expect("a remote check comes from a Redis layer");
+        let limiter = check.tier.as_deref().unwrap_or(&self.limiter);
+        let quota = limiter
+            .remote
+            .as_ref()
+            .expect("the limiters of a Redis layer have a Redis quota");
+        let verdict = match remote.check(&check.key, quota).await {
+            Ok(verdict) => verdict,
+            Err(()) => match remote.on_unavailable {
+                OnUnavailable::FailOpen => {
+                    self.counters().add(Counter::FailOpen);
+                    limiter.check(Some(check.local), self.max_wait(), self.report())
+                }
+                OnUnavailable::FailClosed => {
+                    self.counters().add(Counter::FailClosed);
+                    return Decision::Answer(Answer::Unavailable);
+                }
+            },
+        };
+        self.judge(verdict, *limiter.rate())
+    }
+
     /// The limiter of a resolved quota, made on first use.
     fn tier(&self, quota: Quota) -> Option<Arc<Limiter>> {
         if let Some(limiter) = self.tiers.read().ok()?.get(&quota) {
@@ -264,9 +373,14 @@ impl Shared {
             capacity(self.tables.algorithm(), quota.burst),
         );
         let salt = self.rules.seed.hash_one(quota);
-        let limiter = tiers
-            .entry(quota)
-            .or_insert_with(|| Arc::new(Limiter::new(&self.tables, rate, &self.clock, salt)));
+        let limiter = tiers.entry(quota).or_insert_with(|| {
+            let limiter = Limiter::new(&self.tables, rate, &self.clock, salt);
+            #[cfg(feature = "redis")]
+            let limiter = limiter.with_remote(self.remote.as_ref().map(|remote| {
+                remote.quota(&rate, self.max_wait(), self.header_cache.policy_name())
+            }));
+            Arc::new(limiter)
+        });
         Some(Arc::clone(limiter))
     }
 
@@ -301,6 +415,14 @@ impl Shared {
 impl KeyUsage for Shared {
     fn key_usage(&self) -> (usize, usize) {
         (self.tables.len(), self.tables.bytes())
+    }
+
+    fn redis_connected(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            return remote.connected();
+        }
+        None
     }
 }
 

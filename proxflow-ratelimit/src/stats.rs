@@ -16,6 +16,8 @@ pub(crate) enum Counter {
     ShadowLimited,
     MissingKey,
     NoClientAddress,
+    FailOpen,
+    FailClosed,
 }
 
 impl Counter {
@@ -29,6 +31,8 @@ impl Counter {
             Counter::ShadowLimited => "shadow_limited",
             Counter::MissingKey => "missing_key",
             Counter::NoClientAddress => "no_client_address",
+            Counter::FailOpen => "fail_open",
+            Counter::FailClosed => "fail_closed",
         }
     }
 }
@@ -42,7 +46,7 @@ const OWNED: usize = 16;
 /// One slot's counters, alone in its cache line (128 bytes: adjacent-line prefetch pairs them).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Slot([AtomicU64; 7]);
+struct Slot([AtomicU64; 9]);
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -103,6 +107,10 @@ pub(crate) struct LayerState {
 pub(crate) trait KeyUsage: Send + Sync {
     /// Keys with state, and the bytes of the tables.
     fn key_usage(&self) -> (usize, usize);
+
+    /// In the Redis mode, whether Redis decides now (`None` before the first connection);
+    /// `None` otherwise.
+    fn redis_connected(&self) -> Option<bool>;
 }
 
 impl LayerState {
@@ -120,6 +128,16 @@ impl LayerState {
             .filter_map(Weak::upgrade)
             .map(|limiter| limiter.key_usage())
             .fold((0, 0), |(keys, bytes), (k, b)| (keys + k, bytes + b))
+    }
+
+    /// The Redis state of the newest limiter built from the layer.
+    fn redis_connected(&self) -> Option<bool> {
+        let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built
+            .iter()
+            .rev()
+            .find_map(Weak::upgrade)
+            .and_then(|limiter| limiter.redis_connected())
     }
 }
 
@@ -155,8 +173,19 @@ pub struct StatsSnapshot {
     pub no_client_address: u64,
     /// Keys with state now, over all quotas.
     pub active_keys: u64,
-    /// Bytes of the key tables, over all quotas.
+    /// Bytes of the key tables, over all quotas. In the Redis mode the tables hold only the
+    /// state `fail_open` made while Redis was unavailable.
     pub key_table_bytes: u64,
+    /// Redis mode: requests decided by the instance's own limiter because Redis could not
+    /// answer in time (`fail_open`). They count as what happened to them too (`allowed`,
+    /// `limited`, ...).
+    pub fail_open: u64,
+    /// Redis mode: requests answered 503 because Redis could not answer in time
+    /// (`fail_closed`).
+    pub fail_closed: u64,
+    /// Redis mode: whether Redis decides now; `None` before the first connection and without
+    /// the Redis mode.
+    pub redis_connected: Option<bool>,
 }
 
 impl Stats {
@@ -174,6 +203,9 @@ impl Stats {
             no_client_address: c.get(Counter::NoClientAddress),
             active_keys: active_keys as u64,
             key_table_bytes: key_table_bytes as u64,
+            fail_open: c.get(Counter::FailOpen),
+            fail_closed: c.get(Counter::FailClosed),
+            redis_connected: self.state.redis_connected(),
         }
     }
 }

@@ -9,8 +9,8 @@ use common::*;
 use http::StatusCode;
 use proxflow_core::Clock;
 use proxflow_ratelimit::{
-    Algorithm, ConfigError, ForwardedHeader, Key, LimitHeaders, MissingKey, RateLimitConfig,
-    RateLimitLayer, Reject,
+    Algorithm, ConfigError, DistributedConfig, ForwardedHeader, Key, LimitHeaders, MissingKey,
+    OnUnavailable, RateLimitConfig, RateLimitLayer, Reject,
 };
 use tokio::time::advance;
 
@@ -135,6 +135,7 @@ policy_name = "tier-a"
         legacy_headers: true,
         mark_refusals: true,
         policy_name: "tier-a".into(),
+        distributed: None,
     };
     assert_eq!(
         serde_json::from_str::<RateLimitConfig>(json).unwrap(),
@@ -537,4 +538,141 @@ fn stats_snapshot_serializes_for_a_dashboard() {
     ] {
         assert_eq!(json[field], 0, "{field}");
     }
+}
+
+/// The origin's `distributed { redis { address localhost:6379  password secret  db 0 }
+/// sync_interval 30s }`, in each format.
+const DISTRIBUTED_YAML: &str = "
+rate: 100
+distributed:
+  redis:
+    address: localhost:6379
+    password: secret
+    db: 0
+  on_unavailable: fail_closed
+  timeout: 20ms
+";
+
+#[test]
+fn the_distributed_section_reads_from_each_format() {
+    let json = r#"{"rate": 100, "distributed": {
+        "redis": {"address": "localhost:6379", "password": "secret", "db": 0},
+        "on_unavailable": "fail_closed", "timeout": "20ms"}}"#;
+    let toml = r#"
+rate = 100
+[distributed]
+on_unavailable = "fail_closed"
+timeout = "20ms"
+[distributed.redis]
+address = "localhost:6379"
+password = "secret"
+db = 0
+"#;
+    let yaml: RateLimitConfig = serde_yaml::from_str(DISTRIBUTED_YAML).unwrap();
+    assert_eq!(serde_json::from_str::<RateLimitConfig>(json).unwrap(), yaml);
+    assert_eq!(toml::from_str::<RateLimitConfig>(toml).unwrap(), yaml);
+    let distributed = yaml.distributed.as_ref().unwrap();
+    assert_eq!(distributed.redis.address, "localhost:6379");
+    assert_eq!(distributed.redis.password.as_deref(), Some("secret"));
+    assert_eq!(distributed.redis.db, Some(0));
+    assert_eq!(distributed.on_unavailable, OnUnavailable::FailClosed);
+    assert_eq!(distributed.timeout, Duration::from_millis(20));
+    assert_eq!(distributed.sync_interval, None);
+    assert!(
+        !format!("{distributed:?}").contains("secret"),
+        "Debug hides the password"
+    );
+    // The defaults: fail_open, 50 ms, prefix `rl:`.
+    let bare: RateLimitConfig =
+        serde_yaml::from_str("distributed:\n  redis:\n    address: localhost:6379\n").unwrap();
+    let bare = bare.distributed.unwrap();
+    assert_eq!(bare, DistributedConfig::new("localhost:6379"));
+    assert_eq!(bare.on_unavailable, OnUnavailable::FailOpen);
+    assert_eq!(bare.timeout, Duration::from_millis(50));
+    assert_eq!(bare.key_prefix, "rl:");
+}
+
+fn distributed_error(yaml: &str) -> ConfigError {
+    let config: RateLimitConfig = serde_yaml::from_str(yaml).unwrap();
+    RateLimitLayer::from_config(&config).unwrap_err()
+}
+
+#[test]
+fn synced_mode_is_refused_until_it_exists() {
+    let error = distributed_error(
+        "distributed:\n  redis: { address: localhost:6379 }\n  sync_interval: 30s\n",
+    );
+    assert_eq!(error.field, "distributed.sync_interval");
+    assert!(error.reason.contains("not built yet"), "{error}");
+}
+
+#[test]
+fn sentinel_and_cluster_addresses_are_refused_with_a_clear_error() {
+    for (address, what) in [
+        ("redis+sentinel://localhost:26379/mymaster", "Sentinel"),
+        ("sentinel://localhost:26379", "Sentinel"),
+        ("redis://a:6379,b:6379,c:6379", "Cluster"),
+        ("a:7000, b:7001", "Cluster"),
+        ("redis+cluster://localhost:7000", "Cluster"),
+    ] {
+        let error = distributed_error(&format!(
+            "distributed:\n  redis: {{ address: \"{address}\" }}\n"
+        ));
+        assert_eq!(error.field, "distributed.redis.address", "{address}");
+        assert!(
+            error.reason.contains(what) && error.reason.contains("not supported"),
+            "{address}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_distributed_timeout_of_zero_is_refused() {
+    let error =
+        distributed_error("distributed:\n  redis: { address: localhost:6379 }\n  timeout: 0s\n");
+    assert_eq!(error.field, "distributed.timeout");
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn without_the_redis_feature_the_distributed_section_is_refused() {
+    let error = distributed_error(DISTRIBUTED_YAML);
+    assert_eq!(error.field, "distributed");
+    assert!(error.reason.contains("`redis` feature"), "{error}");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn with_the_redis_feature_the_layer_is_built_and_its_config_kept() {
+    let config: RateLimitConfig = serde_yaml::from_str(DISTRIBUTED_YAML).unwrap();
+    let layer = RateLimitLayer::from_config(&config).unwrap();
+    assert_eq!(layer.config(), &config);
+    assert!(
+        distributed_error("distributed:\n  redis: { address: \"http://x\" }\n")
+            .reason
+            .contains("expected host:port")
+    );
+    let error = distributed_error("distributed:\n  redis: { address: localhost, db: -1 }\n");
+    assert_eq!(error.field, "distributed.redis.db");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_builder_methods_write_the_distributed_section() {
+    use proxflow_ratelimit::redis;
+    let layer = RateLimitLayer::new(100, Duration::from_secs(1))
+        .redis(redis::Client::open("redis://:secret@localhost:6379/2").unwrap())
+        .on_unavailable(OnUnavailable::FailClosed)
+        .redis_timeout(Duration::from_millis(20))
+        .redis_key_prefix("api:");
+    let distributed = layer.config().distributed.clone().unwrap();
+    assert_eq!(distributed.redis.address, "localhost:6379");
+    assert_eq!(distributed.redis.password.as_deref(), Some("secret"));
+    assert_eq!(distributed.redis.db, Some(2));
+    assert_eq!(distributed.on_unavailable, OnUnavailable::FailClosed);
+    assert_eq!(distributed.timeout, Duration::from_millis(20));
+    assert_eq!(distributed.key_prefix, "api:");
+    // The config builds the same layer.
+    let again = RateLimitLayer::from_config(layer.config()).unwrap();
+    assert_eq!(again.config(), layer.config());
 }
