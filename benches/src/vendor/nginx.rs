@@ -2,46 +2,31 @@
 //! server core, with its configuration, logs and temporary files in one directory.
 
 use std::fs::{self, File};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::process::{pinned, Server};
-use super::{Result, NGINX, SERVER_CPU};
+use super::process::{pinned, wait_for_ports, Server};
+use super::{template, Result, NGINX, SERVER_CPU};
 
 /// Writes `nginx.conf` into `dir` (made if missing), starts nginx and waits until it accepts
 /// on every port of `ports`; the server's `port` is the first of them.
 ///
-/// `http` goes into the `http` block, indented by four spaces, after what every comparison
-/// shares: no access log, no limit on the requests of a keep-alive connection, and nginx's
-/// temporary paths in `dir` (out of /var/lib/nginx). `user root` keeps the worker able to read
-/// a private temporary directory when the comparison runs as root (nginx ignores it
-/// otherwise).
+/// `http` goes into the `http` block of the committed frame
+/// ([`template::NGINX_MAIN`](super::template::NGINX_MAIN)), after what every comparison shares:
+/// one worker, no access log, no limit on the requests of a keep-alive connection, and nginx's
+/// temporary paths in `dir`.
 pub fn start(dir: &Path, http: &str, ports: &[u16]) -> Result<Server> {
     fs::create_dir_all(dir)?;
     let error_log = dir.join("error.log");
-    let config = format!(
-        r#"daemon off;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-{http}}}
-"#,
-        dir = dir.display(),
-        error_log = error_log.display(),
-    );
+    let config = template::render(
+        template::NGINX_MAIN,
+        &[
+            ("dir", &dir.display().to_string()),
+            ("error_log", &error_log.display().to_string()),
+            ("http", http.trim_end_matches('\n')),
+        ],
+    )?;
     let conf = dir.join("nginx.conf");
     fs::write(&conf, config)?;
 
@@ -63,27 +48,7 @@ http {{
         log: error_log,
     };
     // nginx prints nothing on start; poll the ports, watching for an early exit (bad config).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for &port in ports {
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(
-                    format!("nginx exited at start ({status}){}", server.log_tail()).into(),
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "nginx not accepting on port {port} after 5 s{}",
-                    server.log_tail()
-                )
-                .into());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
+    wait_for_ports(&mut server, ports, Duration::from_secs(5))?;
     Ok(server)
 }
 

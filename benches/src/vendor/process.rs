@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -56,6 +56,51 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until `server` accepts connections on every port of `ports`, failing if it exits first
+/// (a bad configuration) or takes longer than `limit`.
+pub fn wait_for_ports(server: &mut Server, ports: &[u16], limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    for &port in ports {
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!(
+                    "{} exited at start ({status}){}",
+                    server.name,
+                    server.log_tail()
+                )
+                .into());
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} not accepting on port {port} after {limit:?}{}",
+                    server.name,
+                    server.log_tail()
+                )
+                .into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// `taskset -a -p -c CPU PID` on this process: every thread it has, and those it starts later,
+/// on `cpu`. Call it before starting threads that must stay off the server's core.
+pub fn pin_this_process(cpu: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run taskset: {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset could not pin this program to CPU {cpu} ({status})").into());
+    }
+    Ok(())
 }
 
 /// `taskset -c CPU program`: taskset execs the program, so the child's pid is the server's.

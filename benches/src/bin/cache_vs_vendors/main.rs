@@ -27,16 +27,15 @@
 //! started is stopped when the program ends, on an error or a signal too.
 
 mod contestants;
-mod interrupt;
 mod origin;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use clap::Parser;
 use proxflow_benches::stats::median;
-use proxflow_benches::vendor::process::Server;
+use proxflow_benches::vendor::interrupt;
+use proxflow_benches::vendor::process::{pin_this_process, Server};
 use proxflow_benches::vendor::{
     nginx, publish, varnish, wrk, Result, CONNECTIONS, SERVER_CPU, WRK_CPU,
 };
@@ -156,19 +155,6 @@ fn run(mut args: Args) -> Result<()> {
     }
     drop(caches);
     publish(&report(&args, &runs), args.markdown.as_deref())
-}
-
-/// `taskset -a -p -c CPU PID` on this process: every thread it has, and those it starts later.
-fn pin_this_process(cpu: &str) -> Result<()> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run taskset: {e}"))?;
-    if !status.success() {
-        return Err(format!("taskset could not pin this program to CPU {cpu} ({status})").into());
-    }
-    Ok(())
 }
 
 /// One wrk run against a cache on the load core, and the requests its origin got meanwhile.

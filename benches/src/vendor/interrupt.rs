@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use proxflow_benches::vendor::Result;
+use super::Result;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 
