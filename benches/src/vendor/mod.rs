@@ -2,6 +2,7 @@
 //! and nginx and Varnish configured in temporary directories.
 
 pub mod caddy;
+pub mod cpu;
 pub mod haproxy;
 pub mod http;
 pub mod interrupt;
