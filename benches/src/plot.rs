@@ -36,8 +36,8 @@ pub struct Panel {
 }
 
 const WIDTH: f64 = 960.0;
-const LABEL_WIDTH: f64 = 250.0;
-const TEXT_WIDTH: f64 = 190.0;
+const LABEL_WIDTH: f64 = 230.0;
+const TEXT_WIDTH: f64 = 220.0;
 const ROW_HEIGHT: f64 = 22.0;
 const BAR_HEIGHT: f64 = 15.0;
 const PROXFLOW: (&str, &str) = ("#f4a261", "#c2410c");

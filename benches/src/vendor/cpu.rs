@@ -115,8 +115,12 @@ pub fn machine() -> String {
                 .map(|(_, model)| model.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    format!("{model}, {cores} cores visible")
+    // Counted from /proc/cpuinfo: a process pinned by taskset sees one core in
+    // `available_parallelism`.
+    let cores = fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    format!("{model}, {cores} cores")
 }
 
 /// The 1-minute load average (`/proc/loadavg`), or `None`.

@@ -5,6 +5,7 @@
 //! ```text
 //! hyper_proxy http://127.0.0.1:3001 http://127.0.0.1:3002
 //! hyper_proxy --listen 0.0.0.0:8080 --policy ip_hash http://10.0.0.1:8080 http://10.0.0.2:8080
+//! hyper_proxy --consecutive-failures 0 http://127.0.0.1:3001 http://127.0.0.1:3002   # no ejection
 //! ```
 //!
 //! It prints `listening on http://ADDR` once it accepts connections. Request bodies (hyper's
@@ -20,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use proxflow_lb::{AdaptiveLb, ClientAddr, Policy, Upstream};
+use proxflow_lb::{AdaptiveLb, ClientAddr, PassiveHealth, Policy, Upstream};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
@@ -35,6 +36,10 @@ struct Args {
     /// peak_ewma or ip_hash, each with its defaults.
     #[arg(long, default_value = "adaptive", value_parser = policy)]
     policy: Policy,
+    /// Consecutive failures (connection errors, 502/503/504, requests dropped before their
+    /// answer) that eject an upstream; 0 turns passive ejection off.
+    #[arg(long, default_value_t = PassiveHealth::default().consecutive_failures)]
+    consecutive_failures: u32,
     /// The upstreams, as `http://host:port`.
     #[arg(required = true)]
     upstreams: Vec<Upstream>,
@@ -48,7 +53,12 @@ fn policy(name: &str) -> Result<Policy, serde_json::Error> {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let lb = AdaptiveLb::new(args.upstreams).policy(args.policy);
+    let lb = AdaptiveLb::new(args.upstreams)
+        .policy(args.policy)
+        .passive_health(PassiveHealth {
+            consecutive_failures: args.consecutive_failures,
+            ..PassiveHealth::default()
+        });
     let client = Client::builder(TokioExecutor::new()).build_http::<Incoming>();
     let proxy = ServiceBuilder::new().layer(lb).service(client);
 

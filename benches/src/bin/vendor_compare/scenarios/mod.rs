@@ -1,0 +1,68 @@
+//! The scenarios, each a function from the run's context to its report.
+
+pub mod hetero;
+pub mod proxies;
+pub mod reverse_proxy;
+
+use std::path::PathBuf;
+
+use proxflow_benches::vendor::cpu;
+use proxflow_benches::{command_line, utc_now};
+use tokio::runtime::Runtime;
+
+use crate::engine::Plan;
+
+/// What every scenario gets.
+pub struct Context {
+    /// The runtime of the upstreams and the open-loop generator, on the load core.
+    pub runtime: Runtime,
+    /// Where the vendors' configurations and logs go; removed at the end.
+    pub tmp: PathBuf,
+    /// How long and how often.
+    pub plan: Plan,
+    /// Scenario 5's fixed rate, requests per second.
+    pub hetero_rate: f64,
+    /// Scenario 5's fast upstreams' delay (the slow one waits ten times as long).
+    pub hetero_delay: std::time::Duration,
+}
+
+impl Context {
+    /// A fresh directory for one contestant's files.
+    pub fn dir(&self, scenario: &str, name: &str) -> PathBuf {
+        self.tmp.join(scenario).join(name)
+    }
+}
+
+/// The lines that open every section: the command, the time, the machine and its load, and
+/// whether the figures are a smoke run's.
+pub fn preamble(plan: &Plan, load_before: Option<f64>) -> String {
+    let load = match (load_before, cpu::load_average()) {
+        (Some(before), Some(after)) => format!("{before:.2} at the start, {after:.2} at the end"),
+        _ => "unknown".into(),
+    };
+    let mut out = format!(
+        "Command: `{}` ({}). Machine: {}; 1-minute load average {load}.",
+        command_line(),
+        utc_now(),
+        cpu::machine(),
+    );
+    if plan.quick {
+        out += " **A smoke run (`--quick`): rough figures, not of record.**";
+    }
+    out += "\n\n";
+    out
+}
+
+/// The rates of the latency runs: 50% and 90% of the slowest contestant's maximum.
+pub fn open_rates(slowest: f64) -> Vec<(String, f64)> {
+    vec![
+        (
+            "50% of the slowest maximum".to_string(),
+            (slowest * 0.5).round(),
+        ),
+        (
+            "90% of the slowest maximum".to_string(),
+            (slowest * 0.9).round(),
+        ),
+    ]
+}
