@@ -1,6 +1,7 @@
 //! Helpers shared by the vendor comparison programs and the criterion benches, and the server
 //! loop of the benchmark servers.
 
+pub mod compare;
 pub mod plot;
 pub mod server;
 pub mod stats;

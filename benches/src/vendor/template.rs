@@ -13,6 +13,10 @@ pub const NGINX_REVERSE_PROXY: &str = include_str!("../../vendor_configs/nginx/r
 /// HAProxy over three upstreams (`{{balance}}`, `{{servers}}`, `{{port}}`).
 pub const HAPROXY_REVERSE_PROXY: &str =
     include_str!("../../vendor_configs/haproxy/reverse_proxy.cfg");
+/// nginx `proxy_cache` in front of one origin (`{{dir}}`, `{{origin}}`, `{{port}}`).
+pub const NGINX_CACHE: &str = include_str!("../../vendor_configs/nginx/cache.conf");
+/// Varnish's VCL in front of one origin (`{{origin}}`).
+pub const VARNISH_CACHE: &str = include_str!("../../vendor_configs/varnish/cache.vcl");
 /// Caddy `reverse_proxy` over three upstreams (`{{policy}}`, `{{upstreams}}`, `{{port}}`).
 pub const CADDY_REVERSE_PROXY: &str =
     include_str!("../../vendor_configs/caddy/reverse_proxy.Caddyfile");
@@ -56,7 +60,9 @@ mod tests {
 
     #[test]
     fn committed_templates_name_only_what_the_programs_fill() {
-        let cases: [(&str, &[&str]); 4] = [
+        let cases: [(&str, &[&str]); 6] = [
+            (NGINX_CACHE, &["dir", "origin", "port"]),
+            (VARNISH_CACHE, &["origin"]),
             (NGINX_MAIN, &["dir", "error_log", "http"]),
             (NGINX_REVERSE_PROXY, &["policy", "servers", "port"]),
             (HAPROXY_REVERSE_PROXY, &["balance", "servers", "port"]),

@@ -26,9 +26,6 @@
 //! Needs nginx, varnish and wrk (Debian: `apt-get install nginx varnish wrk`). Everything
 //! started is stopped when the program ends, on an error or a signal too.
 
-mod contestants;
-mod origin;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -41,8 +38,10 @@ use proxflow_benches::vendor::{
 };
 use proxflow_benches::{command_line, exit_on_error, thousands, utc_now};
 
-use contestants::{CACHING_PROXY, NGINX, VARNISH, VARNISH_PARAMS};
-use origin::Origin;
+use proxflow_benches::compare::cache::{
+    self as contestants, CACHING_PROXY, NGINX, VARNISH, VARNISH_PARAMS,
+};
+use proxflow_benches::compare::origin::{self, Origin};
 
 /// (server name, column heading), in the report's order.
 const CACHES: [(&str, &str); 3] = [

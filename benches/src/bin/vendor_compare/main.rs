@@ -9,6 +9,8 @@
 //!
 //! - `reverse_proxy`: `hyper_proxy` (proxflow-lb, round robin and adaptive) vs nginx
 //!   `upstream`, HAProxy `roundrobin`, Caddy `reverse_proxy`, over three loopback upstreams.
+//! - `cache`: `caching_proxy` (proxflow-cache) vs nginx `proxy_cache` and Varnish, 1 KiB hits
+//!   (the contestants of `cache_vs_vendors`).
 //! - `heterogeneous`: the same proxies over three upstreams, one ten times slower; proxflow-lb
 //!   adaptive vs nginx `least_conn`, HAProxy `leastconn`, Caddy `least_conn` at a fixed rate:
 //!   p50/p99 and the share sent to the slow upstream.
@@ -41,7 +43,7 @@ use clap::{Parser, ValueEnum};
 use proxflow_benches::exit_on_error;
 use proxflow_benches::vendor::process::pin_this_process;
 use proxflow_benches::vendor::{
-    interrupt, require, Result, CADDY, HAPROXY, NGINX, TASKSET, WRK, WRK_CPU,
+    interrupt, require, Result, CADDY, HAPROXY, NGINX, TASKSET, VARNISHD, WRK, WRK_CPU,
 };
 
 use engine::Plan;
@@ -54,6 +56,8 @@ use scenarios::Context;
 enum Scenario {
     /// Scenario 2: reverse proxy over three loopback upstreams, round robin.
     ReverseProxy,
+    /// Scenario 4: a caching proxy serving 1 KiB hits.
+    Cache,
     /// Scenario 5: one upstream of three ten times slower, tail latency at a fixed rate.
     Heterogeneous,
 }
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::ReverseProxy | Scenario::Heterogeneous => {
                 &[NGINX, HAPROXY, CADDY, WRK, TASKSET]
             }
+            Scenario::Cache => &[NGINX, VARNISHD, WRK, TASKSET],
         }
     }
 
@@ -74,12 +79,14 @@ impl Scenario {
             Scenario::ReverseProxy | Scenario::Heterogeneous => {
                 &[("proxflow-examples", "hyper_proxy")]
             }
+            Scenario::Cache => &[("proxflow-examples", "caching_proxy")],
         }
     }
 
     fn run(self, ctx: &Context) -> Result<Section> {
         match self {
             Scenario::ReverseProxy => scenarios::reverse_proxy::run(ctx),
+            Scenario::Cache => scenarios::cache::run(ctx),
             Scenario::Heterogeneous => scenarios::hetero::run(ctx),
         }
     }
@@ -119,7 +126,7 @@ struct Args {
     hetero_rate: f64,
     /// The heterogeneous scenario's fast upstreams' delay in milliseconds; the slow one waits
     /// ten times as long.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     hetero_delay_ms: u64,
     /// The markdown file whose sections are kept up to date (default: benches/RESULTS.md, not
     /// with --quick).

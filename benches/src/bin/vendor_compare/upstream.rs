@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -23,6 +23,8 @@ pub struct Upstream {
     /// Where it listens on 127.0.0.1.
     pub port: u16,
     requests: Arc<AtomicU64>,
+    /// Microseconds waited before answers, in all.
+    waited_us: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -30,6 +32,12 @@ impl Upstream {
     /// The requests it has answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The mean time it waited before an answer, in milliseconds: what its delay came to on
+    /// tokio's timer, which rounds each wait up to its next millisecond tick.
+    pub fn mean_wait_ms(&self) -> f64 {
+        self.waited_us.load(Ordering::Relaxed) as f64 / 1000.0 / self.requests().max(1) as f64
     }
 
     /// `127.0.0.1:PORT`.
@@ -68,6 +76,8 @@ pub fn start(runtime: &Runtime, delay: Duration) -> Result<Upstream> {
     let port = listener.local_addr()?.port();
     let requests = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&requests);
+    let waited_us = Arc::new(AtomicU64::new(0));
+    let waited = Arc::clone(&waited_us);
     let body = body();
     let service = tower::service_fn(move |request: Request<Incoming>| {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -81,9 +91,13 @@ pub fn start(runtime: &Runtime, delay: Duration) -> Result<Upstream> {
             .header(CACHE_CONTROL, cache_control)
             .body(Full::new(body.clone()))
             .expect("valid static headers");
+        let waited = Arc::clone(&waited);
         async move {
             if !delay.is_zero() {
+                let start = Instant::now();
                 tokio::time::sleep(delay).await;
+                let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                waited.fetch_add(us, Ordering::Relaxed);
             }
             Ok::<_, Infallible>(response)
         }
@@ -100,6 +114,7 @@ pub fn start(runtime: &Runtime, delay: Duration) -> Result<Upstream> {
     Ok(Upstream {
         port,
         requests,
+        waited_us,
         task,
     })
 }

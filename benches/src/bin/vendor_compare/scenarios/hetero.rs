@@ -81,7 +81,8 @@ pub fn run(ctx: &Context) -> Result<Section> {
     let mut body = preamble(plan, load_before);
     body += &format!(
         "Three upstreams in this program answer with the same 1 KiB body, two after {} ms and \
-         one after {} ms (tokio timers: each wait is rounded up to the next millisecond). \
+         one after {} ms (tokio's timer rounds each wait up to its next millisecond tick: they \
+         waited {:.2}, {:.2} and {:.2} ms on average). \
          Proxies pinned to CPU {SERVER_CPU}; the open-loop generator and the upstreams on CPU \
          {WRK_CPU}. Each proxy gets {} s at the rate to learn, then {} round(s) of {} s at {} \
          req/s over {} keep-alive connections, proxies interleaved; latency from each request's \
@@ -90,6 +91,9 @@ pub fn run(ctx: &Context) -> Result<Section> {
          (`benches/vendor_configs/`).\n\n",
         fast.as_secs_f64() * 1e3,
         slow.as_secs_f64() * 1e3,
+        upstreams[0].mean_wait_ms(),
+        upstreams[1].mean_wait_ms(),
+        upstreams[2].mean_wait_ms(),
         plan.warmup,
         plan.open_rounds,
         plan.open_duration,

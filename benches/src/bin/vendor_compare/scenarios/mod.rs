@@ -1,5 +1,6 @@
 //! The scenarios, each a function from the run's context to its report.
 
+pub mod cache;
 pub mod hetero;
 pub mod proxies;
 pub mod reverse_proxy;

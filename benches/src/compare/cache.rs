@@ -5,11 +5,11 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use proxflow_benches::vendor::http::{self, Response};
-use proxflow_benches::vendor::process::{free_port, sibling_binary, start_printing_port, Server};
-use proxflow_benches::vendor::{nginx, varnish, Result};
-
-use crate::origin::{self, Origin};
+use super::origin::{self, Origin};
+use crate::vendor::http::{self, Response};
+use crate::vendor::process::{free_port, sibling_binary, start_printing_port, Server};
+use crate::vendor::template::{self, NGINX_CACHE, VARNISH_CACHE};
+use crate::vendor::{nginx, varnish, Result};
 
 /// proxflow's cache, by its program's name.
 pub const CACHING_PROXY: &str = "caching_proxy";
@@ -49,56 +49,27 @@ pub fn start_caching_proxy(tmp: &Path, origin: &Origin) -> Result<Server> {
     )
 }
 
-/// nginx with `proxy_cache`, one worker (see `vendor::nginx` for what every comparison shares:
-/// no access log, unlimited keep-alive requests, temporary paths in `tmp`).
+/// nginx with `proxy_cache` (`benches/vendor_configs/nginx/cache.conf`), one worker (see
+/// `vendor::nginx` for what every comparison shares: no access log, unlimited keep-alive
+/// requests, temporary paths in `tmp`).
 pub fn start_nginx(tmp: &Path, origin: &Origin) -> Result<Server> {
     let dir = tmp.join("nginx");
     let port = free_port()?;
-    let http = format!(
-        r#"    # Hits are read from the cache's files: sent with sendfile, their descriptors kept open.
-    sendfile on;
-    open_file_cache max=1000;
-    # Keys in a 10 MB zone, bodies in files in the (fresh) temporary directory, written in place.
-    proxy_cache_path {dir}/cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=60m use_temp_path=off;
-    # The origin, with up to 8 idle keep-alive connections kept (only misses use them here).
-    upstream origin {{
-        server 127.0.0.1:{origin};
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://origin;
-            # HTTP/1.1 without `Connection: close`: what keep-alive to the upstream needs.
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # No proxy_cache_valid: the origin's max-age decides how long an answer is kept.
-            proxy_cache bench;
-            # HIT or MISS on every answer, to check that the load is served from the cache.
-            add_header X-Cache-Status $upstream_cache_status;
-        }}
-    }}
-"#,
-        dir = dir.display(),
-        origin = origin.port,
-    );
+    let http = template::render(
+        NGINX_CACHE,
+        &[
+            ("dir", &dir.display().to_string()),
+            ("origin", &origin.port.to_string()),
+            ("port", &port.to_string()),
+        ],
+    )?;
     nginx::start(&dir, &http, &[port])
 }
 
-/// Varnish with the built-in VCL in front of `origin`, and [`VARNISH_PARAMS`].
+/// Varnish with the built-in VCL in front of `origin` (`benches/vendor_configs/varnish/cache.vcl`),
+/// and [`VARNISH_PARAMS`].
 pub fn start_varnish(tmp: &Path, origin: &Origin) -> Result<Server> {
-    let vcl = format!(
-        r#"vcl 4.1;
-
-# Only the origin: the built-in VCL does the rest (a GET without cookies is looked up; the
-# origin's max-age sets the TTL).
-backend origin {{
-    .host = "127.0.0.1";
-    .port = "{}";
-}}
-"#,
-        origin.port
-    );
+    let vcl = template::render(VARNISH_CACHE, &[("origin", &origin.port.to_string())])?;
     varnish::start(&tmp.join("varnish"), &vcl, free_port()?, &VARNISH_PARAMS)
 }
 
@@ -181,7 +152,7 @@ pub fn check_hit(server: &Server) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::{is_hit, CACHING_PROXY, NGINX, VARNISH};
-    use proxflow_benches::vendor::http::Response;
+    use crate::vendor::http::Response;
 
     fn with(name: &str, value: &str) -> Response {
         Response {

@@ -6,13 +6,13 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::server::{serve_connections, Connections};
+use crate::vendor::Result;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use proxflow_benches::server::{serve_connections, Connections};
-use proxflow_benches::vendor::Result;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
