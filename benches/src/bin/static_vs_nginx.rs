@@ -20,19 +20,14 @@
 //! A server binary that is missing is skipped with a message; nginx is required.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
+use proxflow_benches::compare::statics::{check_responses, start_nginx, write_files, FILES};
 use proxflow_benches::stats::median;
-use proxflow_benches::vendor::http::{self, Response};
-use proxflow_benches::vendor::process::{free_port, sibling_binary, start_printing_port, Server};
+use proxflow_benches::vendor::process::{sibling_binary, start_printing_port, Server};
 use proxflow_benches::vendor::{nginx, publish, wrk, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 use proxflow_benches::{command_line, exit_on_error, thousands, utc_now};
-
-/// Files served, with their sizes. The extensions map to types nobody compresses by default, and
-/// wrk sends no `Accept-Encoding`, so every server sends the bytes as they are.
-const FILES: [(&str, usize); 2] = [("1k.txt", 1024), ("100k.bin", 100 * 1024)];
 
 /// Server names: ServeDir served as the docs show (`axum::serve`, no TCP_NODELAY) and tuned
 /// (bare hyper with TCP_NODELAY).
@@ -102,10 +97,7 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let docroot = tmp.path().join("www");
-    fs::create_dir(&docroot)?;
-    for (name, len) in FILES {
-        fs::write(docroot.join(name), file_contents(name, len))?;
-    }
+    write_files(&docroot)?;
 
     let mut servers = vec![start_nginx(tmp.path(), &docroot)?];
     let docroot_arg = docroot.to_str().ok_or("temp dir path is not UTF-8")?;
@@ -193,78 +185,9 @@ fn run(args: Args) -> Result<()> {
     publish(&report(&args, &medians, &skipped), args.markdown.as_deref())
 }
 
-/// Deterministic contents: printable lines for the text file, pseudo-random bytes for the binary.
-fn file_contents(name: &str, len: usize) -> Vec<u8> {
-    if name.ends_with(".txt") {
-        b"proxflow static file benchmark, line of text 0123456789\n"
-            .iter()
-            .copied()
-            .cycle()
-            .take(len)
-            .collect()
-    } else {
-        let mut x: u32 = 0x9e37_79b9;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
-}
-
 /// `http://127.0.0.1:PORT/file` of a server.
 fn url(server: &Server, file: &str) -> String {
     format!("http://127.0.0.1:{}/{file}", server.port)
-}
-
-/// nginx serving `docroot` with sendfile and its open-file cache.
-fn start_nginx(tmp: &Path, docroot: &Path) -> Result<Server> {
-    let port = free_port()?;
-    let http = format!(
-        r#"    types {{ text/plain txt; application/octet-stream bin; }}
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=1000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {docroot};
-    }}
-"#,
-        docroot = docroot.display(),
-    );
-    nginx::start(&tmp.join("nginx"), &http, &[port])
-}
-
-/// Before any load: 200, no content coding, and exactly the bytes on disk, for every file.
-fn check_responses(server: &Server, docroot: &Path) -> Result<()> {
-    for (file, _) in FILES {
-        let expected = fs::read(docroot.join(file))?;
-        let Response {
-            status,
-            headers,
-            body,
-        } = http::get(server.port, file)
-            .map_err(|e| format!("{} GET /{file}: {e}{}", server.name, server.log_tail()))?;
-        let problem = if status != 200 {
-            format!("status {status}")
-        } else if let Some((_, coding)) = headers.iter().find(|(n, _)| n == "content-encoding") {
-            format!("content-encoding {coding}")
-        } else if body != expected {
-            format!(
-                "body differs from the file ({} bytes, expected {})",
-                body.len(),
-                expected.len()
-            )
-        } else {
-            continue;
-        };
-        return Err(format!("{} GET /{file}: {problem}; not benchmarking", server.name).into());
-    }
-    Ok(())
 }
 
 /// One wrk run on the load core. Any socket error or non-2xx/3xx response fails the benchmark:

@@ -17,6 +17,10 @@ pub const HAPROXY_REVERSE_PROXY: &str =
 pub const NGINX_CACHE: &str = include_str!("../../vendor_configs/nginx/cache.conf");
 /// Varnish's VCL in front of one origin (`{{origin}}`).
 pub const VARNISH_CACHE: &str = include_str!("../../vendor_configs/varnish/cache.vcl");
+/// nginx serving a directory (`{{port}}`, `{{docroot}}`).
+pub const NGINX_STATIC: &str = include_str!("../../vendor_configs/nginx/static.conf");
+/// Caddy `file_server` on a directory (`{{port}}`, `{{docroot}}`).
+pub const CADDY_STATIC: &str = include_str!("../../vendor_configs/caddy/static.Caddyfile");
 /// Caddy `reverse_proxy` over three upstreams (`{{policy}}`, `{{upstreams}}`, `{{port}}`).
 pub const CADDY_REVERSE_PROXY: &str =
     include_str!("../../vendor_configs/caddy/reverse_proxy.Caddyfile");
@@ -60,7 +64,9 @@ mod tests {
 
     #[test]
     fn committed_templates_name_only_what_the_programs_fill() {
-        let cases: [(&str, &[&str]); 6] = [
+        let cases: [(&str, &[&str]); 8] = [
+            (NGINX_STATIC, &["port", "docroot"]),
+            (CADDY_STATIC, &["port", "docroot"]),
             (NGINX_CACHE, &["dir", "origin", "port"]),
             (VARNISH_CACHE, &["origin"]),
             (NGINX_MAIN, &["dir", "error_log", "http"]),

@@ -7,6 +7,8 @@
 //!
 //! Scenarios (all by default, in this order):
 //!
+//! - `static`: `static_server` (proxflow-static) vs nginx, Caddy `file_server` and tower-http
+//!   `ServeDir`, 1 KiB and 100 KiB files (the files and nginx of `static_vs_nginx`).
 //! - `reverse_proxy`: `hyper_proxy` (proxflow-lb, round robin and adaptive) vs nginx
 //!   `upstream`, HAProxy `roundrobin`, Caddy `reverse_proxy`, over three loopback upstreams.
 //! - `cache`: `caching_proxy` (proxflow-cache) vs nginx `proxy_cache` and Varnish, 1 KiB hits
@@ -54,6 +56,8 @@ use scenarios::Context;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 #[value(rename_all = "snake_case")]
 enum Scenario {
+    /// Scenario 1: static files, 1 KiB and 100 KiB.
+    Static,
     /// Scenario 2: reverse proxy over three loopback upstreams, round robin.
     ReverseProxy,
     /// Scenario 4: a caching proxy serving 1 KiB hits.
@@ -70,6 +74,7 @@ impl Scenario {
                 &[NGINX, HAPROXY, CADDY, WRK, TASKSET]
             }
             Scenario::Cache => &[NGINX, VARNISHD, WRK, TASKSET],
+            Scenario::Static => &[NGINX, CADDY, WRK, TASKSET],
         }
     }
 
@@ -80,6 +85,10 @@ impl Scenario {
                 &[("proxflow-examples", "hyper_proxy")]
             }
             Scenario::Cache => &[("proxflow-examples", "caching_proxy")],
+            Scenario::Static => &[
+                ("proxflow-examples", "static_server"),
+                ("proxflow-benches", "servedir_server"),
+            ],
         }
     }
 
@@ -87,6 +96,7 @@ impl Scenario {
         match self {
             Scenario::ReverseProxy => scenarios::reverse_proxy::run(ctx),
             Scenario::Cache => scenarios::cache::run(ctx),
+            Scenario::Static => scenarios::statics::run(ctx),
             Scenario::Heterogeneous => scenarios::hetero::run(ctx),
         }
     }

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod hetero;
 pub mod proxies;
 pub mod reverse_proxy;
+pub mod statics;
 
 use std::path::PathBuf;
 
