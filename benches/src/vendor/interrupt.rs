@@ -7,12 +7,13 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::cpu::process_tree;
 use super::Result;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// On Ctrl-C, SIGTERM or SIGHUP: stops every child process of this one (the servers, and wrk
-/// if it runs), removes `tmp` and exits with status 130.
+/// On Ctrl-C, SIGTERM or SIGHUP: stops every process below this one (the servers, and wrk if
+/// it runs), removes `tmp` and exits with status 130.
 ///
 /// The handlers are installed before this returns, so no signal finds the default action
 /// (which ends the process at once) from then on.
@@ -46,16 +47,22 @@ pub fn stop_children_on_signal(runtime: &Runtime, tmp: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM to each child, up to 3 s for them to exit, then SIGKILL to those left. nginx's master
-/// and varnishd's manager take their own children down with them.
+/// SIGTERM to each process below this one (the servers, and the comparison programs this one
+/// runs with theirs), up to 3 s for them to exit, then SIGKILL to those left. The whole tree is
+/// listed before any signal: a process whose parent exits is adopted elsewhere and would no
+/// longer be found below this one.
 fn stop_children() {
-    let children = live_children();
-    signal_each("-TERM", &children);
+    let me = std::process::id();
+    let descendants: Vec<u32> = process_tree(me)
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .collect();
+    signal_each("-TERM", &live(&descendants));
     let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline && !live_children().is_empty() {
+    while Instant::now() < deadline && !live(&descendants).is_empty() {
         thread::sleep(Duration::from_millis(20));
     }
-    signal_each("-KILL", &live_children());
+    signal_each("-KILL", &live(&descendants));
 }
 
 fn signal_each(signal: &str, pids: &[u32]) {
@@ -69,26 +76,21 @@ fn signal_each(signal: &str, pids: &[u32]) {
     }
 }
 
-/// The processes whose parent is this one and that have not exited (zombies have).
-fn live_children() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
+/// Those of `pids` that have not exited (zombies have).
+fn live(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
             let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 return false;
             };
-            // "pid (command) state ppid ...": the command may hold spaces and parentheses.
-            let mut fields = stat
+            // "pid (command) state ...": the command may hold spaces and parentheses.
+            let state = stat
                 .rsplit_once(')')
                 .map_or("", |(_, rest)| rest)
-                .split_whitespace();
-            let state = fields.next();
-            let parent = fields.next().and_then(|ppid| ppid.parse::<u32>().ok());
-            parent == Some(me) && state != Some("Z") && state != Some("X")
+                .split_whitespace()
+                .next();
+            state != Some("Z") && state != Some("X")
         })
         .collect()
 }

@@ -49,4 +49,8 @@ pub struct Args {
     /// Append the report to this file as well.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Write the medians per scenario and server to this file as JSON as well (what
+    /// `vendor_compare` plots).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

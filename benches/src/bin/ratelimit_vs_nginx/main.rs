@@ -172,6 +172,9 @@ fn run(args: Args) -> Result<()> {
         configs.insert(scenario, config);
     }
     let report = report::report(&args, &scenarios, &runs, &pairs, &configs, &server_counts);
+    if let Some(path) = &args.json {
+        fs::write(path, report::json(&args, &runs).to_string())?;
+    }
     publish(&report, args.markdown.as_deref())
 }
 

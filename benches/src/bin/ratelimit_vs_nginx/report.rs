@@ -11,6 +11,29 @@ use crate::measure::Run;
 use crate::scenario::{expected, Scenario};
 use crate::servers::NO_LIMIT;
 
+/// The medians per scenario and server, as JSON: `[{"scenario", "server", "rps",
+/// "per_cpu_second", "admitted", "expected"}]` (no admitted or expected count for the server
+/// without a limit).
+pub fn json(args: &Args, runs: &BTreeMap<(Scenario, &str), Vec<Run>>) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|(&(scenario, name), list)| {
+            let pick =
+                |f: &dyn Fn(&Run) -> f64| median(&mut list.iter().map(f).collect::<Vec<_>>());
+            let limited = name != NO_LIMIT;
+            serde_json::json!({
+                "scenario": scenario.name(),
+                "server": name,
+                "rps": pick(&|r| r.rps),
+                "per_cpu_second": pick(&Run::per_cpu_second),
+                "admitted": limited.then(|| pick(&|r| r.admitted() as f64)),
+                "expected": limited.then(|| pick(&|r| expected(args, scenario, r.seconds))),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
 /// The report: the medians per scenario and server, the targets, where the time went, and every
 /// round.
 pub fn report(

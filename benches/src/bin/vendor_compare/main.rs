@@ -11,6 +11,8 @@
 //!   `ServeDir`, 1 KiB and 100 KiB files (the files and nginx of `static_vs_nginx`).
 //! - `reverse_proxy`: `hyper_proxy` (proxflow-lb, round robin and adaptive) vs nginx
 //!   `upstream`, HAProxy `roundrobin`, Caddy `reverse_proxy`, over three loopback upstreams.
+//! - `ratelimit`: proxflow-ratelimit vs nginx `limit_req` at 1000/s, burst 100: the admitted
+//!   count and the rejection path's throughput (measured by `ratelimit_vs_nginx`, run as is).
 //! - `cache`: `caching_proxy` (proxflow-cache) vs nginx `proxy_cache` and Varnish, 1 KiB hits
 //!   (the contestants of `cache_vs_vendors`).
 //! - `heterogeneous`: the same proxies over three upstreams, one ten times slower; proxflow-lb
@@ -60,6 +62,8 @@ enum Scenario {
     Static,
     /// Scenario 2: reverse proxy over three loopback upstreams, round robin.
     ReverseProxy,
+    /// Scenario 3: rate limiting at a fixed rate and burst.
+    Ratelimit,
     /// Scenario 4: a caching proxy serving 1 KiB hits.
     Cache,
     /// Scenario 5: one upstream of three ten times slower, tail latency at a fixed rate.
@@ -75,6 +79,7 @@ impl Scenario {
             }
             Scenario::Cache => &[NGINX, VARNISHD, WRK, TASKSET],
             Scenario::Static => &[NGINX, CADDY, WRK, TASKSET],
+            Scenario::Ratelimit => &[NGINX, WRK, TASKSET],
         }
     }
 
@@ -89,6 +94,10 @@ impl Scenario {
                 ("proxflow-examples", "static_server"),
                 ("proxflow-benches", "servedir_server"),
             ],
+            Scenario::Ratelimit => &[
+                ("proxflow-benches", "ratelimit_server"),
+                ("proxflow-benches", "ratelimit_vs_nginx"),
+            ],
         }
     }
 
@@ -97,6 +106,7 @@ impl Scenario {
             Scenario::ReverseProxy => scenarios::reverse_proxy::run(ctx),
             Scenario::Cache => scenarios::cache::run(ctx),
             Scenario::Static => scenarios::statics::run(ctx),
+            Scenario::Ratelimit => scenarios::ratelimit::run(ctx),
             Scenario::Heterogeneous => scenarios::hetero::run(ctx),
         }
     }

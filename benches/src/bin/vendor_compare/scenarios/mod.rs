@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod hetero;
 pub mod proxies;
+pub mod ratelimit;
 pub mod reverse_proxy;
 pub mod statics;
 
