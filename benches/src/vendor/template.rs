@@ -21,6 +21,11 @@ pub const VARNISH_CACHE: &str = include_str!("../../vendor_configs/varnish/cache
 pub const NGINX_STATIC: &str = include_str!("../../vendor_configs/nginx/static.conf");
 /// Caddy `file_server` on a directory (`{{port}}`, `{{docroot}}`).
 pub const CADDY_STATIC: &str = include_str!("../../vendor_configs/caddy/static.Caddyfile");
+/// nginx with the gateway's features: rate limit, cache, passive health, balancing
+/// (`{{dir}}`, `{{servers}}`, `{{port}}`).
+pub const NGINX_GATEWAY: &str = include_str!("../../vendor_configs/nginx/gateway.conf");
+/// proxflow's gateway configuration (`{{site}}`, `{{upstreams}}`).
+pub const PROXFLOW_GATEWAY: &str = include_str!("../../vendor_configs/proxflow/gateway.yaml");
 /// Caddy `reverse_proxy` over three upstreams (`{{policy}}`, `{{upstreams}}`, `{{port}}`).
 pub const CADDY_REVERSE_PROXY: &str =
     include_str!("../../vendor_configs/caddy/reverse_proxy.Caddyfile");
@@ -64,7 +69,9 @@ mod tests {
 
     #[test]
     fn committed_templates_name_only_what_the_programs_fill() {
-        let cases: [(&str, &[&str]); 8] = [
+        let cases: [(&str, &[&str]); 10] = [
+            (NGINX_GATEWAY, &["dir", "servers", "port"]),
+            (PROXFLOW_GATEWAY, &["site", "upstreams"]),
             (NGINX_STATIC, &["port", "docroot"]),
             (CADDY_STATIC, &["port", "docroot"]),
             (NGINX_CACHE, &["dir", "origin", "port"]),

@@ -155,6 +155,9 @@ pub struct OpenRun {
     pub outcome: Outcome,
     /// The growth of each counter.
     pub counted: Vec<u64>,
+    /// What the load core (the generator and the upstreams) did meanwhile: when it is busy
+    /// nearly all the time, the latencies are the generator's as much as the server's.
+    pub load_core: CoreUse,
 }
 
 /// One open-loop run of `secs` at `rate` on the load core.
@@ -173,14 +176,20 @@ pub fn open_run(
         connections: plan.open_connections,
     };
     let before = counters();
+    let core_before = cpu::core_ticks(WRK_CPU)?;
     let outcome = runtime.block_on(openloop::run(contestant.server.port, path, schedule))?;
+    let load_core = cpu::core_use(core_before, cpu::core_ticks(WRK_CPU)?);
     let after = counters();
     let counted = after
         .iter()
         .zip(&before)
         .map(|(a, b)| a.saturating_sub(*b))
         .collect();
-    Ok(OpenRun { outcome, counted })
+    Ok(OpenRun {
+        outcome,
+        counted,
+        load_core,
+    })
 }
 
 /// `plan.open_rounds` rounds, in each an open-loop run per rate and contestant (the first
@@ -211,7 +220,7 @@ pub fn latency(
                 .map_err(|e| format!("{} at {rate:.0} req/s: {e}", contestant.label))?;
                 let outcome = &run.outcome;
                 eprintln!(
-                    "  round {}/{} {:<26} at {:>7} req/s: p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms{}",
+                    "  round {}/{} {:<26} at {:>7} req/s: p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  load core {:>3.0}% busy{}",
                     round + 1,
                     plan.open_rounds,
                     contestant.label,
@@ -219,6 +228,7 @@ pub fn latency(
                     outcome.ms(0.5),
                     outcome.ms(0.99),
                     outcome.ms(0.999),
+                    run.load_core.busy * 100.0,
                     problems(outcome),
                 );
                 runs[index][r].push(run);

@@ -18,6 +18,9 @@
 //! - `heterogeneous`: the same proxies over three upstreams, one ten times slower; proxflow-lb
 //!   adaptive vs nginx `least_conn`, HAProxy `leastconn`, Caddy `least_conn` at a fixed rate:
 //!   p50/p99 and the share sent to the slow upstream.
+//! - `gateway`: the `gateway` program (cache, rate limit, balancer, breakers on `/api`) vs nginx
+//!   with `limit_req`, `proxy_cache` and `upstream`, and each one's bare proxy for the cost of
+//!   the composition.
 //!
 //! The program checks that the Debian packages it needs are installed (naming the
 //! `apt-get install` line otherwise), builds proxflow's programs under test (asking the cargo
@@ -68,6 +71,8 @@ enum Scenario {
     Cache,
     /// Scenario 5: one upstream of three ten times slower, tail latency at a fixed rate.
     Heterogeneous,
+    /// Scenario 6: the whole gateway stack against nginx with the same features.
+    Gateway,
 }
 
 impl Scenario {
@@ -79,7 +84,7 @@ impl Scenario {
             }
             Scenario::Cache => &[NGINX, VARNISHD, WRK, TASKSET],
             Scenario::Static => &[NGINX, CADDY, WRK, TASKSET],
-            Scenario::Ratelimit => &[NGINX, WRK, TASKSET],
+            Scenario::Ratelimit | Scenario::Gateway => &[NGINX, WRK, TASKSET],
         }
     }
 
@@ -98,6 +103,10 @@ impl Scenario {
                 ("proxflow-benches", "ratelimit_server"),
                 ("proxflow-benches", "ratelimit_vs_nginx"),
             ],
+            Scenario::Gateway => &[
+                ("proxflow-examples", "gateway"),
+                ("proxflow-examples", "hyper_proxy"),
+            ],
         }
     }
 
@@ -108,6 +117,7 @@ impl Scenario {
             Scenario::Static => scenarios::statics::run(ctx),
             Scenario::Ratelimit => scenarios::ratelimit::run(ctx),
             Scenario::Heterogeneous => scenarios::hetero::run(ctx),
+            Scenario::Gateway => scenarios::gateway::run(ctx),
         }
     }
 }

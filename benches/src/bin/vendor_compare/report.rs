@@ -123,7 +123,7 @@ fn median_run(runs: &[WrkRun]) -> Option<&WrkRun> {
 /// and anything that went wrong.
 pub fn latency_table(m: &Measured) -> String {
     let mut out = String::from(
-        "| load | contestant | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 per round | requests | problems |\n|---|---|--:|--:|--:|--:|--:|---|--:|---|\n",
+        "| load | contestant | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 per round | requests | load core busy | problems |\n|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|\n",
     );
     for (r, (name, rate)) in m.rates.iter().enumerate() {
         for (i, (label, _)) in m.labels.iter().enumerate() {
@@ -134,8 +134,14 @@ pub fn latency_table(m: &Measured) -> String {
                 .iter()
                 .map(|run| format!("{:.2}", run.outcome.ms(0.99)))
                 .collect();
+            let mut busy: Vec<f64> = m.open[i][r].iter().map(|run| run.load_core.busy).collect();
+            let busy = median(&mut busy);
+            let mut problems = problems(&outcome).trim().to_string();
+            if busy > 0.95 {
+                problems += " load core saturated: the generator's latency as much as the server's";
+            }
             out += &format!(
-                "| {name}: {} req/s | {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |\n",
+                "| {name}: {} req/s | {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0}% | {} |\n",
                 thousands(*rate),
                 outcome.ms(0.5),
                 outcome.ms(0.9),
@@ -144,7 +150,8 @@ pub fn latency_table(m: &Measured) -> String {
                 outcome.ms(1.0),
                 per_round.join(", "),
                 thousands(outcome.scheduled as f64),
-                problems(&outcome).trim(),
+                busy * 100.0,
+                problems.trim(),
             );
         }
     }

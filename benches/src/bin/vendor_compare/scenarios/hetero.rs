@@ -36,6 +36,7 @@ pub fn run(ctx: &Context) -> Result<Section> {
         &upstreams,
         &["adaptive", "round_robin"],
         VendorPolicy::LeastConn,
+        &proxies::ALL,
     )?;
     let path = "/";
     let body = upstream::body();

@@ -1,6 +1,7 @@
 //! The scenarios, each a function from the run's context to its report.
 
 pub mod cache;
+pub mod gateway;
 pub mod hetero;
 pub mod proxies;
 pub mod ratelimit;

@@ -22,7 +22,21 @@ pub enum VendorPolicy {
     LeastConn,
 }
 
-/// `hyper_proxy --policy <policy>` for each of `policies`, then nginx, HAProxy and Caddy with
+/// A vendor proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// nginx `upstream`.
+    Nginx,
+    /// HAProxy.
+    HAProxy,
+    /// Caddy `reverse_proxy`.
+    Caddy,
+}
+
+/// Every vendor proxy.
+pub const ALL: [Vendor; 3] = [Vendor::Nginx, Vendor::HAProxy, Vendor::Caddy];
+
+/// `hyper_proxy --policy <policy>` for each of `policies`, then each of `vendors` with
 /// `vendor`, all in front of `upstreams`.
 pub fn start(
     ctx: &Context,
@@ -30,6 +44,7 @@ pub fn start(
     upstreams: &[Upstream],
     policies: &[&str],
     vendor: VendorPolicy,
+    vendors: &[Vendor],
 ) -> Result<Vec<Contestant>> {
     let mut contestants = Vec::new();
     let hyper_proxy = sibling_binary("hyper_proxy")?;
@@ -62,51 +77,55 @@ pub fn start(
         VendorPolicy::LeastConn => format!("{name} {}", policy_name(name)),
     };
 
-    let port = free_port()?;
-    let servers: Vec<String> = upstreams
-        .iter()
-        .map(|u| format!("        server {} max_fails=0;", u.addr()))
-        .collect();
-    let http = template::render(
-        NGINX_REVERSE_PROXY,
-        &[
-            ("policy", nginx_policy),
-            ("servers", &servers.join("\n")),
-            ("port", &port.to_string()),
-        ],
-    )?;
-    let server = nginx::start(&ctx.dir(scenario, "nginx"), &http, &[port])?;
-    contestants.push(Contestant::new(suffix("nginx"), false, server));
-
-    let port = free_port()?;
-    let servers: Vec<String> = upstreams
-        .iter()
-        .enumerate()
-        .map(|(i, u)| format!("    server u{i} {}", u.addr()))
-        .collect();
-    let config = template::render(
-        HAPROXY_REVERSE_PROXY,
-        &[
-            ("balance", haproxy_balance),
-            ("servers", &servers.join("\n")),
-            ("port", &port.to_string()),
-        ],
-    )?;
-    let server = haproxy::start(&ctx.dir(scenario, "haproxy"), &config, port)?;
-    contestants.push(Contestant::new(suffix("HAProxy"), false, server));
-
-    let port = free_port()?;
-    let addrs: Vec<String> = upstreams.iter().map(Upstream::addr).collect();
-    let config = template::render(
-        CADDY_REVERSE_PROXY,
-        &[
-            ("policy", caddy_policy),
-            ("upstreams", &addrs.join(" ")),
-            ("port", &port.to_string()),
-        ],
-    )?;
-    let server = caddy::start(&ctx.dir(scenario, "caddy"), &config, port)?;
-    contestants.push(Contestant::new(suffix("Caddy"), false, server));
+    if vendors.contains(&Vendor::Nginx) {
+        let port = free_port()?;
+        let servers: Vec<String> = upstreams
+            .iter()
+            .map(|u| format!("        server {} max_fails=0;", u.addr()))
+            .collect();
+        let http = template::render(
+            NGINX_REVERSE_PROXY,
+            &[
+                ("policy", nginx_policy),
+                ("servers", &servers.join("\n")),
+                ("port", &port.to_string()),
+            ],
+        )?;
+        let server = nginx::start(&ctx.dir(scenario, "nginx"), &http, &[port])?;
+        contestants.push(Contestant::new(suffix("nginx"), false, server));
+    }
+    if vendors.contains(&Vendor::HAProxy) {
+        let port = free_port()?;
+        let servers: Vec<String> = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("    server u{i} {}", u.addr()))
+            .collect();
+        let config = template::render(
+            HAPROXY_REVERSE_PROXY,
+            &[
+                ("balance", haproxy_balance),
+                ("servers", &servers.join("\n")),
+                ("port", &port.to_string()),
+            ],
+        )?;
+        let server = haproxy::start(&ctx.dir(scenario, "haproxy"), &config, port)?;
+        contestants.push(Contestant::new(suffix("HAProxy"), false, server));
+    }
+    if vendors.contains(&Vendor::Caddy) {
+        let port = free_port()?;
+        let addrs: Vec<String> = upstreams.iter().map(Upstream::addr).collect();
+        let config = template::render(
+            CADDY_REVERSE_PROXY,
+            &[
+                ("policy", caddy_policy),
+                ("upstreams", &addrs.join(" ")),
+                ("port", &port.to_string()),
+            ],
+        )?;
+        let server = caddy::start(&ctx.dir(scenario, "caddy"), &config, port)?;
+        contestants.push(Contestant::new(suffix("Caddy"), false, server));
+    }
     Ok(contestants)
 }
 

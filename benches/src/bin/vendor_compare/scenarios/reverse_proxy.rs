@@ -32,6 +32,7 @@ pub fn run(ctx: &Context) -> Result<Section> {
         &upstreams,
         &["round_robin", "adaptive"],
         VendorPolicy::RoundRobin,
+        &proxies::ALL,
     )?;
     let path = "/";
     let body = upstream::body();
