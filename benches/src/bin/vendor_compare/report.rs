@@ -292,20 +292,40 @@ pub fn render(section: &Section, outputs: &Outputs) -> Result<String> {
 const HEADING: &str = "## Vendor comparison (`vendor_compare`)";
 
 /// Puts `markdown` into `results` between the markers of `id`: in place of the section of an
-/// earlier run, or appended (under [`HEADING`], added if missing).
+/// earlier run; else after the last section of this program; else under [`HEADING`], which
+/// goes before the file's first `## ` heading (the newest results come first), or at the end.
 pub fn update_results(results: &Path, id: &str, markdown: &str) -> Result<()> {
     let text = fs::read_to_string(results).unwrap_or_default();
     let begin = format!("<!-- vendor_compare:{id} begin -->");
     let end = format!("<!-- vendor_compare:{id} end -->");
     let block = format!("{begin}\n{}\n{end}", markdown.trim_end());
-    let updated = match (text.find(&begin), text.find(&end)) {
-        (Some(a), Some(b)) if a < b => format!("{}{block}{}", &text[..a], &text[b + end.len()..]),
-        _ => {
-            let mut text = text;
-            if !text.contains(HEADING) {
-                text = format!("{}\n\n{HEADING}\n", text.trim_end());
-            }
-            format!("{}\n\n{block}\n", text.trim_end())
+    let updated = if let (Some(a), Some(b)) = (text.find(&begin), text.find(&end)) {
+        if a > b {
+            return Err(format!(
+                "{}: the markers of {id} are out of order",
+                results.display()
+            )
+            .into());
+        }
+        format!("{}{block}{}", &text[..a], &text[b + end.len()..])
+    } else if let Some(heading) = text.find(HEADING) {
+        // After the last of this program's sections under the heading, if any.
+        let after_heading = heading + HEADING.len();
+        let section_end = text[after_heading..]
+            .find("\n## ")
+            .map_or(text.len(), |i| after_heading + i);
+        let at = text[after_heading..section_end]
+            .rfind(" end -->")
+            .map_or(after_heading, |i| after_heading + i + " end -->".len());
+        format!("{}\n\n{block}{}", &text[..at], &text[at..])
+    } else {
+        match text.find("\n## ") {
+            Some(at) => format!(
+                "{}\n\n{HEADING}\n\n{block}\n{}",
+                text[..at].trim_end(),
+                &text[at..]
+            ),
+            None => format!("{}\n\n{HEADING}\n\n{block}\n", text.trim_end()),
         }
     };
     fs::write(results, updated)?;
@@ -320,14 +340,16 @@ mod tests {
     fn sections_are_replaced_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("RESULTS.md");
-        std::fs::write(&path, "# Results\n\nolder text\n").unwrap();
+        std::fs::write(&path, "# Results\n\nintro\n\n## Older\n\nolder text\n").unwrap();
         update_results(&path, "proxy", "### A\n\nfirst").unwrap();
         update_results(&path, "cache", "### B\n\nsecond").unwrap();
         update_results(&path, "proxy", "### A\n\nthird").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# Results\n\nolder text\n"));
+        assert!(text.starts_with("# Results\n\nintro\n\n## Vendor comparison"));
+        assert!(text.ends_with("## Older\n\nolder text\n"));
         assert_eq!(text.matches("## Vendor comparison").count(), 1);
         assert!(!text.contains("first") && text.contains("third") && text.contains("second"));
         assert!(text.find("third").unwrap() < text.find("second").unwrap());
+        assert!(text.find("second").unwrap() < text.find("## Older").unwrap());
     }
 }
