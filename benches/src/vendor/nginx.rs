@@ -13,7 +13,7 @@ use super::{template, Result, NGINX, SERVER_CPU};
 /// on every port of `ports`; the server's `port` is the first of them.
 ///
 /// `http` goes into the `http` block of the committed frame
-/// ([`template::NGINX_MAIN`](super::template::NGINX_MAIN)), after what every comparison shares:
+/// ([`template::NGINX_MAIN`]), after what every comparison shares:
 /// one worker, no access log, no limit on the requests of a keep-alive connection, and nginx's
 /// temporary paths in `dir`.
 pub fn start(dir: &Path, http: &str, ports: &[u16]) -> Result<Server> {
