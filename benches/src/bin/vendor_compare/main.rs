@@ -34,8 +34,10 @@
 //!
 //! It prints a markdown report per scenario and writes an SVG plot of each. A full run keeps
 //! its sections of `benches/RESULTS.md` up to date (each between markers of its own) and writes
-//! the plots to `benches/plots/`; a `--quick` run (every scenario in under three minutes, rough
+//! the plots to `benches/plots/`; a `--quick` run (a smoke check of all six scenarios, rough
 //! figures) writes neither unless `--results` and `--plots` say where.
+//!
+//! A full run takes about 45 minutes; `--quick` about three, plus the builds.
 
 mod binaries;
 mod engine;
@@ -129,20 +131,21 @@ struct Args {
     /// The scenarios to run (default: all).
     #[arg(value_enum)]
     scenarios: Vec<Scenario>,
-    /// A smoke run: every scenario in under three minutes (3 s runs, 2 rounds, 1 open-loop
-    /// round). Rough figures; RESULTS.md is left alone unless `--results` is given.
+    /// A smoke run: all six scenarios in about three minutes (one round of 2 s wrk runs and 1 s
+    /// open-loop runs after 1 s of warm-up). Rough figures; RESULTS.md is left alone unless
+    /// `--results` is given.
     #[arg(long)]
     quick: bool,
-    /// Seconds of each measured wrk run (default 10; 3 with --quick).
+    /// Seconds of each measured wrk run (default 10; 2 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     duration: Option<u32>,
-    /// Measured wrk rounds (default 3; 2 with --quick).
+    /// Measured wrk rounds (default 3; 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: Option<u32>,
     /// Seconds of each contestant's warm-up (default 2; 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     warmup: Option<u32>,
-    /// Seconds of each open-loop run (default 10; 3 with --quick).
+    /// Seconds of each open-loop run (default 10; 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     open_duration: Option<u32>,
     /// Open-loop rounds (default 3; 1 with --quick).
@@ -184,7 +187,7 @@ fn run(args: Args) -> Result<()> {
     selected.sort();
     selected.dedup();
     let (duration, rounds, warmup, open_duration, open_rounds) = if args.quick {
-        (3, 2, 1, 3, 1)
+        (2, 1, 1, 1, 1)
     } else {
         (10, 3, 2, 10, 3)
     };
