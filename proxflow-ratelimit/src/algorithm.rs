@@ -667,18 +667,28 @@ mod tests {
             // Each algorithm's admissions after the sync, from the state the others' admissions
             // left when counted on time and when folded at the sync.
             let buckets = |mut state: Option<Nanos>| {
-                after.iter().filter(|&&now| {
-                    let (verdict, next) = gcra_reserve(state, now, &rate, 0);
-                    state = next.or(state);
-                    admitted(verdict)
-                }).count()
+                after
+                    .iter()
+                    .filter(|&&now| {
+                        let (verdict, next) = gcra_reserve(state, now, &rate, 0);
+                        state = next.or(state);
+                        admitted(verdict)
+                    })
+                    .count()
             };
-            let on_time = others.iter().fold(None, |tat, &at| Some(bucket_fold(tat, at, &rate, 1)));
+            let on_time = others
+                .iter()
+                .fold(None, |tat, &at| Some(bucket_fold(tat, at, &rate, 1)));
             let folded = Some(bucket_fold(None, sync, &rate, count));
             prop_assert!(buckets(folded) <= buckets(on_time), "token bucket");
             prop_assert!(folded >= on_time);
 
-            let logs = |mut log: Log| after.iter().filter(|&&now| admitted(sliding_log(&mut log, now, &rate))).count();
+            let logs = |mut log: Log| {
+                after
+                    .iter()
+                    .filter(|&&now| admitted(sliding_log(&mut log, now, &rate)))
+                    .count()
+            };
             let mut on_time = Log::default();
             for &at in &others {
                 sliding_log_fold(&mut on_time, at, &rate, 1);
@@ -687,7 +697,12 @@ mod tests {
             sliding_log_fold(&mut folded, sync, &rate, count);
             prop_assert!(logs(folded) <= logs(on_time), "sliding log");
 
-            let counters = |mut state: Counters| after.iter().filter(|&&now| admitted(sliding_counter(&mut state, now, &rate))).count();
+            let counters = |mut state: Counters| {
+                after
+                    .iter()
+                    .filter(|&&now| admitted(sliding_counter(&mut state, now, &rate)))
+                    .count()
+            };
             let mut on_time = Counters::default();
             for &at in &others {
                 sliding_counter_fold(&mut on_time, at, &rate, 1);

@@ -431,24 +431,29 @@ impl RateLimitLayer {
     /// Default: none, exact mode (a round trip per request). Applies with
     /// [`redis`](Self::redis); the config's `distributed.sync_interval`.
     ///
-    /// **Overshoot.** Between two syncs an instance does not know what the others admitted: it
-    /// misses at most their admissions since their last sync before its own, a span of
-    /// `S = 2 × (interval + the sync's round trip)`. What it learns is added to its own state as
-    /// admissions made at the sync, which never admits more than counting them on time would.
-    /// So with `n` instances sharing a key, any span of length `L` admits at most what one
-    /// limiter admits in `L`, plus what each other instance can admit on its own in `S`:
+    /// **Overshoot.** An instance learns the others' admissions of a key at its syncs: it
+    /// misses at most those made since their last sync before its own, a span of
+    /// `S = 2 × (interval + the sync's round trip)` (for a key it had no request for lately,
+    /// also those before its first sync of the key, within an interval of its first request).
+    /// What it learns is added to its state as admissions made at the sync, which never admits
+    /// more than counting them when they happened, and an excess is paid back: an instance whose
+    /// state holds more than it could admit refuses until that has passed. So with `n`
+    /// instances sharing a key, at most:
     ///
-    /// - token bucket: `burst + rate × L / per`, plus `(n - 1) × (burst + rate × S / per)`;
-    /// - leaky bucket: the same, with `burst + 1` (its line and the request leaving);
-    /// - sliding windows: `rate` in any window of `per` (twice that at worst for the
-    ///   approximation, as without Redis), plus `(n - 1) ×` at most `rate`, a window's worth
-    ///   that one instance can admit at once, and `rate × S / per` under steady load.
+    /// - token bucket: in any span of length `L`, one limiter's `burst + rate × L / per`, plus
+    ///   `(n - 1) × (burst + rate × S / per)`;
+    /// - leaky bucket: the same with `burst + 1` (the line and the request leaving);
+    /// - exact sliding window: `rate × ceil(L / per)`, plus `(n - 1) × rate` (the window's worth
+    ///   each instance can admit at once);
+    /// - sliding-window approximation: in a window of `per`, twice `rate` at worst as without
+    ///   Redis, plus `(n - 1) × rate`; it forgets an excess two fixed windows later instead of
+    ///   paying it all back.
     ///
-    /// The `burst` terms are reached when every instance gets a burst of a new key at once; under
-    /// steady load each instance's share of the others' admissions arrives every interval and
-    /// the admissions stay close to the limit (three instances, 200 a second, 100 ms: within a
-    /// few percent, tests/redis.rs). The others' excess is paid back: an instance whose state
-    /// learns more than its burst refuses until it has passed.
+    /// The `burst` and `rate` terms are reached when a burst of a new key hits every instance at
+    /// once. Under steady load each instance learns the others' share every interval, and the
+    /// admissions stay close to the limit: three instances offered 7.5 times a limit of 200 a
+    /// second with a 100 ms interval admitted within a few percent of it over 5 s
+    /// (tests/redis.rs, which checks the bounds above).
     ///
     /// The `RateLimit` fields and `Retry-After` are the instance's own limiter's, over its
     /// state with the others' admissions folded in.
@@ -461,9 +466,9 @@ impl RateLimitLayer {
     /// the return are logged once each.
     ///
     /// Memory: the keys with requests lately are tracked, at most [`max_keys`](Self::max_keys)
-    /// of them, each with its Redis key and counts (about 150 bytes) beside its state in the key
-    /// table. Redis keeps a record per key for as long as its state holds admissions and three
-    /// intervals more.
+    /// of them, each with its Redis key and counts (a hash map slot of 73 bytes: 84 to 167
+    /// bytes a key with the map's room) beside its state in the key table. Redis keeps a record
+    /// per key for as long as its state holds admissions and three intervals more.
     ///
     /// ```no_run
     /// use std::time::Duration;

@@ -342,7 +342,7 @@ impl Shared {
         let verdict = limiter.check(Some(key), self.max_wait(), self.report());
         let admitted = matches!(verdict, Verdict::Admit { .. });
         let now = self.clock.now_ns();
-        synced.record(limiter, tier.as_ref(), key, admitted, now, || {
+        synced.record(&self.limiter, tier.as_ref(), key, admitted, now, || {
             let stable = if missing {
                 Remote::missing_key()
             } else {
@@ -354,7 +354,7 @@ impl Shared {
                 .remote
                 .as_ref()
                 .expect("the limiters of a Redis layer have a Redis quota");
-            synced.remote.key(stable, quota).0
+            Remote::digest(stable, quota).0
         });
         self.judge(verdict, *limiter.rate())
     }

@@ -77,6 +77,8 @@ pub(crate) struct RemoteQuota {
     tag: [u8; 16],
     /// The script's arguments after the synced mode's count, if any.
     pub(crate) args: Arc<[String]>,
+    /// The synced mode: how the quota's keys are tracked.
+    pub(crate) track: Option<synced::Track>,
 }
 
 impl Remote {
@@ -153,19 +155,29 @@ impl Remote {
         RemoteQuota {
             tag: digest[..16].try_into().expect("16 bytes"),
             args: args.into(),
+            track: self
+                .sync_interval
+                .map(|interval| synced::Track::new(rate, interval)),
         }
     }
 
     /// The Redis key of `key` under `quota`, and the key the instance's own limiter uses for
     /// it when Redis is unavailable.
-    pub(crate) fn key(&self, mut key: Sha256, quota: &RemoteQuota) -> (Vec<u8>, u64) {
-        key.update(quota.tag);
-        let digest = key.finalize();
+    pub(crate) fn key(&self, key: Sha256, quota: &RemoteQuota) -> (Vec<u8>, u64) {
+        let (digest, local) = Self::digest(key, quota);
         let mut redis_key = Vec::with_capacity(self.prefix.len() + 16);
         redis_key.extend_from_slice(&self.prefix);
-        redis_key.extend_from_slice(&digest[..16]);
-        let local = u64::from_le_bytes(digest[16..24].try_into().expect("8 bytes"));
+        redis_key.extend_from_slice(&digest);
         (redis_key, local)
+    }
+
+    /// The part of the Redis key of `key` under `quota` after the prefix, and the key the
+    /// instance's own limiter uses for it when Redis is unavailable.
+    pub(crate) fn digest(mut key: Sha256, quota: &RemoteQuota) -> ([u8; 16], u64) {
+        key.update(quota.tag);
+        let digest = key.finalize();
+        let local = u64::from_le_bytes(digest[16..24].try_into().expect("8 bytes"));
+        (digest[..16].try_into().expect("16 bytes"), local)
     }
 
     /// The shared key of requests without one.
