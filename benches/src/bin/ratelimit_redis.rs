@@ -1,6 +1,7 @@
-//! What proxflow-ratelimit's Redis mode costs against its local limiter (issue 21): the latency
+//! What proxflow-ratelimit's Redis modes cost against its local limiter (issue 21): the latency
 //! the exact mode adds to one request on loopback, and the decisions per second of three
-//! instances sharing one Redis, beside three local limiters.
+//! instances sharing one Redis, beside three local limiters; the synced mode
+//! (`sync_interval: 100ms`) beside both.
 //!
 //! **Needs a redis-server**, named by `PROXFLOW_REDIS_URL` (the program stops with a message
 //! without it), and the `redis` feature of this package:
@@ -17,13 +18,14 @@
 //!
 //! Both parts call the layer's service as a server does, inside a multi-threaded tokio runtime:
 //! `ready`, `call`, await the response. The inner service is the benches' no-op (an axum
-//! handler's answer). The quota is the same in both modes and the exact mode's timeout is 1 s,
-//! so that Redis decides every request (the program checks that no request failed open).
+//! handler's answer). The quota is the same in every mode and the exact mode's timeout is 1 s,
+//! so that Redis decides every request (the program checks that no request failed open, and
+//! that the synced instances synced).
 //!
 //! - **Latency**: one request at a time, `key: header:x-tenant` with one tenant, a token bucket
-//!   of 10^6 per second (burst 1000) that admits every request: the allowed path. The local
-//!   layer, the exact layer and a bare `PING` on a multiplexed connection of the same client
-//!   (the round trip any Redis mode pays) alternate in stretches of 500, so that the three see
+//!   of 10^6 per second (burst 1000) that admits every request: the allowed path. The local,
+//!   synced and exact layers and a bare `PING` on a multiplexed connection of the same client
+//!   (the round trip any Redis mode pays) alternate in stretches of 500, so that all four see
 //!   the same state of the host. Each request is timed alone; the table gives medians and tails
 //!   and the difference of the medians, exact minus local.
 //! - **Throughput**: three layers (three instances, each with its own connection to Redis) in one
@@ -36,7 +38,8 @@
 //!   wraps, writes the requests of concurrent callers onto the one socket without waiting for the
 //!   replies before it, and matches the replies in order: the `N` requests in flight of an
 //!   instance are pipelined without any batching in the layer. The same harness runs three local
-//!   layers (which do not share their counts: each admits its own quota). Redis's CPU share is
+//!   layers (which do not share their counts: each admits its own quota) and three synced ones
+//!   (each syncs its 1000 tracked keys every 100 ms, in pipelines of 512 scripts). Redis's CPU share is
 //!   read from `INFO cpu` around each run, the program's own from `/proc/self/stat`: they say
 //!   which side bounds the throughput.
 //!
@@ -94,6 +97,7 @@ const THROUGHPUT_QUOTA: (u32, u32) = (10, 10);
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Local,
+    Synced,
     Exact,
 }
 
@@ -101,10 +105,17 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Local => "local",
+            Mode::Synced => "synced (Redis, 100 ms)",
             Mode::Exact => "exact (Redis)",
         }
     }
 }
+
+/// The modes, in the tables' order.
+const MODES: [Mode; 3] = [Mode::Local, Mode::Synced, Mode::Exact];
+
+/// The synced mode's interval.
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 fn main() {
     let args = Args::parse();
@@ -170,12 +181,15 @@ fn layer(mode: Mode, (rate, burst): (u32, u32), url: &str, prefix: &str) -> Rate
         key: "header:x-tenant".into(),
         ..RateLimitConfig::default()
     };
-    if mode == Mode::Exact {
+    if mode != Mode::Local {
         let mut distributed = DistributedConfig::new(url);
         distributed.key_prefix = prefix.into();
         // Redis decides every request: a loaded machine must not turn a slow answer into a
         // local decision.
         distributed.timeout = Duration::from_secs(1);
+        if mode == Mode::Synced {
+            distributed.sync_interval = Some(SYNC_INTERVAL);
+        }
         config.distributed = Some(distributed);
     }
     RateLimitLayer::from_config(&config).expect("a valid config")
@@ -211,41 +225,38 @@ async fn latency(
     admin: &mut redis::aio::MultiplexedConnection,
 ) -> Result<String, String> {
     let tenant = HeaderValue::from_static("t0");
-    let local_layer = layer(Mode::Local, LATENCY_QUOTA, url, "");
-    let exact_layer = layer(Mode::Exact, LATENCY_QUOTA, url, &prefix("latency"));
-    let exact_stats = exact_layer.stats();
-    let mut local = local_layer.layer(noop());
-    let mut exact = exact_layer.layer(noop());
+    let layers = MODES.map(|mode| layer(mode, LATENCY_QUOTA, url, &prefix("latency")));
+    let exact_stats = layers[2].stats();
+    let mut services = layers.each_ref().map(|layer| layer.layer(noop()));
     let mut ping = admin.clone();
     for _ in 0..WARM_UP {
-        assert_eq!(call(&mut local, &tenant).await, StatusCode::OK);
-        assert_eq!(call(&mut exact, &tenant).await, StatusCode::OK);
+        for service in &mut services {
+            assert_eq!(call(service, &tenant).await, StatusCode::OK);
+        }
         ping_once(&mut ping).await?;
     }
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    // local, synced, exact, PING.
+    let mut times: [Vec<Duration>; 4] = Default::default();
     let mut done = 0;
     let mut turn = 0;
     while done < args.requests {
         let stretch = STRETCH.min(args.requests - done);
         // Which side goes first turns with each stretch.
-        for side in (0..3).map(|i| (i + turn) % 3) {
+        for side in (0..4).map(|i| (i + turn) % 4) {
             for _ in 0..stretch {
                 let start = Instant::now();
-                match side {
-                    0 => {
-                        let status = call(&mut local, &tenant).await;
-                        times[0].push(start.elapsed());
-                        assert_eq!(status, StatusCode::OK, "local: the allowed path");
-                    }
-                    1 => {
-                        let status = call(&mut exact, &tenant).await;
-                        times[1].push(start.elapsed());
-                        assert_eq!(status, StatusCode::OK, "exact: the allowed path");
-                    }
-                    _ => {
-                        ping_once(&mut ping).await?;
-                        times[2].push(start.elapsed());
-                    }
+                if side < 3 {
+                    let status = call(&mut services[side], &tenant).await;
+                    times[side].push(start.elapsed());
+                    assert_eq!(
+                        status,
+                        StatusCode::OK,
+                        "{:?}: the allowed path",
+                        MODES[side]
+                    );
+                } else {
+                    ping_once(&mut ping).await?;
+                    times[3].push(start.elapsed());
                 }
             }
         }
@@ -253,7 +264,11 @@ async fn latency(
         turn += 1;
     }
     check_no_fail_open(&exact_stats)?;
-    let [local, exact, ping] = times.map(|mut t| {
+    let synced = layers[1].stats().snapshot();
+    if synced.syncs == 0 {
+        return Err("the synced layer never synced with Redis".into());
+    }
+    let [local, synced, exact, ping] = times.map(|mut t| {
         t.sort();
         t
     });
@@ -265,6 +280,7 @@ async fn latency(
     out += "| path | median | p90 | p99 | p99.9 | mean |\n|---|--:|--:|--:|--:|--:|\n";
     for (name, times) in [
         ("local limiter", &local),
+        ("synced mode (local decision, synced every 100 ms)", &synced),
         ("exact mode (one Lua script on Redis per request)", &exact),
         ("bare `PING` round trip (a multiplexed connection)", &ping),
     ] {
@@ -277,16 +293,20 @@ async fn latency(
             us(mean(times)),
         );
     }
-    let (l, e, p) = (
-        quantile(&local, 0.5),
-        quantile(&exact, 0.5),
-        quantile(&ping, 0.5),
+    let median = |times: &[Duration]| quantile(times, 0.5).as_secs_f64();
+    let (l, s, e, p) = (
+        median(&local),
+        median(&synced),
+        median(&exact),
+        median(&ping),
     );
     out += &format!(
         "\nAdded by the exact mode (difference of medians, exact - local): **{}**; of it, beyond \
-         a bare round trip (exact - local - PING): {}.\n\n",
-        us_signed(e.as_secs_f64() - l.as_secs_f64()),
-        us_signed(e.as_secs_f64() - l.as_secs_f64() - p.as_secs_f64()),
+         a bare round trip (exact - local - PING): {}. Added by the synced mode (synced - \
+         local): {:+.3} µs.\n\n",
+        us_signed(e - l),
+        us_signed(e - l - p),
+        (s - l) * 1e6,
     );
     Ok(out)
 }
@@ -322,22 +342,22 @@ async fn throughput(
     let tenants: Arc<[HeaderValue]> = (0..TENANTS)
         .map(|i| HeaderValue::from_str(&format!("t{i}")).expect("a header value"))
         .collect();
-    let modes = [Mode::Local, Mode::Exact];
     // runs[concurrency][mode]: one run per round.
-    let mut runs: Vec<[Vec<Run>; 2]> = args
+    let mut runs: Vec<[Vec<Run>; 3]> = args
         .concurrency
         .iter()
         .map(|_| Default::default())
         .collect();
     for round in 0..args.rounds {
         for (c, &in_flight) in args.concurrency.iter().enumerate() {
-            for (m, &mode) in modes.iter().enumerate() {
+            for (m, &mode) in MODES.iter().enumerate() {
                 let run = run_once(mode, in_flight, args.duration, url, &tenants, admin).await?;
                 eprintln!(
-                    "round {round}, {in_flight} in flight per instance, {}: {} decisions/s \
-                     (Redis CPU {:.0}%, this program {:.0}%)",
+                    "round {round}, {in_flight} in flight per instance, {}: {} decisions/s, {} \
+                     admitted/s (Redis CPU {:.0}%, this program {:.0}%)",
                     mode.name(),
                     thousands(run.per_second()),
+                    thousands(run.admitted as f64 / run.seconds),
                     run.redis_cpu * 100.0,
                     run.own_cpu * 100.0
                 );
@@ -350,40 +370,39 @@ async fn throughput(
          second, median of {} rounds of {} s\n\n",
         args.rounds, args.duration
     );
-    out += "| in flight per instance | local: decisions/s | exact, one Redis: decisions/s | \
-            exact / local | exact: best round | admitted: local, exact | exact: Redis CPU | \
-            exact: this program's CPU | local: this program's CPU |\n\
+    out += "| in flight per instance | local | synced, one Redis | exact, one Redis | exact / \
+            local | exact: best round | admitted/s: local, synced, exact | Redis CPU: synced, \
+            exact | this program's CPU: local, synced, exact |\n\
             |--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
     for (c, &in_flight) in args.concurrency.iter().enumerate() {
-        let [local, exact] = &runs[c];
-        let rate = |runs: &[Run]| median(runs.iter().map(Run::per_second).collect());
-        let (l, e) = (rate(local), rate(exact));
-        let admitted = |runs: &[Run]| {
-            median(
-                runs.iter()
-                    .map(|r| r.admitted as f64 / (r.admitted + r.refused).max(1) as f64)
-                    .collect(),
-            )
-        };
-        let cpu = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        let [local, synced, exact] = &runs[c];
+        let of = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        let rate = |runs: &[Run]| of(runs, Run::per_second);
+        let admitted = |runs: &[Run]| thousands(of(runs, |r| r.admitted as f64 / r.seconds));
+        let cpu = |runs: &[Run], f: fn(&Run) -> f64| format!("{:.0}%", of(runs, f) * 100.0);
         out += &format!(
-            "| {in_flight} | {} | {} | {:.2}% | {} | {:.2}%, {:.1}% | {:.0}% | {:.0}% | {:.0}% |\n",
-            thousands(l),
-            thousands(e),
-            e / l * 100.0,
+            "| {in_flight} | {} | {} | {} | {:.2}% | {} | {}, {}, {} | {}, {} | {}, {}, {} |\n",
+            thousands(rate(local)),
+            thousands(rate(synced)),
+            thousands(rate(exact)),
+            rate(exact) / rate(local) * 100.0,
             thousands(exact.iter().map(Run::per_second).fold(0.0, f64::max)),
-            admitted(local) * 100.0,
-            admitted(exact) * 100.0,
-            cpu(exact, |r| r.redis_cpu) * 100.0,
-            cpu(exact, |r| r.own_cpu) * 100.0,
-            cpu(local, |r| r.own_cpu) * 100.0,
+            admitted(local),
+            admitted(synced),
+            admitted(exact),
+            cpu(synced, |r| r.redis_cpu),
+            cpu(exact, |r| r.redis_cpu),
+            cpu(local, |r| r.own_cpu),
+            cpu(synced, |r| r.own_cpu),
+            cpu(exact, |r| r.own_cpu),
         );
     }
     out += "\nCPU shares are of one core (100% = one core busy for the run's duration): \
             Redis near 100% bounds the exact mode; both sides well under it mean that other \
             programs had the cores. The best round shows what the machine gives when the others \
-            leave it alone. The three local limiters do not share their counts, so between them they admit three \
-            times the quota; the exact ones admit it once.\n";
+            leave it alone. The three local limiters do not share their counts, so between them \
+            they admit three times the quota (10 a second per tenant, 1000 tenants); the exact \
+            and synced ones admit it once.\n";
     Ok(out)
 }
 
@@ -449,9 +468,13 @@ async fn run_once(
     let seconds = last.duration_since(started).as_secs_f64();
     let redis_cpu = (redis_cpu(admin).await? - redis_before) / seconds;
     let own_cpu = (own_cpu() - own_before) / seconds;
-    if mode == Mode::Exact {
-        for stats in &stats {
-            check_no_fail_open(stats)?;
+    for stats in &stats {
+        match mode {
+            Mode::Exact => check_no_fail_open(stats)?,
+            Mode::Synced if stats.snapshot().syncs == 0 => {
+                return Err("a synced instance never synced with Redis".into());
+            }
+            _ => {}
         }
     }
     Ok(Run {
