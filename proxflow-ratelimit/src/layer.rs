@@ -445,9 +445,10 @@ impl RateLimitLayer {
     /// - leaky bucket: the same with `burst + 1` (the line and the request leaving);
     /// - exact sliding window: `rate × ceil(L / per)`, plus `(n - 1) × rate` (the window's worth
     ///   each instance can admit at once);
-    /// - sliding-window approximation: in a window of `per`, twice `rate` at worst as without
-    ///   Redis, plus `(n - 1) × rate`; it forgets an excess two fixed windows later instead of
-    ///   paying it all back.
+    /// - sliding-window approximation: `rate × (ceil(L / per) + 1)` (each fixed window admits
+    ///   at most `rate`, so a window of `per` twice that at worst, as without Redis), plus
+    ///   `(n - 1) × rate`; it forgets an excess after the next fixed window instead of paying
+    ///   it all back.
     ///
     /// The `burst` and `rate` terms are reached when a burst of a new key hits every instance at
     /// once. Under steady load each instance learns the others' share every interval, and the

@@ -73,10 +73,10 @@ struct Entry {
     key: KeyHash,
     /// Its quota tier's limiter, or `None` for the layer's own.
     tier: Option<Arc<Limiter>>,
-    /// Admissions since the last sync.
+    /// Admissions not shared yet: those since the last sync, and those a sync under way has
+    /// sent, until Redis has answered it. A sync that fails, or never ends (its task dropped
+    /// with the runtime), leaves them for the next.
     pending: u32,
-    /// Admissions sent with the sync under way.
-    in_flight: u32,
     /// The record as the last sync left it.
     seen: Seen,
     /// When the key last had a request.
@@ -236,7 +236,6 @@ impl Synced {
                 key,
                 tier: tier.cloned(),
                 pending: u32::from(admitted),
-                in_flight: 0,
                 seen: Seen::NONE,
                 last_request: now,
             },
@@ -289,33 +288,27 @@ impl Synced {
             let before = shard.len();
             shard.retain(|_, entry| !entry.idle(&shared.limiter, now));
             self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
-            for (&salted, entry) in shard.iter_mut() {
-                let limiter = entry.tier.as_deref().unwrap_or(&shared.limiter);
+            for (&salted, entry) in shard.iter() {
+                let limiter = entry.limiter(&shared.limiter);
                 let Some(quota) = &limiter.remote else {
                     continue;
                 };
-                entry.in_flight = entry.pending;
-                entry.pending = 0;
                 pushed.push(Pushed {
                     shard: index,
                     salted,
                     digest: entry.digest,
-                    count: entry.in_flight,
+                    count: entry.pending,
                     args: Arc::clone(&quota.args),
                 });
             }
         }
-        if pushed.is_empty() {
-            return;
-        }
-        if self.remote.connected() == Some(false) {
+        if pushed.is_empty() || self.remote.connected() == Some(false) {
             // Known to be down: the probe reconnects, the counts wait for it.
-            self.restore(shared, &pushed);
             return;
         }
         let timeout = self.interval.max(self.remote.timeout);
         let script = self.remote.script();
-        for (sent, batch) in pushed.chunks(BATCH).enumerate() {
+        for batch in pushed.chunks(BATCH) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             pipe.load_script(script).ignore();
@@ -332,12 +325,12 @@ impl Synced {
                 pipe.invoke_script(&invocation);
             }
             type Replies = Vec<RedisResult<(i64, i64, i64)>>;
+            // Without an answer the counts stay pending, to be sent again: if Redis counted them
+            // before the answer was lost, they are counted twice, which errs on the side of
+            // refusing.
             match self.remote.pipeline::<Replies>(&pipe, timeout).await {
                 Ok(replies) if replies.len() == batch.len() => self.settle(shared, batch, replies),
-                _ => {
-                    self.restore(shared, &pushed[sent * BATCH..]);
-                    return;
-                }
+                _ => return,
             }
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +352,6 @@ impl Synced {
                     if fails_alone(&error) {
                         self.remote.script_failed(&error);
                     }
-                    self.restore(shared, std::slice::from_ref(key));
                     continue;
                 }
             };
@@ -372,7 +364,8 @@ impl Synced {
                 epoch: record.epoch,
                 total: record.total,
             };
-            entry.in_flight = 0;
+            // Those admitted since the sync began stay for the next.
+            entry.pending = entry.pending.saturating_sub(key.count);
             if count > 0 {
                 folds.push((entry.tier.clone(), entry.key, count));
             }
@@ -383,25 +376,13 @@ impl Synced {
         }
     }
 
-    /// Keys whose admissions were not shared: kept for the next sync, within their bound.
-    fn restore(&self, shared: &Shared, keys: &[Pushed]) {
-        for key in keys {
-            let mut shard = self.shard(key.shard);
-            if let Some(entry) = shard.get_mut(&key.salted) {
-                let kept = track(entry.limiter(&shared.limiter)).kept;
-                entry.pending = entry.pending.saturating_add(entry.in_flight).min(kept);
-                entry.in_flight = 0;
-            }
-        }
-    }
-
     /// Tracked keys, admissions not shared yet, and syncs done.
     pub(crate) fn figures(&self) -> (u64, u64, u64) {
         let unshared = (0..self.shards.len())
             .map(|index| {
                 self.shard(index)
                     .values()
-                    .map(|entry| u64::from(entry.pending) + u64::from(entry.in_flight))
+                    .map(|entry| u64::from(entry.pending))
                     .sum::<u64>()
             })
             .sum();
@@ -421,7 +402,6 @@ impl Entry {
     /// Nothing to send and no request for long enough: no longer synced.
     fn idle(&self, default: &Limiter, now: Nanos) -> bool {
         self.pending == 0
-            && self.in_flight == 0
             && now.saturating_sub(self.last_request) >= track(self.limiter(default)).forget_after
     }
 }
