@@ -188,14 +188,15 @@ pub struct StatsSnapshot {
     pub no_client_address: u64,
     /// Keys with state now, over all quotas.
     pub active_keys: u64,
-    /// Bytes of the key tables, over all quotas. In the Redis mode the tables hold only the
-    /// state `fail_open` made while Redis was unavailable.
+    /// Bytes of the key tables, over all quotas. In the exact Redis mode the tables hold only
+    /// the state `fail_open` made while Redis was unavailable; in the synced mode they hold
+    /// every key's state, as without Redis.
     pub key_table_bytes: u64,
-    /// Redis mode: requests decided by the instance's own limiter because Redis could not
-    /// answer in time (`fail_open`). They count as what happened to them too (`allowed`,
+    /// Exact Redis mode: requests decided by the instance's own limiter because Redis could
+    /// not answer in time (`fail_open`). They count as what happened to them too (`allowed`,
     /// `limited`, ...).
     pub fail_open: u64,
-    /// Redis mode: requests answered 503 because Redis could not answer in time
+    /// Exact Redis mode: requests answered 503 because Redis could not answer in time
     /// (`fail_closed`).
     pub fail_closed: u64,
     /// Redis mode: whether Redis answers now (in exact mode: decides); `None` before the first
