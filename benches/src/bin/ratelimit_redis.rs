@@ -146,8 +146,9 @@ async fn run(args: Args, url: String, workers: usize) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
     let version = info_field(&mut admin, "server", "redis_version").await?;
-    let mut out =
-        String::from("## proxflow-ratelimit: exact Redis mode against the local limiter\n\n");
+    let mut out = String::from(
+        "## proxflow-ratelimit: the Redis modes (exact and synced) against the local limiter\n\n",
+    );
     out += &format!("```sh\n{}\n```\n\n", command_line());
     out += &format!(
         "{}; Redis {version} at {url}; this program on CPUs {} ({workers} runtime workers); at \
