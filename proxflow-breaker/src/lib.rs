@@ -115,6 +115,7 @@ mod handle;
 mod keyed;
 mod layer;
 mod machine;
+mod ramp;
 mod service;
 mod shared;
 mod stripes;
@@ -122,7 +123,7 @@ mod window;
 
 pub use breaker::{BreakerSnapshot, StateChange, Totals};
 pub use classify::{Classify, ErrorClassifier, StatusClassifier};
-pub use config::BreakerConfig;
+pub use config::{BreakerConfig, RampUpMode};
 pub use error::BreakerError;
 pub use handle::{BreakerHandle, KeyedBreakerHandle};
 pub use keyed::{KeyedCircuitBreaker, NO_KEY};
