@@ -305,7 +305,9 @@ impl Machine {
             );
         }
         if let Phase::RampUp { .. } = self.phase {
-            transition = self.ramp_step(now, None).or(transition);
+            if self.ramp_step(now, None) {
+                transition = self.enter(now, Phase::Closed);
+            }
         }
         let permit = Permit { epoch: self.epoch };
         let admission = match &mut self.phase {
@@ -421,7 +423,8 @@ impl Machine {
                     }
                     None
                 } else {
-                    self.ramp_step(now, Some((failed, slow, latency)))
+                    self.ramp_step(now, Some((failed, slow, latency)));
+                    None
                 }
             }
         }
@@ -489,13 +492,10 @@ impl Machine {
         now.saturating_duration_since(self.origin).as_secs_f64()
     }
 
-    /// Ramp-up: counts a call that ended at `now` in the current step, ends the step if it is
-    /// due, and closes the circuit once the share reaches 1.
-    fn ramp_step(
-        &mut self,
-        now: Instant,
-        call: Option<(bool, bool, Duration)>,
-    ) -> Option<Transition> {
+    /// Ramp-up: counts a call that ended at `now` in the current step and ends the step if it
+    /// is due. Returns whether the ramp is over; the circuit closes when a call next asks for
+    /// leave.
+    fn ramp_step(&mut self, now: Instant, call: Option<(bool, bool, Duration)>) -> bool {
         let elapsed = now.saturating_duration_since(self.since);
         let Phase::RampUp {
             controller,
@@ -504,7 +504,7 @@ impl Machine {
             ..
         } = &mut self.phase
         else {
-            return None;
+            return false;
         };
         if let Some((failed, slow, latency)) = call {
             seen.add(failed, slow, latency);
@@ -514,11 +514,7 @@ impl Machine {
             *seen = Observation::default();
             *step_began = now;
         }
-        if controller.done(elapsed) {
-            self.enter(now, Phase::Closed)
-        } else {
-            None
-        }
+        controller.done(elapsed)
     }
 
     /// Holds the breaker open (`ForcedOpen`) or closed (`ForcedClosed`) until [`Self::reset`].
@@ -590,6 +586,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RampUpMode;
 
     const MS: Duration = Duration::from_millis(1);
     const S: Duration = Duration::from_secs(1);
@@ -747,9 +744,13 @@ mod tests {
     }
 
     #[test]
-    fn ramp_up_admits_the_target_share_then_closes() {
+    fn the_time_ramp_admits_the_target_share_then_closes() {
         let t0 = Instant::now();
-        let mut m = machine(&config(), t0);
+        let time = BreakerConfig {
+            ramp_up_mode: RampUpMode::Time,
+            ..config()
+        };
+        let mut m = machine(&time, t0);
         open(&mut m, t0);
         let t1 = t0 + 10 * S;
         for _ in 0..2 {
