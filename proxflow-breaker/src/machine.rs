@@ -182,6 +182,9 @@ pub(crate) struct Permit {
     pub(crate) epoch: u64,
 }
 
+// The ramp's variant is the largest by far (its controller), and that is fine: a breaker has
+// one phase, changed in place on the rare changes of state, never moved per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Closed,
@@ -201,7 +204,8 @@ enum Phase {
     },
 }
 
-/// Ramp-up and half-open refusals: come back soon; the share grows by the second.
+/// Half-open refusals (and the time-only ramp's): come back soon; the share grows by the
+/// second. The adaptive ramp's come back after a step, when its share may have changed.
 const SOON: Duration = Duration::from_secs(1);
 
 /// A copy of a machine's figures.
@@ -343,7 +347,7 @@ impl Machine {
                     Admission::Admit(permit)
                 } else {
                     Admission::Refuse(Refusal {
-                        retry_after: SOON,
+                        retry_after: controller.retry_after().min(SOON),
                         state: State::RampUp,
                     })
                 }

@@ -242,6 +242,16 @@ impl RampController {
         }
     }
 
+    /// When a refused call may ask again with a chance of another answer: after a step (the
+    /// adaptive ramp's share changes at steps), or a second (the time-only ramp's grows
+    /// slowly).
+    pub(crate) fn retry_after(&self) -> Duration {
+        match self.settings.mode {
+            RampUpMode::Adaptive => self.step,
+            RampUpMode::Time => Duration::from_secs(1),
+        }
+    }
+
     /// The time-only ramp's share `elapsed` into the ramp, as late as Back steps made it.
     fn time_share(&self, elapsed: Duration) -> f64 {
         self.settings.time_share(elapsed.saturating_sub(self.delay))
@@ -423,5 +433,387 @@ impl Usual {
         let short = self.short.mean()?;
         let long = self.long.mean().unwrap_or(short);
         Some(Duration::from_secs_f64(short.min(long)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    fn settings() -> RampSettings {
+        RampSettings {
+            mode: RampUpMode::Adaptive,
+            duration: 30 * S,
+            floor: 0.1,
+            aggression: 1.0,
+            step: 100 * MS,
+            growth: 1.2,
+            tolerance: 0.2,
+            min_calls: 10,
+            failure_threshold: 0.5,
+            slow_call_threshold: 0.5,
+            latency_threshold: 5 * S,
+        }
+    }
+
+    /// What a step's calls show, relative to the controller's limits.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        /// Every call succeeds at once.
+        Healthy,
+        /// Every call succeeds, slower than the limit, as many ending as starting.
+        Slower,
+        /// As `Slower`, with a fifth of the admitted calls still waiting: a queue grows.
+        Saturated,
+        /// Every call fails.
+        Failing,
+    }
+
+    fn observe(controller: &RampController, kind: Kind, calls: u32) -> Observation {
+        let mut seen = Observation::default();
+        let admitted = match kind {
+            Kind::Saturated => calls + calls / 4 + 1,
+            _ => calls,
+        };
+        for i in 0..admitted * 2 {
+            seen.offer(i % 2 == 0);
+        }
+        let slower = (controller.limit + controller.settings.latency_threshold) / 2;
+        for _ in 0..calls {
+            match kind {
+                Kind::Healthy => seen.add(false, false, Duration::ZERO),
+                Kind::Slower | Kind::Saturated => seen.add(false, false, slower),
+                Kind::Failing => seen.add(true, false, MS),
+            }
+        }
+        seen
+    }
+
+    fn arb_settings() -> impl Strategy<Value = (RampSettings, Option<Duration>)> {
+        (
+            prop::sample::select(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            1u64..=120,
+            prop::sample::select(vec![0.5, 1.0, 2.0, 4.0]),
+            1u64..=1_000,
+            prop::sample::select(vec![1.0, 1.05, 1.2, 1.5, 2.0, 4.0]),
+            prop::sample::select(vec![0.0, 0.1, 0.2, 0.5, 1.0]),
+            1u32..=20,
+            prop::sample::select(vec![0.1, 0.25, 0.5, 1.0]),
+            prop::option::of(1u64..=500),
+        )
+            .prop_map(
+                |(
+                    floor,
+                    duration,
+                    aggression,
+                    step,
+                    growth,
+                    tolerance,
+                    min_calls,
+                    threshold,
+                    usual,
+                )| {
+                    let settings = RampSettings {
+                        mode: RampUpMode::Adaptive,
+                        duration: Duration::from_secs(duration),
+                        floor,
+                        aggression,
+                        step: Duration::from_millis(step),
+                        growth,
+                        tolerance,
+                        min_calls,
+                        failure_threshold: threshold,
+                        slow_call_threshold: threshold,
+                        latency_threshold: 5 * S,
+                    };
+                    (settings, usual.map(Duration::from_millis))
+                },
+            )
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Healthy),
+            Just(Kind::Slower),
+            Just(Kind::Saturated),
+            Just(Kind::Failing)
+        ]
+    }
+
+    fn config() -> Config {
+        Config {
+            cases: 512,
+            failure_persistence: None,
+            rng_seed: RngSeed::Fixed(0x7a3b_0024),
+            ..Config::default()
+        }
+    }
+
+    /// The time-only ramp's share, for comparisons.
+    fn time_share(settings: &RampSettings, elapsed: Duration) -> f64 {
+        settings.time_share(elapsed)
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Whatever the steps show and whenever they end, the share is in [floor, 1], a Back
+        /// step halves it (not below the floor), a Hold step never raises it beyond the
+        /// time-only bound, and without a Back step the ramp is over by `ramp_up_duration`.
+        #[test]
+        fn the_share_stays_in_bounds_and_follows_the_verdicts(
+            (settings, usual) in arb_settings(),
+            steps in prop::collection::vec((kind(), 0u64..3_000, 1u32..200), 1..80),
+        ) {
+            let mut controller = RampController::new(settings, usual);
+            let mut elapsed = Duration::ZERO;
+            let mut backed = false;
+            for (kind, gap_ms, calls) in steps {
+                elapsed += Duration::from_millis(gap_ms);
+                let before = controller.share(elapsed);
+                prop_assert!((settings.floor..=1.0).contains(&before), "share {before}");
+                let seen = observe(&controller, kind, calls.max(settings.min_calls));
+                let verdict = controller.judge(&seen);
+                let after = controller.step(elapsed, &seen);
+                prop_assert!((settings.floor..=1.0).contains(&after), "share {after}");
+                match verdict {
+                    Verdict::Back => {
+                        backed = true;
+                        // Within the rounding of the time-only ramp's delay to a nanosecond.
+                        let expected = (before * BACK).max(settings.floor);
+                        prop_assert!((after - expected).abs() < 1e-6, "{before} -> {after}");
+                    }
+                    Verdict::Hold => prop_assert!(after <= before + 1e-12, "{before} -> {after}"),
+                    Verdict::Grow => prop_assert!(after >= before - 1e-12, "{before} -> {after}"),
+                }
+                // Between steps the share only grows, with time.
+                let later = controller.share(elapsed + settings.step);
+                prop_assert!(later >= after - 1e-12);
+            }
+            if !backed {
+                prop_assert!(controller.done(elapsed.max(settings.duration)));
+            }
+        }
+
+        /// Healthy steps only: the share never falls, grows by `ramp_up_growth` a step (or
+        /// reaches all calls), and the ramp is over within the steps growth takes from the
+        /// floor to all calls, plus the confirmation, whatever the time-only ramp says.
+        #[test]
+        fn healthy_steps_grow_the_share_to_the_end_in_bounded_steps(
+            (settings, usual) in arb_settings(),
+            step_ms in 1u64..=200,
+        ) {
+            prop_assume!(settings.growth > 1.0);
+            let mut controller = RampController::new(settings, usual);
+            let bound = ((1.0 / settings.floor).ln() / settings.growth.ln()).ceil() as u32
+                + CONFIRM
+                + 1;
+            let mut elapsed = Duration::ZERO;
+            let mut steps = 0;
+            while !controller.done(elapsed) {
+                prop_assert!(steps <= bound, "not over after {steps} healthy steps (bound {bound})");
+                elapsed += Duration::from_millis(step_ms);
+                let before = controller.share(elapsed);
+                let seen = observe(&controller, Kind::Healthy, settings.min_calls);
+                let after = controller.step(elapsed, &seen);
+                prop_assert!(
+                    after >= (before * settings.growth).min(1.0) - 1e-9,
+                    "{before} -> {after}"
+                );
+                steps += 1;
+            }
+        }
+
+        /// Strained from the start (the calls slower than the limit, the backend keeping up):
+        /// the share is the time-only ramp's at every moment, never above it, and the ramp
+        /// takes `ramp_up_duration`.
+        #[test]
+        fn a_strained_ramp_is_the_time_only_ramp(
+            (settings, usual) in arb_settings(),
+            gaps in prop::collection::vec(1u64..2_000, 1..60),
+        ) {
+            let usual = usual.unwrap_or(MS);
+            let settings = RampSettings { tolerance: settings.tolerance.min(1.0), ..settings };
+            let mut controller = RampController::new(settings, Some(usual));
+            let mut elapsed = Duration::ZERO;
+            for gap in gaps {
+                elapsed += Duration::from_millis(gap);
+                let seen = observe(&controller, Kind::Slower, settings.min_calls);
+                prop_assert_eq!(controller.judge(&seen), Verdict::Hold);
+                let share = controller.step(elapsed, &seen);
+                prop_assert!((share - time_share(&settings, elapsed)).abs() < 1e-12);
+                prop_assert_eq!(
+                    controller.done(elapsed),
+                    time_share(&settings, elapsed) >= 1.0
+                );
+            }
+        }
+
+        /// The time mode is the time-only ramp, whatever the calls show.
+        #[test]
+        fn the_time_mode_ignores_the_calls(
+            (settings, usual) in arb_settings(),
+            steps in prop::collection::vec((kind(), 0u64..3_000), 1..40),
+        ) {
+            let settings = RampSettings { mode: RampUpMode::Time, ..settings };
+            let mut controller = RampController::new(settings, usual);
+            let mut elapsed = Duration::ZERO;
+            for (kind, gap) in steps {
+                elapsed += Duration::from_millis(gap);
+                let seen = observe(&controller, kind, settings.min_calls);
+                prop_assert!(!controller.due(&seen, elapsed));
+                let share = controller.step(elapsed, &seen);
+                prop_assert_eq!(share, time_share(&settings, elapsed));
+                prop_assert_eq!(controller.done(elapsed), share >= 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_needs_its_length_and_its_calls_unless_failures_climb() {
+        let controller = RampController::new(settings(), Some(20 * MS));
+        let healthy = observe(&controller, Kind::Healthy, 10);
+        assert!(!controller.due(&healthy, 99 * MS), "too short");
+        assert!(controller.due(&healthy, 100 * MS));
+        let few = observe(&controller, Kind::Healthy, 9);
+        assert!(!controller.due(&few, S), "too few calls");
+        let failing = observe(&controller, Kind::Failing, 10);
+        assert!(controller.due(&failing, MS), "at once");
+        // A step lasts four usual latencies at least.
+        let slow_backend = RampController::new(settings(), Some(50 * MS));
+        assert!(!slow_backend.due(&healthy, 150 * MS));
+        assert!(slow_backend.due(&healthy, 200 * MS));
+    }
+
+    #[test]
+    fn the_verdicts_read_failures_then_latency() {
+        let controller = RampController::new(settings(), Some(20 * MS));
+        let mut seen = Observation::default();
+        for _ in 0..100 {
+            seen.offer(true);
+            seen.add(false, false, 24 * MS);
+        }
+        assert_eq!(
+            controller.judge(&seen),
+            Verdict::Grow,
+            "at the limit: 20 ms × 1.2"
+        );
+        seen.add(false, false, 30 * MS);
+        assert_eq!(controller.judge(&seen), Verdict::Hold);
+        // 12.5 % failures: a quarter of the 0.5 threshold.
+        for _ in 0..15 {
+            seen.add(true, false, MS);
+        }
+        assert_eq!(controller.judge(&seen), Verdict::Back);
+        // Slow calls count against the slow-call threshold the same way.
+        let mut slow = Observation::default();
+        for i in 0..8 {
+            slow.add(false, i < 1, 6 * S);
+        }
+        assert_eq!(controller.judge(&slow), Verdict::Back);
+    }
+
+    #[test]
+    fn a_saturated_hold_drains_the_queue() {
+        let mut controller = RampController::new(settings(), Some(20 * MS));
+        let mut elapsed = Duration::ZERO;
+        // Healthy up to about 0.6.
+        while controller.share(elapsed) < 0.6 {
+            elapsed += 100 * MS;
+            let seen = observe(&controller, Kind::Healthy, 50);
+            controller.step(elapsed, &seen);
+        }
+        let healthy = controller.share(elapsed);
+        elapsed += 100 * MS;
+        let grown = controller.step(elapsed, &observe(&controller, Kind::Healthy, 50));
+        assert!((grown - healthy * 1.2).abs() < 1e-9);
+        // The backend served 40 % of the offered calls while 50 % were admitted and the
+        // latency climbed: back to 90 % of what it served.
+        let mut saturated = Observation::default();
+        for i in 0..200 {
+            saturated.offer(i % 2 == 0);
+        }
+        for _ in 0..80 {
+            saturated.add(false, false, 100 * MS);
+        }
+        elapsed += 100 * MS;
+        let held = controller.step(elapsed, &saturated);
+        assert!((held - 0.36).abs() < 1e-9, "{held}");
+        // Not saturated (as many ended as started): the share holds where it is.
+        elapsed += 100 * MS;
+        let slower = observe(&controller, Kind::Slower, 50);
+        assert_eq!(controller.step(elapsed, &slower), held);
+        // At the share of the last strain, growth is cautious: × 1.02 a step.
+        let mut share = held;
+        for _ in 0..3 {
+            elapsed += 100 * MS;
+            share = controller.step(elapsed, &observe(&controller, Kind::Healthy, 50));
+        }
+        assert!((share - 0.36 * 1.02f64.powi(3)).abs() < 1e-9, "{share}");
+    }
+
+    #[test]
+    fn a_back_step_delays_the_time_only_ramp() {
+        let mut controller = RampController::new(settings(), Some(20 * MS));
+        let elapsed = 15 * S;
+        // The time-only ramp is at 0.55 by now.
+        assert!((controller.share(elapsed) - 0.55).abs() < 1e-9);
+        let failing = observe(&controller, Kind::Failing, 10);
+        let back = controller.step(elapsed, &failing);
+        assert!((back - 0.275).abs() < 1e-9, "{back}");
+        // From there, the time-only ramp's pace: 3 % a second.
+        assert!((controller.share(elapsed + S) - 0.305).abs() < 1e-9);
+        assert!(!controller.done(30 * S));
+        assert!(controller.done(elapsed + S * 24 + S / 6 + MS));
+    }
+
+    #[test]
+    fn the_ramp_ends_after_healthy_steps_at_the_full_share() {
+        let mut controller = RampController::new(settings(), Some(20 * MS));
+        let mut elapsed = Duration::ZERO;
+        let mut steps = 0;
+        while !controller.done(elapsed) {
+            elapsed += 100 * MS;
+            controller.step(elapsed, &observe(&controller, Kind::Healthy, 20));
+            steps += 1;
+        }
+        // 13 steps from 10 % to all calls (1.2^13 > 10), then five at all calls.
+        assert_eq!(steps, 13 + CONFIRM);
+        assert!(elapsed < 2 * S);
+    }
+
+    #[test]
+    fn the_usual_latency_forgets_a_short_overload() {
+        let mut usual = Usual::new(10 * S);
+        assert_eq!(usual.mean(), None);
+        for second in 0..60 {
+            usual.add(f64::from(second), 1_000, 20 * S);
+        }
+        let mean = usual.mean().unwrap();
+        assert!((mean.as_secs_f64() - 0.020).abs() < 1e-9, "{mean:?}");
+        // Five seconds of overload at 100 ms: the short mean goes up, the long one little.
+        for second in 60..65 {
+            usual.add(f64::from(second), 1_000, 100 * S);
+        }
+        let mean = usual.mean().unwrap();
+        assert!(mean < 30 * MS, "{mean:?}");
+        // A backend faster for good is learned within a few windows.
+        for second in 65..115 {
+            usual.add(f64::from(second), 1_000, 10 * S);
+        }
+        let mean = usual.mean().unwrap();
+        assert!(mean < 11 * MS, "{mean:?}");
+        // One slower for good, within ten windows or so (the long mean's memory).
+        for second in 115..400 {
+            usual.add(f64::from(second), 1_000, 40 * S);
+        }
+        let mean = usual.mean().unwrap();
+        assert!(mean > 35 * MS, "{mean:?}");
     }
 }

@@ -90,7 +90,7 @@ impl Stripes {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    if tally == Tally::Success && (value >> 16) % SAMPLE_EVERY == 0 {
+                    if tally == Tally::Success && (value >> 16).is_multiple_of(SAMPLE_EVERY) {
                         // A sample a period closed in between lands in the next one: a mean
                         // of latencies loses nothing by it.
                         let us = (latency_ns / 1_000).min(MAX_SAMPLE_US);
