@@ -82,8 +82,9 @@ pub struct BreakerConfig {
     pub backoff_reset: Duration,
     /// Probe calls in half-open; all must succeed. Default 3.
     pub half_open_max_requests: u32,
-    /// Time from the floor share to all traffic after the probes succeed. Default 30 s;
-    /// 0 closes the circuit at once.
+    /// The time-only ramp's length, from the floor share to all traffic after the probes
+    /// succeed: the adaptive ramp takes this at the longest unless failures step it back.
+    /// Default 30 s; 0 closes the circuit at once.
     #[serde(with = "humantime_serde")]
     pub ramp_up_duration: Duration,
     /// The share of calls admitted when ramp-up starts. Default 0.1.

@@ -16,7 +16,7 @@ use crate::window::{Counts, Window};
 /// Closed --(rates reach a threshold, >= min_requests calls)--> Open
 /// Open --(recovery timeout, longer after each trip in a row)--> HalfOpen
 /// HalfOpen --(every probe succeeds)--> RampUp --(share reaches 100 %)--> Closed
-/// (the share grows as the admitted calls allow, never slower than with time alone)
+/// (the share grows as the admitted calls allow; with `ramp_up_mode: time`, with time alone)
 /// HalfOpen --(a probe fails or is slow)--> Open
 /// RampUp --(rates reach a threshold, >= min_requests calls)--> Open
 /// ```

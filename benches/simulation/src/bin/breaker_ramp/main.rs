@@ -49,7 +49,7 @@ use proxflow_benches::vendor::publish;
 use proxflow_breaker::{BreakerConfig, RampUpMode};
 
 use report::{report, trace};
-use sim::{return_after_trip, run, Policy, RunResult};
+use sim::{return_after_trip, run, Cold, Policy, RunResult};
 
 /// Which backends to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,6 +79,9 @@ struct Args {
     /// Backends with collapse, without, or both.
     #[arg(long, value_enum, default_value_t = Collapse::Both)]
     collapse: Collapse,
+    /// What cold means: fewer slots (each call at its warm speed), or slower calls.
+    #[arg(long, value_enum, default_value_t = Cold::FewerSlots)]
+    cold: Cold,
     /// Run only the policies whose name contains one of these, comma-separated.
     #[arg(long, value_delimiter = ',')]
     policies: Vec<String>,
@@ -174,6 +177,7 @@ fn real_main(args: Args) -> proxflow_benches::vendor::Result<()> {
             policy,
             return_after_trip(load),
             collapse == "yes",
+            args.cold,
             seed.parse()?,
         );
         print!("{}", trace(policy, load, &result));
@@ -212,6 +216,7 @@ fn real_main(args: Args) -> proxflow_benches::vendor::Result<()> {
                     &policies[p],
                     return_after_trip(args.loads[l]),
                     collapse,
+                    args.cold,
                     seed,
                 );
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);

@@ -64,6 +64,15 @@ pub fn return_after_trip(load: f64) -> f64 {
     70.0 - warm_after(load)
 }
 
+/// What "cold" means for the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cold {
+    /// A share of its slots serve (20 % at first), each call at its warm speed.
+    FewerSlots,
+    /// Every slot serves, each call slower by the same share (five times at first).
+    SlowerCalls,
+}
+
 /// A breaker configuration to compare.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -143,6 +152,7 @@ struct Backend {
     /// When it last started warming (its return, or its last collapse).
     warm_from: Nanos,
     collapse: bool,
+    cold: Cold,
     busy: usize,
     queue: VecDeque<usize>,
     backlog_since: Option<Nanos>,
@@ -159,7 +169,20 @@ impl Backend {
     }
 
     fn slots(&self, now: Nanos) -> usize {
-        ((SLOTS * self.warmth(now)).floor() as usize).max(1)
+        match self.cold {
+            Cold::FewerSlots => ((SLOTS * self.warmth(now)).floor() as usize).max(1),
+            Cold::SlowerCalls => SLOTS as usize,
+        }
+    }
+
+    /// A call's service time: uniform in [0.5, 1.5] × [`SERVICE_MS`], over the warmth for a
+    /// backend whose calls are slower cold.
+    fn service_time(&self, rng: &mut fastrand::Rng, now: Nanos) -> Nanos {
+        let warm = (0.5 + rng.f64()) * SERVICE_MS * MS as f64;
+        match self.cold {
+            Cold::FewerSlots => warm as Nanos,
+            Cold::SlowerCalls => (warm / self.warmth(now)) as Nanos,
+        }
     }
 
     fn down(&self, now: Nanos) -> bool {
@@ -178,14 +201,9 @@ impl Backend {
     }
 }
 
-/// A call's service time: uniform in [0.5, 1.5] × [`SERVICE_MS`].
-fn service_time(rng: &mut fastrand::Rng) -> Nanos {
-    ((0.5 + rng.f64()) * SERVICE_MS * MS as f64) as Nanos
-}
-
 /// One run of `policy` with the backend back `back_after` seconds after the breaker's first
 /// trip, for `seed`.
-pub fn run(policy: &Policy, back_after: f64, collapse: bool, seed: u64) -> RunResult {
+pub fn run(policy: &Policy, back_after: f64, collapse: bool, cold: Cold, seed: u64) -> RunResult {
     let manual = ManualClock::new();
     let now_ns = Arc::new(AtomicU64::new(0));
     let changes: Arc<Mutex<Vec<(Nanos, State, State)>>> = Arc::default();
@@ -225,6 +243,7 @@ pub fn run(policy: &Policy, back_after: f64, collapse: bool, seed: u64) -> RunRe
         back_at: NEVER,
         warm_from: NEVER,
         collapse,
+        cold,
         busy: 0,
         queue: VecDeque::new(),
         backlog_since: None,
@@ -322,7 +341,7 @@ pub fn run(policy: &Policy, back_after: f64, collapse: bool, seed: u64) -> RunRe
                     push(&mut events, now + MS, Event::Answer { id, ok: false });
                 } else if backend.busy < backend.slots(now) {
                     backend.busy += 1;
-                    let done = now + service_time(&mut rng);
+                    let done = now + backend.service_time(&mut rng, now);
                     push(&mut events, done, Event::Answer { id, ok: true });
                 } else if backend.queue.len() < QUEUE {
                     backend.queue.push_back(id);
@@ -364,7 +383,7 @@ pub fn run(policy: &Policy, back_after: f64, collapse: bool, seed: u64) -> RunRe
                 break;
             };
             backend.busy += 1;
-            let done = now + service_time(&mut rng);
+            let done = now + backend.service_time(&mut rng, now);
             push(&mut events, done, Event::Answer { id, ok: true });
         }
         if backend.queue.is_empty() {
