@@ -8,7 +8,12 @@
 //! target/release/breaker_ramp                          # 5 seeds, every load, with and without collapse
 //! target/release/breaker_ramp --seeds 1 --loads 0.5,1.2 --collapse yes
 //! target/release/breaker_ramp --trace 0.5,adaptive,yes,1   # one run, second by second
+//! target/release/breaker_ramp --cold slower-calls      # cold: slower calls, not fewer slots
+//! target/release/breaker_ramp --growth 1.5 --step-ms 200   # other adaptive settings
 //! ```
+//!
+//! The report (markdown on stdout, appended to `--markdown FILE` too) has a table per backend
+//! (with collapse, without) with a row per load at the probe and policy, then the targets.
 //!
 //! The model:
 //!
@@ -23,12 +28,17 @@
 //!   (every call answered 503 after 1 ms) until its return; back cold, with 20 % of its slots
 //!   (10: 500 requests/s, a third of the load), growing linearly to all 50 over 30 s. With
 //!   collapse, a backlog (calls waiting for a slot) that lasts more than 1 s without a break
-//!   sends it back to 20 % of its slots, warming again from there.
+//!   sends it back to 20 % of its slots, warming again from there. With `--cold
+//!   slower-calls`, cold means every slot serves but each call takes 1 / warmth as long (five
+//!   times at first): the same capacity, with the latency up from the start.
 //! - **Breaker.** `failure_threshold` 0.5, `min_requests` 10, `evaluation_window` 10 s,
 //!   `recovery_timeout` 10 s, `half_open_max_requests` 3, the rest at the defaults (backoff
-//!   ×2 per trip, `latency_threshold` 5 s). It trips at about 10.01 s and probes at about
-//!   20, 40 and 80 s; the return time is set so that the probes at 80 s find the backend's
-//!   capacity at the given share of the load (0.4: 600 requests/s; 1.5: 2,250).
+//!   ×2 per trip, `latency_threshold` 5 s). The 10 s window full of successes, it trips at
+//!   about 14.5 s, when failures reach half of it, and probes 10, 30 and 70 s after the trip;
+//!   the backend returns at a time after the trip set so that the probes 70 s after it find
+//!   its capacity at the given share of the load (0.4: 600 requests/s, 1.5 s after its
+//!   return; 1.5: 2,250, 26.25 s after). The adaptive ramp's usual latency is the backend's
+//!   20 ms, learned in the first 10 s.
 //! - **Policies.** `instant`: `ramp_up_duration` 0. `time 10s`, `time 30s`:
 //!   `ramp_up_mode: time`. `adaptive`: the defaults (`ramp_up_mode: adaptive`, 30 s).
 //! - **Figures**, from the return on, median over seeds (with the range where they differ):
