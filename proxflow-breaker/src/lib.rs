@@ -78,18 +78,18 @@
 //!   faster than `latency_threshold` (or is ignored) is counted in its thread's own slot, with
 //!   no lock, while no run of such calls could change the state (none can trip a window that
 //!   already holds `min_requests` calls below the thresholds, and no bucket leaves the window
-//!   before the current one ends); any other call is judged under the breaker's mutex, which
-//!   first takes in the slots' counts. So every call is judged as if recorded in turn. The
-//!   latency takes two clock readings per call (see **Time**).
+//!   before the current one ends); one such success in sixteen also adds its latency to the
+//!   slot, for the usual latency the ramp-up judges by. Any other call is judged under the
+//!   breaker's mutex, which first takes in the slots' counts. So every call is judged as if
+//!   recorded in turn. The latency takes two clock readings per call (see **Time**).
 //! - **Forms.** [`CircuitBreakerLayer`] (HTTP), [`CircuitBreakerLayer::generic`] (any
 //!   service; errors are [`BreakerError`]), [`CircuitBreakerLayer::keyed`] (one breaker per
 //!   authority or custom key, at most `max_keys`). With `readiness(true)` an open breaker makes
 //!   `poll_ready` wait instead of refusing, so balancers route around it.
 //! - **Control and observability.** [`BreakerHandle`]: state, [`BreakerSnapshot`] (rates,
 //!   counts, time in state, the admitted share, the usual latency), force open, force closed,
-//!   reset; a state-change callback;
-//!   `tracing` events (warn on opening); a `metrics` feature. A handle taken before later
-//!   builder calls controls the breaker that serves.
+//!   reset; a state-change callback; `tracing` events (warn on opening); a `metrics` feature.
+//!   A handle taken before later builder calls controls the breaker that serves.
 //! - **Time.** The breaker reads only the [`Clock`](proxflow_core::Clock) given to
 //!   [`CircuitBreakerLayer::clock`] (default: the CPU's time-stamp counter). A call's latency
 //!   is the difference of two readings, at its start and at its end, so a reading's cost is
