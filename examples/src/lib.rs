@@ -101,42 +101,28 @@ where
 /// first) is then still seen, instead of ending the process as the default action does.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    let signals = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let (mut interrupt, mut terminate) = signals;
-            let interrupt = async {
-                match &mut interrupt {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending().await,
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        let received = |signal: Option<Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
                 }
-            };
-            let terminate = async {
-                match &mut terminate {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+                None => std::future::pending().await,
+            }
+        };
+        async move {
             tokio::select! {
-                () = interrupt => {},
-                () = terminate => {},
+                () = received(interrupt) => {},
+                () = received(terminate) => {},
             }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -116,15 +116,24 @@ where
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM (the benchmark harness stops its servers with SIGTERM).
-async fn shutdown_signal() {
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        // No SIGTERM handler: Ctrl-C still stops the server.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate.recv() => {},
+/// Completes on Ctrl-C or SIGTERM (the benchmark harness stops its servers with SIGTERM). The
+/// handlers are installed when this is called, not at the first poll: a SIGTERM that comes
+/// before the first poll would otherwise end the process by the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = received(interrupt) => {},
+            () = received(terminate) => {},
+        }
     }
 }
