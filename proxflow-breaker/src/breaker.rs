@@ -175,6 +175,11 @@ pub struct BreakerSnapshot {
     pub retry_after_ms: u64,
     /// The share of calls let through now (ramp-up: the growing share).
     pub admitted_share: f64,
+    /// The usual latency of the calls that succeed faster than `latency_threshold` while the
+    /// breaker is closed, in milliseconds, over about the last `evaluation_window` (frozen
+    /// while it is not closed): what the adaptive ramp-up judges its calls against. `None`
+    /// before the first such call.
+    pub usual_latency_ms: Option<f64>,
     /// Counts since the breaker was made.
     pub totals: Totals,
 }
@@ -299,7 +304,7 @@ impl Breaker {
             Outcome::Ignored => Some(Tally::Ignored),
             _ => None,
         };
-        if tally.is_some_and(|tally| self.count_quietly(now, permit, tally)) {
+        if tally.is_some_and(|tally| self.count_quietly(now, permit, tally, ending.latency)) {
             return;
         }
         let now = self.instant(now);
@@ -320,13 +325,13 @@ impl Breaker {
 
     /// Counts the call in this thread's slot if it ended inside the open quiet period of its
     /// own epoch.
-    fn count_quietly(&self, now: Moment, permit: Permit, tally: Tally) -> bool {
+    fn count_quietly(&self, now: Moment, permit: Permit, tally: Tally, latency: u64) -> bool {
         let hot = &self.hot;
         let tag = hot.tag.load(Ordering::Acquire);
         tag != NO_PERIOD
             && hot.closed.load(Ordering::Acquire) == permit.epoch
             && hot.clock.nanos_between(hot.origin, now) < hot.until.load(Ordering::Acquire)
-            && hot.stripes.add(tag, tally)
+            && hot.stripes.add(tag, tally, latency)
     }
 
     pub(crate) fn force(&self, state: State) {
@@ -364,6 +369,7 @@ impl Breaker {
             trips_in_a_row: figures.trips_in_a_row,
             retry_after_ms: millis(figures.retry_after),
             admitted_share: figures.admitted_share,
+            usual_latency_ms: figures.usual_latency.map(|d| d.as_secs_f64() * 1_000.0),
             totals,
         }
     }
@@ -404,7 +410,10 @@ impl Breaker {
         inner.totals.successes += u64::from(taken.successes);
         inner.totals.ignored += u64::from(taken.ignored);
         if taken.successes > 0 {
-            inner.machine.record_quiet(opened, taken.successes);
+            let latency = Duration::from_micros(taken.latency_us);
+            inner
+                .machine
+                .record_quiet(opened, taken.successes, taken.sampled, latency);
         }
     }
 

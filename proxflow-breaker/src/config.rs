@@ -46,8 +46,12 @@ pub(crate) const COARSE_CLOCK_MIN_THRESHOLD: Duration = Duration::from_millis(10
 ///
 /// The fields beyond the origin's (`slow_call_threshold`, the backoff, the ramp's floor and
 /// shape, `failure_statuses`, `timeout`, `readiness`, `max_keys`, `precise_clock`) have
-/// defaults that keep the origin's behaviour. Unknown fields are refused, so that a misspelt
-/// one is not silently ignored.
+/// defaults that keep the origin's behaviour, with one exception: the ramp-up listens to the
+/// backend (`ramp_up_mode: adaptive`, with `ramp_up_step`, `ramp_up_growth` and
+/// `ramp_up_latency_tolerance`). It admits more, faster, while the admitted calls succeed
+/// within their usual latency, and never less than the origin's time-only ramp, so
+/// `ramp_up_duration` stays the longest it takes; `ramp_up_mode: time` is the origin's ramp
+/// exactly. Unknown fields are refused, so that a misspelt one is not silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -78,15 +82,31 @@ pub struct BreakerConfig {
     pub backoff_reset: Duration,
     /// Probe calls in half-open; all must succeed. Default 3.
     pub half_open_max_requests: u32,
-    /// Time from the floor share to all traffic after the probes succeed. Default 30 s;
-    /// 0 closes the circuit at once.
+    /// The time-only ramp's length, from the floor share to all traffic after the probes
+    /// succeed: the adaptive ramp takes this at the longest unless failures step it back.
+    /// Default 30 s; 0 closes the circuit at once.
     #[serde(with = "humantime_serde")]
     pub ramp_up_duration: Duration,
     /// The share of calls admitted when ramp-up starts. Default 0.1.
     pub ramp_up_floor: f64,
-    /// The ramp's shape, as Envoy's slow start: the share grows with progress^(1/aggression).
-    /// 1 is linear (default); above 1 admits more early.
+    /// The time-only ramp's shape, as Envoy's slow start: its share grows with
+    /// progress^(1/aggression). 1 is linear (default); above 1 admits more early.
     pub ramp_up_aggression: f64,
+    /// How the ramp decides the share it admits: `adaptive` (default), from what the admitted
+    /// calls show, never below the time-only ramp; `time`, the time-only ramp alone (the
+    /// origin's rule). See [`RampUpMode`].
+    pub ramp_up_mode: RampUpMode,
+    /// Adaptive ramp: the shortest step (a step also lasts four usual latencies, and until
+    /// `min_requests` calls ended); each step judges the calls that ended in it and sets the
+    /// share. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub ramp_up_step: Duration,
+    /// Adaptive ramp: a healthy step multiplies the share by this, in [1, 100]; 1 grows no
+    /// faster than the time-only ramp. Default 1.2 (from 10 % to all calls in 13 steps).
+    pub ramp_up_growth: f64,
+    /// Adaptive ramp: a step is healthy while its calls' mean latency is at most the usual
+    /// latency × (1 + this), in [0, 100]. Default 0.2.
+    pub ramp_up_latency_tolerance: f64,
     /// Statuses that count as failures. Default: every 5xx.
     pub failure_statuses: Vec<u16>,
     /// A call still running after this is answered 504 and counts as a failure. Default: none.
@@ -120,6 +140,10 @@ impl Default for BreakerConfig {
             ramp_up_duration: Duration::from_secs(30),
             ramp_up_floor: 0.1,
             ramp_up_aggression: 1.0,
+            ramp_up_mode: RampUpMode::Adaptive,
+            ramp_up_step: Duration::from_millis(100),
+            ramp_up_growth: 1.2,
+            ramp_up_latency_tolerance: 0.2,
             failure_statuses: (500..600).collect(),
             timeout: None,
             readiness: false,
@@ -174,6 +198,24 @@ impl BreakerConfig {
                 ),
             );
         }
+        if !(self.ramp_up_growth >= 1.0 && self.ramp_up_growth <= 100.0) {
+            return invalid(
+                "ramp_up_growth",
+                format!(
+                    "must be in [1, 100]; 1 grows no faster than the time-only ramp; got {}",
+                    self.ramp_up_growth
+                ),
+            );
+        }
+        if !(self.ramp_up_latency_tolerance >= 0.0 && self.ramp_up_latency_tolerance <= 100.0) {
+            return invalid(
+                "ramp_up_latency_tolerance",
+                format!(
+                    "must be in [0, 100], e.g. 0.5 for 50 % over the usual latency; got {}",
+                    self.ramp_up_latency_tolerance
+                ),
+            );
+        }
         if let Some(status) = self
             .failure_statuses
             .iter()
@@ -194,6 +236,7 @@ impl BreakerConfig {
             ("max_recovery_timeout", self.max_recovery_timeout),
             ("backoff_reset", self.backoff_reset),
             ("ramp_up_duration", self.ramp_up_duration),
+            ("ramp_up_step", self.ramp_up_step),
         ] {
             if value > MAX_DURATION {
                 return invalid(field, format!("must be at most 100 years; got {value:?}"));
@@ -205,6 +248,35 @@ impl BreakerConfig {
     pub(crate) fn slow_call_threshold(&self) -> f64 {
         self.slow_call_threshold.unwrap_or(self.failure_threshold)
     }
+}
+
+/// How the ramp-up decides the share of calls it admits after the half-open probes succeed.
+///
+/// Reads as `"adaptive"` or `"time"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RampUpMode {
+    /// Closed loop, the default. Steps of at least `ramp_up_step` judge the calls that ended
+    /// in them against the usual latency, measured while closed before the trip (without
+    /// one, `latency_threshold` is the limit):
+    ///
+    /// - a failure or slow-call rate at a quarter of its threshold halves the share (at
+    ///   once, with `min_requests` calls);
+    /// - a mean latency over the usual × (1 + `ramp_up_latency_tolerance`) holds it, or if
+    ///   fewer calls ended than started (a queue grows), takes it back to the last healthy
+    ///   step's share and at most 90 % of what the backend served;
+    /// - otherwise the share grows × `ramp_up_growth` (× a tenth of that growth past the share
+    ///   of the last strain, or with the latency over half the tolerance).
+    ///
+    /// The share is never below the time-only ramp's, except after a halving, which delays
+    /// the time-only ramp to it: without failures the ramp takes `ramp_up_duration` at the
+    /// longest. It ends there, or after five healthy steps at the full share. The window's
+    /// thresholds still reopen the circuit.
+    #[default]
+    Adaptive,
+    /// Open loop, the origin's rule: the share grows from `ramp_up_floor` to all calls over
+    /// `ramp_up_duration`, whatever the calls show.
+    Time,
 }
 
 /// The statuses `failure_statuses` may hold.

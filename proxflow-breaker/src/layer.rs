@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::breaker::{Holders, StateChange};
 use crate::classify::{ErrorClassifier, StatusClassifier};
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, RampUpMode};
 use crate::handle::{BreakerHandle, KeyedBreakerHandle};
 use crate::keyed::{authority, Breakers, KeyFn, KeyedCircuitBreaker};
 use crate::machine::Settings;
@@ -40,7 +40,8 @@ impl Default for CircuitBreakerLayer {
 
 impl CircuitBreakerLayer {
     /// The origin's defaults: opens at 50 % failures (or slow calls over 5 s) with at least
-    /// 10 calls in 60 s; open 60 s; 3 probes; 30 s ramp-up from 10 %.
+    /// 10 calls in 60 s; open 60 s; 3 probes; a ramp-up from 10 % that listens to the calls,
+    /// 30 s at the longest without failures.
     pub fn new() -> Self {
         CircuitBreakerLayer::with_setup(
             Setup::new(BreakerConfig::default()),
@@ -176,7 +177,9 @@ impl<C> CircuitBreakerLayer<C> {
         })
     }
 
-    /// Time from the floor share to all traffic; zero closes at once. Default 30 s.
+    /// The time-only ramp's length, from the floor share to all traffic: the adaptive ramp's
+    /// longest without failures (it goes faster while the calls stay healthy); zero closes at
+    /// once. Default 30 s.
     ///
     /// # Panics
     ///
@@ -194,14 +197,60 @@ impl<C> CircuitBreakerLayer<C> {
         self.set("ramp_up_floor", |c| c.ramp_up_floor = share)
     }
 
-    /// Shape of the ramp: share = floor + (1 - floor) × progress^(1/aggression); 1 is linear,
-    /// above 1 admits more early. In (0, 100]. Default 1.
+    /// Shape of the time-only ramp: share = floor + (1 - floor) × progress^(1/aggression); 1
+    /// is linear, above 1 admits more early. In (0, 100]. Default 1.
     ///
     /// # Panics
     ///
     /// If `aggression` is not in (0, 100], or once the breaker is in use.
     pub fn ramp_up_aggression(self, aggression: f64) -> Self {
         self.set("ramp_up_aggression", |c| c.ramp_up_aggression = aggression)
+    }
+
+    /// How the ramp decides its share: [`RampUpMode::Adaptive`] (from what the admitted calls
+    /// show, never below the time-only ramp unless failures step it back) or
+    /// [`RampUpMode::Time`] (the time-only ramp, the origin's). Default adaptive.
+    ///
+    /// # Panics
+    ///
+    /// Once the breaker is in use.
+    pub fn ramp_up_mode(self, mode: RampUpMode) -> Self {
+        self.set("ramp_up_mode", |c| c.ramp_up_mode = mode)
+    }
+
+    /// Adaptive ramp: the shortest step. Each step (also at least four usual latencies long,
+    /// with at least `min_requests` calls ended) judges the calls that ended in it and sets
+    /// the share. Default 100 ms.
+    ///
+    /// # Panics
+    ///
+    /// If `step` is over 100 years, or once the breaker is in use.
+    pub fn ramp_up_step(self, step: Duration) -> Self {
+        self.set("ramp_up_step", |c| c.ramp_up_step = step)
+    }
+
+    /// Adaptive ramp: a healthy step multiplies the share by this, in [1, 100]; 1 grows no
+    /// faster than the time-only ramp. Default 1.2.
+    ///
+    /// # Panics
+    ///
+    /// If `factor` is not in [1, 100], or once the breaker is in use.
+    pub fn ramp_up_growth(self, factor: f64) -> Self {
+        self.set("ramp_up_growth", |c| c.ramp_up_growth = factor)
+    }
+
+    /// Adaptive ramp: a step is healthy while its calls' mean latency is at most the usual
+    /// latency × (1 + `tolerance`), in [0, 100]. The usual latency is measured while closed,
+    /// before the trip (`BreakerSnapshot::usual_latency_ms`); without one, `latency_threshold`
+    /// is the limit. Default 0.2.
+    ///
+    /// # Panics
+    ///
+    /// If `tolerance` is not in [0, 100], or once the breaker is in use.
+    pub fn ramp_up_latency_tolerance(self, tolerance: f64) -> Self {
+        self.set("ramp_up_latency_tolerance", |c| {
+            c.ramp_up_latency_tolerance = tolerance
+        })
     }
 
     /// Calls still running after this are answered 504 (generic form: `Timeout`) and count as

@@ -1,6 +1,6 @@
 //! A circuit breaker as a Tower layer, with the state no other breaker has: after the half-open
 //! probes succeed, traffic ramps up from a floor share to all of it instead of flooding a
-//! backend that just came back.
+//! backend that just came back, as fast as the admitted calls show the backend can take.
 //!
 //! From a configuration file, in the origin's names (see [`BreakerConfig`] for every field):
 //!
@@ -15,7 +15,7 @@
 //! evaluation_window: 60s
 //! recovery_timeout: 60s       # open 60 s (x2 per trip in a row)
 //! half_open_max_requests: 3   # then 3 probes
-//! ramp_up_duration: 30s       # then 10 % -> 100 % over 30 s
+//! ramp_up_duration: 30s       # then 10 % -> 100 %, 30 s at the longest
 //! timeout: 10s                # 504 after 10 s, a failure
 //! "#;
 //! let config: BreakerConfig = serde_yaml::from_str(yaml)?;
@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use proxflow_breaker::CircuitBreakerLayer;
+//! use proxflow_breaker::{CircuitBreakerLayer, RampUpMode};
 //!
 //! let breaker = CircuitBreakerLayer::new() // the origin's defaults, as `{}` gives
 //!     .failure_threshold(0.5)
@@ -42,6 +42,7 @@
 //!     .recovery_timeout(Duration::from_secs(60))
 //!     .half_open_max_requests(3)
 //!     .ramp_up_duration(Duration::from_secs(30))
+//!     .ramp_up_mode(RampUpMode::Adaptive) // the default; `Time` is the origin's ramp
 //!     .timeout(Duration::from_secs(10));
 //! # let _ = breaker;
 //! ```
@@ -49,12 +50,23 @@
 //! - **States.** Closed (all pass, outcomes counted) → Open (all refused: 503 with
 //!   `Retry-After` and the [`Refusal`] in the response's extensions, or
 //!   [`BreakerError::Open`]) → HalfOpen (at most `half_open_max_requests` probes; any failure
-//!   or slow probe reopens) → RampUp (the admitted share grows from `ramp_up_floor` to 100 %
-//!   over `ramp_up_duration`, linear or Envoy-style `ramp_up_aggression`; admission is
-//!   deterministic error diffusion, so over any second the admitted share is within one call
-//!   of the target; failures are judged with the same thresholds and reopen it) → Closed.
-//!   Each trip in a row multiplies the open time by `recovery_backoff` (up to
-//!   `max_recovery_timeout`); `backoff_reset` closed resets it.
+//!   or slow probe reopens) → RampUp → Closed. Each trip in a row multiplies the open time
+//!   by `recovery_backoff` (up to `max_recovery_timeout`); `backoff_reset` closed resets it.
+//! - **Ramp-up.** The admitted share starts at `ramp_up_floor` (10 %) and listens to the
+//!   backend ([`RampUpMode::Adaptive`], the default). Steps of `ramp_up_step` (100 ms; at
+//!   least four usual latencies and `min_requests` calls) judge the calls that ended in them
+//!   against the *usual latency*, the mean of the fast successes while closed before the trip
+//!   (without one, `latency_threshold`). A healthy step multiplies the share by
+//!   `ramp_up_growth` (1.2); a mean latency over the usual × (1 + `ramp_up_latency_tolerance`,
+//!   0.2) holds it, or if fewer calls ended than started (a queue grows) takes it back under
+//!   what the backend served; a failure or slow-call rate at a quarter of its threshold halves
+//!   it, before the threshold is reached. The share never falls below the time-only ramp
+//!   (`ramp_up_floor` to 100 % over `ramp_up_duration`, shaped by `ramp_up_aggression`)
+//!   except after a halving, which delays it: without failures the ramp takes
+//!   `ramp_up_duration` at the longest, and as little as two seconds when the backend keeps
+//!   up. [`RampUpMode::Time`] is the origin's open-loop ramp. Admission is deterministic error
+//!   diffusion, so the admitted count stays within one call of the sum of the shares; only
+//!   the window's thresholds, as in every state, reopen the circuit.
 //! - **Judging.** A [`Classify`] decides success, failure or ignored (default: errors and
 //!   5xx fail); a call at least `latency_threshold` long is slow. The rates are taken over a
 //!   time-bucketed sliding window (20 buckets, O(1) per call, no allocation per call).
@@ -66,17 +78,18 @@
 //!   faster than `latency_threshold` (or is ignored) is counted in its thread's own slot, with
 //!   no lock, while no run of such calls could change the state (none can trip a window that
 //!   already holds `min_requests` calls below the thresholds, and no bucket leaves the window
-//!   before the current one ends); any other call is judged under the breaker's mutex, which
-//!   first takes in the slots' counts. So every call is judged as if recorded in turn. The
-//!   latency takes two clock readings per call (see **Time**).
+//!   before the current one ends); one such success in sixteen also adds its latency to the
+//!   slot, for the usual latency the ramp-up judges by. Any other call is judged under the
+//!   breaker's mutex, which first takes in the slots' counts. So every call is judged as if
+//!   recorded in turn. The latency takes two clock readings per call (see **Time**).
 //! - **Forms.** [`CircuitBreakerLayer`] (HTTP), [`CircuitBreakerLayer::generic`] (any
 //!   service; errors are [`BreakerError`]), [`CircuitBreakerLayer::keyed`] (one breaker per
 //!   authority or custom key, at most `max_keys`). With `readiness(true)` an open breaker makes
 //!   `poll_ready` wait instead of refusing, so balancers route around it.
 //! - **Control and observability.** [`BreakerHandle`]: state, [`BreakerSnapshot`] (rates,
-//!   counts, time in state), force open, force closed, reset; a state-change callback;
-//!   `tracing` events (warn on opening); a `metrics` feature. A handle taken before later
-//!   builder calls controls the breaker that serves.
+//!   counts, time in state, the admitted share, the usual latency), force open, force closed,
+//!   reset; a state-change callback; `tracing` events (warn on opening); a `metrics` feature.
+//!   A handle taken before later builder calls controls the breaker that serves.
 //! - **Time.** The breaker reads only the [`Clock`](proxflow_core::Clock) given to
 //!   [`CircuitBreakerLayer::clock`] (default: the CPU's time-stamp counter). A call's latency
 //!   is the difference of two readings, at its start and at its end, so a reading's cost is
@@ -115,6 +128,7 @@ mod handle;
 mod keyed;
 mod layer;
 mod machine;
+mod ramp;
 mod service;
 mod shared;
 mod stripes;
@@ -122,7 +136,7 @@ mod window;
 
 pub use breaker::{BreakerSnapshot, StateChange, Totals};
 pub use classify::{Classify, ErrorClassifier, StatusClassifier};
-pub use config::BreakerConfig;
+pub use config::{BreakerConfig, RampUpMode};
 pub use error::BreakerError;
 pub use handle::{BreakerHandle, KeyedBreakerHandle};
 pub use keyed::{KeyedCircuitBreaker, NO_KEY};

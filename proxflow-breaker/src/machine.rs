@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{BreakerConfig, COARSE_CLOCK_MIN_THRESHOLD};
+use crate::ramp::{Observation, RampController, RampSettings, Usual};
 use crate::window::{Counts, Window};
 
 /// The state of a breaker.
@@ -15,6 +16,7 @@ use crate::window::{Counts, Window};
 /// Closed --(rates reach a threshold, >= min_requests calls)--> Open
 /// Open --(recovery timeout, longer after each trip in a row)--> HalfOpen
 /// HalfOpen --(every probe succeeds)--> RampUp --(share reaches 100 %)--> Closed
+/// (the share grows as the admitted calls allow; with `ramp_up_mode: time`, with time alone)
 /// HalfOpen --(a probe fails or is slow)--> Open
 /// RampUp --(rates reach a threshold, >= min_requests calls)--> Open
 /// ```
@@ -96,9 +98,7 @@ pub(crate) struct Settings {
     max_recovery_timeout: Duration,
     backoff_reset: Duration,
     half_open_max_requests: u32,
-    ramp_up: Duration,
-    ramp_up_floor: f64,
-    ramp_up_aggression: f64,
+    ramp: RampSettings,
     precise_clock: bool,
 }
 
@@ -115,9 +115,19 @@ impl Settings {
             max_recovery_timeout: config.max_recovery_timeout,
             backoff_reset: config.backoff_reset,
             half_open_max_requests: config.half_open_max_requests,
-            ramp_up: config.ramp_up_duration,
-            ramp_up_floor: config.ramp_up_floor,
-            ramp_up_aggression: config.ramp_up_aggression,
+            ramp: RampSettings {
+                mode: config.ramp_up_mode,
+                duration: config.ramp_up_duration,
+                floor: config.ramp_up_floor,
+                aggression: config.ramp_up_aggression,
+                step: config.ramp_up_step,
+                growth: config.ramp_up_growth,
+                tolerance: config.ramp_up_latency_tolerance,
+                min_calls: config.min_requests,
+                failure_threshold: config.failure_threshold,
+                slow_call_threshold: config.slow_call_threshold(),
+                latency_threshold: config.latency_threshold,
+            },
             precise_clock: config.precise_clock
                 || config.latency_threshold < COARSE_CLOCK_MIN_THRESHOLD,
         }
@@ -151,14 +161,10 @@ impl Settings {
                 || Counts::reaches(counts.slow, counts.calls, self.slow_call_threshold))
     }
 
-    /// The share of calls ramp-up admits `elapsed` into it.
+    /// The share of calls the time-only ramp admits `elapsed` into it.
+    #[cfg(test)]
     pub(crate) fn ramp_share(&self, elapsed: Duration) -> f64 {
-        if self.ramp_up.is_zero() {
-            return 1.0;
-        }
-        let progress = (elapsed.as_secs_f64() / self.ramp_up.as_secs_f64()).min(1.0);
-        let floor = self.ramp_up_floor;
-        floor + (1.0 - floor) * progress.powf(1.0 / self.ramp_up_aggression)
+        self.ramp.time_share(elapsed)
     }
 }
 
@@ -176,15 +182,30 @@ pub(crate) struct Permit {
     pub(crate) epoch: u64,
 }
 
+// The ramp's variant is the largest by far (its controller), and that is fine: a breaker has
+// one phase, changed in place on the rare changes of state, never moved per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { in_flight: u32, succeeded: u32 },
-    RampUp { credit: f64 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        in_flight: u32,
+        succeeded: u32,
+    },
+    RampUp {
+        credit: f64,
+        controller: RampController,
+        /// The calls of the current step, and when it began.
+        seen: Observation,
+        step_began: Instant,
+    },
 }
 
-/// Ramp-up and half-open refusals: come back soon; the share grows by the second.
+/// Half-open refusals (and the time-only ramp's): come back soon; the share grows by the
+/// second. The adaptive ramp's come back after a step, when its share may have changed.
 const SOON: Duration = Duration::from_secs(1);
 
 /// A copy of a machine's figures.
@@ -198,6 +219,8 @@ pub(crate) struct Figures {
     pub(crate) retry_after: Duration,
     /// Ramp-up: the share admitted now. Otherwise 1 if calls pass, 0 if not.
     pub(crate) admitted_share: f64,
+    /// The usual latency of the closed breaker's fast successes (frozen while not closed).
+    pub(crate) usual_latency: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -210,11 +233,16 @@ pub(crate) struct Machine {
     trips_in_a_row: u32,
     /// When the current phase (or forced state) began.
     since: Instant,
+    /// When the machine was made.
+    origin: Instant,
+    /// The closed breaker's usual latency, which the ramp judges its calls against.
+    usual: Usual,
 }
 
 impl Machine {
     pub(crate) fn new(settings: Settings, now: Instant) -> Machine {
         let window = Window::new(settings.window, now);
+        let settings_window = settings.window;
         Machine {
             settings,
             phase: Phase::Closed,
@@ -223,6 +251,8 @@ impl Machine {
             epoch: 0,
             trips_in_a_row: 0,
             since: now,
+            origin: now,
+            usual: Usual::new(settings_window),
         }
     }
 
@@ -279,7 +309,7 @@ impl Machine {
             );
         }
         if let Phase::RampUp { .. } = self.phase {
-            if self.settings.ramp_share(now - self.since) >= 1.0 {
+            if self.ramp_step(now, None) {
                 transition = self.enter(now, Phase::Closed);
             }
         }
@@ -301,16 +331,23 @@ impl Machine {
                     })
                 }
             }
-            Phase::RampUp { credit } => {
+            Phase::RampUp {
+                credit,
+                controller,
+                seen,
+                ..
+            } => {
                 // Error diffusion: the admitted count never strays a whole call from the sum
                 // of the shares, so the admitted share follows the target deterministically.
-                *credit += self.settings.ramp_share(now - self.since);
-                if *credit >= 1.0 {
+                *credit += controller.share(now.saturating_duration_since(self.since));
+                let admit = *credit >= 1.0;
+                seen.offer(admit);
+                if admit {
                     *credit -= 1.0;
                     Admission::Admit(permit)
                 } else {
                     Admission::Refuse(Refusal {
-                        retry_after: SOON,
+                        retry_after: controller.retry_after().min(SOON),
                         state: State::RampUp,
                     })
                 }
@@ -346,28 +383,51 @@ impl Machine {
                         *succeeded += 1;
                         if *succeeded < self.settings.half_open_max_requests {
                             None
-                        } else if self.settings.ramp_up.is_zero() {
+                        } else if self.settings.ramp.duration.is_zero() {
                             self.enter(now, Phase::Closed)
                         } else {
                             self.window.clear();
-                            self.enter(now, Phase::RampUp { credit: 0.0 })
+                            let controller =
+                                RampController::new(self.settings.ramp, self.usual.mean());
+                            self.enter(
+                                now,
+                                Phase::RampUp {
+                                    credit: 0.0,
+                                    controller,
+                                    seen: Observation::default(),
+                                    step_began: now,
+                                },
+                            )
                         }
                     }
                 }
             }
             Phase::Closed | Phase::RampUp { .. } => {
-                if let Phase::Closed = self.phase {
-                    if now.saturating_duration_since(self.since) >= self.settings.backoff_reset {
-                        self.trips_in_a_row = 0;
-                    }
+                let closed = matches!(self.phase, Phase::Closed);
+                if closed
+                    && now.saturating_duration_since(self.since) >= self.settings.backoff_reset
+                {
+                    self.trips_in_a_row = 0;
                 }
                 if outcome == Outcome::Ignored {
+                    if let Phase::RampUp { seen, .. } = &mut self.phase {
+                        seen.ignore();
+                    }
                     return None;
                 }
-                let counts = self.window.record(now, outcome == Outcome::Failure, slow);
+                let failed = outcome == Outcome::Failure;
+                let counts = self.window.record(now, failed, slow);
                 if self.settings.trips(counts) {
-                    self.trip(now)
+                    return self.trip(now);
+                }
+                if closed {
+                    if !failed && !slow {
+                        let at = self.seconds(now);
+                        self.usual.add(at, 1, latency);
+                    }
+                    None
                 } else {
+                    self.ramp_step(now, Some((failed, slow, latency)));
                     None
                 }
             }
@@ -406,8 +466,15 @@ impl Machine {
     }
 
     /// Counts `successes` fast successes of this closed epoch that ended before the instant
-    /// [`Self::quiet_until`] gave at `now`.
-    pub(crate) fn record_quiet(&mut self, now: Instant, successes: u32) {
+    /// [`Self::quiet_until`] gave at `now`; `sampled` of them, whose latencies sum to
+    /// `latency`, feed the usual latency.
+    pub(crate) fn record_quiet(
+        &mut self,
+        now: Instant,
+        successes: u32,
+        sampled: u32,
+        latency: Duration,
+    ) {
         debug_assert!(self.closed_epoch().is_some());
         self.window.add(
             now,
@@ -416,6 +483,42 @@ impl Machine {
                 ..Counts::default()
             },
         );
+        if sampled > 0 {
+            // The samples stand for every success of the period.
+            let at = self.seconds(now);
+            let scale = f64::from(successes) / f64::from(sampled);
+            self.usual.add(at, successes, latency.mul_f64(scale));
+        }
+    }
+
+    /// Seconds from the machine's making to `now`.
+    fn seconds(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.origin).as_secs_f64()
+    }
+
+    /// Ramp-up: counts a call that ended at `now` in the current step and ends the step if it
+    /// is due. Returns whether the ramp is over; the circuit closes when a call next asks for
+    /// leave.
+    fn ramp_step(&mut self, now: Instant, call: Option<(bool, bool, Duration)>) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        let Phase::RampUp {
+            controller,
+            seen,
+            step_began,
+            ..
+        } = &mut self.phase
+        else {
+            return false;
+        };
+        if let Some((failed, slow, latency)) = call {
+            seen.add(failed, slow, latency);
+        }
+        if controller.due(seen, now.saturating_duration_since(*step_began)) {
+            controller.step(elapsed, seen);
+            *seen = Observation::default();
+            *step_began = now;
+        }
+        controller.done(elapsed)
     }
 
     /// Holds the breaker open (`ForcedOpen`) or closed (`ForcedClosed`) until [`Self::reset`].
@@ -447,7 +550,10 @@ impl Machine {
         let state = self.state();
         let (retry_after, admitted_share) = match (state, self.phase) {
             (State::Open, Phase::Open { until }) => (until.saturating_duration_since(now), 0.0),
-            (State::RampUp, _) => (Duration::ZERO, self.settings.ramp_share(now - self.since)),
+            (State::RampUp, Phase::RampUp { controller, .. }) => (
+                Duration::ZERO,
+                controller.share(now.saturating_duration_since(self.since)),
+            ),
             (State::ForcedOpen, _) => (Duration::ZERO, 0.0),
             _ => (Duration::ZERO, 1.0),
         };
@@ -458,6 +564,7 @@ impl Machine {
             trips_in_a_row: self.trips_in_a_row,
             retry_after,
             admitted_share,
+            usual_latency: self.usual.mean(),
         }
     }
 
@@ -483,6 +590,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RampUpMode;
 
     const MS: Duration = Duration::from_millis(1);
     const S: Duration = Duration::from_secs(1);
@@ -640,9 +748,13 @@ mod tests {
     }
 
     #[test]
-    fn ramp_up_admits_the_target_share_then_closes() {
+    fn the_time_ramp_admits_the_target_share_then_closes() {
         let t0 = Instant::now();
-        let mut m = machine(&config(), t0);
+        let time = BreakerConfig {
+            ramp_up_mode: RampUpMode::Time,
+            ..config()
+        };
+        let mut m = machine(&time, t0);
         open(&mut m, t0);
         let t1 = t0 + 10 * S;
         for _ in 0..2 {

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use proxflow_breaker::{BreakerConfig, BreakerError, CircuitBreakerLayer, Refusal, State};
+use proxflow_breaker::{
+    BreakerConfig, BreakerError, CircuitBreakerLayer, RampUpMode, Refusal, State,
+};
 use proxflow_core::ManualClock;
 use tower::{service_fn, Layer, Service};
 
@@ -50,6 +52,11 @@ const BAD: &[(&str, Builder, Edit)] = &[
     bad!("ramp_up_floor", ramp_up_floor(0.0), ramp_up_floor = 0.0),
     bad!("ramp_up_floor", ramp_up_floor(1.1), ramp_up_floor = 1.1),
     bad!("ramp_up_aggression", ramp_up_aggression(0.0), ramp_up_aggression = 0.0),
+    bad!("ramp_up_step", ramp_up_step(Duration::MAX), ramp_up_step = Duration::MAX),
+    bad!("ramp_up_growth", ramp_up_growth(0.9), ramp_up_growth = 0.9),
+    bad!("ramp_up_growth", ramp_up_growth(f64::NAN), ramp_up_growth = f64::NAN),
+    bad!("ramp_up_latency_tolerance", ramp_up_latency_tolerance(-0.1), ramp_up_latency_tolerance = -0.1),
+    bad!("ramp_up_latency_tolerance", ramp_up_latency_tolerance(f64::INFINITY), ramp_up_latency_tolerance = f64::INFINITY),
     bad!("failure_statuses", failure_statuses([503, 42]), failure_statuses = vec![503, 42]),
     bad!("timeout", timeout(Duration::ZERO), timeout = Some(Duration::ZERO)),
     bad!("max_keys", max_keys(0), max_keys = 0),
@@ -99,6 +106,10 @@ fn values_at_the_edges_of_their_range_are_taken_both_ways() {
         .ramp_up_duration(Duration::ZERO)
         .ramp_up_floor(1.0)
         .ramp_up_aggression(100.0)
+        .ramp_up_mode(RampUpMode::Time)
+        .ramp_up_step(Duration::ZERO)
+        .ramp_up_growth(100.0)
+        .ramp_up_latency_tolerance(0.0)
         .failure_statuses([100, 999])
         .timeout(Duration::from_nanos(1))
         .max_keys(1);

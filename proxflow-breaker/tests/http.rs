@@ -561,3 +561,54 @@ async fn config_files_give_the_same_layer() {
     let unknown = serde_json::from_str::<proxflow_breaker::BreakerConfig>(r#"{"treshold": 1}"#);
     assert!(unknown.unwrap_err().to_string().contains("treshold"));
 }
+
+#[test]
+fn the_ramp_settings_read_from_config_files() {
+    let yaml = "ramp_up_mode: time\nramp_up_step: 250ms\nramp_up_growth: 1.5\n\
+        ramp_up_latency_tolerance: 0.3\n";
+    let toml = "ramp_up_mode = \"time\"\nramp_up_step = \"250ms\"\nramp_up_growth = 1.5\n\
+        ramp_up_latency_tolerance = 0.3\n";
+    let from_yaml: proxflow_breaker::BreakerConfig = serde_yaml::from_str(yaml).unwrap();
+    let from_toml: proxflow_breaker::BreakerConfig = toml::from_str(toml).unwrap();
+    assert_eq!(from_yaml, from_toml);
+    assert_eq!(from_yaml.ramp_up_mode, proxflow_breaker::RampUpMode::Time);
+    assert_eq!(from_yaml.ramp_up_step, 250 * MS);
+    assert_eq!(
+        (
+            from_yaml.ramp_up_growth,
+            from_yaml.ramp_up_latency_tolerance
+        ),
+        (1.5, 0.3)
+    );
+    CircuitBreakerLayer::from_config(&from_yaml).unwrap();
+    let defaults = proxflow_breaker::BreakerConfig::default();
+    assert_eq!(
+        defaults.ramp_up_mode,
+        proxflow_breaker::RampUpMode::Adaptive
+    );
+    assert_eq!(
+        (
+            defaults.ramp_up_step,
+            defaults.ramp_up_growth,
+            defaults.ramp_up_latency_tolerance
+        ),
+        (100 * MS, 1.2, 0.2)
+    );
+    let unknown = serde_yaml::from_str::<proxflow_breaker::BreakerConfig>("ramp_up_mode: fast\n");
+    let message = unknown.unwrap_err().to_string();
+    assert!(
+        message.contains("adaptive") && message.contains("time"),
+        "{message}"
+    );
+    for (bad, field) in [
+        (r#"{"ramp_up_growth": 0.5}"#, "ramp_up_growth"),
+        (
+            r#"{"ramp_up_latency_tolerance": -1}"#,
+            "ramp_up_latency_tolerance",
+        ),
+    ] {
+        let config: proxflow_breaker::BreakerConfig = serde_json::from_str(bad).unwrap();
+        let error = CircuitBreakerLayer::from_config(&config).unwrap_err();
+        assert!(error.to_string().contains(field), "{bad}: {error}");
+    }
+}

@@ -12,14 +12,19 @@
 //! - (b) the state-change callback only ever reports the documented edges, one after the other
 //!   (so Open never reaches Closed without HalfOpen and RampUp);
 //! - (c) in ramp-up, the admitted share over every run of >= 20 decisions is within 5 points (or
-//!   one call) of the mean target share floor + (1 - floor) × progress, and the admitted count
-//!   never strays a whole call from the sum of the target shares;
+//!   one call) of the mean target share, and the admitted count never strays a whole call from
+//!   the sum of the target shares. The target is floor + (1 - floor) × progress with the
+//!   time-only ramp (`ramp_up_mode: time`); with the adaptive one, whose share follows the
+//!   calls' outcomes and latencies (its own rule is property-tested in `ramp.rs`), it is the
+//!   share the snapshot reports at the decision, which must be within [floor, 1];
 //! - (d) `handle().state()` is the model's state; the callback's transitions are the model's;
 //!   refusals carry the model's state (and, open, its time left); the snapshot's window count,
 //!   time left open and admitted share are the model's.
 //!
 //! The model decides every admission itself except ramp-up's, which the documentation leaves to
-//! "deterministic error diffusion": there it takes the breaker's decision and checks (c).
+//! "deterministic error diffusion": there it takes the breaker's decision and checks (c). With
+//! the adaptive ramp it also takes the breaker's end of the ramp (RampUp -> Closed), and checks
+//! the rest: half-open, trips during and after the ramp, the window, epochs.
 //!
 //! Deterministic: a fixed proptest seed, no failure persistence, a current-thread runtime with
 //! paused time per case, futures polled by hand with a no-op waker, no timers.
@@ -35,7 +40,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use proxflow_breaker::{BreakerConfig, BreakerError, CircuitBreakerLayer, Outcome, State};
+use proxflow_breaker::{
+    BreakerConfig, BreakerError, CircuitBreakerLayer, Outcome, RampUpMode, State,
+};
 use proxflow_core::Clock;
 use tokio::time::{advance, Instant};
 use tower::util::UnsyncBoxService;
@@ -111,6 +118,8 @@ struct Params {
     half_open_max_requests: u32,
     ramp_up: Duration,
     ramp_up_floor: f64,
+    /// `ramp_up_mode: adaptive` (else `time`).
+    adaptive: bool,
 }
 
 impl Params {
@@ -128,6 +137,11 @@ impl Params {
             half_open_max_requests: self.half_open_max_requests,
             ramp_up_duration: self.ramp_up,
             ramp_up_floor: self.ramp_up_floor,
+            ramp_up_mode: if self.adaptive {
+                RampUpMode::Adaptive
+            } else {
+                RampUpMode::Time
+            },
             ..BreakerConfig::default()
         }
     }
@@ -155,13 +169,14 @@ fn params() -> impl Strategy<Value = Params> {
             1u32..=4,
             500u64..20_000,
             prop::sample::select(vec![0.05, 0.1, 0.25, 0.5, 0.9]),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (failure_threshold, slow_call_threshold, latency_ms, min_requests, window_ms),
                 (recovery_s, recovery_backoff, max_factor, backoff_reset_s),
-                (half_open_max_requests, ramp_ms, ramp_up_floor),
+                (half_open_max_requests, ramp_ms, ramp_up_floor, adaptive),
             )| Params {
                 failure_threshold,
                 slow_call_threshold,
@@ -175,6 +190,7 @@ fn params() -> impl Strategy<Value = Params> {
                 half_open_max_requests,
                 ramp_up: Duration::from_millis(ramp_ms),
                 ramp_up_floor,
+                adaptive,
             },
         )
 }
@@ -386,8 +402,14 @@ impl Model {
     }
 
     /// May a call go through at `now`? In ramp-up the breaker's decision (`admitted`) is
-    /// taken and checked against the target share.
-    fn acquire(&mut self, now: Instant, admitted: bool) -> Result<Decision, TestCaseError> {
+    /// taken and checked against the target share; with the adaptive ramp, the breaker's
+    /// state and share after its decision (`breaker`) are taken as the ramp's end and target.
+    fn acquire(
+        &mut self,
+        now: Instant,
+        admitted: bool,
+        breaker: (State, f64),
+    ) -> Result<Decision, TestCaseError> {
         match self.forced {
             Some(State::ForcedClosed) => return Ok(Decision::Admit { epoch: self.epoch }),
             Some(state) => {
@@ -413,7 +435,9 @@ impl Model {
                 },
             );
         }
-        if self.phase == Phase::RampUp && now - self.since >= self.p.ramp_up {
+        if self.p.adaptive {
+            self.follow(now, breaker.0);
+        } else if self.phase == Phase::RampUp && now - self.since >= self.p.ramp_up {
             self.set(now, Phase::Closed);
         }
         let admit = Decision::Admit { epoch: self.epoch };
@@ -435,7 +459,17 @@ impl Model {
                 }
             }
             Phase::RampUp => {
-                let target = self.share(now);
+                let target = if self.p.adaptive {
+                    prop_assert!(
+                        breaker.1 >= self.p.ramp_up_floor - 1e-9 && breaker.1 <= 1.0,
+                        "adaptive share {} outside [{}, 1]",
+                        breaker.1,
+                        self.p.ramp_up_floor
+                    );
+                    breaker.1
+                } else {
+                    self.share(now)
+                };
                 self.ramp.push((target, admitted));
                 self.check_ramp()?;
                 Ok(if admitted {
@@ -447,6 +481,17 @@ impl Model {
                     }
                 })
             }
+        }
+    }
+
+    /// The adaptive ramp ends when its calls say so: the model follows the breaker there.
+    fn follow(&mut self, now: Instant, breaker: State) {
+        if self.p.adaptive
+            && self.forced.is_none()
+            && self.phase == Phase::RampUp
+            && breaker == State::Closed
+        {
+            self.set(now, Phase::Closed);
         }
     }
 
@@ -629,7 +674,8 @@ impl Run {
             }
         };
         let was_ramp = self.model.phase == Phase::RampUp && self.model.forced.is_none();
-        let decision = self.model.acquire(now, refused.is_none())?;
+        let breaker = (self.handle.state(), self.handle.snapshot().admitted_share);
+        let decision = self.model.acquire(now, refused.is_none(), breaker)?;
         if was_ramp && self.model.phase == Phase::RampUp {
             self.ramp_decisions += 1;
         }
@@ -691,8 +737,9 @@ impl Run {
                 )))
             }
         }
-        self.model
-            .record(Instant::now(), call.epoch, call.start, outcome);
+        let now = Instant::now();
+        self.model.record(now, call.epoch, call.start, outcome);
+        self.model.follow(now, self.handle.state());
         Ok(())
     }
 
@@ -708,6 +755,7 @@ impl Run {
             Outcome::Ignored
         };
         self.model.record(now, call.epoch, call.start, outcome);
+        self.model.follow(now, self.handle.state());
     }
 
     async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -771,6 +819,12 @@ impl Run {
                 u128::from(snapshot.retry_after_ms),
                 until.saturating_duration_since(now).as_millis(),
                 "time left open"
+            ),
+            (None, Phase::RampUp) if model.p.adaptive => prop_assert!(
+                snapshot.admitted_share >= model.p.ramp_up_floor - 1e-9
+                    && snapshot.admitted_share <= 1.0,
+                "adaptive share {}",
+                snapshot.admitted_share
             ),
             (None, Phase::RampUp) => prop_assert!(
                 (snapshot.admitted_share - model.share(now)).abs() < 1e-9,
@@ -855,6 +909,12 @@ fn run_case(params: &Params, ops: &[Op], manual: bool) -> Result<Coverage, TestC
                 .transitions
                 .entry(format!("{from:?}->{to:?}"))
                 .or_default() += 1;
+            if params.adaptive {
+                *coverage
+                    .transitions
+                    .entry(format!("adaptive {from:?}->{to:?}"))
+                    .or_default() += 1;
+            }
         }
         Ok(coverage)
     })
@@ -862,7 +922,7 @@ fn run_case(params: &Params, ops: &[Op], manual: bool) -> Result<Coverage, TestC
 
 fn runner(seed: u64) -> TestRunner {
     TestRunner::new(Config {
-        cases: 64,
+        cases: 96,
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(seed),
         max_shrink_iters: 4_096,
@@ -907,6 +967,9 @@ fn the_breaker_follows_the_model() {
         "HalfOpen->RampUp",
         "RampUp->Open",
         "RampUp->Closed",
+        "adaptive HalfOpen->RampUp",
+        "adaptive RampUp->Open",
+        "adaptive RampUp->Closed",
     ] {
         let count = coverage.transitions.get(edge).copied().unwrap_or(0);
         assert!(count >= 10, "{edge} happened {count} times only");
@@ -951,6 +1014,7 @@ async fn reset_while_closed_keeps_judging_calls() {
         half_open_max_requests: 1,
         ramp_up: 10 * SEC,
         ramp_up_floor: 0.1,
+        adaptive: true,
     };
     let log = Log::default();
     let (mut service, handle) = protected(&params, &log);

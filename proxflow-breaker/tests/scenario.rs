@@ -1,7 +1,9 @@
-//! The issue's scenario, through the HTTP layer on an axum `Router`, under paused tokio time:
-//! a backend fails every call (503) for 30 s, then comes back able to serve only 20 % of the
-//! offered load, growing linearly to all of it over 30 s (calls beyond its capacity in each
-//! 1 s slot get 503). Offered load: 100 calls per second, evenly spaced, for 120 s.
+//! The time-only ramp (`ramp_up_mode: time`) in the scenario of its issue, through the HTTP
+//! layer on an axum `Router`, under paused tokio time: a backend fails every call (503) for
+//! 30 s, then comes back able to serve only 20 % of the offered load, growing linearly to all
+//! of it over 30 s (calls beyond its capacity in each 1 s slot get 503). Offered load: 100
+//! calls per second, evenly spaced, for 120 s. The adaptive ramp has tests of its own
+//! (`adaptive.rs`).
 //!
 //! Run with `-- --nocapture` to see the report (one line per second, then the figures).
 
@@ -13,7 +15,7 @@ use axum::extract::State as Shared;
 use axum::routing::get;
 use axum::Router;
 use http::{Request, StatusCode};
-use proxflow_breaker::{BreakerConfig, CircuitBreakerLayer, Refusal, State};
+use proxflow_breaker::{BreakerConfig, CircuitBreakerLayer, RampUpMode, Refusal, State};
 use proxflow_core::Clock;
 use tower::ServiceExt;
 
@@ -45,8 +47,9 @@ fn capacity(second: u32) -> u32 {
     }
 }
 
-/// The breaker of the issue. Choices beyond the issue's figures: `latency_threshold` stays at its
-/// default 5 s (the backend takes 25 ms, so no call is slow); `recovery_backoff` stays at its
+/// The breaker of the issue, with the time-only ramp it describes. Choices beyond the issue's
+/// figures: `latency_threshold` stays at its default 5 s (the backend takes 25 ms, so no call
+/// is slow); `recovery_backoff` stays at its
 /// default 2 (open 5 s, then 10 s, then 20 s while the trips go on) and `max_recovery_timeout`
 /// and `backoff_reset` at 10 min; the ramp is linear (`ramp_up_aggression` 1); no `timeout`.
 fn issue_config() -> BreakerConfig {
@@ -58,6 +61,7 @@ fn issue_config() -> BreakerConfig {
         half_open_max_requests: 3,
         ramp_up_duration: Duration::from_secs(30),
         ramp_up_floor: 0.1,
+        ramp_up_mode: RampUpMode::Time,
         ..BreakerConfig::default()
     }
 }

@@ -169,6 +169,15 @@ impl Log {
         self.len += 1;
     }
 
+    /// Every entry leaves `by` later.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn delay_all(&mut self, by: Nanos) {
+        for index in 0..self.len {
+            let slot = self.slot(index);
+            self.ring[slot] = self.ring[slot].saturating_add(by);
+        }
+    }
+
     fn slot(&self, index: u32) -> usize {
         ((self.head as usize) + index as usize) % self.ring.len()
     }
@@ -219,21 +228,28 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// Moves the state to the fixed window holding `now`.
+    fn roll(&mut self, now: Nanos, per: Nanos) {
+        let window = now / per;
+        if window != self.window {
+            let previous = if window == self.window + 1 {
+                self.current
+            } else {
+                0
+            };
+            *self = Counters {
+                window,
+                previous,
+                current: 0,
+            };
+        }
+    }
+}
+
 pub(crate) fn sliding_counter(state: &mut Counters, now: Nanos, rate: &Rate) -> Verdict {
     let per = rate.per_ns;
-    let window = now / per;
-    if window != state.window {
-        let previous = if window == state.window + 1 {
-            state.current
-        } else {
-            0
-        };
-        *state = Counters {
-            window,
-            previous,
-            current: 0,
-        };
-    }
+    state.roll(now, per);
     let elapsed = now % per;
     // previous * (per - elapsed) / per + current < rate, kept in integers.
     let weighted = |current: u32| {
@@ -264,6 +280,65 @@ pub(crate) fn sliding_counter(state: &mut Counters, now: Nanos, rate: &Rate) -> 
         target.saturating_sub(elapsed).max(1)
     };
     Verdict::Refuse { retry_after }
+}
+
+// The synced mode's folds: admissions another instance made, learnt at a sync, added to this
+// instance's state as admissions that cannot be refused, at the time of the sync. An admission
+// counted later than it happened never leaves a state more lenient than counting it on time:
+// a bucket has refilled less by then, a window holds it longer.
+
+/// `count` admissions of other instances, added to a GCRA theoretical arrival time (the token
+/// bucket) or a leaky bucket's next departure: each moves it one interval on, from `now` if it
+/// lies in the past. The result may lie more than the burst ahead: the instance then refuses
+/// until the others' excess is paid back. Clamped to [`MAX_SPAN`] ahead.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn bucket_fold(state: Option<Nanos>, now: Nanos, rate: &Rate, count: u64) -> Nanos {
+    let ahead = rate.interval().saturating_mul(count).min(MAX_SPAN);
+    state
+        .unwrap_or(now)
+        .max(now)
+        .saturating_add(ahead)
+        .min(now.saturating_add(MAX_SPAN))
+}
+
+/// `count` admissions of other instances, added to the sliding log: each leaves the window
+/// `per` from now, or, when the log is full, takes the place of the admission that leaves it
+/// first and leaves `per` after that one, as if it had waited for that place. So the log keeps
+/// at most `rate` entries, and an excess of the others is paid back (one window's worth of
+/// refusals per window's worth of excess), as the buckets' folds pay it back.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn sliding_log_fold(log: &mut Log, now: Nanos, rate: &Rate, count: u64) {
+    while log.front().is_some_and(|leaves| leaves <= now) {
+        log.pop_front();
+    }
+    let limit = rate.rate as usize;
+    let mut count = count;
+    while count > 0 && log.len() < limit {
+        log.push_back(now.saturating_add(rate.per_ns));
+        count -= 1;
+    }
+    // A full log takes `rate` of them in a turn, each entry a window later: whole turns at
+    // once, so that a large count costs no more than the log's length.
+    let turns = (count / limit as u64).min(MAX_SPAN / rate.per_ns);
+    if turns > 0 {
+        log.delay_all(turns * rate.per_ns);
+    }
+    for _ in 0..count % limit as u64 {
+        // Entries leave within `turns + 1` windows of now, oldest first: one a window after
+        // the oldest leaves after all of them.
+        if let Some(first) = log.front() {
+            log.pop_front();
+            log.push_back(first.saturating_add(rate.per_ns));
+        }
+    }
+}
+
+/// `count` admissions of other instances, added to the current fixed window's count.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn sliding_counter_fold(state: &mut Counters, now: Nanos, rate: &Rate, count: u64) {
+    state.roll(now, rate.per_ns);
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    state.current = state.current.saturating_add(count);
 }
 
 #[cfg(test)]
@@ -574,6 +649,151 @@ mod tests {
             }
         }
 
+        /// The synced mode's folds: another instance's admissions, counted at the sync that
+        /// brings them instead of when they happened, never leave a state that admits more
+        /// afterwards, whatever the algorithm.
+        #[test]
+        fn a_late_fold_is_never_more_lenient_than_counting_on_time(
+            others in arrivals(),
+            own in arrivals(),
+            lag in 0u64..2000,
+            r in 1u32..20,
+            burst in 1u32..10,
+        ) {
+            let rate = Rate::new(r, SECOND, burst);
+            let sync = others.last().copied().unwrap_or(0) + lag * 1_000_000;
+            let after: Vec<Nanos> = own.iter().map(|t| t + sync).collect();
+            let count = others.len() as u64;
+            // Each algorithm's admissions after the sync, from the state the others' admissions
+            // left when counted on time and when folded at the sync.
+            let buckets = |mut state: Option<Nanos>| {
+                after
+                    .iter()
+                    .filter(|&&now| {
+                        let (verdict, next) = gcra_reserve(state, now, &rate, 0);
+                        state = next.or(state);
+                        admitted(verdict)
+                    })
+                    .count()
+            };
+            let on_time = others
+                .iter()
+                .fold(None, |tat, &at| Some(bucket_fold(tat, at, &rate, 1)));
+            let folded = Some(bucket_fold(None, sync, &rate, count));
+            prop_assert!(buckets(folded) <= buckets(on_time), "token bucket");
+            prop_assert!(folded >= on_time);
+
+            let logs = |mut log: Log| {
+                after
+                    .iter()
+                    .filter(|&&now| admitted(sliding_log(&mut log, now, &rate)))
+                    .count()
+            };
+            let mut on_time = Log::default();
+            for &at in &others {
+                sliding_log_fold(&mut on_time, at, &rate, 1);
+            }
+            let mut folded = Log::default();
+            sliding_log_fold(&mut folded, sync, &rate, count);
+            prop_assert!(logs(folded) <= logs(on_time), "sliding log");
+
+            let counters = |mut state: Counters| {
+                after
+                    .iter()
+                    .filter(|&&now| admitted(sliding_counter(&mut state, now, &rate)))
+                    .count()
+            };
+            let mut on_time = Counters::default();
+            for &at in &others {
+                sliding_counter_fold(&mut on_time, at, &rate, 1);
+            }
+            let mut folded = Counters::default();
+            sliding_counter_fold(&mut folded, sync, &rate, count);
+            prop_assert!(counters(folded) <= counters(on_time), "sliding counters");
+        }
+    }
+
+    #[test]
+    fn folds_take_the_others_admissions_from_the_state() {
+        let rate = rate(10, 5);
+        // Three of the five tokens taken elsewhere: two left, then refused for 100 ms.
+        let mut tat = Some(bucket_fold(None, 0, &rate, 3));
+        let mut verdicts = Vec::new();
+        for _ in 0..3 {
+            let (verdict, next) = gcra_reserve(tat, 0, &rate, 0);
+            tat = next.or(tat);
+            verdicts.push(verdict);
+        }
+        assert!(matches!(verdicts[0], Verdict::Admit { remaining: 1, .. }));
+        assert!(matches!(verdicts[1], Verdict::Admit { remaining: 0, .. }));
+        assert_eq!(
+            verdicts[2],
+            Verdict::Refuse {
+                retry_after: SECOND / 10
+            }
+        );
+        // Eight more taken elsewhere: a debt of eight intervals on top of the empty bucket.
+        let tat = Some(bucket_fold(tat, 0, &rate, 8));
+        assert_eq!(
+            gcra_reserve(tat, 0, &rate, 0).0,
+            Verdict::Refuse {
+                retry_after: 9 * SECOND / 10
+            }
+        );
+        // The fold never reaches further than the longest span.
+        assert_eq!(bucket_fold(None, 7, &rate, u64::MAX), 7 + MAX_SPAN);
+
+        let window = Rate::new(3, SECOND, 0);
+        let mut log = Log::default();
+        assert!(admitted(sliding_log(&mut log, 0, &window)));
+        // Five more at 0.5 s: two fill the window, three wait for the places that free first.
+        sliding_log_fold(&mut log, SECOND / 2, &window, 5);
+        assert_eq!(log.len(), 3, "at most `rate` entries");
+        assert_eq!(
+            (log.front(), log.back()),
+            (Some(2 * SECOND), Some(2 * SECOND + SECOND / 2))
+        );
+        assert_eq!(
+            sliding_log(&mut log, SECOND / 2, &window),
+            Verdict::Refuse {
+                retry_after: 3 * SECOND / 2
+            },
+            "six admissions in all: two windows' worth"
+        );
+        // A large count at once (whole turns of the log) is the same as one at a time.
+        for count in [0, 1, 2, 3, 7, 9, 10, 31] {
+            let mut at_once = Log::default();
+            let mut one_by_one = Log::default();
+            for log in [&mut at_once, &mut one_by_one] {
+                assert!(admitted(sliding_log(log, 0, &window)));
+            }
+            sliding_log_fold(&mut at_once, SECOND / 2, &window, count);
+            for _ in 0..count {
+                sliding_log_fold(&mut one_by_one, SECOND / 2, &window, 1);
+            }
+            let entries = |log: &mut Log| {
+                std::iter::from_fn(|| {
+                    let first = log.front();
+                    log.pop_front();
+                    first
+                })
+                .collect::<Vec<_>>()
+            };
+            assert_eq!(entries(&mut at_once), entries(&mut one_by_one), "{count}");
+        }
+        let mut counters = Counters::default();
+        assert!(admitted(sliding_counter(&mut counters, 0, &window)));
+        sliding_counter_fold(&mut counters, SECOND / 2, &window, 2);
+        assert!(!admitted(sliding_counter(
+            &mut counters,
+            SECOND / 2,
+            &window
+        )));
+        assert!(admitted(sliding_counter(
+            &mut counters,
+            SECOND + SECOND / 2,
+            &window
+        )));
     }
 
     /// Arrivals `k` times the rate, evenly spread (gaps that divide a second, the first half a

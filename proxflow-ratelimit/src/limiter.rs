@@ -250,6 +250,56 @@ impl Limiter {
         &self.rate
     }
 
+    /// The key `check` and `fold` use in the shared table for `key`: quotas sharing the table
+    /// never share a key's state.
+    #[cfg(feature = "redis")]
+    pub(crate) fn salted(&self, key: u64) -> u64 {
+        key ^ self.salt
+    }
+
+    /// The synced mode: `count` admissions other instances made for `key`, learnt at a sync,
+    /// added to its state now as admissions that cannot be refused (see
+    /// [`algorithm::bucket_fold`]).
+    #[cfg(feature = "redis")]
+    pub(crate) fn fold(&self, key: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let rate = &self.rate;
+        let salted = key ^ self.salt;
+        let now = self.clock.now_ns();
+        match &self.engine {
+            // governor keeps the token bucket's TATs in `tats` in the layer's frame, as the
+            // reservations read them.
+            Engine::TokenBucket { tats: store, .. } | Engine::LeakyBucket(store) => {
+                store.update(
+                    salted,
+                    || now,
+                    |state| *state = Some(algorithm::bucket_fold(*state, now, rate, count)),
+                );
+            }
+            Engine::SlidingLog(store) => store.update(
+                salted,
+                || now,
+                |state| {
+                    let log = &mut state.get_or_insert_with(LogState::default).0;
+                    algorithm::sliding_log_fold(log, now, rate, count);
+                },
+            ),
+            Engine::SlidingCounter(store) => store.update(
+                salted,
+                || now,
+                |state| {
+                    let state = state.get_or_insert_with(|| CounterState {
+                        counters: Default::default(),
+                        per: rate.per_ns,
+                    });
+                    algorithm::sliding_counter_fold(&mut state.counters, now, rate, count);
+                },
+            ),
+        }
+    }
+
     /// Decides for one request of `key` (`None`: the single global key). With `max_wait`, a
     /// request may be admitted after a wait instead of refused. Without `report`, an admission
     /// through governor leaves `remaining` and `reset_after` at 0: no answer will show them, and

@@ -48,9 +48,12 @@ pub(crate) struct Shared {
     pub(crate) warned_bad_quota: AtomicBool,
     /// Whether a request of an `ip` layer without a client address was reported already.
     pub(crate) warned_no_client_address: AtomicBool,
-    /// The Redis mode: every decision is Redis's.
+    /// The Redis mode's exact mode: every decision is Redis's.
     #[cfg(feature = "redis")]
     pub(crate) remote: Option<Arc<crate::remote::Remote>>,
+    /// The Redis mode's synced mode: decisions are local, counts shared every interval.
+    #[cfg(feature = "redis")]
+    pub(crate) synced: Option<crate::remote::synced::Synced>,
 }
 
 /// Put into the extensions of every 429 this layer answers when
@@ -156,6 +159,10 @@ impl Shared {
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {
             return self.remote_check(remote, view);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(synced) = &self.synced {
+            return self.decide_synced(synced, view, known);
         }
         // The global key uses governor's lock-free direct limiter: no key to hash.
         let global = matches!(self.rules.kind, Key::Global);
@@ -312,6 +319,46 @@ impl Shared {
         Decision::Remote(RemoteCheck { key, local, tier })
     }
 
+    /// The synced mode's decision: the instance's own limiter's, noted for the next sync. The
+    /// global key is keyed here (governor's direct limiter keeps its state where a sync cannot
+    /// fold into it).
+    #[cfg(feature = "redis")]
+    fn decide_synced(
+        &self,
+        synced: &crate::remote::synced::Synced,
+        view: &RequestView<'_>,
+        known: Option<KeyHash>,
+    ) -> Decision {
+        use crate::remote::{Remote, StableKeys};
+        let (key, missing) = match known.or_else(|| self.rules.key(view)) {
+            Some(key) => (key, false),
+            None => match self.no_key() {
+                Some(decision) => return decision,
+                None => (self.rules.missing(), true),
+            },
+        };
+        let tier = self.tier_of(view);
+        let limiter = tier.as_deref().unwrap_or(&self.limiter);
+        let verdict = limiter.check(Some(key), self.max_wait(), self.report());
+        let admitted = matches!(verdict, Verdict::Admit { .. });
+        let now = self.clock.now_ns();
+        synced.record(&self.limiter, tier.as_ref(), key, admitted, now, || {
+            let stable = if missing {
+                Remote::missing_key()
+            } else {
+                self.rules
+                    .key_with(view, &StableKeys)
+                    .unwrap_or_else(Remote::missing_key)
+            };
+            let quota = limiter
+                .remote
+                .as_ref()
+                .expect("the limiters of a Redis layer have a Redis quota");
+            Remote::digest(stable, quota).0
+        });
+        self.judge(verdict, *limiter.rate())
+    }
+
     /// The Redis mode's decision: Redis's verdict, or the `on_unavailable` policy's when Redis
     /// cannot answer within the timeout.
     #[cfg(feature = "redis")]
@@ -376,12 +423,20 @@ impl Shared {
         let limiter = tiers.entry(quota).or_insert_with(|| {
             let limiter = Limiter::new(&self.tables, rate, &self.clock, salt);
             #[cfg(feature = "redis")]
-            let limiter = limiter.with_remote(self.remote.as_ref().map(|remote| {
+            let limiter = limiter.with_remote(self.any_remote().map(|remote| {
                 remote.quota(&rate, self.max_wait(), self.header_cache.policy_name())
             }));
             Arc::new(limiter)
         });
         Some(Arc::clone(limiter))
+    }
+
+    /// The connection of either Redis mode.
+    #[cfg(feature = "redis")]
+    fn any_remote(&self) -> Option<&crate::remote::Remote> {
+        self.remote
+            .as_deref()
+            .or(self.synced.as_ref().map(|synced| &*synced.remote))
     }
 
     fn allowed_fields(&self, state: &LimitState) -> Option<LimitFields> {
@@ -419,10 +474,18 @@ impl KeyUsage for Shared {
 
     fn redis_connected(&self) -> Option<bool> {
         #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = self.any_remote() {
             return remote.connected();
         }
         None
+    }
+
+    fn synced(&self) -> (u64, u64, u64) {
+        #[cfg(feature = "redis")]
+        if let Some(synced) = &self.synced {
+            return synced.figures();
+        }
+        (0, 0, 0)
     }
 }
 

@@ -111,6 +111,9 @@ pub(crate) trait KeyUsage: Send + Sync {
     /// In the Redis mode, whether Redis decides now (`None` before the first connection);
     /// `None` otherwise.
     fn redis_connected(&self) -> Option<bool>;
+
+    /// In the synced mode: keys synced, admissions not shared yet, syncs done.
+    fn synced(&self) -> (u64, u64, u64);
 }
 
 impl LayerState {
@@ -128,6 +131,18 @@ impl LayerState {
             .filter_map(Weak::upgrade)
             .map(|limiter| limiter.key_usage())
             .fold((0, 0), |(keys, bytes), (k, b)| (keys + k, bytes + b))
+    }
+
+    /// The synced mode's figures of the limiters built from the layer.
+    fn synced(&self) -> (u64, u64, u64) {
+        let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|limiter| limiter.synced())
+            .fold((0, 0, 0), |(k, u, s), (keys, unshared, syncs)| {
+                (k + keys, u + unshared, s + syncs)
+            })
     }
 
     /// The Redis state of the newest limiter built from the layer.
@@ -173,19 +188,29 @@ pub struct StatsSnapshot {
     pub no_client_address: u64,
     /// Keys with state now, over all quotas.
     pub active_keys: u64,
-    /// Bytes of the key tables, over all quotas. In the Redis mode the tables hold only the
-    /// state `fail_open` made while Redis was unavailable.
+    /// Bytes of the key tables, over all quotas. In the exact Redis mode the tables hold only
+    /// the state `fail_open` made while Redis was unavailable; in the synced mode they hold
+    /// every key's state, as without Redis.
     pub key_table_bytes: u64,
-    /// Redis mode: requests decided by the instance's own limiter because Redis could not
-    /// answer in time (`fail_open`). They count as what happened to them too (`allowed`,
+    /// Exact Redis mode: requests decided by the instance's own limiter because Redis could
+    /// not answer in time (`fail_open`). They count as what happened to them too (`allowed`,
     /// `limited`, ...).
     pub fail_open: u64,
-    /// Redis mode: requests answered 503 because Redis could not answer in time
+    /// Exact Redis mode: requests answered 503 because Redis could not answer in time
     /// (`fail_closed`).
     pub fail_closed: u64,
-    /// Redis mode: whether Redis decides now; `None` before the first connection and without
-    /// the Redis mode.
+    /// Redis mode: whether Redis answers now (in exact mode: decides); `None` before the first
+    /// connection and without the Redis mode.
     pub redis_connected: Option<bool>,
+    /// Synced mode: keys whose counts this instance shares at each sync (those with requests
+    /// lately; at most `max_keys`).
+    pub synced_keys: u64,
+    /// Synced mode: admissions not shared yet. They wait for the next sync, or while Redis is
+    /// unavailable for the first one after it is back (at most
+    /// `burst + rate × (sync_interval / per + 1)` a key).
+    pub unshared_admissions: u64,
+    /// Synced mode: syncs done with Redis.
+    pub syncs: u64,
 }
 
 impl Stats {
@@ -193,6 +218,7 @@ impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = &self.state.counters;
         let (active_keys, key_table_bytes) = self.state.key_usage();
+        let (synced_keys, unshared_admissions, syncs) = self.state.synced();
         StatsSnapshot {
             allowed: c.get(Counter::Allowed),
             limited: c.get(Counter::Limited),
@@ -206,6 +232,9 @@ impl Stats {
             fail_open: c.get(Counter::FailOpen),
             fail_closed: c.get(Counter::FailClosed),
             redis_connected: self.state.redis_connected(),
+            synced_keys,
+            unshared_admissions,
+            syncs,
         }
     }
 }

@@ -597,13 +597,41 @@ fn distributed_error(yaml: &str) -> ConfigError {
     RateLimitLayer::from_config(&config).unwrap_err()
 }
 
+/// The origin's `sync_interval 30s`: the synced mode, read from each format.
 #[test]
-fn synced_mode_is_refused_until_it_exists() {
-    let error = distributed_error(
+fn the_sync_interval_reads_from_each_format() {
+    let yaml: RateLimitConfig = serde_yaml::from_str(
         "distributed:\n  redis: { address: localhost:6379 }\n  sync_interval: 30s\n",
+    )
+    .unwrap();
+    let json: RateLimitConfig = serde_json::from_str(
+        r#"{"distributed": {"redis": {"address": "localhost:6379"}, "sync_interval": "30s"}}"#,
+    )
+    .unwrap();
+    let toml: RateLimitConfig = toml::from_str(
+        "[distributed]\nsync_interval = \"30s\"\n[distributed.redis]\naddress = \"localhost:6379\"\n",
+    )
+    .unwrap();
+    assert_eq!(json, yaml);
+    assert_eq!(toml, yaml);
+    let distributed = yaml.distributed.as_ref().unwrap();
+    assert_eq!(distributed.sync_interval, Some(Duration::from_secs(30)));
+    #[cfg(feature = "redis")]
+    assert_eq!(RateLimitLayer::from_config(&yaml).unwrap().config(), &yaml);
+}
+
+#[test]
+fn a_sync_interval_under_1ms_or_with_fail_closed_is_refused() {
+    let error = distributed_error(
+        "distributed:\n  redis: { address: localhost:6379 }\n  sync_interval: 500us\n",
     );
     assert_eq!(error.field, "distributed.sync_interval");
-    assert!(error.reason.contains("not built yet"), "{error}");
+    assert!(error.reason.contains("at least 1ms"), "{error}");
+    let error = distributed_error(
+        "distributed:\n  redis: { address: localhost:6379 }\n  sync_interval: 100ms\n  on_unavailable: fail_closed\n",
+    );
+    assert_eq!(error.field, "distributed.on_unavailable");
+    assert!(error.reason.contains("exact mode only"), "{error}");
 }
 
 #[test]
@@ -675,4 +703,32 @@ fn the_redis_builder_methods_write_the_distributed_section() {
     // The config builds the same layer.
     let again = RateLimitLayer::from_config(layer.config()).unwrap();
     assert_eq!(again.config(), layer.config());
+
+    let synced = RateLimitLayer::new(100, Duration::from_secs(1))
+        .redis(redis::Client::open("redis://localhost:6379").unwrap())
+        .sync_interval(Duration::from_millis(100));
+    let distributed = synced.config().distributed.clone().unwrap();
+    assert_eq!(distributed.sync_interval, Some(Duration::from_millis(100)));
+    assert_eq!(
+        RateLimitLayer::from_config(synced.config())
+            .unwrap()
+            .config(),
+        synced.config()
+    );
+}
+
+#[cfg(feature = "redis")]
+#[test]
+#[should_panic(expected = "`fail_closed` applies to exact mode only")]
+fn fail_closed_panics_in_synced_mode() {
+    let _ = RateLimitLayer::new(100, Duration::from_secs(1))
+        .sync_interval(Duration::from_millis(100))
+        .on_unavailable(OnUnavailable::FailClosed);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+#[should_panic(expected = "at least 1ms")]
+fn a_sync_interval_under_1ms_panics() {
+    let _ = RateLimitLayer::new(100, Duration::from_secs(1)).sync_interval(Duration::ZERO);
 }

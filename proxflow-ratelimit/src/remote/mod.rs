@@ -1,17 +1,21 @@
-//! The Redis mode: each decision is one script run on Redis, atomic and on Redis's clock, so
-//! that every instance sharing the Redis sees every other's requests at once.
+//! The Redis mode. Exact: each decision is one script run on Redis, atomic and on Redis's
+//! clock, so that every instance sharing the Redis sees every other's requests at once.
+//! Synced ([`synced`]): each instance decides on its own and shares its counts every
+//! interval.
 //!
 //! The connection is watched as a small state machine, so that a dead Redis costs requests
 //! nothing: while it is known to be down, requests are decided at once by the
-//! [`OnUnavailable`] policy, and one background task probes it with a growing delay. Only the
-//! changes of state are logged.
+//! [`OnUnavailable`] policy (exact mode) or the syncs are skipped (synced mode), and one
+//! background task probes it with a growing delay. Only the changes of state are logged.
+
+pub(crate) mod synced;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::{Client, ErrorKind, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -51,6 +55,8 @@ pub(crate) struct Remote {
     prefix: Box<[u8]>,
     timeout: Duration,
     pub(crate) on_unavailable: OnUnavailable,
+    /// The synced mode's interval; `None` in exact mode.
+    sync_interval: Option<Duration>,
     /// The connection, made on first use (it needs the runtime) and made again when a probe
     /// gets no answer: a hung connection is never dropped by the manager itself.
     link: Mutex<Option<ConnectionManager>>,
@@ -66,10 +72,13 @@ pub(crate) struct Remote {
 /// A quota as the scripts take it, made once per quota.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteQuota {
-    /// Hashed into every key of the quota, so that quotas (and layers with other policy names)
-    /// never share state.
+    /// Hashed into every key of the quota, so that quotas (and layers with other policy names,
+    /// or the other mode) never share state.
     tag: [u8; 16],
-    args: Vec<String>,
+    /// The script's arguments after the synced mode's count, if any.
+    pub(crate) args: Arc<[String]>,
+    /// The synced mode: how the quota's keys are tracked.
+    pub(crate) track: Option<synced::Track>,
 }
 
 impl Remote {
@@ -79,15 +88,17 @@ impl Remote {
         prefix: &str,
         timeout: Duration,
         on_unavailable: OnUnavailable,
+        sync_interval: Option<Duration>,
     ) -> Remote {
         Remote {
             address: client.get_connection_info().addr().to_string(),
             client,
-            script: Script::new(script(algorithm)),
+            script: Script::new(script(algorithm, sync_interval.is_some())),
             algorithm,
             prefix: prefix.as_bytes().into(),
             timeout,
             on_unavailable,
+            sync_interval,
             link: Mutex::new(None),
             state: AtomicU8::new(CONNECTING),
             probing: AtomicBool::new(false),
@@ -107,22 +118,34 @@ impl Remote {
     /// The script's arguments for `rate`, and the quota's tag.
     pub(crate) fn quota(&self, rate: &Rate, max_wait: Nanos, policy_name: &str) -> RemoteQuota {
         let us = |ns: u64| (ns as f64 / 1000.0).to_string();
-        let args = match self.algorithm {
-            Algorithm::TokenBucket => {
+        let args = match (self.algorithm, self.sync_interval) {
+            // How long a synced record outlives its state: the instances that sync the key
+            // every interval keep it, and a late sync still finds it.
+            (Algorithm::TokenBucket | Algorithm::LeakyBucket, Some(interval)) => {
+                vec![us(rate.interval()), us(synced::linger(interval))]
+            }
+            (Algorithm::SlidingWindow | Algorithm::SlidingWindowApprox, Some(interval)) => {
+                vec![us(rate.per_ns), us(synced::linger(interval))]
+            }
+            (Algorithm::TokenBucket, None) => {
                 let tau = rate
                     .interval()
                     .saturating_mul(u64::from(rate.burst.max(1) - 1));
                 vec![us(rate.interval()), us(tau), us(max_wait)]
             }
-            Algorithm::LeakyBucket => {
+            (Algorithm::LeakyBucket, None) => {
                 vec![us(rate.interval()), rate.burst.to_string(), us(max_wait)]
             }
-            Algorithm::SlidingWindow | Algorithm::SlidingWindowApprox => {
+            (Algorithm::SlidingWindow | Algorithm::SlidingWindowApprox, None) => {
                 vec![rate.rate.to_string(), us(rate.per_ns)]
             }
         };
         let mut tag = Sha256::new();
         tag.update(b"proxflow-ratelimit quota\0");
+        if self.sync_interval.is_some() {
+            // A synced record is no exact state: the modes never read each other's keys.
+            tag.update(b"synced\0");
+        }
         tag.update(format!("{:?}", self.algorithm).as_bytes());
         tag.update(rate.rate.to_le_bytes());
         tag.update(rate.per_ns.to_le_bytes());
@@ -131,20 +154,30 @@ impl Remote {
         let digest = tag.finalize();
         RemoteQuota {
             tag: digest[..16].try_into().expect("16 bytes"),
-            args,
+            args: args.into(),
+            track: self
+                .sync_interval
+                .map(|interval| synced::Track::new(rate, interval)),
         }
     }
 
     /// The Redis key of `key` under `quota`, and the key the instance's own limiter uses for
     /// it when Redis is unavailable.
-    pub(crate) fn key(&self, mut key: Sha256, quota: &RemoteQuota) -> (Vec<u8>, u64) {
-        key.update(quota.tag);
-        let digest = key.finalize();
+    pub(crate) fn key(&self, key: Sha256, quota: &RemoteQuota) -> (Vec<u8>, u64) {
+        let (digest, local) = Self::digest(key, quota);
         let mut redis_key = Vec::with_capacity(self.prefix.len() + 16);
         redis_key.extend_from_slice(&self.prefix);
-        redis_key.extend_from_slice(&digest[..16]);
-        let local = u64::from_le_bytes(digest[16..24].try_into().expect("8 bytes"));
+        redis_key.extend_from_slice(&digest);
         (redis_key, local)
+    }
+
+    /// The part of the Redis key of `key` under `quota` after the prefix, and the key the
+    /// instance's own limiter uses for it when Redis is unavailable.
+    pub(crate) fn digest(mut key: Sha256, quota: &RemoteQuota) -> ([u8; 16], u64) {
+        key.update(quota.tag);
+        let digest = key.finalize();
+        let local = u64::from_le_bytes(digest[16..24].try_into().expect("8 bytes"));
+        (digest[..16].try_into().expect("16 bytes"), local)
     }
 
     /// The shared key of requests without one.
@@ -160,23 +193,9 @@ impl Remote {
         quota: &RemoteQuota,
     ) -> Result<Verdict, ()> {
         let deadline = Instant::now() + self.timeout;
-        if self.state.load(Ordering::Acquire) == CONNECTING {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            self.probe();
-            if self.state.load(Ordering::Acquire) == CONNECTING {
-                let _ = tokio::time::timeout_at(deadline, changed).await;
-            }
-        }
-        if self.state.load(Ordering::Acquire) != UP {
-            return Err(());
-        }
-        let Some(mut link) = self.link() else {
-            return Err(());
-        };
+        let mut link = self.link_when_up(deadline).await.ok_or(())?;
         let mut invocation = self.script.key(key);
-        for arg in &quota.args {
+        for arg in quota.args.iter() {
             invocation.arg(arg.as_str());
         }
         let answer = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut link);
@@ -195,6 +214,52 @@ impl Remote {
                 Err(())
             }
         }
+    }
+
+    /// The synced mode's script.
+    pub(crate) fn script(&self) -> &Script {
+        &self.script
+    }
+
+    /// Sends `pipe` (made with `ignore_errors`, so that a script failing on one key leaves the
+    /// others' answers), within `timeout`. `Err` when Redis cannot answer: it is down, connecting
+    /// for longer than the timeout, or the connection failed.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        self: &Arc<Self>,
+        pipe: &Pipeline,
+        timeout: Duration,
+    ) -> Result<T, ()> {
+        let deadline = Instant::now() + timeout;
+        let mut link = self.link_when_up(deadline).await.ok_or(())?;
+        match tokio::time::timeout_at(deadline, pipe.query_async::<T>(&mut link)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => {
+                self.lost(&error.to_string());
+                Err(())
+            }
+            Err(_) => {
+                self.lost(&format!("no answer within {timeout:?}"));
+                Err(())
+            }
+        }
+    }
+
+    /// The connection if Redis is up: before the first connection, waits for it until
+    /// `deadline`; while Redis is known to be down, `None` at once.
+    async fn link_when_up(self: &Arc<Self>, deadline: Instant) -> Option<ConnectionManager> {
+        if self.state.load(Ordering::Acquire) == CONNECTING {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            self.probe();
+            if self.state.load(Ordering::Acquire) == CONNECTING {
+                let _ = tokio::time::timeout_at(deadline, changed).await;
+            }
+        }
+        if self.state.load(Ordering::Acquire) != UP {
+            return None;
+        }
+        self.link()
     }
 
     fn link(&self) -> Option<ConnectionManager> {
@@ -223,6 +288,10 @@ impl Remote {
     }
 
     fn policy_text(&self) -> &'static str {
+        if self.sync_interval.is_some() {
+            return "decisions stay local, and each key's admissions are kept (a bounded count) \
+                    to be shared";
+        }
         match self.on_unavailable {
             OnUnavailable::FailOpen => "each instance limits on its own (fail_open)",
             OnUnavailable::FailClosed => "requests are answered 503 (fail_closed)",
@@ -232,7 +301,7 @@ impl Remote {
     /// One request's script failed while the connection works (a key of another type where
     /// this layer's key is, a script refused by the server's ACL, out of memory): that request
     /// gets the policy. Logged at most once a minute, not per request.
-    fn script_failed(&self, error: &RedisError) {
+    pub(crate) fn script_failed(&self, error: &RedisError) {
         let mut warned = self
             .script_warned
             .lock()
@@ -240,6 +309,15 @@ impl Remote {
         let now = Instant::now();
         if warned.is_none_or(|at| now.duration_since(at) >= SCRIPT_WARNING_EVERY) {
             *warned = Some(now);
+            if self.sync_interval.is_some() {
+                tracing::warn!(
+                    redis = %self.address,
+                    %error,
+                    "Redis could not run the rate limit sync script for some keys: their \
+                     admissions are kept for the next sync (logged at most once a minute)"
+                );
+                return;
+            }
             tracing::warn!(
                 redis = %self.address,
                 %error,
@@ -420,7 +498,17 @@ fn verdict((admit, wait, remaining, after): (i64, i64, i64, i64)) -> Verdict {
     }
 }
 
-fn script(algorithm: Algorithm) -> &'static str {
+fn script(algorithm: Algorithm, synced: bool) -> &'static str {
+    if synced {
+        return match algorithm {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                concat!(include_str!("prelude.lua"), include_str!("sync_bucket.lua"))
+            }
+            Algorithm::SlidingWindow | Algorithm::SlidingWindowApprox => {
+                concat!(include_str!("prelude.lua"), include_str!("sync_window.lua"))
+            }
+        };
+    }
     match algorithm {
         Algorithm::TokenBucket => {
             concat!(
@@ -483,11 +571,12 @@ mod tests {
             "rl:",
             Duration::from_millis(50),
             OnUnavailable::FailOpen,
+            None,
         );
         let ten = remote.quota(&Rate::new(10, 1_000_000_000, 5), 0, "default");
         let twenty = remote.quota(&Rate::new(20, 1_000_000_000, 5), 0, "default");
         let named = remote.quota(&Rate::new(10, 1_000_000_000, 5), 0, "login");
-        assert_eq!(ten.args, ["100000", "400000", "0"]);
+        assert_eq!(*ten.args, ["100000", "400000", "0"]);
         let key = |kind, value: &[u8], quota| remote.key(StableKeys.bytes(kind, value), quota).0;
         assert_eq!(key(3, b"abc", &ten), key(3, b"abc", &ten), "stable");
         assert_eq!(key(3, b"abc", &ten).len(), 3 + 16);
@@ -507,8 +596,9 @@ mod tests {
             "rl:",
             Duration::from_millis(50),
             OnUnavailable::FailOpen,
+            None,
         );
         let quota = remote.quota(&Rate::new(3, 1_000_000_000, 2), 250_000_000, "default");
-        assert_eq!(quota.args, ["333333.333", "2", "250000"]);
+        assert_eq!(*quota.args, ["333333.333", "2", "250000"]);
     }
 }

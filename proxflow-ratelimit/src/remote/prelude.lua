@@ -1,9 +1,11 @@
--- The start of every script of the Redis mode. Each script decides for one request of one key
--- (KEYS[1]) atomically, on Redis's clock, and answers {admit, wait, remaining, after}: admit is
--- 1 or 0; wait (ns) is how long an admitted request waits for its turn; remaining is the
--- requests left now; after (ns) is, for an admission, when the key is whole again and, for a
--- refusal, when the same request would be admitted. These are what the algorithms of
--- algorithm.rs return, and the RateLimit fields and Retry-After are made from them.
+-- The start of every script of the Redis mode. Each script of the exact mode decides for one
+-- request of one key (KEYS[1]) atomically, on Redis's clock, and answers {admit, wait,
+-- remaining, after}: admit is 1 or 0; wait (ns) is how long an admitted request waits for its
+-- turn; remaining is the requests left now; after (ns) is, for an admission, when the key is
+-- whole again and, for a refusal, when the same request would be admitted. These are what the
+-- algorithms of algorithm.rs return, and the RateLimit fields and Retry-After are made from
+-- them. The synced mode's scripts (sync_*.lua) add one instance's admissions to a key's record
+-- and answer what it needs to learn the others' (see each).
 --
 -- Times are microseconds since 1,700,000,000 s (2023-11-14) as doubles: TIME reads whole
 -- microseconds, and at this size a double still holds fractions of one (1/64 now, 1/4 in
