@@ -595,24 +595,23 @@ fn complete_events(text: &mut String) -> Vec<(String, String)> {
     parsed
 }
 
-#[tokio::test]
-async fn a_slow_reader_of_the_event_stream_misses_no_sample() {
+/// A gateway whose dashboard samples every 50 ms, and its event stream read in process (so
+/// only as fast as the test reads it).
+async fn events_in_process() -> (gateway::Gateway, Body) {
     use tower::ServiceExt;
     let gateway = gateway::start(&dashboard_every(Duration::from_millis(50), healthy()))
         .await
         .unwrap();
-    // In process, the stream is read only when this test reads it.
-    let response = gateway
-        .router
-        .clone()
-        .oneshot(
-            Request::get("/dashboard/events")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
+    let request = Request::get("/dashboard/events")
+        .body(Body::empty())
         .unwrap();
-    let mut body = response.into_body();
+    let response = gateway.router.clone().oneshot(request).await.unwrap();
+    (gateway, response.into_body())
+}
+
+#[tokio::test]
+async fn a_slow_reader_of_the_event_stream_misses_no_sample() {
+    let (_gateway, mut body) = events_in_process().await;
     let mut text = String::new();
     let mut events = Vec::new();
     while events.is_empty() {
@@ -675,21 +674,7 @@ async fn the_event_stream_sends_the_history_then_a_sample_per_interval() {
 
 #[tokio::test]
 async fn the_sampler_and_the_event_streams_end_with_the_router() {
-    use tower::ServiceExt;
-    let gateway = gateway::start(&dashboard_every(Duration::from_millis(50), healthy()))
-        .await
-        .unwrap();
-    let response = gateway
-        .router
-        .clone()
-        .oneshot(
-            Request::get("/dashboard/events")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut body = response.into_body();
+    let (gateway, mut body) = events_in_process().await;
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("event: history"));
     drop(gateway);

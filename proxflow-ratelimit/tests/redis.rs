@@ -559,22 +559,7 @@ async fn redis_stopped_mid_run_gives_the_policy_within_the_timeout_and_recovers(
     );
 
     // One line per change of state and layer, none per request.
-    let lines: Vec<(tracing::Level, String)> = messages
-        .take()
-        .into_iter()
-        .filter(|(level, _)| *level <= tracing::Level::INFO)
-        .collect();
-    eprintln!("{lines:#?}");
-    let count = |level, start: &str| {
-        lines
-            .iter()
-            .filter(|(l, m)| *l == level && m.starts_with(start))
-            .count()
-    };
-    assert_eq!(count(tracing::Level::INFO, "Redis connected"), 2);
-    assert_eq!(count(tracing::Level::WARN, "Redis unavailable"), 2);
-    assert_eq!(count(tracing::Level::INFO, "Redis is back"), 2);
-    assert_eq!(lines.len(), 6);
+    state_lines(&messages);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -1287,26 +1272,44 @@ async fn synced_without_redis_decisions_stay_local_and_the_counts_are_shared_whe
     );
 
     // One line per change of state and layer, none per request or sync.
-    let lines: Vec<(tracing::Level, String)> = messages
-        .take()
-        .into_iter()
-        .filter(|(level, _)| *level <= tracing::Level::INFO)
-        .collect();
-    eprintln!("{lines:#?}");
-    let count = |level, start: &str| {
-        lines
-            .iter()
-            .filter(|(l, m)| *l == level && m.starts_with(start))
-            .count()
-    };
-    assert_eq!(count(tracing::Level::INFO, "Redis connected"), 2);
-    assert_eq!(count(tracing::Level::WARN, "Redis unavailable"), 2);
-    assert_eq!(count(tracing::Level::INFO, "Redis is back"), 2);
-    assert_eq!(lines.len(), 6);
+    let lines = state_lines(&messages);
     assert!(
         lines
             .iter()
             .any(|(_, m)| m.contains("decisions stay local")),
         "{lines:?}"
     );
+}
+
+/// The info and warning lines `messages` caught, checked to be one per change of state of each
+/// of two layers (connected, lost, back) and none per request.
+fn state_lines(messages: &Messages) -> Vec<(tracing::Level, String)> {
+    let lines: Vec<(tracing::Level, String)> = messages
+        .take()
+        .into_iter()
+        .filter(|(level, _)| *level <= tracing::Level::INFO)
+        .collect();
+    let count = |level, start: &str| {
+        lines
+            .iter()
+            .filter(|(l, m)| *l == level && m.starts_with(start))
+            .count()
+    };
+    assert_eq!(
+        count(tracing::Level::INFO, "Redis connected"),
+        2,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(tracing::Level::WARN, "Redis unavailable"),
+        2,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(tracing::Level::INFO, "Redis is back"),
+        2,
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    lines
 }

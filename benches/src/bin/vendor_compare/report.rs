@@ -5,10 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use proxflow_benches::plot::{Panel, Row};
+use proxflow_benches::plot::{self, Panel, Row};
 use proxflow_benches::stats::median;
 use proxflow_benches::thousands;
-use proxflow_benches::vendor::Result;
+use proxflow_benches::vendor::{Result, CONNECTIONS};
 
 use crate::engine::{merged, problems, OpenRun, WrkRun};
 
@@ -175,6 +175,27 @@ pub fn targets_table(targets: &[(String, String, String)]) -> String {
         out += &format!("| {what} | {measured} | {verdict} |\n");
     }
     out
+}
+
+/// A scenario's section with the usual picture: throughput (wrk) and latency at fixed rates
+/// (open loop), one core per `server` (what the contestants are: "proxy", "cache").
+pub fn section(id: &'static str, title: &str, server: &str, body: String, m: &Measured) -> Section {
+    let plot = plot::svg(
+        title,
+        &format!(
+            "one core per {server}; wrk -c{CONNECTIONS} for throughput; open loop at 50% and 90% of the slowest maximum"
+        ),
+        &[
+            throughput_panel(m, "Throughput (closed loop, wrk)"),
+            latency_panel(m, "Latency at fixed rates (open loop)"),
+        ],
+    );
+    Section {
+        id,
+        title: title.to_string(),
+        body,
+        plot: Some(plot),
+    }
 }
 
 /// The throughput panel: median req/s per contestant, the rounds' spread as a whisker.

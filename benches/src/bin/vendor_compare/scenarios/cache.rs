@@ -5,15 +5,13 @@
 
 use proxflow_benches::compare::cache::{self, VARNISH_PARAMS};
 use proxflow_benches::compare::origin::{self, Origin};
-use proxflow_benches::plot;
 use proxflow_benches::vendor::process::Server;
 use proxflow_benches::vendor::{nginx, varnish, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
 use super::{open_rates, preamble, Context};
 use crate::engine::{self, Contestant};
 use crate::report::{
-    latency_panel, latency_table, ratio_target, targets_table, throughput_panel, throughput_table,
-    Measured, Section,
+    latency_table, ratio_target, section, targets_table, throughput_table, Measured, Section,
 };
 
 /// The scenario's name.
@@ -144,20 +142,5 @@ pub fn run(ctx: &Context) -> Result<Section> {
     body += "\n";
     body += &targets_table(&targets);
     let title = "HTTP cache, 1 KiB hits: caching_proxy vs nginx proxy_cache vs Varnish";
-    let plot = plot::svg(
-        title,
-        &format!(
-            "one core per cache; wrk -c{CONNECTIONS} for throughput; open loop at 50% and 90% of the slowest maximum"
-        ),
-        &[
-            throughput_panel(&m, "Throughput (closed loop, wrk)"),
-            latency_panel(&m, "Latency at fixed rates (open loop)"),
-        ],
-    );
-    Ok(Section {
-        id: ID,
-        title: title.to_string(),
-        body,
-        plot: Some(plot),
-    })
+    Ok(section(ID, title, "cache", body, &m))
 }

@@ -5,15 +5,13 @@
 
 use std::time::Duration;
 
-use proxflow_benches::plot;
 use proxflow_benches::vendor::{Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
 use super::proxies::{self, VendorPolicy};
 use super::{open_rates, preamble, Context};
 use crate::engine::{self, check_body};
 use crate::report::{
-    latency_panel, latency_table, ratio_target, targets_table, throughput_panel, throughput_table,
-    Measured, Section,
+    latency_table, ratio_target, section, targets_table, throughput_table, Measured, Section,
 };
 use crate::upstream;
 
@@ -108,20 +106,5 @@ pub fn run(ctx: &Context) -> Result<Section> {
     body += "\n";
     body += &targets_table(&targets);
     let title = "Reverse proxy over three loopback upstreams: proxflow-lb vs nginx, HAProxy, Caddy";
-    let plot = plot::svg(
-        title,
-        &format!(
-            "one core per proxy; wrk -c{CONNECTIONS} for throughput; open loop at 50% and 90% of the slowest maximum"
-        ),
-        &[
-            throughput_panel(&m, "Throughput (closed loop, wrk)"),
-            latency_panel(&m, "Latency at fixed rates (open loop)"),
-        ],
-    );
-    Ok(Section {
-        id: ID,
-        title: title.to_string(),
-        body,
-        plot: Some(plot),
-    })
+    Ok(section(ID, title, "proxy", body, &m))
 }
