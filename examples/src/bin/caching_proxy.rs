@@ -48,9 +48,12 @@ fn read_config(path: &Path) -> Result<CacheConfig, Box<dyn std::error::Error>> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    proxflow_examples::runtime(None)?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = match &args.config {
         Some(path) => read_config(path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => CacheConfig::default(),

@@ -8,9 +8,10 @@
 //! hyper_proxy --consecutive-failures 0 http://127.0.0.1:3001 http://127.0.0.1:3002   # no ejection
 //! ```
 //!
-//! It prints `listening on http://ADDR` once it accepts connections. Request bodies (hyper's
-//! `Incoming`) stream to the upstream as they arrive; such requests are not retried on
-//! another upstream (see `AdaptiveLb::retries`).
+//! It prints `listening on http://ADDR` once it accepts connections and stops on Ctrl-C or
+//! SIGTERM. It runs one thread per core it may use (one under `taskset -c 0`). Request bodies
+//! (hyper's `Incoming`) stream to the upstream as they arrive; such requests are not retried
+//! on another upstream (see `AdaptiveLb::retries`).
 
 use std::net::SocketAddr;
 
@@ -50,9 +51,12 @@ fn policy(name: &str) -> Result<Policy, serde_json::Error> {
     serde_json::from_value(serde_json::Value::from(name))
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    proxflow_examples::runtime(None)?.block_on(run(args))
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
     let lb = AdaptiveLb::new(args.upstreams)
         .policy(args.policy)
         .passive_health(PassiveHealth {
@@ -64,6 +68,7 @@ async fn main() -> std::io::Result<()> {
 
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    let mut shutdown = std::pin::pin!(proxflow_examples::shutdown_signal());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -75,7 +80,7 @@ async fn main() -> std::io::Result<()> {
                     continue;
                 }
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
         // What a server knows of its client, where `ip_hash` and `X-Forwarded-For` read it.
