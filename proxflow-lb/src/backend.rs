@@ -287,31 +287,37 @@ impl Backend {
         &self.settings.running().draft.clock
     }
 
-    /// Accounts for one answer to a request sent at `started`: counts, latency estimate,
-    /// passive health.
-    pub(crate) fn answered(&self, started: Moment, ended: Moment, failed: bool) {
+    /// Accounts for how a request sent at `started` ended: counts, latency estimate, passive
+    /// health.
+    pub(crate) fn answered(&self, started: Moment, ended: Moment, outcome: Outcome) {
         let running = self.settings.running();
         let latency = running.draft.clock.duration_between(started, ended);
         let now = running.nanos(ended);
-        if let Some(ejected) = self.record(now, latency, failed) {
+        if let Some(ejected) = self.record(now, latency, outcome) {
             tracing::warn!(upstream = %self.name, ejected_for = ?ejected.length, "upstream ejected after failures in a row");
         }
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "proxflow_lb_requests_total",
             "upstream" => Arc::clone(&self.name),
-            "outcome" => if failed { "failure" } else { "success" }
+            "outcome" => if outcome == Outcome::Succeeded { "success" } else { "failure" }
         )
         .increment(1);
     }
 
-    /// Records one answer: the interval's counts, the live estimates and passive health.
-    /// Returns the ejection if this answer ejected it.
+    /// Records how one request ended: the interval's counts, the live estimates and passive
+    /// health. Returns the ejection if this answer ejected it.
     ///
-    /// A failure raises the latency estimate when it took longer (a timeout, a request
-    /// dropped after a while) and never lowers it, not even by its decay, so that an upstream
-    /// failing fast does not look fast; the failure ratio carries it instead.
-    pub(crate) fn record(&self, now: Nanos, latency: Duration, failed: bool) -> Option<Ejected> {
+    /// A failure or a drop raises the latency estimate when it took longer (a timeout, a
+    /// request dropped after a while) and never lowers it, not even by its decay, so that an
+    /// upstream failing fast does not look fast; the failure ratio carries it instead.
+    pub(crate) fn record(
+        &self,
+        now: Nanos,
+        latency: Duration,
+        outcome: Outcome,
+    ) -> Option<Ejected> {
+        let failed = outcome != Outcome::Succeeded;
         let running = self.settings.running();
         let decay = running.decay_nanos;
         let mut stats = self.stats();
@@ -337,7 +343,11 @@ impl Backend {
         self.answered_once.store(true, Ordering::Relaxed);
 
         let passive = &running.draft.passive;
-
+        // A client that goes away says nothing of the upstream; a request that waited long
+        // enough to look stalled does.
+        if outcome == Outcome::Dropped && latency < passive.stall_after {
+            return None;
+        }
         let ejected_until = self.ejected_until.load(Ordering::Relaxed);
         let ejected = stats
             .ejections
@@ -402,12 +412,23 @@ impl Backend {
     }
 }
 
+/// How a request to an upstream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// An answer that is not a failure.
+    Succeeded,
+    /// A connection error, or a status in `failure_statuses`.
+    Failed,
+    /// Dropped before its answer: a timeout outside the balancer, a client that went away.
+    Dropped,
+}
+
 /// A request in flight to its upstream, from the moment it was sent.
 ///
 /// [`InFlight::answered`] accounts for its answer. Dropped before that (an outer timeout, a
 /// client that went away), it counts as a failed answer at its elapsed time, as tower's
-/// PeakEwma handle does: a stalled upstream then keeps a high latency estimate and the failures
-/// of passive health instead of looking idle.
+/// PeakEwma handle does: a stalled upstream then keeps a high latency estimate instead of
+/// looking idle, and once it waited `stall_after`, the failures of passive health.
 pub(crate) struct InFlight {
     backend: Arc<Backend>,
     started: Moment,
@@ -437,7 +458,12 @@ impl InFlight {
     /// The answer came at `ended`: its latency and whether it failed count for the upstream.
     pub(crate) fn answered(mut self, ended: Moment, failed: bool) {
         self.settled = true;
-        self.backend.answered(self.started, ended, failed);
+        let outcome = if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Succeeded
+        };
+        self.backend.answered(self.started, ended, outcome);
     }
 }
 
@@ -447,7 +473,7 @@ impl Drop for InFlight {
         if !self.settled {
             let ended = self.backend.clock().now();
             tracing::debug!(upstream = %self.backend.name, "request dropped before its answer; counted as a failure at its elapsed time");
-            self.backend.answered(self.started, ended, true);
+            self.backend.answered(self.started, ended, Outcome::Dropped);
         }
     }
 }
@@ -479,12 +505,12 @@ mod tests {
             },
             ..LbConfig::default()
         });
-        backend.record(0, MS, false);
+        backend.record(0, MS, Outcome::Succeeded);
         backend.stats().history.push(1.0, 10);
         for _ in 0..2 {
-            assert_eq!(backend.record(0, MS, true), None);
+            assert_eq!(backend.record(0, MS, Outcome::Failed), None);
         }
-        let ejected = backend.record(0, MS, true).unwrap();
+        let ejected = backend.record(0, MS, Outcome::Failed).unwrap();
         assert_eq!(ejected.until, 30 * S);
         assert_eq!(backend.health(29 * S), Health::Ejected);
         assert_eq!(backend.weight(29 * S, Duration::from_secs(30)), 0.0);
@@ -501,16 +527,16 @@ mod tests {
         let backend = backend();
         let decay = backend.settings.running().decay_nanos;
         assert_eq!(backend.live_load(0, decay), None, "no answer yet");
-        backend.record(0, 100 * MS, false);
+        backend.record(0, 100 * MS, Outcome::Succeeded);
         assert_eq!(backend.live_load(0, decay), Some(1e8));
-        backend.record(0, MS, true);
+        backend.record(0, MS, Outcome::Failed);
         assert_eq!(backend.latency_estimate(0, decay), 1e8, "a fast failure");
         // One failure in the ratio's memory of 16 answers, penalty 4: x1.25.
         let load = backend.live_load(0, decay).unwrap();
         assert!((load / 1e8 - 1.25).abs() < 1e-9, "{load}");
-        backend.record(0, 1000 * MS, true);
+        backend.record(0, 1000 * MS, Outcome::Failed);
         assert_eq!(backend.latency_estimate(0, decay), 1e9, "a slow failure");
-        backend.record(0, MS, false);
+        backend.record(0, MS, Outcome::Succeeded);
         assert_eq!(backend.latency_estimate(0, decay), 1e9, "no time passed");
     }
 
@@ -523,7 +549,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            backends[i].record(at, latency * MS, false);
+            backends[i].record(at, latency * MS, Outcome::Succeeded);
         }
         backends[1].in_flight.store(2, Ordering::Relaxed);
         let weights = [1.0, 3.0, 0.5, 1.0];

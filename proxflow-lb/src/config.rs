@@ -215,6 +215,14 @@ pub struct PassiveHealth {
     pub max_ejection: Duration,
     /// Statuses that count as failures. Default 502, 503, 504.
     pub failure_statuses: Vec<u16>,
+    /// A request dropped before its answer (a timeout outside the balancer, a client that
+    /// went away) counts as a failure in a row only when it waited at least this long: an
+    /// upstream that stalls behind a timeout is ejected, and clients that leave (a load test
+    /// ending, a closed browser tab) do not eject healthy upstreams. A drop sooner neither
+    /// counts nor breaks the run. Either way it counts for the latency estimate and the
+    /// failure ratio. 0 counts every drop. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 impl Default for PassiveHealth {
@@ -224,6 +232,7 @@ impl Default for PassiveHealth {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             failure_statuses: vec![502, 503, 504],
+            stall_after: Duration::from_secs(1),
         }
     }
 }

@@ -100,8 +100,9 @@
 //!   when its upstream leaves, or to a better-scoring upstream that joins).
 //! - **Cancellation.** A request dropped before its answer (a timeout outside the balancer, a
 //!   client that went away) counts as a failed answer at its elapsed time: it raises its
-//!   upstream's latency estimate and the interval's sample and counts for passive health, so a
-//!   stalled upstream never looks idle.
+//!   upstream's latency estimate and the interval's sample, so a stalled upstream never looks
+//!   idle; for passive ejection it counts once it waited `stall_after` (1 s), so clients that
+//!   leave do not eject healthy upstreams.
 //! - **Availability.** Passive ejection after `consecutive_failures` (connection errors or
 //!   502/503/504), doubling per ejection in a row; active checks (`GET /health`, thresholds
 //!   3 down / 2 up) started with the first request; draining. An upstream new or back from

@@ -475,6 +475,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Outcome;
     use crate::config::LbConfig;
 
     fn pool(policy: Policy, upstreams: &[(&'static str, u32)]) -> Pool {
@@ -609,7 +610,7 @@ mod tests {
         let passive = running.draft.passive.clone();
         let t = running.nanos(pool.now());
         for _ in 0..passive.consecutive_failures {
-            list[1].record(t, Duration::from_millis(1), true);
+            list[1].record(t, Duration::from_millis(1), Outcome::Failed);
         }
         assert_eq!(counts(&pool, 100, |_| None), [0, 0, 100], "ejected");
         tokio::time::advance(passive.base_ejection).await;
@@ -666,7 +667,7 @@ mod tests {
         assert!((share(&pool) - 1.0 / 3.0).abs() < 0.03, "no answers: even");
         for (backend, latency) in list.iter().zip([10 * ms, 20 * ms, 40 * ms]) {
             for _ in 0..10 {
-                backend.record(0, latency, false);
+                backend.record(0, latency, Outcome::Succeeded);
             }
         }
         // The live loads, before any update: weights 2 : 1 : 0.5.
@@ -687,7 +688,7 @@ mod tests {
         // The slow one answers as fast as the others now: its history still weighs.
         let now = running.now();
         for _ in 0..10 {
-            list[2].record(now, 10 * ms, false);
+            list[2].record(now, 10 * ms, Outcome::Succeeded);
         }
         let weights = pool.weights_now(running, &list);
         assert!(
@@ -696,8 +697,8 @@ mod tests {
         );
         // An upstream with no answers in the next interval drifts to the mean of the others.
         for _ in 0..10 {
-            list[0].record(now, 10 * ms, false);
-            list[1].record(now, 20 * ms, false);
+            list[0].record(now, 10 * ms, Outcome::Succeeded);
+            list[1].record(now, 20 * ms, Outcome::Succeeded);
         }
         list[2].stats().interval = Interval::default();
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -714,7 +715,7 @@ mod tests {
         let running = pool.running();
         let ms = Duration::from_millis(1);
         for (backend, latency) in list.iter().zip([10 * ms, 20 * ms, 400 * ms]) {
-            backend.record(0, latency, false);
+            backend.record(0, latency, Outcome::Succeeded);
         }
         assert!(pool.add(Upstream::from_static("http://d:1")));
         let newcomer = pool.find("http://d:1").unwrap();

@@ -542,6 +542,64 @@ async fn a_request_dropped_by_an_outer_timeout_counts_for_its_upstream() {
     );
 }
 
+/// Clients that go away before their answer say nothing of the upstream: drops sooner than
+/// `stall_after` neither eject it nor break a run of failures. Requests dropped after waiting
+/// that long (a stall behind an outer timeout) eject it.
+#[tokio::test(start_paused = true)]
+async fn clients_that_go_away_eject_nothing_and_a_stall_behind_a_timeout_does() {
+    let fake = Fake::default();
+    fake.set("a:80", 200, 100 * MS);
+    // The defaults: five failures in a row eject, a drop counts after 1 s.
+    let lb = balancer(&THREE[..1]);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    let call = |timeout: Duration| {
+        let request = Request::get("/").body(String::new()).unwrap();
+        tokio::time::timeout(timeout, service.clone().oneshot(request))
+    };
+    let health = || handle.snapshot().upstreams[0].health;
+    for _ in 0..20 {
+        assert!(call(10 * MS).await.is_err(), "the client leaves first");
+    }
+    assert_eq!(health(), Health::Healthy, "twenty clients left");
+
+    fake.set("a:80", 502, MS);
+    for _ in 0..4 {
+        let response = call(S).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    }
+    fake.set("a:80", 200, 100 * MS);
+    assert!(call(10 * MS).await.is_err());
+    fake.set("a:80", 502, MS);
+    let response = call(S).await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        health(),
+        Health::Ejected,
+        "four failures, a client that left, a failure: five in a row"
+    );
+
+    let lb = balancer(&THREE[..1]);
+    let handle = lb.handle();
+    let service = tower::ServiceBuilder::new()
+        .layer(lb)
+        .service(fake.client());
+    fake.set("a:80", 200, 3600 * S);
+    for dropped in 1..=5 {
+        assert_eq!(handle.snapshot().upstreams[0].health, Health::Healthy);
+        let request = Request::get("/").body(String::new()).unwrap();
+        let call = tokio::time::timeout(2 * S, service.clone().oneshot(request));
+        assert!(call.await.is_err(), "drop {dropped}: the upstream stalls");
+    }
+    assert_eq!(
+        handle.snapshot().upstreams[0].health,
+        Health::Ejected,
+        "five requests dropped after 2 s each"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_dropped_pick_is_a_failure_and_a_cancelled_one_is_nothing() {
     let lb = balancer(&THREE[..1]);

@@ -37,8 +37,8 @@ struct Args {
     /// peak_ewma or ip_hash, each with its defaults.
     #[arg(long, default_value = "adaptive", value_parser = policy)]
     policy: Policy,
-    /// Consecutive failures (connection errors, 502/503/504, requests dropped before their
-    /// answer) that eject an upstream; 0 turns passive ejection off.
+    /// Consecutive failures (connection errors, 502/503/504, requests dropped after waiting
+    /// 1 s) that eject an upstream; 0 turns passive ejection off.
     #[arg(long, default_value_t = PassiveHealth::default().consecutive_failures)]
     consecutive_failures: u32,
     /// The upstreams, as `http://host:port`.

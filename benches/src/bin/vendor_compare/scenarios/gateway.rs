@@ -103,7 +103,8 @@ pub fn run(ctx: &Context) -> Result<Section> {
          - {GATEWAY}: the `gateway` program of proxflow-examples with \
          `benches/vendor_configs/proxflow/gateway.yaml`: on `/api` the cache (64 MB, the \
          answers' own freshness), the rate limit (per address, 1,000,000/s: checked, never \
-         refusing), round robin without passive ejection, a breaker per upstream (defaults); \
+         refusing), round robin with proxflow-lb's default passive ejection (5 failures in a \
+         row), a breaker per upstream (defaults); \
          the gateway's traffic recorder and dashboard sampler run as they do in production; \
          one-thread runtime.\n\
          - {NGINX}: {} with `benches/vendor_configs/nginx/gateway.conf`: `limit_req` (the same \
@@ -113,10 +114,7 @@ pub fn run(ctx: &Context) -> Result<Section> {
          - {BARE_PROXFLOW} and {BARE_NGINX}: the bare proxies of the reverse proxy scenario, on \
          `{PASS}` only: what the composition costs over balancing alone.\n\n\
          The layering differs where the products differ: the gateway's cache sits above its \
-         rate limit (a hit is not counted), nginx's `limit_req` runs before its cache. \
-         proxflow-lb's passive ejection is off because it counts a request its client dropped \
-         as a failure: at the end of every wrk run the 32 requests in flight are dropped, and \
-         with ejection on (5 failures in a row) they eject every upstream for 30 s.\n\n",
+         rate limit (a hit is not counted), nginx's `limit_req` runs before its cache.\n\n",
         plan.duration,
         plan.rounds,
         plan.warmup,

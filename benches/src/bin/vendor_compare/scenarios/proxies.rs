@@ -52,9 +52,7 @@ pub fn start(
     for policy in policies {
         let dir = ctx.dir(scenario, &format!("hyper_proxy-{policy}"));
         std::fs::create_dir_all(&dir)?;
-        // No passive ejection: the vendors get no health checks either (and proxflow-lb counts
-        // a request its client dropped as a failure, which the load generators' end of run
-        // would turn into ejections).
+        // No passive ejection: the vendors get no health checks either.
         let mut args = vec![
             "--listen",
             "127.0.0.1:0",
