@@ -222,8 +222,7 @@ pub struct RateLimitConfig {
 ///   together may then pass the limit by what the others admit between two syncs: with `n`
 ///   instances, at most `(n - 1) × (burst + rate × 2 × (sync_interval + the sync's round trip)
 ///   / per)` over the limit for the token and leaky buckets (see
-///   [`RateLimitLayer::sync_interval`](crate::RateLimitLayer::sync_interval) for the bound and
-///   the windows').
+///   `RateLimitLayer::sync_interval`, feature `redis`, for the bound and the windows').
 ///
 /// ```
 /// use proxflow_ratelimit::{OnUnavailable, RateLimitConfig};

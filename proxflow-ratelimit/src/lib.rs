@@ -95,7 +95,7 @@
 //! ## Limits shared by several instances (feature `redis`)
 //!
 //! A `distributed` section (the origin's `distributed { redis { address localhost:6379
-//! password secret  db 0 } }`) or [`RateLimitLayer::redis`] shares the limit through one Redis,
+//! password secret  db 0 } }`) or `RateLimitLayer::redis` shares the limit through one Redis,
 //! in one of two modes.
 //!
 //! **Exact** (the default): every decision is Redis's, one atomic round trip, a Lua script per
@@ -134,7 +134,7 @@
 //! # }
 //! ```
 //!
-//! **Synced** (the origin's `sync_interval`; [`RateLimitLayer::sync_interval`]): every
+//! **Synced** (the origin's `sync_interval`; `RateLimitLayer::sync_interval`): every
 //! decision is the instance's own, at the local limiter's cost, and every interval a
 //! background task shares, in one pipelined round trip, what the instance admitted of each key
 //! it had requests for lately, and adds what the others admitted to its own state. Between two
