@@ -208,6 +208,34 @@ async fn hammer(app: axum::Router, duration: Duration, pace: Duration) -> (u64, 
     (admitted, start, last)
 }
 
+/// Three instances of `config`, each sending one request every 2 ms for `duration` through
+/// [`hammer`], started at once. Returns the instances' layers, for their figures, and their
+/// results in order.
+fn hammer_three(
+    config: &RateLimitConfig,
+    duration: Duration,
+) -> (
+    Vec<RateLimitLayer>,
+    impl std::future::Future<Output = Vec<(u64, Instant, Instant)>>,
+) {
+    let layers: Vec<RateLimitLayer> = (0..3).map(|_| layer(config)).collect();
+    let instances: Vec<_> = layers
+        .iter()
+        .map(|layer| {
+            let app = app(layer.clone());
+            tokio::spawn(hammer(app, duration, Duration::from_millis(2)))
+        })
+        .collect();
+    let results = async move {
+        join_all(instances)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    };
+    (layers, results)
+}
+
 /// Requests answered within the Redis timeout: the typical one within it and a scheduling
 /// slice, and every one far below the probe's connection timeout (1 s), which is what a request
 /// waiting on Redis itself would take. The margin keeps a stalled machine from failing the test;
@@ -250,27 +278,10 @@ async fn three_instances_admit_the_configured_total_within_2_percent_over_10_s()
     let mut tasks = Vec::new();
     for (name, yaml, head) in runs {
         let config = config(yaml, &url, &unique(name));
-        let layers: Vec<RateLimitLayer> = (0..3).map(|_| layer(&config)).collect();
+        // 7.5 times the rate in all.
+        let (layers, results) = hammer_three(&config, Duration::from_secs(10));
         let stats: Vec<_> = layers.iter().map(RateLimitLayer::stats).collect();
-        let instances: Vec<_> = layers
-            .into_iter()
-            .map(|layer| {
-                // Each instance sends one request every 2 ms: 7.5 times the rate in all.
-                tokio::spawn(hammer(
-                    app(layer),
-                    Duration::from_secs(10),
-                    Duration::from_millis(2),
-                ))
-            })
-            .collect();
-        tasks.push(async move {
-            let results: Vec<(u64, Instant, Instant)> = join_all(instances)
-                .await
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
-            (name, head, results, stats)
-        });
+        tasks.push(async move { (name, head, results.await, stats) });
     }
     for (name, head, results, stats) in join_all(tasks).await {
         // From the first request sent to the last admitted one answered.
@@ -958,28 +969,10 @@ async fn synced_three_instances_stay_within_the_overshoot_bound_and_close_to_the
     for (name, yaml, limit, own) in runs {
         let yaml = format!("{yaml}key: header:x-tenant\n");
         let config = synced(&yaml, &url, &unique(name), interval);
-        let layers: Vec<RateLimitLayer> = (0..3).map(|_| layer(&config)).collect();
-        // Clones keep the layers' state (and their syncs' count) after the apps are dropped.
-        let stats: Vec<_> = layers.clone();
-        let instances: Vec<_> = layers
-            .into_iter()
-            .map(|layer| {
-                // One request every 2 ms from each instance: 1500 a second offered.
-                tokio::spawn(hammer(
-                    app(layer),
-                    Duration::from_secs(5),
-                    Duration::from_millis(2),
-                ))
-            })
-            .collect();
-        tasks.push(async move {
-            let results: Vec<(u64, Instant, Instant)> = join_all(instances)
-                .await
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
-            (name, limit, own, results, stats)
-        });
+        // 1500 a second offered. The layers keep their state (and their syncs' count) after
+        // the apps are dropped.
+        let (stats, results) = hammer_three(&config, Duration::from_secs(5));
+        tasks.push(async move { (name, limit, own, results.await, stats) });
     }
     for (name, limit, own, results, stats) in join_all(tasks).await {
         let first = results.iter().map(|r| r.1).min().unwrap();

@@ -8,10 +8,10 @@ use proxflow_benches::compare::origin::{self, Origin};
 use proxflow_benches::vendor::process::Server;
 use proxflow_benches::vendor::{nginx, varnish, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
-use super::{open_rates, preamble, Context};
-use crate::engine::{self, Contestant};
+use super::{measure, preamble, Context};
+use crate::engine::Contestant;
 use crate::report::{
-    latency_table, ratio_target, section, targets_table, throughput_table, Measured, Section,
+    latency_table, ratio_target, section, targets_table, throughput_table, Section,
 };
 
 /// The scenario's name.
@@ -51,26 +51,10 @@ pub fn run(ctx: &Context) -> Result<Section> {
     }
     let asked_before: Vec<u64> = origins.iter().map(Origin::requests).collect();
     let path = format!("/{}", origin::FILE);
-    let plan = &ctx.plan;
-    let wrk = engine::throughput(&contestants, &path, plan)?;
-    let mut m = Measured {
-        labels: contestants
-            .iter()
-            .map(|c| (c.label.clone(), c.proxflow))
-            .collect(),
-        wrk,
-        rates: Vec::new(),
-        open: Vec::new(),
-    };
-    let slowest = (0..contestants.len())
-        .filter_map(|i| m.rps(i))
-        .fold(f64::INFINITY, f64::min);
-    m.rates = open_rates(slowest);
-    let rates: Vec<f64> = m.rates.iter().map(|(_, r)| *r).collect();
-    eprintln!("cache: latency at {rates:?} req/s");
     let counters = || origins.iter().map(Origin::requests).collect();
-    m.open = engine::latency(&ctx.runtime, &contestants, &path, &rates, plan, &counters)?;
+    let m = measure(ctx, &contestants, &path, "cache", &counters)?;
     drop(contestants);
+    let plan = &ctx.plan;
     let under_load: Vec<u64> = origins
         .iter()
         .zip(&asked_before)

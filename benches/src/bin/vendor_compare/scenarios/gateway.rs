@@ -17,11 +17,10 @@ use proxflow_benches::vendor::template::{self, NGINX_GATEWAY, PROXFLOW_GATEWAY};
 use proxflow_benches::vendor::{nginx, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
 use super::proxies::{self, Vendor, VendorPolicy};
-use super::{open_rates, preamble, Context};
-use crate::engine::{self, check_body, Contestant};
+use super::{measure, preamble, Context};
+use crate::engine::{check_body, Contestant};
 use crate::report::{
-    latency_panel, latency_table, targets_table, throughput_panel, throughput_table, Measured,
-    Section,
+    latency_panel, latency_table, targets_table, throughput_panel, throughput_table, Section,
 };
 use crate::upstream::{self, Upstream};
 
@@ -68,25 +67,8 @@ pub fn run(ctx: &Context) -> Result<Section> {
     let counters = || upstreams.iter().map(Upstream::requests).collect::<Vec<_>>();
     let mut measured = Vec::new();
     for (path, stacks) in [(PASS, &contestants[..]), (HIT, &contestants[..2])] {
-        eprintln!("gateway: {path}, throughput");
         let before: u64 = counters().iter().sum();
-        let wrk = engine::throughput(stacks, path, plan)?;
-        let mut m = Measured {
-            labels: stacks
-                .iter()
-                .map(|c| (c.label.clone(), c.proxflow))
-                .collect(),
-            wrk,
-            rates: Vec::new(),
-            open: Vec::new(),
-        };
-        let slowest = (0..stacks.len())
-            .filter_map(|i| m.rps(i))
-            .fold(f64::INFINITY, f64::min);
-        m.rates = open_rates(slowest);
-        let rates: Vec<f64> = m.rates.iter().map(|(_, r)| *r).collect();
-        eprintln!("gateway: {path}, latency at {rates:?} req/s");
-        m.open = engine::latency(&ctx.runtime, stacks, path, &rates, plan, &counters)?;
+        let m = measure(ctx, stacks, path, &format!("gateway: {path}"), &counters)?;
         let upstream_requests = counters().iter().sum::<u64>() - before;
         measured.push((path, m, upstream_requests));
     }

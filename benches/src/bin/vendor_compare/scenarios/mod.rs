@@ -14,7 +14,10 @@ use proxflow_benches::vendor::cpu;
 use proxflow_benches::{command_line, utc_now};
 use tokio::runtime::Runtime;
 
-use crate::engine::Plan;
+use proxflow_benches::vendor::Result;
+
+use crate::engine::{self, Contestant, Plan};
+use crate::report::Measured;
 
 /// What every scenario gets.
 pub struct Context {
@@ -57,8 +60,39 @@ pub fn preamble(plan: &Plan, load_before: Option<f64>) -> String {
     out
 }
 
+/// Throughput with wrk, then latency with the open-loop generator at 50% and 90% of the
+/// slowest contestant's maximum, on `path`. `what` names the runs in the progress lines;
+/// `counters` reads the upstreams' request counts (see [`engine::latency`]).
+pub fn measure(
+    ctx: &Context,
+    contestants: &[Contestant],
+    path: &str,
+    what: &str,
+    counters: &dyn Fn() -> Vec<u64>,
+) -> Result<Measured> {
+    eprintln!("{what}: throughput");
+    let wrk = engine::throughput(contestants, path, &ctx.plan)?;
+    let mut m = Measured {
+        labels: contestants
+            .iter()
+            .map(|c| (c.label.clone(), c.proxflow))
+            .collect(),
+        wrk,
+        rates: Vec::new(),
+        open: Vec::new(),
+    };
+    let slowest = (0..contestants.len())
+        .filter_map(|i| m.rps(i))
+        .fold(f64::INFINITY, f64::min);
+    m.rates = open_rates(slowest);
+    let rates: Vec<f64> = m.rates.iter().map(|(_, r)| *r).collect();
+    eprintln!("{what}: latency at {rates:?} req/s");
+    m.open = engine::latency(&ctx.runtime, contestants, path, &rates, &ctx.plan, counters)?;
+    Ok(m)
+}
+
 /// The rates of the latency runs: 50% and 90% of the slowest contestant's maximum.
-pub fn open_rates(slowest: f64) -> Vec<(String, f64)> {
+fn open_rates(slowest: f64) -> Vec<(String, f64)> {
     vec![
         (
             "50% of the slowest maximum".to_string(),

@@ -8,10 +8,10 @@ use std::time::Duration;
 use proxflow_benches::vendor::{Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
 use super::proxies::{self, VendorPolicy};
-use super::{open_rates, preamble, Context};
-use crate::engine::{self, check_body};
+use super::{measure, preamble, Context};
+use crate::engine::check_body;
 use crate::report::{
-    latency_table, ratio_target, section, targets_table, throughput_table, Measured, Section,
+    latency_table, ratio_target, section, targets_table, throughput_table, Section,
 };
 use crate::upstream;
 
@@ -37,27 +37,11 @@ pub fn run(ctx: &Context) -> Result<Section> {
     for contestant in &contestants {
         check_body(contestant, path, &body)?;
     }
-    eprintln!("reverse proxy: every proxy answers with the upstreams' body; throughput");
-    let plan = &ctx.plan;
-    let wrk = engine::throughput(&contestants, path, plan)?;
-    let mut m = Measured {
-        labels: contestants
-            .iter()
-            .map(|c| (c.label.clone(), c.proxflow))
-            .collect(),
-        wrk,
-        rates: Vec::new(),
-        open: Vec::new(),
-    };
-    let slowest = (0..contestants.len())
-        .filter_map(|i| m.rps(i))
-        .fold(f64::INFINITY, f64::min);
-    m.rates = open_rates(slowest);
-    let rates: Vec<f64> = m.rates.iter().map(|(_, r)| *r).collect();
-    eprintln!("reverse proxy: latency at {rates:?} req/s");
+    eprintln!("reverse proxy: every proxy answers with the upstreams' body");
     let counters = || upstreams.iter().map(upstream::Upstream::requests).collect();
-    m.open = engine::latency(&ctx.runtime, &contestants, path, &rates, plan, &counters)?;
+    let m = measure(ctx, &contestants, path, "reverse proxy", &counters)?;
     drop(contestants);
+    let plan = &ctx.plan;
 
     let mut body = preamble(plan, load_before);
     body += &format!(

@@ -10,11 +10,11 @@ use proxflow_benches::plot;
 use proxflow_benches::vendor::process::{sibling_binary, start_printing_port};
 use proxflow_benches::vendor::{caddy, nginx, Result, CONNECTIONS, SERVER_CPU, WRK_CPU};
 
-use super::{open_rates, preamble, Context};
-use crate::engine::{self, Contestant};
+use super::{measure, preamble, Context};
+use crate::engine::Contestant;
 use crate::report::{
     latency_panel, latency_table, ratio_target, targets_table, throughput_panel, throughput_table,
-    Measured, Section,
+    Section,
 };
 
 /// The scenario's name.
@@ -65,34 +65,14 @@ pub fn run(ctx: &Context) -> Result<Section> {
     }
     eprintln!("static: every server sends the files' exact bytes");
 
-    let plan = &ctx.plan;
-    let labels: Vec<(String, bool)> = contestants
-        .iter()
-        .map(|c| (c.label.clone(), c.proxflow))
-        .collect();
     let mut measured = Vec::new();
     for (file, _) in FILES {
-        let path = format!("/{file}");
-        eprintln!("static: {file}, throughput");
-        let wrk = engine::throughput(&contestants, &path, plan)?;
-        let mut m = Measured {
-            labels: labels.clone(),
-            wrk,
-            rates: Vec::new(),
-            open: Vec::new(),
-        };
-        let slowest = (0..contestants.len())
-            .filter_map(|i| m.rps(i))
-            .fold(f64::INFINITY, f64::min);
-        m.rates = open_rates(slowest);
-        let rates: Vec<f64> = m.rates.iter().map(|(_, r)| *r).collect();
-        eprintln!("static: {file}, latency at {rates:?} req/s");
-        m.open = engine::latency(&ctx.runtime, &contestants, &path, &rates, plan, &|| {
-            Vec::new()
-        })?;
+        let what = format!("static: {file}");
+        let m = measure(ctx, &contestants, &format!("/{file}"), &what, &Vec::new)?;
         measured.push((file, m));
     }
     drop(contestants);
+    let plan = &ctx.plan;
 
     let mut body = preamble(plan, load_before);
     body += &format!(
