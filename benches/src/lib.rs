@@ -2,6 +2,7 @@
 //! loop of the benchmark servers.
 
 pub mod compare;
+pub mod parallel;
 pub mod plot;
 pub mod server;
 pub mod stats;

@@ -73,11 +73,10 @@ mod svg;
 mod targets;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use clap::Parser;
 use proxflow_benches::exit_on_error;
+use proxflow_benches::parallel::run_jobs;
 use proxflow_benches::vendor::publish;
 
 use backends::Result;
@@ -123,39 +122,22 @@ fn real_main(args: Args) -> Result<()> {
     // The heaviest scenarios first, so that the threads finish together.
     let requests = |s: &Scenario| s.rate * s.duration;
     jobs.sort_by(|a, b| requests(&scenarios[b.0]).total_cmp(&requests(&scenarios[a.0])));
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<Option<Result<RunResult>>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(s, c, seed)) = jobs.get(i) else {
-                    break;
-                };
-                let outcome = run::run(&scenarios[s], &contenders[c], seed);
-                outcomes.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(outcome);
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                eprint!(
-                    "\r{finished}/{} runs ({} {} {} seed {seed})          ",
-                    jobs.len(),
-                    scenarios[s].id,
-                    contenders[c].name,
-                    contenders[c].placement.name()
-                );
-            });
-        }
-    });
-    eprintln!();
+    let outcomes = run_jobs(
+        &jobs,
+        args.threads,
+        |&(s, c, seed)| run::run(&scenarios[s], &contenders[c], seed),
+        |&(s, c, seed)| {
+            format!(
+                "({} {} {} seed {seed})",
+                scenarios[s].id,
+                contenders[c].name,
+                contenders[c].placement.name()
+            )
+        },
+    );
     let mut runs: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
-    let outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
     for (&(s, c, _), outcome) in jobs.iter().zip(outcomes) {
-        let result = outcome.ok_or("a run did not finish")??;
+        let result = outcome?;
         runs.entry((s, c)).or_default().push(result);
     }
     let results: Results = runs.iter().map(|(&k, v)| (k, summary(v))).collect();

@@ -49,12 +49,11 @@
 mod report;
 mod sim;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use proxflow_benches::exit_on_error;
+use proxflow_benches::parallel::run_jobs;
 use proxflow_benches::vendor::publish;
 use proxflow_breaker::{BreakerConfig, RampUpMode};
 
@@ -208,40 +207,16 @@ fn real_main(args: Args) -> proxflow_benches::vendor::Result<()> {
             }
         }
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<RunResult>>> = Mutex::new(vec![None; jobs.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(collapse, l, p, seed)) = jobs.get(i) else {
-                    break;
-                };
-                let result = run(
-                    &policies[p],
-                    return_after_trip(args.loads[l]),
-                    collapse,
-                    args.cold,
-                    seed,
-                );
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                eprint!("\r{finished}/{} runs          ", jobs.len());
-            });
-        }
-    });
-    eprintln!();
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let runs: Vec<((bool, usize, usize, u64), RunResult)> = jobs
-        .into_iter()
-        .zip(results)
-        .map(|(job, result)| (job, result.expect("every run finished")))
-        .collect();
+    let results = run_jobs(
+        &jobs,
+        args.threads,
+        |&(collapse, l, p, seed)| {
+            let load = return_after_trip(args.loads[l]);
+            run(&policies[p], load, collapse, args.cold, seed)
+        },
+        |_| String::new(),
+    );
+    let runs: Vec<((bool, usize, usize, u64), RunResult)> = jobs.into_iter().zip(results).collect();
     let md = report(
         &args.loads,
         collapses,

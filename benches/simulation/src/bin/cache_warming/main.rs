@@ -52,12 +52,11 @@ mod report;
 mod sim;
 mod workload;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxflow_benches::exit_on_error;
+use proxflow_benches::parallel::run_jobs;
 use proxflow_benches::vendor::publish;
 use proxflow_cache::warming::WarmingConfig;
 
@@ -172,39 +171,23 @@ fn real_main(mut args: Args) -> proxflow_benches::vendor::Result<()> {
     // The heaviest first (the predictive runs, then the sessions), so that threads end
     // together.
     jobs.sort_by_key(|&(w, p, _)| std::cmp::Reverse((p == 2, workloads[w].has_sessions())));
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Counts>>> = Mutex::new(vec![None; jobs.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(w, p, seed)) = jobs.get(i) else {
-                    break;
-                };
-                let counts = run(workloads[w], &policies[p], seed, args.seconds);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(counts);
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                eprint!(
-                    "\r{finished}/{} runs ({} {} seed {seed})          ",
-                    jobs.len(),
-                    workloads[w].name(),
-                    policies[p].name()
-                );
-            });
-        }
-    });
-    eprintln!();
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let results = run_jobs(
+        &jobs,
+        args.threads,
+        |&(w, p, seed)| run(workloads[w], &policies[p], seed, args.seconds),
+        |&(w, p, seed)| {
+            format!(
+                "({} {} seed {seed})",
+                workloads[w].name(),
+                policies[p].name()
+            )
+        },
+    );
     let runs = |w: usize, p: usize| -> Vec<Counts> {
         jobs.iter()
             .zip(&results)
             .filter(|((jw, jp, _), _)| *jw == w && *jp == p)
-            .filter_map(|(_, c)| *c)
+            .map(|(_, c)| *c)
             .collect()
     };
     let rows: Vec<Row> = workloads
